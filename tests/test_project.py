@@ -1,0 +1,60 @@
+"""The project's promises: dependency lists agree, ruff is set up, README leads with commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the test is skipped on 3.10
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _conda_packages() -> dict[str, str]:
+    """Package -> spec from environment.yml's conda list (pip section and python excluded)."""
+    out = {}
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
+        m = re.match(r"^  - ([A-Za-z0-9_.\-]+)(.*)$", line)
+        if m and m.group(1) not in ("python", "pip"):
+            out[m.group(1).lower()] = m.group(1) + m.group(2).strip()
+    return out
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    project = _pyproject()["project"]
+    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        wanted.update({_name(r): r.replace(" ", "") for r in extra})
+    conda = _conda_packages()
+    assert sorted(conda) == sorted(wanted)
+    for name, spec in wanted.items():
+        assert conda[name].replace(" ", "") == spec, f"{name}: {conda[name]} vs {spec}"
+
+
+def test_core_dependencies_are_the_mission_list():
+    core = {_name(r) for r in _pyproject()["project"]["dependencies"]}
+    assert {"openai", "pillow", "ipywidgets", "matplotlib", "pandas", "nbval"} <= core
+
+
+def test_ruff_is_configured():
+    assert "ruff" in _pyproject()["tool"]
+
+
+def test_readme_leads_with_the_commands_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2, "README must lead with two command blocks"
+    test_command = blocks[1].strip()
+    assert test_command in ci, ".ci/run must run README's test command verbatim"

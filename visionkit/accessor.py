@@ -1,0 +1,65 @@
+"""The ``df.vision`` DataFrame accessor: validates the image column, delegates, keeps the index.
+
+Registered when ``visionkit`` is imported::
+
+    import visionkit as vk
+    df = vk.read_images("datasets/")
+    df.vision.estimate_tokens()
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .profiles import Provider, estimate_tokens
+
+__all__ = ["VisionAccessor"]
+
+IMAGE_COLUMNS = ("image", "path")
+
+
+@pd.api.extensions.register_dataframe_accessor("vision")
+class VisionAccessor:
+    """Image-set methods on any DataFrame with an image column (``image`` or ``path``)."""
+
+    def __init__(self, df: pd.DataFrame) -> None:
+        self._df = df
+
+    def _column(self, column: str | None) -> str:
+        """The image column: ``column`` if given, else ``image`` if present, else ``path``."""
+        if column is not None:
+            if column not in self._df.columns:
+                raise KeyError(
+                    f"df.vision: no column {column!r}; columns are {list(self._df.columns)}"
+                )
+            return column
+        for name in IMAGE_COLUMNS:
+            if name in self._df.columns:
+                return name
+        raise AttributeError(
+            "df.vision needs an image column: 'image' or 'path' (or pass column=...); "
+            f"this DataFrame has {list(self._df.columns)}"
+        )
+
+    def estimate_tokens(
+        self, provider: str | Provider = "inference.net", *, column: str | None = None
+    ) -> pd.Series:
+        """Estimated image tokens per row, as an ``Int64`` Series (NA where the size is unknown).
+
+        Uses the ``width``/``height`` columns when present (as ``read_images`` gives them),
+        otherwise inspects the image column.
+        """
+        df = self._df
+        if column is None and {"width", "height"} <= set(df.columns):
+            sizes = df
+        else:
+            sizes = self.inspect(column=column)
+        out = estimate_tokens(sizes["width"], sizes["height"], provider)
+        return out.rename("estimated_tokens")
+
+    def inspect(self, *, column: str | None = None) -> pd.DataFrame:
+        """The same columns as ``read_images`` for this DataFrame's image column, same index."""
+        from .imageinfo import inspect_images
+
+        col = self._column(column)
+        return inspect_images(self._df[col])

@@ -1,0 +1,242 @@
+"""Provider profiles: each provider's documented limits and token formula, as plain data.
+
+``visionkit.providers`` is the registry; ``register_provider`` adds your own, e.g. for a local
+vLLM or Ollama server::
+
+    vk.register_provider(vk.Provider(
+        name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
+        formats=("png", "jpeg"), max_body_bytes=None, max_images=4,
+        tokens=vk.tokens.inference_net_tokens, default_model="Qwen/Qwen2.5-VL-7B-Instruct",
+        max_side=1120))
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from . import tokens as _tokens
+
+__all__ = ["Provider", "estimate_tokens", "get_provider", "providers", "register_provider"]
+
+TokenFunction = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One OpenAI-compatible vision endpoint and the rules it documents.
+
+    ``max_body_bytes`` is exclusive: a request body must be *smaller* than it. ``None`` means
+    no documented limit. ``max_side`` is the longest side past which the token estimate stops
+    growing; ``encode`` downscales to it by default.
+    """
+
+    name: str
+    base_url: str | None
+    api_key_env: str | None
+    formats: tuple[str, ...]
+    max_body_bytes: int | None
+    max_images: int | None
+    tokens: TokenFunction
+    default_model: str | None
+    max_side: int | None = None
+    max_image_bytes: int | None = None
+    data_uri_only: bool = True
+    notes: str = field(default="", compare=False)
+
+    def estimate(self, width: Any, height: Any) -> Any:
+        """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
+        return self.tokens(width, height)
+
+    def image_budget(self, images: int | None = None, prompt_allowance: int = 16_384) -> int | None:
+        """Bytes one base64 data URI may take so that ``images`` of them and a prompt fit a body.
+
+        With the default of the provider's ``max_images``, the two images inference.net allows
+        and a prompt of up to ``prompt_allowance`` bytes of JSON all fit under its 1 MB limit.
+        """
+        limit = self.max_body_bytes
+        per_image = self.max_image_bytes
+        if limit is not None:
+            n = images or self.max_images or 1
+            share = (limit - 1 - prompt_allowance) // n
+            per_image = share if per_image is None else min(per_image, share)
+        return per_image
+
+    def __repr__(self) -> str:
+        return f"Provider(name={self.name!r}, base_url={self.base_url!r})"
+
+
+class ProviderRegistry(Mapping[str, Provider]):
+    """A name -> Provider mapping; ``to_frame()`` shows the rules side by side."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Provider] = {}
+
+    def __getitem__(self, name: str) -> Provider:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown provider {name!r}; known providers are {sorted(self._items)} "
+                "(add your own with visionkit.register_provider)"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def register(self, provider: Provider, *, replace: bool = False) -> Provider:
+        if provider.name in self._items and not replace:
+            raise ValueError(f"provider {provider.name!r} exists; pass replace=True to replace it")
+        self._items[provider.name] = provider
+        return provider
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [
+            {
+                "provider": p.name,
+                "base_url": p.base_url,
+                "api_key_env": p.api_key_env,
+                "formats": ", ".join(p.formats),
+                "max_body_bytes": p.max_body_bytes,
+                "max_images": p.max_images,
+                "max_side": p.max_side,
+                "tokens_560": p.estimate(560, 560),
+                "tokens_1120": p.estimate(1120, 1120),
+                "default_model": p.default_model,
+            }
+            for p in self._items.values()
+        ]
+        return pd.DataFrame(rows).set_index("provider")
+
+    def __repr__(self) -> str:
+        return f"ProviderRegistry({sorted(self._items)})"
+
+    def _repr_html_(self) -> str:
+        return self.to_frame()._repr_html_()
+
+
+providers = ProviderRegistry()
+
+
+def register_provider(provider: Provider, *, replace: bool = False) -> Provider:
+    """Add ``provider`` to ``visionkit.providers`` so every function accepts its name."""
+    return providers.register(provider, replace=replace)
+
+
+def get_provider(provider: str | Provider | None) -> Provider:
+    """Resolve a name (or a Provider, returned as is); ``None`` means inference.net."""
+    if provider is None:
+        return providers["inference.net"]
+    if isinstance(provider, Provider):
+        return provider
+    return providers[provider]
+
+
+INFERENCE_NET = register_provider(
+    Provider(
+        name="inference.net",
+        base_url="https://api.inference.net/v1",
+        api_key_env="INFERENCE_API_KEY",
+        formats=("png", "jpeg", "webp", "gif"),
+        max_body_bytes=1_000_000,
+        max_images=2,
+        tokens=_tokens.inference_net_tokens,
+        default_model="google/gemma-3-27b-instruct/bf-16",
+        max_side=1120,
+        notes="docs.inference.net vision guide: data URIs only, body under 1 MB, 2 images",
+    )
+)
+
+register_provider(
+    Provider(
+        name="openai",
+        base_url="https://api.openai.com/v1",
+        api_key_env="OPENAI_API_KEY",
+        formats=("png", "jpeg", "webp", "gif"),
+        # platform.openai.com/docs/guides/images-vision: up to 50 MB payload, 500 images.
+        max_body_bytes=50 * 1024 * 1024,
+        max_images=500,
+        tokens=functools.partial(_tokens.openai_tokens, detail="high"),
+        default_model="gpt-4o-mini",
+        max_side=2048,
+        data_uri_only=False,
+        notes="GPT-4o tile formula, detail=high; non-animated GIF only",
+    )
+)
+
+register_provider(
+    Provider(
+        name="openai-low",
+        base_url="https://api.openai.com/v1",
+        api_key_env="OPENAI_API_KEY",
+        formats=("png", "jpeg", "webp", "gif"),
+        max_body_bytes=50 * 1024 * 1024,
+        max_images=500,
+        tokens=functools.partial(_tokens.openai_tokens, detail="low"),
+        default_model="gpt-4o-mini",
+        max_side=512,
+        data_uri_only=False,
+        notes="detail=low: a flat 85 tokens at 512 x 512",
+    )
+)
+
+register_provider(
+    Provider(
+        name="anthropic",
+        # Anthropic's OpenAI SDK compatibility endpoint.
+        base_url="https://api.anthropic.com/v1/",
+        api_key_env="ANTHROPIC_API_KEY",
+        formats=("png", "jpeg", "webp", "gif"),
+        # docs.anthropic.com vision: 5 MB per image, 32 MB per request, 100 images per request.
+        max_body_bytes=32 * 1024 * 1024,
+        max_images=100,
+        tokens=_tokens.anthropic_tokens,
+        default_model="claude-sonnet-4-5",
+        max_side=1568,
+        max_image_bytes=5 * 1024 * 1024,
+        notes="tokens = w*h/750 after scaling to 1568 px / ~1.15 MP",
+    )
+)
+
+register_provider(
+    Provider(
+        name="offline",
+        base_url=None,  # set when visionkit.offline starts its server on 127.0.0.1
+        api_key_env=None,
+        formats=INFERENCE_NET.formats,
+        max_body_bytes=INFERENCE_NET.max_body_bytes,
+        max_images=INFERENCE_NET.max_images,
+        tokens=_tokens.inference_net_tokens,
+        default_model="visionkit-offline",
+        max_side=INFERENCE_NET.max_side,
+        notes="the local stand-in: inference.net's rules, answers describe pixels only",
+    )
+)
+
+
+def estimate_tokens(width: Any, height: Any, provider: str | Provider = "inference.net") -> Any:
+    """Estimated image tokens for ``width x height`` under ``provider``'s formula.
+
+    Scalars give an ``int``; arrays and Series give the same shape (a Series keeps its index).
+
+    >>> estimate_tokens(1120, 1120)
+    6404
+    """
+    profile = get_provider(provider)
+    if isinstance(width, pd.Series) or isinstance(height, pd.Series):
+        index = width.index if isinstance(width, pd.Series) else height.index
+        w = pd.to_numeric(pd.Series(width, index=index), errors="coerce")
+        h = pd.to_numeric(pd.Series(height, index=index), errors="coerce")
+        ok = w.notna() & h.notna()
+        out = pd.Series(pd.NA, index=index, dtype="Int64", name="estimated_tokens")
+        if ok.any():
+            out[ok] = profile.estimate(w[ok].to_numpy(), h[ok].to_numpy())
+        return out
+    return profile.estimate(width, height)

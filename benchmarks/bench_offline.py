@@ -39,9 +39,11 @@ def make_uris(n: int, size: tuple[int, int] = (1120, 747)) -> list[str]:
     return uris
 
 
-async def drive(url: str, n: int, concurrency: int, uris: list[str] | None) -> float:
+async def drive(
+    url: str, n: int, concurrency: int, uris: list[str] | None, *, retries: int = 0
+) -> float:
     sem = asyncio.Semaphore(concurrency)
-    async with openai.AsyncOpenAI(base_url=url, api_key="offline", max_retries=0) as client:
+    async with openai.AsyncOpenAI(base_url=url, api_key="offline", max_retries=retries) as client:
 
         async def one(i: int) -> None:
             content: list[dict] = [{"type": "text", "text": f"Describe image {i}."}]
@@ -92,6 +94,20 @@ def main() -> None:
             for v, w in zip(row, widths, strict=True)
         ]
         print(f"{label:<36}" + "".join(cells))
+
+    # A rate limit: the SDK's own retries honour retry-after-ms; no adaptive concurrency.
+    rate = 20
+    m = 200
+    with offline.serve(latency=lat, rate_limit=rate) as url:
+        elapsed = asyncio.run(drive(url, m, c, None, retries=20))
+        stats = url.server.stats.as_dict()
+    refused = stats["status_counts"].get(429, 0)
+    print(
+        f"rate limit {rate}/s, {m} text requests at concurrency {c}, SDK retries: "
+        f"{m / elapsed:.1f} req/s sustained, 429s {refused} "
+        f"({refused / stats['chat_requests']:.0%} of requests); all answered: "
+        f"{stats['answered'] == m + 1}"
+    )
 
 
 if __name__ == "__main__":

@@ -575,3 +575,18 @@ def test_keep_alive_serves_many_requests_on_one_connection(server, client):
         client.chat.completions.create(model=MODEL, messages=user("x", "https://e.org/a.png"))
     client.chat.completions.create(model=MODEL, messages=user("last"))
     assert server.stats.connections == 1 and server.stats.chat_requests == 7
+
+
+def test_refused_requests_are_told_successive_slots():
+    with (
+        offline.serve(rate_limit=10, burst=1) as url,
+        openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c,
+    ):
+        c.chat.completions.create(model=MODEL, messages=user("go"))
+        waits = []
+        for i in range(3):
+            with pytest.raises(openai.RateLimitError) as err:
+                c.chat.completions.create(model=MODEL, messages=user(f"wait {i}"))
+            waits.append(int(err.value.response.headers["retry-after-ms"]))
+        # about 100, 200 and 300 ms: each refusal is handed the next free token
+        assert waits == sorted(waits) and waits[2] - waits[0] >= 150

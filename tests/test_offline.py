@@ -537,7 +537,10 @@ def test_command_line_serves_in_the_foreground():
             assert c.chat.completions.create(model=MODEL, messages=user("hi")).choices
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=10)
+    assert '"chat_requests": 1' in out  # SIGTERM stops it cleanly and prints its stats
+    # e.g. visionkit/__init__.py importing visionkit.offline eagerly would make runpy warn
+    assert "Warning" not in err and "Traceback" not in err
 
 
 def test_pixels_false_reads_headers_only_but_keeps_every_rule():
@@ -590,3 +593,18 @@ def test_refused_requests_are_told_successive_slots():
             waits.append(int(err.value.response.headers["retry-after-ms"]))
         # about 100, 200 and 300 ms: each refusal is handed the next free token
         assert waits == sorted(waits) and waits[2] - waits[0] >= 150
+
+
+def test_chunked_bodies_are_read_and_limited(server):
+    host, port = server.base_url.split("//")[1].split("/")[0].split(":")
+    small = json.dumps({"model": MODEL, "messages": user("hi")}).encode()
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    hdrs = {"Authorization": "Bearer offline", "Content-Type": "application/json"}
+    conn.request("POST", "/v1/chat/completions", body=iter([small[:10], small[10:]]), headers=hdrs)
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["object"] == "chat.completion"
+    big = iter([b"x" * 300_000] * 4)  # 1.2 MB in four chunks
+    conn.request("POST", "/v1/chat/completions", body=big, headers=hdrs)
+    resp = conn.getresponse()
+    assert resp.status == 413 and "1,200,000 bytes" in json.loads(resp.read())["error"]["message"]
+    conn.close()

@@ -402,8 +402,9 @@ def fill_schema(
 
     Known property names (width, height, format, dominant_colours/colors, brightness,
     description/caption/summary/answer) take the facts; anything else gets a type-correct
-    default: strings the description, numbers 0 (or their minimum), booleans false, enums their
-    first value, arrays ``[]`` (or ``minItems`` defaults), objects filled recursively.
+    default: the schema's ``default`` if it has one, else strings the description, numbers 0 (or
+    their minimum), booleans false, enums their first value, arrays ``[]`` (or ``minItems``
+    items), objects filled recursively.
     """
     root = root if root is not None else (schema if isinstance(schema, dict) else {})
     schema = _resolve(schema, root)
@@ -446,6 +447,8 @@ def fill_schema(
             elif sub.get("type") == "array" and fact == "images" and isinstance(value, list):
                 item = sub.get("items", {})
                 out[name] = [fill_schema(item, v, root=root, depth=depth + 1) for v in value]
+            elif "default" in sub:
+                out[name] = sub["default"]  # the schema's own fallback
             else:
                 out[name] = fill_schema(sub, facts, root=root, depth=depth + 1)
         return out
@@ -793,10 +796,14 @@ def _parse(
                         code="too_many_images",
                     )
                 image_url = part.get("image_url")
-                url = image_url.get("url") if isinstance(image_url, dict) else image_url
+                url = image_url.get("url") if isinstance(image_url, dict) else None
                 param = f"{p}.image_url.url"
                 if not isinstance(url, str) or not url:
-                    raise _Reply(400, f"{param} must be a string.", param=param)
+                    raise _Reply(
+                        400,
+                        f"{p}.image_url must be an object with a 'url' string.",
+                        param=param,
+                    )
                 if url[:5].lower() == "data:":
                     images.append(_decode_data_uri(url, param, provider.formats, full=full))
                 elif provider.data_uri_only:
@@ -997,32 +1004,39 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
 
     def _read_chunked(self, limit: int | None) -> bytes:
+        """A ``Transfer-Encoding: chunked`` body, read in pieces; past ``limit`` it is only
+        drained (up to ``DRAIN_LIMIT``) and a 413 follows."""
         parts: list[bytes] = []
         size = 0
-        too_large = False
         while True:
             line = self.rfile.readline(1024)
             try:
                 n = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
+                n = -1
+            if n < 0:
                 self.close_connection = True
-                raise _Reply(400, "Malformed chunked body.") from None
+                raise _Reply(400, "Malformed chunked body.")
             if n == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
+                    pass  # trailers
                 break
-            chunk = self.rfile.read(n)
-            self.rfile.readline(8)
-            size += len(chunk)
-            if limit is not None and size >= limit:
-                too_large = True
-                parts.clear()
-                if size > DRAIN_LIMIT:
+            while n > 0:
+                piece = self.rfile.read(min(n, 65536))
+                if not piece:
+                    self.close_connection = True
+                    raise _Reply(400, "Truncated chunked body.")
+                n -= len(piece)
+                size += len(piece)
+                if limit is None or size < limit:
+                    parts.append(piece)
+                elif size > DRAIN_LIMIT:
                     self.close_connection = True
                     raise self._too_large(size)
-            elif not too_large:
-                parts.append(chunk)
-        if too_large:
+                else:
+                    parts.clear()
+            self.rfile.readline(8)
+        if limit is not None and size >= limit:
             raise self._too_large(size)
         return b"".join(parts)
 

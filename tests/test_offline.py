@@ -479,7 +479,7 @@ def test_describe_image_names_colours_brightness_frames_and_transparency():
 
 
 def test_32_concurrent_requests_overlap(server):
-    server.latency = 0.2
+    server.latency = 0.3
 
     async def run() -> None:
         async with openai.AsyncOpenAI(
@@ -496,7 +496,7 @@ def test_32_concurrent_requests_overlap(server):
     stats = server.stats
     assert stats.status_counts == {200: 32}
     # The server itself saw them in flight together, which wall-clock times can only suggest.
-    assert stats.max_in_flight >= 24
+    assert stats.max_in_flight >= 16  # sequential handling would give 1
     assert stats.connections <= 32  # keep-alive: one connection per concurrent request at most
     assert stats.images == 32 and stats.image_bytes == 32 * len(image_bytes())
     assert stats.duplicates == {}
@@ -582,7 +582,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(server, client):
 
 def test_refused_requests_are_told_successive_slots():
     with (
-        offline.serve(rate_limit=10, burst=1) as url,
+        offline.serve(rate_limit=2, burst=1) as url,
         openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c,
     ):
         c.chat.completions.create(model=MODEL, messages=user("go"))
@@ -591,8 +591,8 @@ def test_refused_requests_are_told_successive_slots():
             with pytest.raises(openai.RateLimitError) as err:
                 c.chat.completions.create(model=MODEL, messages=user(f"wait {i}"))
             waits.append(int(err.value.response.headers["retry-after-ms"]))
-        # about 100, 200 and 300 ms: each refusal is handed the next free token
-        assert waits == sorted(waits) and waits[2] - waits[0] >= 150
+        # about 500, 1000 and 1500 ms: each refusal is handed the next free token
+        assert waits == sorted(waits) and waits[2] - waits[0] >= 500
 
 
 def test_chunked_bodies_are_read_and_limited(server):

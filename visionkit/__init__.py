@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from . import tokens
 from .accessor import VisionAccessor
+from .display import thumbnail
+from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
+from .imageinfo import inspect_images, read_images
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -25,9 +28,13 @@ __all__ = [
     "RequestError",
     "VisionAccessor",
     "VisionError",
+    "encode_image",
     "estimate_tokens",
     "get_provider",
+    "inspect_images",
     "providers",
+    "read_images",
     "register_provider",
+    "thumbnail",
     "tokens",
 ]

@@ -3,7 +3,7 @@
     python benchmarks/bench_offline.py [--requests 320] [--concurrency 32] [--latency 0.2]
 
 Drives the server with the real ``openai.AsyncOpenAI`` client (asyncio.gather + semaphore) and
-prints, side by side, the measured throughput against the ideal ``ceil(N / C) * latency``, for
+prints, side by side, the best-of-3 throughput against the ideal ``ceil(N / C) * latency``, for
 text-only requests and for requests carrying one distinct ~1120x747 JPEG each (so the server
 decodes, sniffs, measures and describes every image), plus the peak concurrency the server saw.
 """
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=320)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     args = parser.parse_args()
     n, c, lat = args.requests, args.concurrency, args.latency
     ideal = math.ceil(n / c) * lat
@@ -83,9 +84,12 @@ def main() -> None:
     ]
     widths = [len(h) + 3 for h in header[1:]]
     for label, images, pixels in cases:
-        with offline.serve(latency=lat, pixels=pixels) as url:
-            elapsed = asyncio.run(drive(url, n, c, images))
-            stats = url.server.stats.as_dict()
+        runs = []
+        for _ in range(args.repeat):  # best of N: the machine may be shared
+            with offline.serve(latency=lat, pixels=pixels) as url:
+                elapsed = asyncio.run(drive(url, n, c, images))
+                runs.append((elapsed, url.server.stats.as_dict()))
+        elapsed, stats = min(runs, key=lambda r: r[0])
         assert stats["answered"] == n + 1, stats
         row = [elapsed, n / elapsed, elapsed / ideal, stats["max_in_flight"]]
         row.append(stats["cpu_ms_per_request"])

@@ -7,6 +7,7 @@ import base64
 import http.client
 import io
 import json
+import logging
 import math
 import socket
 import subprocess
@@ -608,3 +609,22 @@ def test_chunked_bodies_are_read_and_limited(server):
     resp = conn.getresponse()
     assert resp.status == 413 and "1,200,000 bytes" in json.loads(resp.read())["error"]["message"]
     conn.close()
+
+
+def test_the_key_is_never_logged_or_shown(caplog):
+    secret = "sk-offline-secret-42"
+    with (
+        caplog.at_level(logging.DEBUG, logger="visionkit.offline"),
+        offline.serve(api_key=secret) as url,
+    ):
+        with openai.OpenAI(base_url=url, api_key=secret, max_retries=0) as c:
+            c.chat.completions.create(model=MODEL, messages=user("hi"))
+        with (
+            openai.OpenAI(base_url=url, api_key=secret + "x", max_retries=0) as c,
+            pytest.raises(openai.AuthenticationError) as err,
+        ):
+            c.chat.completions.create(model=MODEL, messages=user("hi"))
+        shown = [repr(url.server), str(url.server.stats), str(url.server.stats.records)]
+    assert caplog.records  # the request lines were logged...
+    assert secret not in caplog.text  # ...without the key
+    assert secret not in str(err.value) and not any(secret in s for s in shown)

@@ -111,7 +111,19 @@ from PIL import Image
 
 from .profiles import Provider, get_provider, providers
 
-__all__ = ["Fault", "OfflineServer", "ServerStats", "describe_image", "serve", "shared", "start"]
+__all__ = [
+    "BaseURL",
+    "Fault",
+    "ImageFacts",
+    "OfflineServer",
+    "RequestRecord",
+    "ServerStats",
+    "describe_image",
+    "fill_schema",
+    "serve",
+    "shared",
+    "start",
+]
 
 log = logging.getLogger("visionkit.offline")
 
@@ -212,7 +224,8 @@ class ImageFacts:
             return f"{kind} (pixels not analysed)"
         if not self.dominant_colours:
             return f"{kind}, fully transparent"
-        colours = " and ".join(self.dominant_colours)
+        *rest, last = self.dominant_colours
+        colours = f"{', '.join(rest)} and {last}" if rest else last
         extra = ", partly transparent" if self.transparent else ""
         return f"{kind}, mostly {colours}, {self.brightness}{extra}"
 

@@ -515,7 +515,7 @@ class Fault:
     message: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
     """One chat request as the server saw it (no headers, no key)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import warnings
 from pathlib import Path
@@ -395,3 +396,9 @@ def test_cmyk_profile_is_not_copied_onto_the_rgb_output(tmp_path):
     im = decode(encode_image(path))
     assert "icc_profile" not in im.info
     assert close(rgb(im, (15, 15)), (255, 0, 0), tol=20)
+
+
+def test_mislabelled_data_uri_gets_the_true_mimetype():
+    data = png_bytes(photo(20, 10))
+    lying = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    assert decode_data_uri(encode_image(lying)) == ("image/png", data)

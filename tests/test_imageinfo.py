@@ -205,3 +205,11 @@ def test_empty_folder_and_consistent_dtypes(tmp_path):
             "error": "object",
         }
     assert one.loc[0, "format"] is None
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (5, 5)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    df = read_images(tmp_path)
+    assert [Path(p).name for p in df["path"]] == ["x.png"]

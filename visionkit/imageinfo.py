@@ -229,8 +229,13 @@ def _looks_like_image(path: str, name: str) -> bool:
 def _walk(folder: str, recursive: bool) -> list[str]:
     found: list[str] = []
     stack = [folder]
+    seen: set[str] = set()  # real paths of folders walked: symlink loops end here
     while stack:
         current = stack.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            continue
+        seen.add(real)
         try:
             entries = list(os.scandir(current))
         except OSError:

@@ -9,6 +9,8 @@ Registered when ``visionkit`` is imported::
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from .profiles import Provider, estimate_tokens
@@ -63,3 +65,19 @@ class VisionAccessor:
 
         col = self._column(column)
         return inspect_images(self._df[col])
+
+    def ask(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
+        """Ask a vision model about each row's image; see ``visionkit.ask`` for the options.
+
+        >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
+        >>> df.join(result)                                                 # doctest: +SKIP
+        """
+        from .ask import ask
+
+        return ask(self._df, prompt, **kwargs)
+
+    async def ask_async(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
+        """``await df.vision.ask_async(prompt, ...)``: ``ask`` in the caller's event loop."""
+        from .ask import ask_async
+
+        return await ask_async(self._df, prompt, **kwargs)

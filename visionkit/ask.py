@@ -323,6 +323,11 @@ def _plan(
     else:
         provider = resolve_profile("auto")
         model = model or provider.default_model
+    if provider.max_images is not None and len(columns) > provider.max_images:
+        raise RequestError(
+            f"column={columns} puts {len(columns)} images in each request, but "
+            f"{provider.name} allows at most {provider.max_images}; nothing was sent"
+        )
 
     encode_options = {"max_side": max_side} if max_side is not None else {}
     return _Plan(
@@ -669,7 +674,11 @@ class _Run:
             return
 
     def _stop(self, exc: BaseException) -> None:
-        """A 401: stop the whole run at once and raise ``exc`` from ``main``."""
+        """A 401: start nothing more and raise ``exc`` from ``main``.
+
+        Requests already in flight are let finish (they were sent with a key the server may
+        have accepted, so their answers may be paid for) but are not retried.
+        """
         if self.fatal is None:
             self.fatal = exc
             logger.error(
@@ -679,10 +688,6 @@ class _Run:
             )
             assert self._drain is not None
             self._drain.set()
-            current = asyncio.current_task()
-            for task in list(self._tasks):
-                if task is not current:
-                    task.cancel()
 
     def _store(self, pos: int, key: str, prepared: Any, response: Any) -> None:
         plan = self.plan

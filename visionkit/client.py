@@ -107,17 +107,12 @@ def _norm(url: str | None) -> str | None:
     return None if url is None else str(url).rstrip("/")
 
 
-def _offline_url() -> str:
-    """Base URL of this process's shared offline server (started on first use)."""
+def _offline_server() -> tuple[str, str]:
+    """Base URL and key of this process's shared offline server (started on first use)."""
     from . import offline
 
-    return offline.shared_url()
-
-
-def _offline_key() -> str:
-    from . import offline
-
-    return getattr(offline, "DEFAULT_API_KEY", NO_KEY)
+    server = offline.shared()
+    return server.base_url, server.api_key or NO_KEY
 
 
 def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None = None) -> Provider:
@@ -158,8 +153,11 @@ def connect(
     profile = resolve_profile(provider, base_url=base_url)
     auto = provider == "auto"
     if profile.name == "offline":
-        url = base_url or _offline_url()
-        key = api_key or _offline_key()
+        if base_url is None:
+            url, key = _offline_server()
+            key = api_key or key
+        else:
+            url, key = base_url, api_key or "offline"
         if auto:
             warnings.warn(
                 "visionkit: INFERENCE_API_KEY is not set, so visionkit.connect() uses the "

@@ -10,11 +10,8 @@ import pytest
 from PIL import Image
 
 import visionkit as vk
-from tests import _encode_shim
 from visionkit import offline
 from visionkit.cache import Cache
-
-_encode_shim.install()
 
 
 def make_images(folder, n, size=(48, 32), start=0):

@@ -15,12 +15,10 @@ import pytest
 from PIL import Image
 
 import visionkit as vk
-from tests import _encode_shim
 from tests.test_ask import make_images
 from visionkit import offline, retry
 from visionkit.cache import Cache
 
-_encode_shim.install()
 ask_module = importlib.import_module("visionkit.ask")  # the module, not vk.ask the function
 
 SECRET = "sk-visionkit-test-SECRET-0123456789"

@@ -16,6 +16,8 @@ from .accessor import VisionAccessor
 from .ask import ask, ask_async
 from .cache import Cache
 from .client import Client, OfflineWarning, connect
+from .display import thumbnail
+from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
@@ -36,11 +38,13 @@ __all__ = [
     "ask",
     "ask_async",
     "connect",
+    "encode_image",
     "estimate_tokens",
     "get_provider",
     "inspect_images",
     "providers",
     "read_images",
     "register_provider",
+    "thumbnail",
     "tokens",
 ]

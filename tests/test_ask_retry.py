@@ -80,10 +80,11 @@ def test_classify_connection_errors_and_others():
     assert classify(ValueError("x")) == "fail"
 
 
-def test_limiter_halves_once_per_round_and_recovers_additively():
+def test_limiter_decreases_once_per_round_paces_and_recovers():
     now = [0.0]
-    lim = AdaptiveLimiter(16, decrease=0.5, clock=lambda: now[0])
+    lim = AdaptiveLimiter(16, decrease=0.5, calm=5.0, clock=lambda: now[0])
     tickets = [lim.take() for _ in range(16)]
+    assert not lim.pacing  # no 429 yet: no pacing, full concurrency
     # a burst of 429s from requests sent in the same round lowers the limit once
     for t in tickets[:8]:
         lim.give_back(t, "rate")
@@ -93,14 +94,20 @@ def test_limiter_halves_once_per_round_and_recovers_additively():
     lim.give_back(t, "rate", retry_after=2.0)
     assert lim.limit == 4.0 and lim.decreases == 2 and lim.lowest == 4.0
     assert lim.pause_remaining() == pytest.approx(2.0)
-    now[0] = 3.0
-    assert lim.pause_remaining() == 0.0
+    now[0] = 2.2  # the first round's successes come back after 2.2 s
     for t in tickets[8:]:
         lim.give_back(t, "ok")
-    assert 5.0 < lim.limit < 6.0  # ~ +1 per round of `limit` successes
-    for _ in range(500):
+    assert lim.rtt == pytest.approx(2.2)
+    assert 4.0 < lim.limit < 4.3  # 429s are recent: probe up slowly (0.1 per round)
+    # paced: after a 429, sends are spaced rtt / limit apart
+    assert lim.pacing and lim.pause_remaining() == 0.0
+    t = lim.take()
+    assert lim.pause_remaining() == pytest.approx(2.2 / lim.limit, rel=0.05)
+    lim.give_back(t, "ok")
+    now[0] = 60.0  # long after the last 429: recover a round at a time, up to the maximum
+    for _ in range(400):
         lim.give_back(lim.take(), "ok")
-    assert lim.limit == 16.0  # recovered, never above the caller's concurrency
+    assert lim.limit == 16.0
     for _ in range(50):
         lim.give_back(lim.take(), "rate")
     assert lim.allowed() == 1  # never below one

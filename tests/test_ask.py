@@ -135,3 +135,15 @@ def test_script_and_running_event_loop_and_async_twin(frame, server, client, cac
     result = asyncio.run(twin())
     assert result["error"].isna().all() and not result["cached"].any()
     assert server.server.stats.chat_requests == 12
+
+
+def test_the_same_image_twice_in_one_run_is_paid_once(tmp_path, server, client):
+    paths = make_images(tmp_path / "dup", 3)
+    frame = pd.DataFrame({"path": paths + paths + [paths[0]]})
+    result = frame.vision.ask(
+        "Describe.", client=client, cache=False, progress=False, concurrency=8
+    )
+    assert result["error"].isna().all()
+    assert server.server.stats.chat_requests == 3
+    assert result["cached"].sum() == 4 and result["answer"].nunique() == 3
+    assert result.attrs["usage"]["prompt_tokens"] == server.server.stats.prompt_tokens

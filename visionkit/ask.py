@@ -433,6 +433,8 @@ class _Run:
         self._main: asyncio.Task[Any] | None = None
         self._drain: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
+        self._entries: dict[int, CachedAnswer] = {}
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -462,7 +464,7 @@ class _Run:
             self.bar.set_postfix(
                 cached=c.cache_hits,
                 failed=c.failed,
-                tokens=c.prompt_tokens + c.completion_tokens,
+                tokens=f"{c.prompt_tokens + c.completion_tokens:,}",
                 refresh=False,
             )
             self.bar.update(1)
@@ -559,7 +561,22 @@ class _Run:
             if kind == "skip":
                 self.error[pos] = INTERRUPTED
                 return
-            await self._send(pos, key, payload, sdk)
+            # Two rows with the same key in one run (the same image and prompt): the second
+            # waits for the first's answer instead of paying for it again.
+            twin = self._pending.get(key)
+            if twin is not None:
+                entry = await asyncio.shield(twin)
+                if entry is not None:
+                    self._record(pos, entry, cached=True)
+                    return
+            future: asyncio.Future[CachedAnswer | None] = loop.create_future()
+            self._pending[key] = future
+            try:
+                await self._send(pos, key, payload, sdk)
+            finally:
+                if self._pending.get(key) is future:
+                    del self._pending[key]
+                future.set_result(self._entries.pop(pos, None))
         except asyncio.CancelledError:
             if self.error[pos] is None and self.answer[pos] is None:
                 self.error[pos] = INTERRUPTED
@@ -710,6 +727,7 @@ class _Run:
             except Exception as exc:  # a full disk must not cost the answer in memory
                 logger.error("could not store row %r in the cache: %s", plan.index[pos], exc)
         self._record(pos, entry, cached=False)
+        self._entries[pos] = entry
         if answer is None:
             refusal = getattr(message, "refusal", None)
             self.error[pos] = f"empty reply{f': {refusal}' if refusal else ''}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def run_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .ask import ask
-    from .client import connect
+    from .client import OfflineWarning, connect
     from .imageinfo import read_images
 
     paths = args.paths if len(args.paths) > 1 else args.paths[0]
@@ -101,7 +102,11 @@ def run_ask(args: argparse.Namespace) -> int:
     cache: Any = False if args.no_cache else (args.cache or True)
     client = None
     if not args.dry_run or args.base_url or args.provider != "auto":
-        client = connect(args.provider, base_url=args.base_url, model=args.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OfflineWarning)
+            client = connect(args.provider, base_url=args.base_url, model=args.model)
+        for w in caught:  # one plain line, not a warning with a source excerpt
+            print(f"note: {str(w.message).removeprefix('visionkit: ')}", file=sys.stderr)
     result = ask(
         images,
         args.prompt,

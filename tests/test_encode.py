@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import warnings
 from pathlib import Path
@@ -386,3 +387,18 @@ def test_encode_mixed_cell_kinds(tmp_path):
         out = encode_series(cells, progress=False)
     assert decode_data_uri(out[0]) == ("image/png", data)
     assert decode(out[1]).size == (30, 20)
+
+
+def test_cmyk_profile_is_not_copied_onto_the_rgb_output(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    fake_profile = b"\0" * 128  # unusable: the plain conversion is used
+    Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(path, icc_profile=fake_profile)
+    im = decode(encode_image(path))
+    assert "icc_profile" not in im.info
+    assert close(rgb(im, (15, 15)), (255, 0, 0), tol=20)
+
+
+def test_mislabelled_data_uri_gets_the_true_mimetype():
+    data = png_bytes(photo(20, 10))
+    lying = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+    assert decode_data_uri(encode_image(lying)) == ("image/png", data)

@@ -187,3 +187,29 @@ def test_read_images_with_urls():
     assert df["path"].tolist()[0] == f"{base}/a.png"
     assert df.loc[0, "bytes"] == len(body)
     assert "HTTP 404" in df.loc[1, "error"]
+
+
+def test_empty_folder_and_consistent_dtypes(tmp_path):
+    empty = read_images(tmp_path)
+    assert list(empty.columns) == COLUMNS and len(empty) == 0
+    one = read_images([tmp_path / "missing.png"])
+    for df in (empty, one):
+        assert df.dtypes.astype(str).to_dict() == {
+            "path": "object",
+            "format": "object",
+            "width": "Int64",
+            "height": "Int64",
+            "mode": "object",
+            "frames": "Int64",
+            "bytes": "Int64",
+            "error": "object",
+        }
+    assert one.loc[0, "format"] is None
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (5, 5)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    df = read_images(tmp_path)
+    assert [Path(p).name for p in df["path"]] == ["x.png"]

@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import math
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import openai
 import pydantic
 import pytest
@@ -162,6 +164,18 @@ def test_body_of_one_megabyte_is_413_and_just_under_is_accepted(server, client):
     status, _, payload, conn = raw_post(server.base_url, body_of(999_999), conn=conn)
     assert status == 200, payload
     conn.close()
+
+
+def test_expect_100_continue_is_refused_before_the_body_is_sent(server):
+    host, port = server.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer offline\r\n"
+            b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        head = sock.recv(65536).decode()
+    assert head.startswith("HTTP/1.1 413 ")
+    assert "Connection: close" in head and "request_too_large" in head
 
 
 def test_a_huge_body_is_refused_without_being_held_in_memory(server):
@@ -483,6 +497,7 @@ def test_32_concurrent_requests_overlap(server):
     assert stats.status_counts == {200: 32}
     # The server itself saw them in flight together, which wall-clock times can only suggest.
     assert stats.max_in_flight >= 24
+    assert stats.connections <= 32  # keep-alive: one connection per concurrent request at most
     assert stats.images == 32 and stats.image_bytes == 32 * len(image_bytes())
     assert stats.duplicates == {}
 
@@ -523,3 +538,55 @@ def test_command_line_serves_in_the_foreground():
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_pixels_false_reads_headers_only_but_keeps_every_rule():
+    with (
+        offline.serve(pixels=False) as url,
+        openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c,
+    ):
+        noise = np.random.default_rng(0).integers(0, 255, (1000, 1500, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noise).save(buf, "JPEG", quality=20)
+        big = data_uri(buf.getvalue(), "image/jpeg")
+        assert len(big) > 2 * offline.HEADER_PREFIX  # so only a prefix is decoded
+        resp = c.chat.completions.create(model=MODEL, messages=user("", big))
+        assert "a 1500x1000 JPEG (pixels not analysed)" in resp.choices[0].message.content
+        assert resp.usage.prompt_tokens == inference_net_tokens(1500, 1000)
+        frames = [Image.new("RGB", (40, 30), c) for c in [(255, 0, 0), (0, 0, 255)]]
+        buf = io.BytesIO()
+        frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+        gif = data_uri(buf.getvalue(), "image/gif")
+        resp = c.chat.completions.create(model=MODEL, messages=user("", gif))
+        assert "animated GIF (2 frames)" in resp.choices[0].message.content
+        with pytest.raises(openai.BadRequestError, match="holds JPEG bytes"):
+            c.chat.completions.create(model=MODEL, messages=user("", big.replace("jpeg", "png")))
+        with pytest.raises(openai.BadRequestError, match="Invalid base64"):
+            c.chat.completions.create(model=MODEL, messages=user("", big[:-5] + "!" + big[-4:]))
+        assert url.server.stats.image_bytes == len(base64.b64decode(big.split(",")[1])) + len(
+            buf.getvalue()
+        )
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server, client):
+    for i in range(5):
+        client.chat.completions.create(model=MODEL, messages=user(f"q{i}"))
+    with pytest.raises(openai.BadRequestError):  # an error answer keeps the connection too
+        client.chat.completions.create(model=MODEL, messages=user("x", "https://e.org/a.png"))
+    client.chat.completions.create(model=MODEL, messages=user("last"))
+    assert server.stats.connections == 1 and server.stats.chat_requests == 7
+
+
+def test_refused_requests_are_told_successive_slots():
+    with (
+        offline.serve(rate_limit=10, burst=1) as url,
+        openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c,
+    ):
+        c.chat.completions.create(model=MODEL, messages=user("go"))
+        waits = []
+        for i in range(3):
+            with pytest.raises(openai.RateLimitError) as err:
+                c.chat.completions.create(model=MODEL, messages=user(f"wait {i}"))
+            waits.append(int(err.value.response.headers["retry-after-ms"]))
+        # about 100, 200 and 300 ms: each refusal is handed the next free token
+        assert waits == sorted(waits) and waits[2] - waits[0] >= 150

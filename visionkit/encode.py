@@ -129,7 +129,9 @@ def _scale_to_8bit(im: Image.Image) -> Image.Image:
 
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK to sRGB through the embedded ICC profile if any; the CMYK profile is dropped."""
     icc = im.info.get("icc_profile")
+    out = None
     if icc:
         try:
             from PIL import ImageCms
@@ -137,11 +139,12 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             dst = ImageCms.createProfile("sRGB")
             out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
-            if out is not None:
-                return out
         except Exception:  # a broken or unusual profile: fall back to the plain conversion
-            pass
-    return im.convert("RGB")
+            out = None
+    if out is None:
+        out = im.convert("RGB")
+    out.info.pop("icc_profile", None)  # never label RGB pixels with a CMYK profile
+    return out
 
 
 def _decode(
@@ -159,13 +162,11 @@ def _decode(
     if _frames(im) > 1 and im.tell() != 0:
         im.seek(0)
     im.load()
-    info = dict(im.info)
-    if orient in _TRANSPOSE:
-        im = im.transpose(_TRANSPOSE[orient])
-    im.info = info
     im = _to_8bit(im)
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if im.size != stored:
+        im = im.resize(stored, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if orient in _TRANSPOSE:  # after the resize: rotating the small image is cheaper
+        im = im.transpose(_TRANSPOSE[orient])
     return im
 
 

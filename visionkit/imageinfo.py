@@ -198,11 +198,18 @@ def _cell_row(cell: Any) -> dict[str, Any]:
 
 
 def _frame(rows: list[dict[str, Any]], index: pd.Index | None = None) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS, index=index)
-    for col in _INT_COLUMNS:
-        df[col] = df[col].astype("Int64")
-    df["error"] = df["error"].astype(object).where(df["error"].notna(), None)
-    return df
+    # Text columns stay ``object`` with None for missing values on every pandas version
+    # (pandas 3 would infer its ``str`` dtype for some frames and not others, e.g. empty ones).
+    columns = {}
+    for col in COLUMNS:
+        values = [r[col] for r in rows]
+        dtype = "Int64" if col in _INT_COLUMNS else object
+        columns[col] = (
+            pd.Series(values, index=index, dtype=dtype)
+            if rows
+            else pd.Series([], index=index, dtype=dtype)
+        )
+    return pd.DataFrame(columns, index=index if rows else None)
 
 
 def _natural_key(path: str) -> tuple:
@@ -222,8 +229,13 @@ def _looks_like_image(path: str, name: str) -> bool:
 def _walk(folder: str, recursive: bool) -> list[str]:
     found: list[str] = []
     stack = [folder]
+    seen: set[str] = set()  # real paths of folders walked: symlink loops end here
     while stack:
         current = stack.pop()
+        real = os.path.realpath(current)
+        if real in seen:
+            continue
+        seen.add(real)
         try:
             entries = list(os.scandir(current))
         except OSError:

@@ -1,0 +1,404 @@
+"""Benchmarks for visionkit's image side: read_images, encode, memory.
+
+Run: ``python benchmarks/bench_images.py`` (about 3 minutes; ``--quick`` for under one).
+
+Generates camera-size JPEGs (4000x3000 and 3000x4000, photo content: scikit-image's sample
+photographs upscaled with sensor-like grain, some with an EXIF rotation) into
+``benchmarks/_data`` (gitignored; reused by later runs), then measures, side by side:
+
+  (a) read_images (headers only) vs a naive loop that fully decodes each file;
+  (b) encode vs the naive path (full decode, ``thumbnail((1120, 1120))``, save JPEG, base64) at
+      equal JPEG quality, with PSNR of ours against the naive output; one core and a 2-worker
+      pool (threads and processes); decode-only as the floor;
+  (c) peak memory (RSS, in a subprocess) of encoding 1,000 camera-size images, and what it
+      costs to hold the URIs in pandas' string dtype instead of object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from visionkit import read_images  # noqa: E402
+from visionkit.encode import JPEG_QUALITY, encode_image, encode_series  # noqa: E402
+from visionkit.sources import decode_data_uri  # noqa: E402
+
+DATA = ROOT / "benchmarks" / "_data"
+UNIQUE = 24  # distinct camera images; more files are hard links to these
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def _sources() -> list[np.ndarray]:
+    from skimage import data
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina"]
+    names += ["immunohistochemistry", "cat"]
+    return [getattr(data, n)() for n in names]
+
+
+def make_camera_jpegs(n_unique: int = UNIQUE) -> list[Path]:
+    """``n_unique`` camera-size JPEGs (quality 92), cached in benchmarks/_data/camera/."""
+    folder = DATA / "camera"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"cam{i:03d}.jpg" for i in range(n_unique)]
+    if all(p.exists() for p in paths):
+        return paths
+    rng = np.random.default_rng(0)
+    photos = _sources()
+    t0 = time.perf_counter()
+    for i, path in enumerate(paths):
+        src = Image.fromarray(photos[i % len(photos)])
+        if src.mode != "RGB":
+            src = src.convert("RGB")
+        size = (4000, 3000) if i % 3 else (3000, 4000)
+        # a random crop, so each file differs, then upscale like a soft camera lens
+        w, h = src.size
+        cw, ch = int(w * 0.8), int(h * 0.8)
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        im = src.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.BICUBIC)
+        grain = rng.normal(0, 4, (size[1], size[0], 3)).astype(np.int16)
+        arr = np.clip(np.asarray(im, dtype=np.int16) + grain, 0, 255).astype(np.uint8)
+        out = Image.fromarray(arr)
+        kwargs = {"quality": 92}
+        if i % 6 == 5:  # a phone held sideways: stored landscape, EXIF says rotate
+            exif = out.getexif()
+            exif[0x0112] = 6
+            kwargs["exif"] = exif.tobytes()
+        out.save(path, "JPEG", **kwargs)
+    print(f"generated {n_unique} camera JPEGs in {time.perf_counter() - t0:.1f} s -> {folder}")
+    return paths
+
+
+def linked_set(unique: list[Path], n: int, name: str) -> list[Path]:
+    """``n`` file names (hard links to ``unique``) in benchmarks/_data/<name>/."""
+    folder = DATA / name
+    if folder.exists() and len(list(folder.iterdir())) == n:
+        return sorted(folder.iterdir())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    out = []
+    for i in range(n):
+        dst = folder / f"img{i:05d}.jpg"
+        src = unique[i % len(unique)]
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy(src, dst)
+        out.append(dst)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the naive paths
+
+
+def naive_read(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def naive_encode(path: Path) -> str:
+    """Full decode, thumbnail((1120, 1120)), save JPEG, base64 (no EXIF, no budget)."""
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert("RGB")
+        im.thumbnail((1120, 1120))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def full_decode(path: Path) -> None:
+    with Image.open(path) as im:
+        im.load()
+
+
+def draft_decode(path: Path) -> None:
+    with Image.open(path) as im:
+        im.draft("RGB", (1120, 840) if im.width > im.height else (840, 1120))
+        im.load()
+
+
+def ours(path: Path) -> str:
+    return encode_image(path)
+
+
+def _rate(func, items, workers: int = 1, kind: str = "thread") -> tuple[float, list]:
+    t0 = time.perf_counter()
+    if workers == 1:
+        results = [func(x) for x in items]
+    else:
+        pool_cls = ThreadPoolExecutor if kind == "thread" else ProcessPoolExecutor
+        with pool_cls(max_workers=workers) as pool:
+            results = list(pool.map(func, items))
+    return len(items) / (time.perf_counter() - t0), results
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _pixels(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(decode_data_uri(uri)[1])).convert("RGB"))
+
+
+# ------------------------------------------------------------------------------------------
+# benchmarks
+
+
+def bench_read(unique: list[Path], n_files: int, n_naive: int) -> list[tuple]:
+    paths = linked_set(unique, n_files, f"read{n_files}")
+    folder = paths[0].parent
+    read_images(folder)  # warm the page cache and imports
+    t0 = time.perf_counter()
+    df = read_images(folder)
+    ours_rate = len(df) / (time.perf_counter() - t0)
+    assert df["error"].isna().all(), df["error"].dropna().head()
+    naive_rate, _ = _rate(naive_read, paths[:n_naive])
+    rows = [
+        ("read_images (headers only)", f"{ours_rate:,.0f} files/s", f"{len(df)} files"),
+        ("naive full decode loop", f"{naive_rate:,.1f} files/s", f"{n_naive} files"),
+        ("ratio", f"{ours_rate / naive_rate:,.0f}x", "goal > 20x"),
+    ]
+    big = linked_set(unique, 10_000, "read10000")
+    t0, c0 = time.perf_counter(), time.process_time()
+    df = read_images(big[0].parent)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rows.append(("read_images, 10,000 files", f"{wall:.2f} s", f"{cpu:.2f} s CPU, {len(df)} rows"))
+    return rows
+
+
+def _cpu_rates(funcs: dict, items: list) -> tuple[dict, dict]:
+    """Images per CPU-second of each function, interleaved per item (fair under load)."""
+    spent = dict.fromkeys(funcs, 0.0)
+    outputs: dict = {name: [] for name in funcs}
+    for item in items:
+        for name, func in funcs.items():
+            t0 = time.process_time()
+            outputs[name].append(func(item))
+            spent[name] += time.process_time() - t0
+    return {name: len(items) / spent[name] for name in funcs}, outputs
+
+
+_GIL_FREE = {
+    "<method 'resize' of 'ImagingCore' objects>",
+    "<method 'decode' of 'ImagingDecoder' objects>",
+    "<method 'encode' of 'ImagingEncoder' objects>",
+    "<method 'transpose' of 'ImagingCore' objects>",
+}
+
+
+def gil_released_share(paths: list[Path]) -> float:
+    """Share of encode_image's time spent in Pillow C calls that release the GIL."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for p in paths:
+        ours(p)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    free = sum(v[2] for k, v in stats.stats.items() if k[2] in _GIL_FREE)
+    return free / stats.total_tt
+
+
+def bench_encode(unique: list[Path], n: int) -> list[tuple]:
+    paths = (unique * (n // len(unique) + 1))[:n]
+    ours(paths[0])  # warm imports
+    naive_encode(paths[0])
+    rates, out = _cpu_rates(
+        {"full": full_decode, "draft": draft_decode, "naive": naive_encode, "ours": ours}, paths
+    )
+    full, draft, naive1, ours1 = rates["full"], rates["draft"], rates["naive"], rates["ours"]
+    # pools: wall clock, so they compete with whatever else runs on the machine
+    naive1w, _ = _rate(naive_encode, paths)
+    ours1w, _ = _rate(ours, paths)
+    naive2, _ = _rate(naive_encode, paths, 2, "thread")
+    ours2t, _ = _rate(ours, paths, 2, "thread")
+    ours2p, _ = _rate(ours, paths, 2, "process")
+    t0 = time.perf_counter()
+    series = encode_series([str(p) for p in paths], progress=False)
+    ours_series = n / (time.perf_counter() - t0)
+    assert series.notna().all()
+
+    # quality at equal JPEG quality: ours vs the naive output, and both vs a reference
+    # (full decode + Lanczos, no JPEG). EXIF-rotated files are skipped: the naive path leaves
+    # them sideways, so they are not comparable.
+    vs_naive, ours_truth, naive_truth, sizes_ours, sizes_naive = [], [], [], [], []
+    for path, a, b in zip(paths, out["ours"], out["naive"], strict=True):
+        with Image.open(path) as im:
+            if im.getexif().get(0x0112, 1) != 1:
+                continue
+            im.load()
+            pa, pb = _pixels(a), _pixels(b)
+            truth = np.asarray(im.resize(pa.shape[1::-1], Image.Resampling.LANCZOS))
+        if pa.shape != pb.shape:
+            raise AssertionError(f"size differs: {pa.shape} vs {pb.shape}")
+        vs_naive.append(psnr(pa, pb))
+        ours_truth.append(psnr(pa, truth))
+        naive_truth.append(psnr(pb, truth))
+        sizes_ours.append(len(a))
+        sizes_naive.append(len(b))
+    load = os.getloadavg()[0]
+    share = gil_released_share(paths[:8])
+    return [
+        ("full decode only (floor, naive)", f"{full:.2f} img/s", "per CPU-second"),
+        ("draft decode only (floor, ours)", f"{draft:.2f} img/s", f"{draft / full:.1f}x full"),
+        ("naive encode, 1 core", f"{naive1:.2f} img/s", "1.00x"),
+        ("encode_image, 1 core", f"{ours1:.2f} img/s", f"{ours1 / naive1:.2f}x naive (goal 1.4x)"),
+        (
+            "GIL released (profile)",
+            f"{share:.0%} of the time",
+            f"=> 2 threads could reach {1 / ((1 - share) + share / 2):.2f}x (Amdahl)",
+        ),
+        ("-- wall clock --", "", f"load average {load:.1f} on {os.cpu_count()} cores"),
+        ("naive encode, 1 thread", f"{naive1w:.2f} img/s", ""),
+        ("encode_image, 1 thread", f"{ours1w:.2f} img/s", f"{ours1w / naive1w:.2f}x naive"),
+        ("naive encode, 2 threads", f"{naive2:.2f} img/s", f"{naive2 / naive1w:.2f}x naive 1"),
+        ("encode_image, 2 threads", f"{ours2t:.2f} img/s", f"{ours2t / ours1w:.2f}x ours 1"),
+        ("encode_image, 2 processes", f"{ours2p:.2f} img/s", f"{ours2p / ours1w:.2f}x ours 1"),
+        (
+            "encode_series (thread pool)",
+            f"{ours_series:.2f} img/s",
+            f"{ours_series / naive1w:.2f}x naive 1 thread",
+        ),
+        (
+            "PSNR ours vs naive output",
+            f"mean {np.mean(vs_naive):.1f} dB",
+            f"min {min(vs_naive):.1f} dB over {len(vs_naive)} (goal >= 45)",
+        ),
+        (
+            "PSNR vs reference (no JPEG)",
+            f"ours {np.mean(ours_truth):.1f} dB",
+            f"naive {np.mean(naive_truth):.1f} dB (equal quality: same JPEG q, same loss)",
+        ),
+        (
+            "data URI size",
+            f"ours {np.mean(sizes_ours) / 1e3:.0f} kB",
+            f"naive {np.mean(sizes_naive) / 1e3:.0f} kB",
+        ),
+    ]
+
+
+_MEMORY_CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import pandas as pd
+from visionkit.encode import encode_series
+paths = json.loads(sys.stdin.read())
+def status(key):  # /proc/self/status in MB (VmHWM = peak RSS since the last reset)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+reset_peak()
+base = status("VmRSS")
+t0 = time.perf_counter()
+out = encode_series(paths, progress=False)
+secs = time.perf_counter() - t0
+peak = status("VmHWM")
+held = status("VmRSS")
+uri_mb = sum(len(u) for u in out) / 2**20
+reset_peak()
+before_str = status("VmRSS")
+t0 = time.perf_counter()
+as_str = out.astype("str")
+str_secs = time.perf_counter() - t0
+print(json.dumps({"base": base, "peak": peak, "held": held, "uri_mb": uri_mb, "secs": secs,
+                  "str_dtype": str(as_str.dtype), "str_secs": str_secs,
+                  "str_peak": status("VmHWM") - before_str,
+                  "str_held": status("VmRSS") - before_str, "n": len(out)}))
+"""
+
+
+def bench_memory(unique: list[Path], n: int) -> list[tuple]:
+    paths = [str(p) for p in linked_set(unique, n, f"mem{n}")]
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_CHILD, str(ROOT)],
+        input=json.dumps(paths),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    one_decoded = 4000 * 3000 * 3 / 2**20
+    extra = r["peak"] - r["base"] - r["uri_mb"]
+    return [
+        (f"encode {r['n']} camera images", f"{r['n'] / r['secs']:.1f} img/s", f"{r['secs']:.0f} s"),
+        ("data URIs held (object dtype)", f"{r['uri_mb']:.0f} MB", ""),
+        (
+            "peak RSS over baseline",
+            f"{r['peak'] - r['base']:.0f} MB",
+            f"baseline {r['base']:.0f} MB",
+        ),
+        (
+            "  beyond the URIs themselves",
+            f"{extra:.0f} MB",
+            f"= {extra / one_decoded:.1f} full-size decoded images ({one_decoded:.0f} MB each)",
+        ),
+        (
+            f"then .astype('str') -> {r['str_dtype']}",
+            f"+{r['str_peak']:.0f} MB peak",
+            f"+{r['str_held']:.0f} MB held, {r['str_secs']:.2f} s (a copy of every URI)",
+        ),
+    ]
+
+
+def table(title: str, rows: list[tuple]) -> None:
+    print(f"\n{title}")
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    for r in rows:
+        print(f"  {r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images (under a minute)")
+    parser.add_argument(
+        "--only", choices=["read", "encode", "memory"], help="run one of the three parts"
+    )
+    args = parser.parse_args()
+    n_read, n_naive, n_encode, n_mem = (300, 60, 48, 1000) if not args.quick else (100, 12, 12, 100)
+    print(f"Pillow {Image.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
+    unique = make_camera_jpegs()
+    t0 = time.perf_counter()
+    if args.only in (None, "read"):
+        rows = bench_read(unique, n_read, n_naive)
+        table("(a) read_images vs full decode (camera-size JPEGs)", rows)
+    if args.only in (None, "encode"):
+        rows = bench_encode(unique, n_encode)
+        table(f"(b) encode, {n_encode} camera-size JPEGs -> 1120 px, JPEG q{JPEG_QUALITY}", rows)
+    if args.only in (None, "memory"):
+        rows = bench_memory(unique, n_mem)
+        table(f"(c) memory: encode_series over {n_mem} camera-size images", rows)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nmax RSS of this process: {rss:.0f} MB; took {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,9 +10,10 @@ Usage::
 
 from __future__ import annotations
 
-from . import tokens
+from . import stats, tokens
 from .accessor import VisionAccessor
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
+from .plots import plot_token_curve, plot_tokens, plot_usage
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -27,7 +28,11 @@ __all__ = [
     "VisionError",
     "estimate_tokens",
     "get_provider",
+    "plot_token_curve",
+    "plot_tokens",
+    "plot_usage",
     "providers",
     "register_provider",
+    "stats",
     "tokens",
 ]

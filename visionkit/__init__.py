@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import stats, tokens
 from .accessor import VisionAccessor
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
+from .imageinfo import inspect_images, read_images
 from .plots import plot_token_curve, plot_tokens, plot_usage
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
@@ -28,10 +29,12 @@ __all__ = [
     "VisionError",
     "estimate_tokens",
     "get_provider",
+    "inspect_images",
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
     "providers",
+    "read_images",
     "register_provider",
     "stats",
     "tokens",

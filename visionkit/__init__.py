@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from . import stats, tokens
 from .accessor import VisionAccessor
+from .display import thumbnail
+from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
 from .plots import plot_token_curve, plot_tokens, plot_usage
@@ -27,6 +29,7 @@ __all__ = [
     "RequestError",
     "VisionAccessor",
     "VisionError",
+    "encode_image",
     "estimate_tokens",
     "get_provider",
     "inspect_images",
@@ -37,5 +40,6 @@ __all__ = [
     "read_images",
     "register_provider",
     "stats",
+    "thumbnail",
     "tokens",
 ]

@@ -83,7 +83,8 @@ def test_plot_tokens_title_gives_total_and_saving(sizes):
     title = ax.get_title(loc="left")
     assert title == summary.describe()
     assert f"{summary.tokens:,} tokens" in title
-    assert f"save {summary.saved:,} tokens" in title
+    assert f"would save {summary.saved:,}" in title
+    assert f"resize to 1120 px saves {summary.saved_at_cap:,}" in title
     assert "1 without a known size" in title
 
 
@@ -155,8 +156,7 @@ def test_plot_token_curve_at_an_aspect_and_on_a_given_ax():
     (line,) = ax.lines
     x = np.asarray(line.get_xdata())
     assert x[-1] == 1300 and line.get_linewidth() == 3
-    heights = np.maximum(1, np.floor(x / 2 + 0.5))
-    np.testing.assert_array_equal(line.get_ydata(), inference_net_tokens(x, heights))
+    np.testing.assert_array_equal(line.get_ydata(), inference_net_tokens(x, x / 2))
     assert "aspect 2" in ax.get_title(loc="left")
 
 
@@ -198,3 +198,17 @@ def test_plots_never_show(monkeypatch, sizes):
     sizes.vision.plot_tokens()
     vk.plot_token_curve()
     vk.plot_usage(pd.DataFrame({"estimated_tokens": [10], "prompt_tokens": [11]}))
+
+
+def test_plot_tokens_inspects_the_image_column_when_sizes_are_missing(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i, size in enumerate([(300, 200), (1500, 900)]):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", size).save(path)
+        paths.append(str(path))
+    paths.append(str(tmp_path / "missing.png"))
+    ax = pd.DataFrame({"path": paths}).vision.plot_tokens()
+    np.testing.assert_array_equal(_scatter(ax).get_offsets(), [[300, 200], [1500, 900]])
+    assert "1 without a known size" in ax.get_title(loc="left")

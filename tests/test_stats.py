@@ -66,10 +66,24 @@ def test_token_summary_totals_and_saving_at_the_floor():
     assert s.resize_to == 560
     assert s.tokens_resized == 4 * 1601  # every image at or under 560 px costs the minimum
     assert s.saved == expected - 4 * 1601
-    assert s.over_cap == 1  # only the 2400 px strip is over 1120
+    assert s.over_cap == 1  # only the 2400 px strip is over 1120...
+    assert s.tokens_at_cap == s.tokens  # ...and 1120 x 140 costs what 2400 x 300 did
     text = s.describe()
-    assert f"{expected:,} tokens" in text and f"save {s.saved:,} tokens" in text
-    assert "1 without a known size" in text and "1 over 1120 px" in text
+    assert f"{expected:,} tokens" in text and f"would save {s.saved:,} (" in text
+    assert "1 without a known size" in text
+    assert "1 over 1120 px: encode() shrinks them at no token cost" in text
+
+
+def test_encodes_default_resize_to_the_cap_saves_tokens_on_non_square_images():
+    # inference.net clamps each side: at 1120 px longest, a 3:2 photo's short side is 747 px
+    df = pd.DataFrame({"width": [1800, 2000, 1680], "height": [1197, 2000, 1260]})
+    s = stats.token_summary(df)
+    assert s.tokens == 3 * 6404
+    at_cap = sum(inference_net_tokens(*fit_within(w, h, 1120)) for w, h in df.to_numpy())
+    assert at_cap == inference_net_tokens(1120, 745) + 6404 + inference_net_tokens(1120, 840)
+    assert s.tokens_at_cap == at_cap
+    assert s.saved_at_cap == 3 * 6404 - at_cap > 0
+    assert f"encode()'s default resize to 1120 px saves {s.saved_at_cap:,}" in s.describe()
 
 
 def test_token_summary_at_a_chosen_side_and_without_a_saving():
@@ -116,9 +130,12 @@ def test_token_curve_follows_the_longest_side_at_an_aspect():
     row = curve.set_index("side").loc[1120]
     assert (row["width"], row["height"]) == (1120, 560)
     assert row["tokens"] == inference_net_tokens(1120, 560) == 3202
-    portrait = stats.token_curve("openai", aspect=0.5, max_side=900).set_index("side").loc[900]
-    assert (portrait["width"], portrait["height"]) == (450, 900)
-    assert portrait["tokens"] == openai_tokens(450, 900)
+    portrait = stats.token_curve("openai", aspect=0.75, max_side=900).set_index("side").loc[900]
+    assert (portrait["width"], portrait["height"]) == (675, 900)
+    assert portrait["tokens"] == openai_tokens(675, 900)
+    # exact aspect, no rounding flicker: openai's 4:3 curve only ever steps up
+    steps = np.diff(stats.token_curve("openai", aspect=4 / 3, max_side=2400)["tokens"])
+    assert (steps >= 0).all()
     with pytest.raises(ValueError, match="aspect"):
         stats.token_curve(aspect=0)
 

@@ -6,21 +6,25 @@ CLI prints the same summary the token plot puts in its title)::
     import visionkit as vk
     from visionkit import stats
     df = vk.read_images("datasets/")
-    stats.token_summary(df)            # TokenSummary(images=23, tokens=..., saved=...)
+    stats.token_summary(df)            # TokenSummary(images=22, tokens=65498, ...)
     stats.token_tiers("inference.net") # TokenTiers(floor_side=560, cap_side=1120, ...)
 
 What "a resize would save" means
 --------------------------------
-A provider's token estimate is flat at both ends: below the *floor* every image costs the minimum
-(inference.net: 1,601 tokens up to 560 px a side) and above the *cap* it stops growing
-(inference.net: 6,404 tokens from 1,120 px a side). Downscaling to the cap, which ``encode`` does
-by default, saves bytes and upload time but no tokens, by definition. The tokens a user can save
-come from downscaling towards the floor, trading detail for cost. So ``token_summary`` reports the
-total as the images are, and the total if each image were downscaled (never upscaled) so that its
-longest side is at most ``resize_to`` -- by default the provider's floor side (560 px for
-inference.net, where every image costs the minimum). Pass another ``resize_to`` (say 840) to price
-a middle ground. Providers whose floor is tiny (anthropic: tokens grow from a few pixels) have no
-default target, and no saving is reported unless you pass one.
+A provider's token estimate is flat at both ends: up to the *floor* every image costs the
+minimum (inference.net: 1,601 tokens up to 560 px a side) and past the *cap* it stops growing
+(inference.net: 6,404 tokens once both sides reach 1,120 px). ``token_summary`` prices two
+downscales (never upscales), each keeping the aspect ratio:
+
+- to the cap: the longest side at most the profile's ``max_side``, which ``encode`` does by
+  default. For a square image this is free, but inference.net clamps each side separately, so a
+  non-square image loses tokens once its short side drops under 1,120 px: a 1800 x 1197 photo
+  costs 6,404 as it is and 4,260 at 1120 x 745. (openai and anthropic downscale to their own
+  ``max_side`` themselves, so there this saves bytes, not tokens.)
+- to ``resize_to``: by default the provider's floor side (560 px for inference.net), where
+  every image costs the minimum; pass another side (say 840) to price a middle ground.
+  Providers whose floor is tiny (anthropic: tokens grow from a few pixels) have no default
+  target, and no saving is reported unless you pass one.
 """
 
 from __future__ import annotations
@@ -154,51 +158,57 @@ def image_sizes(data: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class TokenSummary:
-    """Totals for an image set under one provider (see the module docstring for ``saved``)."""
+    """Totals for an image set under one provider (the module docstring explains the savings)."""
 
     provider: str
     images: int  # rows
     sized: int  # rows with a known size
     tokens: int  # estimated total, as the images are
-    resize_to: int | None  # the longest side the saving is priced at
+    cap_side: int | None  # the longest side encode() downscales to by default
+    tokens_at_cap: int | None  # total after that downscale
+    over_cap: int  # images whose longest side is over cap_side
+    resize_to: int | None  # the longest side the further saving is priced at
     tokens_resized: int | None  # total if each image were downscaled to ``resize_to``
-    over_cap: int  # longest side over the cap: encode() shrinks them for free (same tokens)
-    cap_side: int | None
 
     @property
     def unsized(self) -> int:
         return self.images - self.sized
 
     @property
+    def saved_at_cap(self) -> int:
+        return 0 if self.tokens_at_cap is None else self.tokens - self.tokens_at_cap
+
+    @property
     def saved(self) -> int:
         return 0 if self.tokens_resized is None else self.tokens - self.tokens_resized
 
-    @property
-    def saved_fraction(self) -> float:
-        return self.saved / self.tokens if self.tokens else 0.0
+    def _share(self, n: int) -> str:
+        return f"{n / self.tokens:.0%}" if self.tokens else "0%"
 
     def describe(self) -> str:
-        """One or two lines for a title, a CLI footer or a log."""
+        """A few lines for a plot title, a CLI footer or a log."""
         noun = "image" if self.sized == 1 else "images"
         head = f"{self.provider}: {self.sized} {noun}, {self.tokens:,} tokens"
         if self.unsized:
             head += f" ({self.unsized} without a known size)"
         lines = [head]
+        # (anthropic's rounding moves a few tokens when it is scaled: that is no saving)
+        if self.over_cap and self.saved_at_cap > 0.005 * self.tokens:
+            lines.append(
+                f"encode()'s default resize to {self.cap_side} px saves "
+                f"{self.saved_at_cap:,} ({self._share(self.saved_at_cap)})"
+            )
+        elif self.over_cap:
+            lines.append(
+                f"{self.over_cap} over {self.cap_side} px: encode() shrinks them at no token cost"
+            )
         if self.resize_to is not None and self.saved:
-            tail = (
-                f"downscaling to {self.resize_to} px would save {self.saved:,} tokens "
-                f"({self.saved_fraction:.0%})"
+            lines.append(
+                f"downscaling to {self.resize_to} px would save {self.saved:,} "
+                f"({self._share(self.saved)})"
             )
-            lines.append(tail)
         elif self.resize_to is not None and self.sized:
-            lines.append(
-                f"all at or under {self.resize_to} px already: nothing to save by resizing"
-            )
-        if self.over_cap:
-            lines.append(
-                f"{self.over_cap} over {self.cap_side} px: encode() shrinks them to "
-                f"{self.cap_side} px at no token cost"
-            )
+            lines.append(f"all at or under {self.resize_to} px already: nothing to save")
         return "\n".join(lines)
 
 
@@ -223,22 +233,27 @@ def token_summary(
         resize_to = tiers.default_resize_to
     elif resize_to is not None and (not isinstance(resize_to, int) or resize_to < 1):
         raise ValueError(f"resize_to must be a positive int, 'floor' or None, not {resize_to!r}")
-    resized = None
-    if resize_to is not None:
-        rw, rh = fit_sides(w, h, resize_to)
-        resized = int(np.asarray(profile.estimate(rw, rh)).sum()) if len(known) else 0
-    over = 0
-    if tiers.cap_side is not None and len(known):
-        over = int((np.maximum(w, h) > tiers.cap_side).sum())
+
+    def total_at(side: int | None) -> int | None:
+        if side is None:
+            return None
+        if not len(known):
+            return 0
+        rw, rh = fit_sides(w, h, side)
+        return int(np.asarray(profile.estimate(rw, rh)).sum())
+
+    cap = tiers.cap_side
+    over = int((np.maximum(w, h) > cap).sum()) if cap is not None and len(known) else 0
     return TokenSummary(
         provider=profile.name,
         images=len(data),
         sized=len(known),
         tokens=tokens,
-        resize_to=resize_to,
-        tokens_resized=resized,
+        cap_side=cap,
+        tokens_at_cap=total_at(cap),
         over_cap=over,
-        cap_side=tiers.cap_side,
+        resize_to=resize_to,
+        tokens_resized=total_at(resize_to),
     )
 
 
@@ -265,17 +280,19 @@ def token_curve(
 ) -> pd.DataFrame:
     """Tokens for images of one ``aspect`` (width / height) as the longest side grows.
 
-    One row per longest side from 1 to ``max_side`` px, with the integer ``width`` and ``height``
-    of such an image and its ``tokens``.
+    One row per longest side from 1 to ``max_side`` px, with the ``width`` and ``height`` of an
+    image of exactly that aspect and its ``tokens``. Sizes are not rounded to whole pixels: at
+    4:3, rounding makes openai's tile count flicker between neighbouring sides, which would draw
+    a band instead of the formula's steps.
     """
     if not aspect > 0:
         raise ValueError(f"aspect must be a positive width / height ratio, not {aspect!r}")
     profile = get_provider(provider)
     side = np.arange(1, int(max_side) + 1, dtype="int64")
     if aspect >= 1:
-        width, height = side, np.maximum(1, np.floor(side / aspect + 0.5)).astype("int64")
+        width, height = side.astype("float64"), side / aspect
     else:
-        width, height = np.maximum(1, np.floor(side * aspect + 0.5)).astype("int64"), side
+        width, height = side * aspect, side.astype("float64")
     tokens = np.asarray(profile.estimate(width, height), dtype="int64")
     return pd.DataFrame({"side": side, "width": width, "height": height, "tokens": tokens})
 

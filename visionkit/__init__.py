@@ -6,12 +6,16 @@ Usage::
     df = vk.read_images("datasets/")
     df.vision.estimate_tokens()          # tokens per image for inference.net
     uris = df.vision.encode()            # data URIs the provider accepts
+    result = df.vision.ask("Describe this image.")   # answers, cached and resumable
 """
 
 from __future__ import annotations
 
 from . import stats, tokens
 from .accessor import VisionAccessor
+from .ask import ask, ask_async
+from .cache import Cache
+from .client import Client, OfflineWarning, connect
 from .display import thumbnail
 from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
@@ -23,12 +27,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetExceeded",
+    "Cache",
+    "Client",
     "ImageError",
     "MissingAPIKey",
+    "OfflineWarning",
     "Provider",
     "RequestError",
     "VisionAccessor",
     "VisionError",
+    "ask",
+    "ask_async",
+    "connect",
     "encode_image",
     "estimate_tokens",
     "get_provider",

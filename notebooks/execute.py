@@ -47,6 +47,7 @@ def clean_outputs(nb: nbformat.NotebookNode) -> None:
     bytes must stay intact for the notebook to render.
     """
     patterns = sanitize_patterns()
+    nb.metadata.pop("widgets", None)  # progress-bar widget state: model ids and timings
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         for output in cell.get("outputs", []):

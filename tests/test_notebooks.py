@@ -17,7 +17,12 @@ import visionkit as vk
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-REQUIRED = {"01-getting-started.ipynb", "05-token-budgets.ipynb"}
+REQUIRED = {
+    "01-getting-started.ipynb",
+    "02-batched-queries.ipynb",
+    "03-structured-answers.ipynb",
+    "05-token-budgets.ipynb",
+}
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/work|/home|/tmp|/root|/Users|/var/folders)/|[A-Z]:\\\\")
 KEY_LIKE = re.compile(
@@ -38,12 +43,13 @@ NOT_TAUGHT = {
     "VisionError",
     "Provider",
     "inspect_images",
+    "Client",  # what connect() returns; 02-batched-queries shows one
     "register_provider",
     "stats",
     "tokens",
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
-PENDING = {"plot_usage"}  # 05-token-budgets shows it once df.vision.ask has landed
+PENDING: set[str] = set()
 
 
 def _load(path: Path) -> dict:
@@ -101,6 +107,7 @@ def test_no_absolute_paths_timings_or_secrets(path):
     for text in [*sources, *_output_texts(nb)]:
         assert not ABSOLUTE_PATH.search(text), f"{path.name}: absolute path in {text[:200]!r}"
         assert not KEY_LIKE.search(text), f"{path.name}: something key-like was committed"
+    assert "widgets" not in nb["metadata"], f"{path.name}: widget state (ids, timings) committed"
     for cell in nb["cells"]:
         assert "execution" not in cell.get("metadata", {}), f"{path.name}: timing metadata"
     assert not TIMESTAMP.search(json.dumps([c.get("metadata") for c in nb["cells"]]))

@@ -317,12 +317,12 @@ class UsageError:
     def describe(self) -> str:
         if not self.n:
             return "no rows with both an estimate and reported prompt tokens"
-        direction = "under" if self.median_relative_error < 0 else "over"
-        return (
-            f"median error {self.median_abs_relative_error:.1%} "
-            f"(estimate typically {abs(self.median_relative_error):.1%} {direction}), "
-            f"{self.n} rows"
-        )
+        lean = self.median_relative_error
+        if abs(lean) < 0.0005:
+            how = "no typical lean"
+        else:
+            how = f"estimate typically {abs(lean):.1%} {'under' if lean < 0 else 'over'}"
+        return f"median error {self.median_abs_relative_error:.1%} ({how}), {self.n} rows"
 
 
 def usage_error(

@@ -11,7 +11,7 @@ Usage::
 
 from __future__ import annotations
 
-from . import tokens
+from . import stats, tokens
 from .accessor import VisionAccessor
 from .ask import ask, ask_async
 from .cache import Cache
@@ -20,6 +20,7 @@ from .display import thumbnail
 from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
+from .plots import plot_token_curve, plot_tokens, plot_usage
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -42,9 +43,13 @@ __all__ = [
     "estimate_tokens",
     "get_provider",
     "inspect_images",
+    "plot_token_curve",
+    "plot_tokens",
+    "plot_usage",
     "providers",
     "read_images",
     "register_provider",
+    "stats",
     "thumbnail",
     "tokens",
 ]

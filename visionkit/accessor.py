@@ -67,6 +67,27 @@ class VisionAccessor:
         col = self._column(column)
         return inspect_images(self._df[col])
 
+    def plot_tokens(
+        self,
+        provider: str | Provider | None = None,
+        *,
+        column: str | None = None,
+        resize_to: int | str | None = "floor",
+        ax=None,
+        **kwargs,
+    ):
+        """Each image at (width, height) over the provider's token map; returns the Axes.
+
+        See :func:`visionkit.plots.plot_tokens`. Uses ``width``/``height`` when present,
+        otherwise inspects the image column.
+        """
+        from .plots import plot_tokens
+
+        data = self._df
+        if column is not None or not {"width", "height"} <= set(data.columns):
+            data = self.inspect(column=column) if len(data) else data
+        return plot_tokens(data, provider, resize_to=resize_to, ax=ax, **kwargs)
+
     def ask(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
         """Ask a vision model about each row's image; see ``visionkit.ask`` for the options.
 

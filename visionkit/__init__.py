@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import tokens
 from .accessor import VisionAccessor
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
+from .imageinfo import inspect_images, read_images
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -27,7 +28,9 @@ __all__ = [
     "VisionError",
     "estimate_tokens",
     "get_provider",
+    "inspect_images",
     "providers",
+    "read_images",
     "register_provider",
     "tokens",
 ]

@@ -1,0 +1,189 @@
+"""read_images and inspect_images: header-only image tables with per-row errors."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from image_factory import (
+    animated_gif,
+    bomb_png,
+    exif_rotated_jpeg,
+    gradient16,
+    photo,
+    png_bytes,
+    send,
+    serve,
+    truncated_jpeg,
+)
+from PIL import Image
+
+import visionkit as vk
+from visionkit.imageinfo import COLUMNS, inspect_images, read_images
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    photo(300, 200).save(tmp_path / "img10.jpg")
+    photo(120, 80).save(tmp_path / "img2.png")
+    Image.new("RGB", (50, 60)).save(tmp_path / "really_png.jpg", "PNG")
+    exif_rotated_jpeg(tmp_path / "rotated.jpg")
+    animated_gif(tmp_path / "anim.gif")
+    gradient16().save(tmp_path / "deep.png")
+    Image.new("CMYK", (40, 30)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "noext", "WEBP")
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    bomb_png(tmp_path / "bomb.png")
+    truncated_jpeg(tmp_path / "cut.jpg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "table.csv").write_text("a,b\n")
+    (tmp_path / ".hidden.jpg").write_bytes((tmp_path / "img10.jpg").read_bytes())
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    Image.new("L", (10, 10)).save(sub / "inner.bmp")
+    Image.new("RGB", (10, 10)).save(sub / "inner.tif")
+    return tmp_path
+
+
+def _by_name(df: pd.DataFrame) -> pd.DataFrame:
+    return df.set_index(df["path"].map(lambda p: Path(p).name))
+
+
+def test_read_images_columns_dtypes_and_order(folder):
+    df = read_images(folder)
+    assert list(df.columns) == COLUMNS
+    for col in ("width", "height", "frames", "bytes"):
+        assert str(df[col].dtype) == "Int64"
+    names = [Path(p).relative_to(folder).as_posix() for p in df["path"]]
+    # natural order (img2 before img10), hidden and non-image files skipped, recursive
+    assert names == [
+        "anim.gif",
+        "bomb.png",
+        "cmyk.jpg",
+        "cut.jpg",
+        "deep.png",
+        "empty.png",
+        "img2.png",
+        "img10.jpg",
+        "noext",
+        "really_png.jpg",
+        "rotated.jpg",
+        "sub/inner.bmp",
+        "sub/inner.tif",
+        "text.jpg",
+    ]
+    assert read_images(folder)["path"].tolist() == df["path"].tolist()  # stable
+
+
+def test_read_images_values(folder):
+    df = _by_name(read_images(folder))
+    assert df.loc["img10.jpg", ["format", "width", "height", "mode", "frames"]].tolist() == [
+        "jpeg",
+        300,
+        200,
+        "RGB",
+        1,
+    ]
+    assert df.loc["img10.jpg", "bytes"] == (folder / "img10.jpg").stat().st_size
+    assert df.loc["really_png.jpg", "format"] == "png"  # sniffed, not the extension
+    assert df.loc["noext", "format"] == "webp"
+    # EXIF orientation 6: stored 400x100, displayed 100x400
+    assert (df.loc["rotated.jpg", "width"], df.loc["rotated.jpg", "height"]) == (100, 400)
+    assert df.loc["anim.gif", "frames"] == 3
+    assert df.loc["deep.png", "mode"].startswith("I")
+    assert df.loc["cmyk.jpg", "mode"] == "CMYK"
+    assert df.loc["inner.bmp", "format"] == "bmp"
+    assert df.loc["inner.tif", "format"] == "tiff"
+    assert df["error"].loc[["img10.jpg", "anim.gif", "noext"]].isna().all()
+
+
+def test_bad_files_are_rows_with_errors(folder):
+    df = _by_name(read_images(folder))
+    assert df.loc["text.jpg", "error"] == "not an image (looks like text)"
+    assert df.loc["empty.png", "error"] == "empty file (0 bytes)"
+    assert df.loc["empty.png", "bytes"] == 0
+    assert "decompression bomb: 20000x20000 = 400 MP" in df.loc["bomb.png", "error"]
+    assert df.loc["bomb.png", "format"] == "png"
+    assert pd.isna(df.loc["text.jpg", "width"])
+    # header-only: a truncated JPEG has an intact header, so it reads fine here
+    assert df.loc["cut.jpg", "error"] is None
+    assert df.loc["cut.jpg", "width"] == 600
+
+
+def test_missing_paths_glob_single_and_list(folder):
+    df = read_images([folder / "img2.png", folder / "missing.jpg", str(folder / "*.gif")])
+    assert [Path(p).name for p in df["path"]] == ["img2.png", "missing.jpg", "anim.gif"]
+    assert df["error"].tolist() == [None, "file not found", None]
+    assert pd.isna(df.loc[1, "bytes"])
+    one = read_images(folder / "img2.png")
+    assert len(one) == 1 and one.loc[0, "width"] == 120
+    assert read_images(folder, recursive=False)["path"].map(lambda p: "sub" in p).sum() == 0
+    globbed = read_images(str(folder / "**" / "*.b*"))
+    assert [Path(p).name for p in globbed["path"]] == ["inner.bmp"]
+
+
+def test_read_images_is_exported_and_drives_the_accessor(folder):
+    df = vk.read_images(folder)
+    tokens = df.vision.estimate_tokens()
+    assert tokens.dtype == "Int64"
+    assert tokens[df["error"].isna()].notna().all()
+
+
+def test_read_images_never_decodes_pixels(folder, monkeypatch):
+    def boom(self, *a, **k):
+        raise AssertionError("load() called")
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    Image.init()
+    for cls in [Image.Image, *subclasses(Image.Image)]:
+        if "load" in vars(cls):
+            monkeypatch.setattr(cls, "load", boom)
+    df = read_images(folder)
+    assert df["error"].isna().sum() >= 10
+
+
+def test_inspect_images_any_cell_kind_keeps_the_index(folder):
+    data = (folder / "img2.png").read_bytes()
+    cells = pd.Series(
+        [
+            str(folder / "img10.jpg"),
+            data,
+            "data:image/png;base64," + base64.b64encode(data).decode(),
+            Image.new("RGBA", (7, 9)),
+            None,
+            str(folder / "nope.png"),
+        ],
+        index=list("abcdef"),
+    )
+    info = inspect_images(cells)
+    assert list(info.index) == list("abcdef")
+    assert list(info.columns) == COLUMNS
+    assert info["width"].tolist()[:4] == [300, 120, 120, 7]
+    assert info.loc["b", "bytes"] == len(data)
+    assert info.loc["b", "format"] == "png"
+    assert pd.isna(info.loc["b", "path"])
+    assert info.loc["e", "error"] == "no image (missing value)"
+    assert info.loc["f", "error"] == "file not found"
+
+
+def test_accessor_inspect_uses_the_image_column(folder):
+    df = pd.DataFrame({"image": [folder / "img2.png", folder / "rotated.jpg"]}, index=[10, 20])
+    info = df.vision.inspect()
+    assert info.loc[20, ["width", "height"]].tolist() == [100, 400]
+
+
+def test_read_images_with_urls():
+    body = png_bytes(photo(33, 22))
+    with serve({"/a.png": lambda req: send(req, body)}) as base:
+        df = read_images([f"{base}/a.png", f"{base}/missing.png"])
+    assert df["width"].tolist()[0] == 33
+    assert df["path"].tolist()[0] == f"{base}/a.png"
+    assert df.loc[0, "bytes"] == len(body)
+    assert "HTTP 404" in df.loc[1, "error"]

@@ -1,0 +1,198 @@
+"""visionkit.sources: every kind of image cell, and every way reading one can fail."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+from image_factory import (
+    bomb_png,
+    photo,
+    png_bytes,
+    send,
+    serve,
+    slow,
+    stream_forever,
+    truncated_jpeg,
+)
+from PIL import Image
+
+from visionkit import ImageError
+from visionkit.sources import decode_data_uri, open_image, read_bytes, sniff_format
+
+
+@pytest.fixture
+def png_file(tmp_path: Path) -> Path:
+    path = tmp_path / "small.png"
+    Image.new("RGB", (30, 20), "red").save(path)
+    return path
+
+
+def test_open_image_is_lazy_for_paths_and_reads_the_header(png_file):
+    im = open_image(png_file)
+    assert im.size == (30, 20)
+    assert im.format == "PNG"
+    assert im._im is None  # not decoded
+    im.close()
+
+
+@pytest.mark.parametrize("as_str", [True, False])
+def test_read_bytes_from_a_path(png_file, as_str):
+    cell = str(png_file) if as_str else png_file
+    assert read_bytes(cell) == png_file.read_bytes()
+
+
+def test_every_cell_kind_gives_the_same_image(png_file):
+    data = png_file.read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    pil = Image.open(png_file)
+    for cell in (str(png_file), png_file, data, bytearray(data), uri, pil):
+        im = open_image(cell)
+        assert im.size == (30, 20)
+        assert im.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_pil_image_is_returned_as_is_and_saved_as_png_bytes():
+    im = Image.new("RGBA", (5, 5), (1, 2, 3, 4))
+    assert open_image(im) is im
+    data = read_bytes(im)
+    assert sniff_format(data) == "png"
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0)) == (1, 2, 3, 4)
+
+
+def test_decode_data_uri_roundtrip_and_percent_encoding():
+    mime, data = decode_data_uri("data:image/png;base64," + base64.b64encode(b"abc").decode())
+    assert (mime, data) == ("image/png", b"abc")
+    assert decode_data_uri("data:text/plain,hello%20world") == ("text/plain", b"hello world")
+    with pytest.raises(ImageError, match="bad base64"):
+        decode_data_uri("data:image/png;base64,@@@@")
+    with pytest.raises(ImageError, match="no comma"):
+        decode_data_uri("data:image/png;base64")
+
+
+def test_data_uri_that_is_not_an_image_is_refused():
+    with pytest.raises(ImageError, match="not an image"):
+        read_bytes("data:text/plain,hello", row=3)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p, "file not found"),
+        (lambda p: (p.write_bytes(b""), p)[1], r"empty file \(0 bytes\)"),
+        (lambda p: (p.write_text("just some notes\n"), p)[1], r"not an image \(looks like text\)"),
+        (lambda p: (p.write_bytes(b"%PDF-1.7\n%\xe2\xe3"), p)[1], r"looks like a PDF"),
+        (lambda p: (p.write_text("<!DOCTYPE html><html>"), p)[1], r"looks like HTML"),
+        (bomb_png, r"decompression bomb: 20000x20000 = 400 MP exceeds the 89 MP limit"),
+    ],
+    ids=["missing", "empty", "text", "pdf", "html", "bomb"],
+)
+def test_open_image_errors_name_the_row_and_reason(tmp_path, make, reason):
+    path = make(tmp_path / "bad.jpg")
+    with pytest.raises(ImageError, match=reason) as info:
+        open_image(path, row="r7")
+    assert info.value.row == "r7"
+    assert str(info.value).startswith("row 'r7': ")
+    assert info.value.source == str(path)
+
+
+def test_bomb_in_memory_is_refused_without_allocating(tmp_path):
+    data = bomb_png(tmp_path / "b.png", 30000, 30000).read_bytes()
+    with pytest.raises(ImageError, match="decompression bomb"):
+        open_image(data)
+
+
+def test_bomb_between_pillow_warning_and_error_limits_is_an_error_not_a_warning(tmp_path):
+    # 10000 x 10000 = 100 MP: Pillow would only *warn* (89 MP < 100 MP < 179 MP).
+    data = bomb_png(tmp_path / "b.png", 10000, 10000).read_bytes()
+    with pytest.raises(ImageError, match=r"10000x10000 = 100 MP exceeds"):
+        open_image(data)
+
+
+def test_truncated_jpeg_fails_on_load_with_a_clear_reason(tmp_path):
+    from visionkit.sources import pil_errors
+
+    path = truncated_jpeg(tmp_path / "t.jpg")
+    im = open_image(path)  # the header is intact
+    with pytest.raises(ImageError, match="truncated JPEG"), pil_errors(row=1) as ctx:
+        ctx.format = "jpeg"
+        im.load()
+
+
+def test_directory_and_unknown_cell_types():
+    with pytest.raises(ImageError, match="directory"):
+        read_bytes(Path(__file__).parent)
+    with pytest.raises(ImageError, match="unsupported image cell of type int"):
+        read_bytes(42, row=0)
+    with pytest.raises(ImageError, match="missing value"):
+        read_bytes(None, row=0)
+
+
+def test_sniff_format_knows_the_common_formats():
+    buf = {}
+    for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"):
+        b = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(b, fmt)
+        buf[fmt.lower()] = b.getvalue()
+    for name, data in buf.items():
+        assert sniff_format(data[:32]) == name
+    assert sniff_format(b"hello") is None
+
+
+# --- URLs, against a server on 127.0.0.1 -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server():
+    body = png_bytes(photo(50, 40))
+    routes = {
+        "/ok.png": lambda req: send(req, body),
+        "/nolength.png": lambda req: send(req, body, length=False),
+        "/huge-declared.png": lambda req: send(req, b"\0" * 300_000),
+        "/endless.png": stream_forever,
+        "/slow.png": slow,
+        "/empty.png": lambda req: send(req, b""),
+    }
+    with serve(routes) as base:
+        yield base, body
+
+
+def test_url_download(server):
+    base, body = server
+    assert read_bytes(f"{base}/ok.png") == body
+    assert read_bytes(f"{base}/nolength.png") == body
+    assert open_image(f"{base}/ok.png").size == (50, 40)
+
+
+def test_url_http_error(server):
+    base, _ = server
+    with pytest.raises(ImageError, match="download failed: HTTP 404") as info:
+        read_bytes(f"{base}/nope.png", row=5)
+    assert info.value.row == 5
+
+
+def test_url_size_cap_by_header_and_while_streaming(server):
+    base, _ = server
+    with pytest.raises(ImageError, match="download over 100,000 bytes cap"):
+        read_bytes(f"{base}/huge-declared.png", max_bytes=100_000)
+    with pytest.raises(ImageError, match="download over 1 MB cap"):
+        read_bytes(f"{base}/endless.png", max_bytes=1024 * 1024)
+
+
+def test_url_timeout(server):
+    base, _ = server
+    with pytest.raises(ImageError, match="timed out"):
+        read_bytes(f"{base}/slow.png", timeout=0.3)
+
+
+def test_url_empty_body(server):
+    base, _ = server
+    with pytest.raises(ImageError, match="empty"):
+        read_bytes(f"{base}/empty.png")
+
+
+def test_unreachable_url():
+    with pytest.raises(ImageError, match="download failed"):
+        read_bytes("http://127.0.0.1:9/x.png", timeout=2)

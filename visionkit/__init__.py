@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import tokens
 from .accessor import VisionAccessor
+from .agreement import Agreement, agreement, plot_agreement
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
@@ -19,18 +20,35 @@ from .profiles import Provider, estimate_tokens, get_provider, providers, regist
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agreement",
+    "Annotator",
     "BudgetExceeded",
+    "Gallery",
     "ImageError",
     "MissingAPIKey",
     "Provider",
     "RequestError",
+    "TokenExplorer",
     "VisionAccessor",
     "VisionError",
+    "agreement",
     "estimate_tokens",
     "get_provider",
     "inspect_images",
+    "plot_agreement",
     "providers",
     "read_images",
     "register_provider",
     "tokens",
 ]
+
+_WIDGETS = ("Annotator", "Gallery", "TokenExplorer")
+
+
+def __getattr__(name: str):
+    # The widgets import ipywidgets and anywidget; load them on first use, not on import.
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'visionkit' has no attribute {name!r}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from . import tokens
 from .accessor import VisionAccessor
 from .agreement import Agreement, agreement, plot_agreement
+from .display import thumbnail
+from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
@@ -32,6 +34,7 @@ __all__ = [
     "VisionAccessor",
     "VisionError",
     "agreement",
+    "encode_image",
     "estimate_tokens",
     "get_provider",
     "inspect_images",
@@ -39,6 +42,7 @@ __all__ = [
     "providers",
     "read_images",
     "register_provider",
+    "thumbnail",
     "tokens",
 ]
 

@@ -9,6 +9,8 @@ Registered when ``visionkit`` is imported::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from .profiles import Provider, estimate_tokens
@@ -63,3 +65,49 @@ class VisionAccessor:
 
         col = self._column(column)
         return inspect_images(self._df[col])
+
+    def encode(
+        self,
+        provider: str | Provider = "inference.net",
+        *,
+        max_side: int | None = None,
+        max_tokens: int | None = None,
+        max_bytes: int | None = None,
+        format: str = "auto",
+        errors: str = "coerce",
+        column: str | None = None,
+    ) -> pd.Series:
+        """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
+
+        See ``visionkit.encode`` for what happens to each image; one warning names the failing
+        rows; ``errors="raise"`` raises ``ImageError`` naming the first.
+        """
+        from .encode import encode_series
+
+        return encode_series(
+            self._df[self._column(column)],
+            provider=provider,
+            max_side=max_side,
+            max_tokens=max_tokens,
+            max_bytes=max_bytes,
+            format=format,
+            errors=errors,
+        )
+
+    def show(
+        self,
+        n: int | None = None,
+        caption: str | Sequence[str] | None = None,
+        *,
+        size: int = 160,
+        column: str | None = None,
+    ):
+        """An inline HTML grid of thumbnails (the first ``n``, default 36) for notebooks.
+
+        ``caption``: a column or list of columns to print under each image (default: the
+        row label and file name). Unreadable images show as labelled placeholder tiles.
+        """
+        from .display import caption_frame, show_images
+
+        images = self._df[self._column(column)]
+        return show_images(images, n=n, captions=caption_frame(self._df, caption), size=size)

@@ -1,0 +1,470 @@
+"""Turn image cells into ``data:`` URIs a provider accepts: ``encode_image``, ``encode_series``.
+
+What ``encode`` does to each image, in order:
+
+1. **Passthrough.** If the original bytes are already in a format the provider accepts, fit the
+   size and byte budget, need no rotation, are a single frame in an 8-bit mode and look intact,
+   they are sent untouched (fastest, lossless, the exact bytes you have on disk -- EXIF included).
+2. Otherwise the image is **decoded at the size it is needed**: JPEGs use Pillow's draft mode
+   (a DCT-domain 1/2, 1/4 or 1/8 downscale inside libjpeg), so a 4000 px photo is never decoded
+   at full size when the target is 1120 px.
+3. **EXIF orientation** is applied; **CMYK** is converted to RGB (through its ICC profile when
+   it has one); **16-bit** images are scaled to 8 bits (``/257``, not clipped to white); a
+   palette with transparency, LA and RGBA **keep their alpha**; an alpha channel that is fully
+   opaque is dropped. **Animated GIFs (and APNG/WebP) are reduced to their first frame.**
+4. **Resize** (never up) to ``max_side`` (default: the provider's, 1120 px for inference.net,
+   where its token estimate stops growing) and, with ``max_tokens=``, further until the
+   provider's estimate is within budget. Lanczos resampling.
+5. **Encode**: with ``format="auto"``, JPEG (quality 90) for opaque photos, PNG for images with
+   transparency or few colours (diagrams, screenshots), WebP when the provider takes neither.
+   Then lower the JPEG/WebP quality, then shrink, until the data URI fits ``max_bytes`` or the
+   provider's ``image_budget()`` (its share of the request body: inference.net's two images
+   plus a prompt must fit in one request under 1 MB).
+
+Usage::
+
+    from visionkit.encode import encode_image
+    uri = encode_image("photo.jpg")                       # for inference.net
+    uris = df.vision.encode(max_tokens=3202)              # a Series, NA where a row failed
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import sources
+from .errors import ImageError
+from .imageinfo import orientation
+from .profiles import Provider, get_provider
+from .tokens import fit_within
+
+__all__ = ["EncodeWarning", "decode_image", "encode_image", "encode_series"]
+
+JPEG_QUALITY = 90
+_QUALITY_STEPS = (90, 82, 75, 68, 60, 50)
+_MIN_SIDE = 16
+_PASSTHROUGH_MODES = frozenset({"RGB", "L", "RGBA", "LA", "P", "1"})
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SAVE_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
+
+
+class EncodeWarning(UserWarning):
+    """Some rows could not be encoded and are NA (``encode_series(errors="coerce")``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+def _frames(im: Image.Image) -> int:
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:
+        return 1
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """An 8-bit RGB, RGBA, L or LA image with the same appearance as ``im``."""
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return im
+    if mode in ("RGBA", "LA"):
+        lo, _ = im.getchannel("A").getextrema()
+        return im.convert(mode[:-1]) if lo == 255 else im  # fully opaque: drop alpha
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _scale_to_8bit(im)
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
+        return _to_8bit(im.convert("RGBA" if has_alpha else "RGB"))
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("RGBa", "La"):
+        return _to_8bit(im.convert(mode.replace("a", "A")))
+    return im.convert("RGB")  # YCbCr, LAB, HSV, RGBX, ...
+
+
+def _scale_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey to 8 bits by scaling, never by clipping (which turns it white)."""
+    arr = np.asarray(im)
+    if arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+        scaled = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
+    else:
+        arr = arr.astype(np.int64)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and (im.mode.startswith("I;16") or hi > 255) and hi <= 65535:
+            scaled = arr * (255.0 / 65535.0)  # the 16-bit range, as any viewer shows it
+        elif lo >= 0 and hi <= 255:
+            scaled = arr
+        else:
+            scaled = (arr - lo) * (255.0 / max(hi - lo, 1))
+    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+            if out is not None:
+                return out
+        except Exception:  # a broken or unusual profile: fall back to the plain conversion
+            pass
+    return im.convert("RGB")
+
+
+def _decode(
+    im: Image.Image, size: tuple[int, int], orient: int, *, own: bool = True
+) -> Image.Image:
+    """Decode ``im`` for a display ``size``: draft, load the first frame, orient, 8-bit, resize.
+
+    ``own`` says ``im`` is ours to mutate (draft is only used then, never on a caller's image).
+    """
+    w, h = size
+    stored = (h, w) if orient in (5, 6, 7, 8) else (w, h)
+    if own and im.format in ("JPEG", "MPO") and stored != im.size:
+        # DCT-domain downscale; keeps the result at least ``stored`` on both sides.
+        im.draft(im.mode if im.mode in ("RGB", "L") else None, stored)
+    if _frames(im) > 1 and im.tell() != 0:
+        im.seek(0)
+    im.load()
+    info = dict(im.info)
+    if orient in _TRANSPOSE:
+        im = im.transpose(_TRANSPOSE[orient])
+    im.info = info
+    im = _to_8bit(im)
+    if im.size != (w, h):
+        im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return im
+
+
+def decode_image(cell: Any, *, max_side: int | None = None, row: object = None) -> Image.Image:
+    """A decoded, upright, 8-bit (RGB, RGBA, L or LA) image no larger than ``max_side``.
+
+    The first frame of an animation. JPEGs are decoded in draft mode when that is enough.
+    """
+    im, _data, label = _open(cell, row)
+    with sources.pil_errors(row, label) as ctx:
+        ctx.format = sources.image_format(im)
+        orient = orientation(im)
+        w, h = _display(im, orient)
+        sources.check_bomb((w, h), row=row, source=label)
+        if max_side is not None:
+            w, h = fit_within(w, h, max_side)
+        return _decode(im, (w, h), orient, own=sources.cell_kind(cell) != "pil")
+
+
+def _display(im: Image.Image, orient: int) -> tuple[int, int]:
+    w, h = im.size
+    return (h, w) if orient in (5, 6, 7, 8) else (w, h)
+
+
+def _open(cell: Any, row: object) -> tuple[Image.Image, bytes | None, object]:
+    label = sources._source_label(cell)
+    if sources.cell_kind(cell) == "pil":
+        return cell, None, label
+    data = sources.read_bytes(cell, row=row)
+    return sources.open_bytes(data, row=row, source=label), data, label
+
+
+# --------------------------------------------------------------------------------------------
+# sizing and encoding
+
+
+def _fit_tokens(w: int, h: int, provider: Provider, max_tokens: int) -> tuple[int, int]:
+    """The largest size within ``w x h`` (same aspect) whose token estimate is <= max_tokens."""
+    if provider.estimate(w, h) <= max_tokens:
+        return w, h
+    lo, hi = 1, max(w, h) - 1  # longest side; estimates grow with size
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cand = fit_within(w, h, mid)
+        if provider.estimate(*cand) <= max_tokens:
+            best, lo = cand, mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise ImageError(
+            f"max_tokens={max_tokens} is below {provider.name}'s estimate for any size of image"
+        )
+    return best
+
+
+def _check_format(fmt: str, provider: Provider) -> str:
+    fmt = fmt.lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    allowed = ["auto", *provider.formats]
+    if fmt not in allowed:
+        raise ValueError(
+            f"The value for `format` must be one of {allowed} for provider {provider.name!r}, "
+            f"but {fmt!r} was passed"
+        )
+    return fmt
+
+
+def _check_tokens(max_tokens: int | None, provider: Provider) -> None:
+    if max_tokens is not None and max_tokens < provider.estimate(1, 1):
+        raise ValueError(
+            f"max_tokens={max_tokens} is below {provider.name}'s minimum of "
+            f"{provider.estimate(1, 1)} tokens per image"
+        )
+
+
+def _uri_length(n_bytes: int, mime: str) -> int:
+    return len("data:") + len(mime) + len(";base64,") + 4 * math.ceil(n_bytes / 3)
+
+
+def _data_uri(data: bytes, fmt: str) -> str:
+    mime = sources.MIME_TYPES[fmt]
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _looks_intact(data: bytes, fmt: str) -> bool:
+    """Cheap end-of-file checks, so passthrough never forwards a truncated file."""
+    tail = data.rstrip(b"\0\r\n ")[-16:]
+    if fmt == "jpeg":
+        return tail.endswith(b"\xff\xd9")
+    if fmt == "png":
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if fmt == "gif":
+        return tail.endswith(b";")
+    if fmt == "webp":
+        return len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    return False
+
+
+def _choose_format(im: Image.Image, requested: str, allowed: tuple[str, ...]) -> str:
+    if requested != "auto":
+        return requested
+    has_alpha = im.mode in ("RGBA", "LA")
+    few_colours = im.getcolors(maxcolors=256) is not None
+    order = ("png", "webp") if has_alpha or few_colours else ("jpeg", "webp", "png")
+    for fmt in (*order, "png", "webp", "jpeg", "gif"):
+        if fmt in allowed:
+            return fmt
+    raise ImageError(f"the provider accepts none of the formats visionkit writes: {allowed}")
+
+
+def _prepare(im: Image.Image, fmt: str) -> Image.Image:
+    """Make ``im`` saveable as ``fmt``: JPEG has no alpha (composite on white, never black)."""
+    if fmt == "jpeg" and im.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.getchannel("A"))
+        return background
+    return im
+
+
+def _save(im: Image.Image, fmt: str, quality: int | None) -> bytes:
+    buf = io.BytesIO()
+    kwargs: dict[str, Any] = {}
+    if fmt in ("jpeg", "webp"):
+        kwargs["quality"] = quality or JPEG_QUALITY
+    icc = im.info.get("icc_profile")
+    if icc and fmt in ("jpeg", "png", "webp") and im.mode in ("RGB", "RGBA"):
+        kwargs["icc_profile"] = icc
+    im.save(buf, _SAVE_NAMES[fmt], **kwargs)
+    return buf.getvalue()
+
+
+def _encode_to_budget(
+    im: Image.Image, fmt: str, budget: int | None, requested: str, allowed: tuple[str, ...]
+) -> str:
+    """Encode, then lower quality, then shrink, until the data URI fits ``budget``."""
+    mime = sources.MIME_TYPES[fmt]
+    qualities: tuple[int | None, ...] = _QUALITY_STEPS if fmt in ("jpeg", "webp") else (None,)
+    while True:
+        data = b""
+        for q in qualities:
+            data = _save(im, fmt, q)
+            if budget is None or _uri_length(len(data), mime) <= budget:
+                return _data_uri(data, fmt)
+        # A transparent image too big as PNG: lossy WebP keeps the alpha and is far smaller.
+        if fmt == "png" and requested == "auto" and im.mode in ("RGBA", "LA") and "webp" in allowed:
+            return _encode_to_budget(im, "webp", budget, "webp", allowed)
+        w, h = im.size
+        assert budget is not None
+        ratio = math.sqrt(max(budget - 64, 1) / (4 / 3 * max(len(data), 1)))
+        scale = min(0.9, max(0.5, ratio * 0.95))
+        nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
+        if max(nw, nh) < _MIN_SIDE:
+            raise ImageError(f"cannot fit within {budget:,} bytes even at {w}x{h}")
+        im = im.resize((nw, nh), Image.Resampling.LANCZOS)
+        qualities = qualities[2:] or qualities  # start lower after shrinking
+
+
+def encode_image(
+    cell: Any,
+    *,
+    provider: str | Provider = "inference.net",
+    max_side: int | None = None,
+    max_tokens: int | None = None,
+    max_bytes: int | None = None,
+    format: str = "auto",
+    row: object = None,
+) -> str:
+    """A ``data:`` URI of ``cell`` that ``provider`` accepts (see the module docs for the rules).
+
+    Raises ``ImageError`` naming ``row`` when the image cannot be read or encoded, and
+    ``ValueError`` for a ``format`` the provider does not accept.
+
+    >>> encode_image("photo.jpg", max_tokens=3202)[:23]         # doctest: +SKIP
+    'data:image/jpeg;base64,'
+    """
+    prov = get_provider(provider)
+    requested = _check_format(format, prov)
+    _check_tokens(max_tokens, prov)
+    budget = max_bytes if max_bytes is not None else prov.image_budget()
+    side = max_side if max_side is not None else prov.max_side
+
+    im, data, label = _open(cell, row)
+    with sources.pil_errors(row, label) as ctx:
+        real = ctx.format = sources.image_format(im)
+        orient = orientation(im)
+        w, h = _display(im, orient)
+        sources.check_bomb((w, h), row=row, source=label)
+        tw, th = (w, h) if side is None else fit_within(w, h, side)
+        if max_tokens is not None:
+            tw, th = _fit_tokens(tw, th, prov, max_tokens)
+
+        if (
+            data is not None
+            and real in prov.formats
+            and requested in ("auto", real)
+            and (tw, th) == (w, h)
+            and orient == 1
+            and im.mode in _PASSTHROUGH_MODES
+            and _frames(im) == 1
+            and (budget is None or _uri_length(len(data), sources.MIME_TYPES[real]) <= budget)
+        ):
+            if not _looks_intact(data, real):
+                im.load()  # raises "truncated JPEG" etc.; trailing junk alone is fine
+            return _data_uri(data, real)
+
+        pixels = _decode(im, (tw, th), orient, own=data is not None)
+        fmt = _choose_format(pixels, requested, prov.formats)
+        uri = _encode_to_budget(_prepare(pixels, fmt), fmt, budget, requested, prov.formats)
+    return uri
+
+
+# --------------------------------------------------------------------------------------------
+# many images
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def encode_series(
+    images: pd.Series | Iterable[Any],
+    *,
+    provider: str | Provider = "inference.net",
+    max_side: int | None = None,
+    max_tokens: int | None = None,
+    max_bytes: int | None = None,
+    format: str = "auto",
+    errors: str = "coerce",
+    workers: int | None = None,
+    progress: bool = True,
+) -> pd.Series:
+    """``encode_image`` for every cell: a Series of data URIs with the same index.
+
+    ``errors="coerce"`` (default) leaves NA where a row fails and emits one ``EncodeWarning``
+    naming the failing rows and reasons (also kept in ``result.attrs["errors"]``);
+    ``errors="raise"`` raises the first row's ``ImageError``. Images are encoded by a thread
+    pool (``workers``, default one per core: Pillow releases the GIL while decoding, resizing
+    and encoding). The Series has ``object`` dtype: pandas' string dtype would copy every URI.
+    """
+    if errors not in ("coerce", "raise"):
+        raise ValueError(
+            f"The value for `errors` must be one of ['coerce', 'raise'], not {errors!r}"
+        )
+    prov = get_provider(provider)
+    _check_format(format, prov)
+    _check_tokens(max_tokens, prov)
+    series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
+    labels = list(series.index)
+    cells = series.tolist()
+    options = {
+        "provider": prov,
+        "max_side": max_side,
+        "max_tokens": max_tokens,
+        "max_bytes": max_bytes,
+        "format": format,
+    }
+
+    def one(i: int) -> str | ImageError:
+        try:
+            return encode_image(cells[i], row=labels[i], **options)
+        except ImageError as exc:
+            if errors == "raise":
+                raise
+            return exc
+
+    n_workers = workers or _default_workers()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(cells), desc="encode", unit="img", disable=not progress, delay=1.0)
+    results: list[Any] = []
+    try:
+        if n_workers <= 1 or len(cells) <= 1:
+            for i in range(len(cells)):
+                results.append(one(i))
+                bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                try:
+                    for result in pool.map(one, range(len(cells))):
+                        results.append(result)
+                        bar.update()
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+
+    failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, ImageError)}
+    values = [None if isinstance(r, ImageError) else r for r in results]
+    out = pd.Series(values, index=series.index, dtype=object, name="data_uri")
+    out.attrs["errors"] = failures
+    if failures:
+        shown = "; ".join(f"row {k!r}: {v}" for k, v in list(failures.items())[:10])
+        more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
+        warnings.warn(
+            f"{len(failures)} of {len(cells)} images could not be encoded and are NA: "
+            f"{shown}{more}",
+            EncodeWarning,
+            stacklevel=2,
+        )
+    return out

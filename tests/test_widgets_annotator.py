@@ -306,3 +306,9 @@ def test_broken_image_can_still_be_labelled(tmp_path):
 
 def test_repr_is_cheap(df):
     assert "0 / 12 labelled" in repr(vk.Annotator(df, "label", OPTIONS))
+
+
+def test_df_vision_annotate(df):
+    ann = df.vision.annotate("label", OPTIONS)
+    ann.label("dog")
+    assert isinstance(ann, Annotator) and df["label"].iloc[0] == "dog"

@@ -174,3 +174,8 @@ def test_thumb_size_change_remakes_thumbnails(df):
 
 def test_repr_is_cheap(df):
     assert "Gallery" in repr(vk.Gallery(df))
+
+
+def test_df_vision_gallery(df):
+    g = df.vision.gallery("answer", page_size=5)
+    assert isinstance(g, Gallery) and g.page_count == 6 and g._items[0]["caption"] == "Cat."

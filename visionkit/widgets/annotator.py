@@ -132,6 +132,7 @@ class Annotator(ipywidgets.VBox):
         self._prepare_column()
         self._history: list[_Change] = []
         self._extra = pd.DataFrame()
+        self._keys: pd.DataFrame | None = None  # the save file's key columns, made once
         self.restored = 0
         if self.save_path is not None and self.save_path.exists():
             self.restored = self._restore()
@@ -206,6 +207,20 @@ class Annotator(ipywidgets.VBox):
         text = str(value)
         return text if text.strip() else None
 
+    def _missing(self) -> np.ndarray:
+        """True for each row without a label (NA, None or blank), vectorised."""
+        values = self.df.iloc[:, self._col]
+        missing = values.isna().to_numpy(dtype=bool, copy=True)
+        text = values[~missing].astype(str).str.strip()
+        missing[np.flatnonzero(~missing)[(text == "").to_numpy(dtype=bool)]] = True
+        return missing
+
+    def _values(self) -> list[str | None]:
+        missing = self._missing()
+        return [
+            None if m else str(v) for v, m in zip(self.df.iloc[:, self._col], missing, strict=True)
+        ]
+
     def _put(self, pos: int, value: str | None) -> None:
         self.df.iat[pos, self._col] = value
 
@@ -245,10 +260,13 @@ class Annotator(ipywidgets.VBox):
     def _save(self) -> None:
         if self.save_path is None:
             return
-        frame = pd.DataFrame({"index": [str(v) for v in self.df.index]})
-        if self._keyed():
-            frame["path"] = [str(p) for p in self.df["path"]]
-        frame[self.column] = [self._get(p) for p in range(len(self.df))]
+        if self._keys is None or len(self._keys) != len(self.df):
+            keys = pd.DataFrame({"index": [str(v) for v in self.df.index]})
+            if self._keyed():
+                keys["path"] = [str(p) for p in self.df["path"]]
+            self._keys = keys
+        frame = self._keys.copy()
+        frame[self.column] = self._values()
         if len(self._extra):
             frame = pd.concat(
                 [frame, self._extra.reindex(columns=frame.columns)], ignore_index=True
@@ -269,7 +287,7 @@ class Annotator(ipywidgets.VBox):
             if where == "all":
                 mask = np.ones(len(self.df), dtype=bool)
             elif where == "unlabelled":
-                mask = np.array([self._get(p) is None for p in range(len(self.df))], dtype=bool)
+                mask = self._missing()
             else:
                 if self.suggestions is None:
                     raise ValueError("filter='disagree' needs suggestions= (the model's answers)")
@@ -292,10 +310,8 @@ class Annotator(ipywidgets.VBox):
         return normalise(answer) != normalise(human)
 
     def _first_unlabelled(self, start: int) -> int | None:
-        for i in range(start, len(self._order)):
-            if self._get(int(self._order[i])) is None:
-                return i
-        return None
+        missing = self._missing()[self._order[start:]]
+        return start + int(np.argmax(missing)) if missing.any() else None
 
     @property
     def position(self) -> int | None:
@@ -319,7 +335,7 @@ class Annotator(ipywidgets.VBox):
     @property
     def labelled(self) -> int:
         """How many rows of the DataFrame have a label."""
-        return sum(self._get(p) is not None for p in range(len(self.df)))
+        return int((~self._missing()).sum())
 
     @property
     def done(self) -> bool:
@@ -440,7 +456,7 @@ class Annotator(ipywidgets.VBox):
         self._require_row()
         target = self._i + step
         if target >= len(self._order):
-            left = 0 if self.done else sum(self._get(int(p)) is None for p in self._order)
+            left = int(self._missing()[self._order].sum())
             self._show(
                 "end of the rows" + (f"; {left} still unlabelled (s jumps there)" if left else "")
             )

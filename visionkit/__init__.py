@@ -6,17 +6,22 @@ Usage::
     df = vk.read_images("datasets/")
     df.vision.estimate_tokens()          # tokens per image for inference.net
     uris = df.vision.encode()            # data URIs the provider accepts
+    result = df.vision.ask("Describe this image.")   # answers, cached and resumable
 """
 
 from __future__ import annotations
 
-from . import tokens
+from . import stats, tokens
 from .accessor import VisionAccessor
 from .agreement import Agreement, agreement, plot_agreement
+from .ask import ask, ask_async
+from .cache import Cache
+from .client import Client, OfflineWarning, connect
 from .display import thumbnail
 from .encode import encode_image
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
 from .imageinfo import inspect_images, read_images
+from .plots import plot_token_curve, plot_tokens, plot_usage
 from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -25,23 +30,33 @@ __all__ = [
     "Agreement",
     "Annotator",
     "BudgetExceeded",
+    "Cache",
+    "Client",
     "Gallery",
     "ImageError",
     "MissingAPIKey",
+    "OfflineWarning",
     "Provider",
     "RequestError",
     "TokenExplorer",
     "VisionAccessor",
     "VisionError",
     "agreement",
+    "ask",
+    "ask_async",
+    "connect",
     "encode_image",
     "estimate_tokens",
     "get_provider",
     "inspect_images",
     "plot_agreement",
+    "plot_token_curve",
+    "plot_tokens",
+    "plot_usage",
     "providers",
     "read_images",
     "register_provider",
+    "stats",
     "thumbnail",
     "tokens",
 ]

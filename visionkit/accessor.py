@@ -10,6 +10,7 @@ Registered when ``visionkit`` is imported::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -65,6 +66,43 @@ class VisionAccessor:
 
         col = self._column(column)
         return inspect_images(self._df[col])
+
+    def plot_tokens(
+        self,
+        provider: str | Provider | None = None,
+        *,
+        column: str | None = None,
+        resize_to: int | str | None = "floor",
+        ax=None,
+        **kwargs,
+    ):
+        """Each image at (width, height) over the provider's token map; returns the Axes.
+
+        See :func:`visionkit.plots.plot_tokens`. Uses ``width``/``height`` when present,
+        otherwise inspects the image column.
+        """
+        from .plots import plot_tokens
+
+        data = self._df
+        if column is not None or not {"width", "height"} <= set(data.columns):
+            data = self.inspect(column=column) if len(data) else data
+        return plot_tokens(data, provider, resize_to=resize_to, ax=ax, **kwargs)
+
+    def ask(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
+        """Ask a vision model about each row's image; see ``visionkit.ask`` for the options.
+
+        >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
+        >>> df.join(result)                                                 # doctest: +SKIP
+        """
+        from .ask import ask
+
+        return ask(self._df, prompt, **kwargs)
+
+    async def ask_async(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
+        """``await df.vision.ask_async(prompt, ...)``: ``ask`` in the caller's event loop."""
+        from .ask import ask_async
+
+        return await ask_async(self._df, prompt, **kwargs)
 
     def encode(
         self,

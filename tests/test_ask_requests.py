@@ -1,0 +1,110 @@
+"""Building and checking request bodies before anything is sent."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from openai._utils._json import openapi_dumps
+
+from visionkit import RequestError, get_provider
+from visionkit.requests import (
+    body_bytes,
+    build_body,
+    check_body,
+    check_template,
+    fill_template,
+    template_fields,
+)
+
+PNG_1PX = (
+    "data:image/png;base64,"
+    + base64.b64encode(
+        bytes.fromhex(
+            "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+            "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+        )
+    ).decode()
+)
+NET = get_provider("inference.net")
+
+
+def test_template_fields_finds_roots_and_nested_specs():
+    assert template_fields("Is this a {label}? Score {score:.2f}, {meta[a]} {obj.x}") == [
+        "label",
+        "score",
+        "meta",
+        "obj",
+    ]
+    assert template_fields("no fields, {{literal}} braces") == []
+    assert template_fields("{x:{width}}") == ["x", "width"]
+    with pytest.raises(ValueError, match="positional"):
+        template_fields("Is this a {}?")
+    with pytest.raises(ValueError, match="not valid"):
+        template_fields("Is this a {label?")
+
+
+def test_check_template_names_the_missing_column():
+    assert check_template("Is this a {label}?", ["path", "label"]) == ["label"]
+    with pytest.raises(RequestError, match=r"'labl'.*not a column.*\['path', 'label'\]"):
+        check_template("Is this a {labl}?", ["path", "label"])
+
+
+def test_fill_template_uses_format_map_and_rejects_na():
+    assert fill_template("Is this a {label}? ({n:03d})", {"label": "cat", "n": 7}) == (
+        "Is this a cat? (007)"
+    )
+    with pytest.raises(RequestError, match=r"row 'r3'.*'label' is missing"):
+        fill_template("Is this a {label}?", {"label": float("nan")}, row="r3")
+    with pytest.raises(RequestError, match="row 4"):
+        fill_template("{n:d}", {"n": "text"}, row=4)
+
+
+def test_build_body_puts_images_first_and_text_last():
+    body = build_body(
+        model="m",
+        prompt="Compare",
+        images=[PNG_1PX, PNG_1PX],
+        system="Be brief.",
+        response_format={"type": "json_object"},
+        params={"temperature": 0},
+    )
+    assert body["model"] == "m" and body["temperature"] == 0
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    parts = body["messages"][1]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+    assert body["response_format"] == {"type": "json_object"}
+
+
+def test_body_bytes_matches_what_the_sdk_sends():
+    body = build_body(model="m", prompt="Qu'est-ce que c'est ? é ☃", images=[PNG_1PX])
+    assert body_bytes(body) == len(openapi_dumps(body))
+
+
+def test_check_body_enforces_the_profile_rules():
+    ok = build_body(model="m", prompt="p", images=[PNG_1PX, PNG_1PX])
+    assert check_body(ok, NET) == body_bytes(ok)
+    three = build_body(model="m", prompt="p", images=[PNG_1PX] * 3)
+    with pytest.raises(RequestError, match=r"row 7: 3 images .* at most 2"):
+        check_body(three, NET, row=7)
+    url = build_body(model="m", prompt="p", images=["https://example.org/a.png"])
+    with pytest.raises(RequestError, match="only as base64 data URIs"):
+        check_body(url, NET)
+    assert check_body(url, get_provider("openai")) > 0  # openai takes URLs
+    bmp = build_body(model="m", prompt="p", images=["data:image/bmp;base64,Qk0="])
+    with pytest.raises(RequestError, match="'bmp' is not accepted"):
+        check_body(bmp, NET)
+    big = build_body(model="m", prompt="x" * 1_000_000, images=[PNG_1PX])
+    with pytest.raises(RequestError, match=r"not under inference\.net's limit of 1,000,000"):
+        check_body(big, NET)
+
+
+def test_body_limit_is_exclusive():
+    body = build_body(model="m", prompt="", images=[PNG_1PX])
+    pad = NET.max_body_bytes - body_bytes(body)
+    at_limit = build_body(model="m", prompt="x" * pad, images=[PNG_1PX])
+    assert body_bytes(at_limit) == NET.max_body_bytes
+    with pytest.raises(RequestError):
+        check_body(at_limit, NET)
+    just_under = build_body(model="m", prompt="x" * (pad - 1), images=[PNG_1PX])
+    assert check_body(just_under, NET) == NET.max_body_bytes - 1

@@ -1,0 +1,139 @@
+"""The retry policy and the adaptive (AIMD) concurrency limit, without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import httpx2
+import openai
+import pytest
+
+from visionkit.retry import (
+    MAX_RETRY_AFTER,
+    AdaptiveLimiter,
+    classify,
+    parse_retry_after,
+    retry_delay,
+)
+
+
+def test_retry_delay_is_exponential_capped_and_jittered():
+    lo = [retry_delay(n, rand=lambda: 0.0) for n in range(1, 8)]
+    assert lo == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    hi = [retry_delay(n, rand=lambda: 0.999999) for n in range(1, 8)]
+    for a, b in zip(lo, hi, strict=True):
+        assert 0.75 * a - 1e-6 <= b < a
+    assert retry_delay(10_000, rand=lambda: 0.0) == 8.0  # no overflow
+    samples = {retry_delay(3) for _ in range(50)}
+    assert len(samples) > 1 and all(1.5 <= s <= 2.0 for s in samples)
+
+
+def test_retry_delay_honours_retry_after_with_a_little_spread():
+    assert retry_delay(1, retry_after=2.5, rand=lambda: 0.0) == 2.5
+    assert 2.5 <= retry_delay(5, retry_after=2.5) <= 2.75
+    assert retry_delay(1, retry_after=0.0, rand=lambda: 0.5) == 0.0
+    assert retry_delay(1, retry_after=10_000, rand=lambda: 0.0) == MAX_RETRY_AFTER
+    assert retry_delay(2, retry_after=float("nan"), rand=lambda: 0.0) == 1.0
+
+
+def test_parse_retry_after_prefers_milliseconds_then_seconds_then_dates():
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "1.5"}) == 1.5
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= parse_retry_after({"retry-after": future}) <= 31
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None and parse_retry_after(None) is None
+
+
+def _status_error(status: int) -> openai.APIStatusError:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx2.Response(status, request=request, json={"error": {"message": "m"}})
+    client = openai.OpenAI(api_key="x", base_url="http://127.0.0.1/v1")
+    return client._make_status_error_from_response(response)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, "auth"),
+        (429, "rate"),
+        (500, "retry"),
+        (503, "retry"),
+        (408, "retry"),
+        (400, "fail"),
+        (404, "fail"),
+        (413, "fail"),
+        (422, "fail"),
+    ],
+)
+def test_classify_status_errors(status, kind):
+    assert classify(_status_error(status)) == kind
+
+
+def test_classify_connection_errors_and_others():
+    request = httpx2.Request("POST", "http://127.0.0.1/")
+    assert classify(openai.APITimeoutError(request=request)) == "retry"
+    assert classify(openai.APIConnectionError(request=request)) == "retry"
+    assert classify(ValueError("x")) == "fail"
+
+
+def test_limiter_halves_once_per_round_and_recovers_additively():
+    now = [0.0]
+    lim = AdaptiveLimiter(16, decrease=0.5, clock=lambda: now[0])
+    tickets = [lim.take() for _ in range(16)]
+    # a burst of 429s from requests sent in the same round lowers the limit once
+    for t in tickets[:8]:
+        lim.give_back(t, "rate")
+    assert lim.limit == 8.0 and lim.decreases == 1
+    # a request started after the decrease that is refused again lowers it again
+    t = lim.take()
+    lim.give_back(t, "rate", retry_after=2.0)
+    assert lim.limit == 4.0 and lim.decreases == 2 and lim.lowest == 4.0
+    assert lim.pause_remaining() == pytest.approx(2.0)
+    now[0] = 3.0
+    assert lim.pause_remaining() == 0.0
+    for t in tickets[8:]:
+        lim.give_back(t, "ok")
+    assert 5.0 < lim.limit < 6.0  # ~ +1 per round of `limit` successes
+    for _ in range(500):
+        lim.give_back(lim.take(), "ok")
+    assert lim.limit == 16.0  # recovered, never above the caller's concurrency
+    for _ in range(50):
+        lim.give_back(lim.take(), "rate")
+    assert lim.allowed() == 1  # never below one
+
+
+def test_limiter_never_lets_more_than_the_limit_in_flight():
+    async def main():
+        lim = AdaptiveLimiter(3)
+        peak = 0
+
+        async def one(i):
+            nonlocal peak
+            ticket = await lim.acquire()
+            peak = max(peak, lim.in_flight)
+            await asyncio.sleep(0.001)
+            await lim.release(ticket, "rate" if i == 5 else "ok")
+
+        await asyncio.gather(*(one(i) for i in range(30)))
+        return peak, lim
+
+    peak, lim = asyncio.run(main())
+    assert peak == 3 and lim.in_flight == 0 and lim.decreases == 1
+
+
+def test_limiter_pause_holds_new_sends():
+    async def main():
+        lim = AdaptiveLimiter(4)
+        t = await lim.acquire()
+        await lim.release(t, "rate", retry_after=0.15)
+        start = time.monotonic()
+        t = await lim.acquire()
+        waited = time.monotonic() - start
+        await lim.release(t, "ok")
+        return waited
+
+    assert asyncio.run(main()) >= 0.1

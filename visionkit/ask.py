@@ -1,0 +1,1090 @@
+"""Ask a vision model about every row of a DataFrame: fast, resumable, within the provider's rules.
+
+Usage::
+
+    import visionkit as vk
+    df = vk.read_images("datasets/")
+    result = df.vision.ask("Describe this image in one sentence.")
+    df.join(result)                       # same index: answer, error, tokens, cached, attempts
+    result.attrs["usage"]                 # requests, cache hits, retries, tokens, elapsed
+
+How a run works (``_Run``): a dispatcher walks the rows in order and keeps at most
+``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
+cache key and looks the key up; on a miss it encodes the images and checks the request against
+the provider's rules (``visionkit.requests``) -- all of that in a thread pool the size of the
+machine's cores, overlapping the network waits -- then waits for a slot from the adaptive
+limiter (``visionkit.retry``) and sends through the ``openai`` SDK. Memory therefore stays
+bounded by the requests in flight, not by the size of the set.
+
+Retries: the SDK client is copied with ``max_retries=0`` and visionkit retries itself, because
+a batch must see 429s as they happen to lower its concurrency (AIMD) and pause for
+``Retry-After``; delays follow the SDK's own policy (``visionkit.retry.retry_delay``). 5xx,
+408/409, timeouts and dropped connections are retried with backoff up to ``max_retries``;
+other 4xx fail the row at once with the provider's message; a 401 stops the whole run with the
+SDK's ``openai.AuthenticationError`` (answers already received stay in the cache).
+
+No loss: each answer is written to the SQLite cache (``visionkit.cache``) the moment it
+arrives. On a KeyboardInterrupt (Jupyter's stop button, Ctrl-C), no new request is started and
+the requests already in flight -- paid for -- are allowed to finish and are stored; a second
+interrupt abandons them. Then, inside IPython/Jupyter, ``ask`` returns the partial DataFrame
+with a warning (unfinished rows have ``error`` "not run: interrupted"); in a plain script it
+re-raises KeyboardInterrupt. A re-run sends only the rows the cache does not have.
+
+``ask`` works in a plain script and inside Jupyter's running event loop alike: the run always
+happens on a worker thread with its own event loop while the calling thread waits (and
+listens for interrupts). ``await ask_async(...)`` runs in the caller's loop instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .cache import Cache, CachedAnswer, image_digest, request_key
+from .client import Client, cache_identity, default_client, resolve_profile
+from .errors import BudgetExceeded, ImageError, RequestError, VisionError
+from .profiles import Provider
+from .requests import check_template, fill_template, prepare_request, text_tokens
+from .retry import (
+    MAX_RETRY_AFTER,
+    AdaptiveLimiter,
+    classify,
+    headers_of,
+    parse_retry_after,
+    retry_delay,
+)
+
+__all__ = ["ask", "ask_async"]
+
+logger = logging.getLogger("visionkit")
+
+RESULT_COLUMNS = (
+    "answer",
+    "error",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_tokens",
+    "cached",
+    "attempts",
+)
+IMAGE_COLUMNS = ("image", "path")
+INTERRUPTED = "not run: interrupted (re-run to resume from the cache)"
+
+
+# --------------------------------------------------------------------------- schemas
+@dataclass
+class _Schema:
+    """A structured-output schema: the ``response_format`` to send and a parser for replies."""
+
+    name: str
+    json_schema: dict[str, Any]
+    fields: list[str]
+    model: Any = None  # a pydantic model class, if given
+
+    @property
+    def response_format(self) -> dict[str, Any]:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": self.json_schema},
+        }
+
+    def parse(self, text: str | None) -> dict[str, Any]:
+        """Parse and validate ``text``; raises ValueError with a short reason."""
+        if text is None:
+            raise ValueError("the reply has no text to parse")
+        if self.model is not None:
+            import pydantic
+
+            try:
+                return self.model.model_validate_json(text).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"reply does not match schema {self.name}: {problems}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"reply is not valid JSON: {exc}") from None
+        _validate(obj, self.json_schema, "reply")
+        return {f: obj.get(f) for f in self.fields}
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def _validate(value: Any, schema: Mapping[str, Any], where: str) -> None:
+    """A small JSON-schema check: types, required properties, enums (nested objects too)."""
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        ok = False
+        for name in names:
+            kinds = _JSON_TYPES.get(name, (object,))
+            if isinstance(value, bool) and name in ("integer", "number"):
+                continue
+            if isinstance(value, kinds):
+                ok = True
+                break
+        if not ok:
+            raise ValueError(f"{where} should be {' or '.join(names)}, got {value!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise ValueError(f"{where} should be one of {schema['enum']}, got {value!r}")
+    if isinstance(value, dict):
+        missing = [k for k in schema.get("required", ()) if k not in value]
+        if missing:
+            raise ValueError(f"{where} is missing {', '.join(map(repr, missing))}")
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value and isinstance(sub, Mapping):
+                _validate(value[key], sub, f"{key}" if where == "reply" else f"{where}.{key}")
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            _validate(item, schema["items"], f"{where}[{i}]")
+
+
+def make_schema(schema: Any) -> _Schema | None:
+    """A pydantic model class, a JSON schema dict, or OpenAI's ``{"name", "schema"}`` wrapper."""
+    if schema is None:
+        return None
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        return _Schema(
+            name=schema.__name__,
+            json_schema=schema.model_json_schema(),
+            fields=list(schema.model_fields),
+            model=schema,
+        )
+    if isinstance(schema, Mapping):
+        schema = dict(schema)
+        if "schema" in schema and isinstance(schema["schema"], Mapping):
+            name = str(schema.get("name") or "response")
+            body = dict(schema["schema"])
+        else:
+            name = str(schema.get("title") or "response")
+            body = schema
+        fields = list((body.get("properties") or {}).keys())
+        if not fields:
+            raise ValueError("schema= needs an object schema with 'properties'")
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]
+        return _Schema(name=name, json_schema=body, fields=fields)
+    raise TypeError(
+        f"schema= must be a pydantic model class or a JSON schema dict, not {type(schema).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass
+class _Plan:
+    """Everything decided before anything is sent."""
+
+    index: pd.Index
+    columns: list[str]
+    cells: list[list[Any]]  # per image column, the cells in row order
+    prompts: list[str | RequestError]
+    client: Client | None
+    provider: Provider
+    model: str | None
+    system: str | None
+    schema: _Schema | None
+    params: dict[str, Any]
+    encode_options: dict[str, Any]
+    concurrency: int
+    max_retries: int
+    timeout: float | None
+    cache: Cache | None
+    progress: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+    def key(self, pos: int, digests: Sequence[str], model: str) -> str:
+        if self.client is not None:
+            name, base_url = self.client.cache_identity
+        else:
+            name, base_url = cache_identity(self.provider, self.provider.base_url)
+        return request_key(
+            provider=name,
+            base_url=base_url,
+            model=model,
+            prompt=str(self.prompts[pos]),
+            system=self.system,
+            schema=self.schema.json_schema if self.schema else None,
+            params={**self.params, "_encode": self.encode_options},
+            images=digests,
+        )
+
+
+def _image_columns(df: pd.DataFrame, column: str | Sequence[str] | None) -> list[str]:
+    if column is None:
+        for name in IMAGE_COLUMNS:
+            if name in df.columns:
+                return [name]
+        raise AttributeError(
+            "ask needs an image column: 'image' or 'path' (or pass column=...); "
+            f"this DataFrame has {list(df.columns)}"
+        )
+    cols = [column] if isinstance(column, str) else list(column)
+    if not cols:
+        raise ValueError("column= is an empty list; name at least one image column")
+    for c in cols:
+        if c not in df.columns:
+            raise KeyError(f"ask: no column {c!r}; columns are {list(df.columns)}")
+    return cols
+
+
+def _plan(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None,
+    model: str | None,
+    column: str | Sequence[str] | None,
+    system: str | None,
+    schema: Any,
+    concurrency: int,
+    max_retries: int,
+    timeout: float | None,
+    cache: Any,
+    progress: bool,
+    max_side: int | None,
+    request_options: dict[str, Any],
+    connect_now: bool,
+) -> _Plan:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"ask needs a DataFrame, not {type(df).__name__}")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt must be a non-empty string, e.g. 'Describe this image.'")
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, but {concurrency!r} was passed")
+    if not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(
+            f"max_retries must be an integer >= 0 (0 disables retries), not {max_retries!r}"
+        )
+    for reserved in ("model", "messages", "stream"):
+        if reserved in request_options:
+            hint = "pass model=..." if reserved == "model" else "it is built from the row"
+            raise TypeError(f"ask() does not take {reserved}= as a request option ({hint})")
+    columns = _image_columns(df, column)
+    fields = check_template(prompt, df.columns)
+    sch = make_schema(schema)
+    if sch is not None:
+        clash = [f for f in sch.fields if f in RESULT_COLUMNS]
+        if clash:
+            raise ValueError(
+                f"schema field(s) {clash} would collide with ask's result columns "
+                f"{list(RESULT_COLUMNS)}; rename them in the schema"
+            )
+        if "response_format" in request_options:
+            raise TypeError("pass either schema= or response_format=, not both")
+
+    prompts: list[str | RequestError] = []
+    if fields:
+        records = df[fields].to_dict("records")
+        for label, values in zip(df.index, records, strict=True):
+            try:
+                prompts.append(fill_template(prompt, values, row=label))
+            except RequestError as exc:
+                prompts.append(exc)
+    else:
+        literal = prompt.format_map({})
+        prompts = [literal] * len(df)
+
+    if isinstance(client, str):
+        from .client import connect
+
+        client = connect(client)
+    if client is None and connect_now:
+        client = default_client()
+    if client is not None:
+        client = client.with_model(model)
+        provider, model = client.provider, client.model
+    else:
+        provider = resolve_profile("auto")
+        model = model or provider.default_model
+    if provider.max_images is not None and len(columns) > provider.max_images:
+        raise RequestError(
+            f"column={columns} puts {len(columns)} images in each request, but "
+            f"{provider.name} allows at most {provider.max_images}; nothing was sent"
+        )
+
+    encode_options = {"max_side": max_side} if max_side is not None else {}
+    return _Plan(
+        index=df.index,
+        columns=columns,
+        cells=[df[c].tolist() for c in columns],
+        prompts=prompts,
+        client=client,
+        provider=provider,
+        model=model,
+        system=system,
+        schema=sch,
+        params=dict(request_options),
+        encode_options=encode_options,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        cache=Cache.open(cache),
+        progress=progress,
+    )
+
+
+def _is_missing(cell: Any) -> bool:
+    if cell is None:
+        return True
+    if isinstance(cell, (str, bytes)):
+        return len(cell) == 0
+    try:
+        return bool(pd.isna(cell))
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_row(plan: _Plan, pos: int) -> tuple[list[bytes], list[str]]:
+    """The raw bytes of the row's images and their content digests (thread-pool work)."""
+    from .sources import read_bytes
+
+    label = plan.index[pos]
+    datas = []
+    for col, cells in zip(plan.columns, plan.cells, strict=True):
+        cell = cells[pos]
+        if _is_missing(cell):
+            raise ImageError(f"no image in column {col!r}", row=label)
+        datas.append(read_bytes(cell, row=label))
+    return datas, [image_digest(d) for d in datas]
+
+
+def _describe(exc: BaseException) -> str:
+    """A row's error text for an SDK or visionkit error (the provider's own message)."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        message = None
+        if isinstance(body, Mapping):
+            inner = body.get("error", body)
+            message = inner.get("message") if isinstance(inner, Mapping) else str(inner)
+        return f"{type(exc).__name__} ({exc.status_code}): {message or exc.message}"
+    if isinstance(exc, openai.APIError):
+        return f"{type(exc).__name__}: {exc.message}"
+    if isinstance(exc, VisionError):
+        reason = getattr(exc, "reason", None)
+        return f"{type(exc).__name__}: {reason or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class _Counters:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    cache_hits: int = 0
+    answered: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_tokens: int = 0
+
+
+@dataclass
+class _Run:
+    plan: _Plan
+    bar: Any = None
+    counters: _Counters = field(default_factory=_Counters)
+
+    def __post_init__(self) -> None:
+        n = self.plan.n
+        self.answer: list[str | None] = [None] * n
+        self.error: list[str | None] = [None] * n
+        self.prompt_tokens: list[int | None] = [None] * n
+        self.completion_tokens: list[int | None] = [None] * n
+        self.estimated: list[int | None] = [None] * n
+        self.cached = [False] * n
+        self.attempts = [0] * n
+        self.parsed: list[dict[str, Any] | None] = [None] * n
+        self.finished = [False] * n
+        self.fatal: BaseException | None = None
+        self.interrupted = False
+        self.limiter = AdaptiveLimiter(self.plan.concurrency)
+        self.started = time.perf_counter()
+        self.elapsed = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._drain: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._create_kwargs: set[str] = set()
+
+    # -- control from another thread ---------------------------------------------------
+    def request_drain(self) -> int:
+        """Stop starting requests; those in flight finish. Returns how many are in flight."""
+        self.interrupted = True
+        if self._loop is not None and self._drain is not None:
+            self._loop.call_soon_threadsafe(self._drain.set)
+        return self.limiter.in_flight
+
+    def request_cancel(self) -> None:
+        """Abandon everything now (requests in flight are cancelled)."""
+        self.interrupted = True
+        if self._loop is not None and self._main is not None:
+            self._loop.call_soon_threadsafe(self._main.cancel)
+
+    @property
+    def draining(self) -> bool:
+        return self._drain is not None and self._drain.is_set()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _finish(self, pos: int) -> None:
+        self.finished[pos] = True
+        c = self.counters
+        if self.error[pos] is not None:
+            c.failed += 1
+        if self.bar is not None:
+            self.bar.set_postfix(
+                cached=c.cache_hits,
+                failed=c.failed,
+                tokens=c.prompt_tokens + c.completion_tokens,
+                refresh=False,
+            )
+            self.bar.update(1)
+
+    def _record(
+        self, pos: int, entry: CachedAnswer, *, cached: bool, estimated: int | None = None
+    ) -> None:
+        c = self.counters
+        self.answer[pos] = entry.answer
+        self.prompt_tokens[pos] = entry.prompt_tokens
+        self.completion_tokens[pos] = entry.completion_tokens
+        self.estimated[pos] = entry.estimated_tokens if estimated is None else estimated
+        self.cached[pos] = cached
+        if cached:
+            c.cache_hits += 1
+        else:
+            c.answered += 1
+            c.prompt_tokens += entry.prompt_tokens or 0
+            c.completion_tokens += entry.completion_tokens or 0
+        if self.plan.schema is not None:
+            try:
+                self.parsed[pos] = self.plan.schema.parse(entry.answer)
+            except ValueError as exc:
+                self.error[pos] = f"SchemaError: {exc}"
+
+    # -- the coroutine ----------------------------------------------------------------
+    async def main(self, *, reraise_cancel: bool = True) -> None:
+        import openai
+
+        plan = self.plan
+        assert plan.client is not None
+        self._loop = asyncio.get_running_loop()
+        self._main = asyncio.current_task()
+        self._drain = asyncio.Event()
+        if self.interrupted:  # interrupted before the loop started
+            self._drain.set()
+        workers = max(2, min(8, os.cpu_count() or 2))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-encode")
+        sdk = plan.client.openai.copy(
+            max_retries=0,
+            timeout=plan.timeout,
+            http_client=openai.DefaultAsyncHttpxClient(),
+        )
+        self._create_kwargs = set(inspect.signature(sdk.chat.completions.create).parameters)
+        window = asyncio.Semaphore(plan.concurrency + 2 * workers)
+        try:
+            if plan.model is None:
+                plan.model = await _discover_model(sdk)
+            for pos in range(plan.n):
+                prompt = plan.prompts[pos]
+                if isinstance(prompt, RequestError):
+                    self.error[pos] = _describe(prompt)
+                    self._finish(pos)
+                    continue
+                await window.acquire()
+                if self.draining or self.fatal is not None:
+                    window.release()
+                    break
+                task = asyncio.create_task(self._row(pos, sdk, pool, window))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        except asyncio.CancelledError:
+            self.interrupted = True
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if reraise_cancel:
+                raise
+        finally:
+            self.elapsed = time.perf_counter() - self.started
+            pool.shutdown(wait=False, cancel_futures=True)
+            await sdk.close()
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _row(
+        self, pos: int, sdk: Any, pool: ThreadPoolExecutor, window: asyncio.Semaphore
+    ) -> None:
+        plan = self.plan
+        label = plan.index[pos]
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                job = await loop.run_in_executor(pool, self._prepare, pos)
+            except (ImageError, RequestError) as exc:
+                self.error[pos] = _describe(exc)
+                return
+            kind, key, payload = job
+            if kind == "hit":
+                logger.debug("row %r: cache hit %s", label, key[:12])
+                self._record(pos, payload, cached=True)
+                return
+            if kind == "skip":
+                self.error[pos] = INTERRUPTED
+                return
+            await self._send(pos, key, payload, sdk)
+        except asyncio.CancelledError:
+            if self.error[pos] is None and self.answer[pos] is None:
+                self.error[pos] = INTERRUPTED
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: this row only
+            logger.exception("row %r failed unexpectedly", label)
+            self.error[pos] = _describe(exc)
+        finally:
+            window.release()
+            self._finish(pos)
+
+    def _prepare(self, pos: int) -> tuple[str, str, Any]:
+        """Read, hash, look up the cache, and on a miss encode and check (in the thread pool)."""
+        plan = self.plan
+        datas, digests = _read_row(plan, pos)
+        assert plan.model is not None
+        key = plan.key(pos, digests, plan.model)
+        if plan.cache is not None:
+            hit = plan.cache.get(key)
+            if hit is not None:
+                return ("hit", key, hit)
+        if self.draining or self.fatal is not None:
+            return ("skip", key, None)
+        prepared = prepare_request(
+            datas,
+            provider=plan.provider,
+            model=plan.model,
+            prompt=str(plan.prompts[pos]),
+            system=plan.system,
+            response_format=plan.schema.response_format if plan.schema else None,
+            params=plan.params,
+            encode_options=plan.encode_options,
+            row=plan.index[pos],
+        )
+        return ("miss", key, prepared)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early if the run is interrupted."""
+        assert self._drain is not None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drain.wait(), timeout=seconds)
+
+    async def _send(self, pos: int, key: str, prepared: Any, sdk: Any) -> None:
+        import openai
+
+        plan = self.plan
+        label = plan.index[pos]
+        self.estimated[pos] = prepared.estimated_tokens
+        self.counters.estimated_tokens += prepared.estimated_tokens
+        body = dict(prepared.body)
+        extra = {k: body.pop(k) for k in list(body) if k not in self._create_kwargs}
+        if extra:
+            body["extra_body"] = extra
+        attempt = 0
+        while True:
+            if self.draining or self.fatal is not None:
+                if attempt == 0:
+                    self.error[pos] = INTERRUPTED
+                else:
+                    self.error[pos] = f"{self.error[pos]} (not retried: interrupted)"
+                return
+            ticket = await self.limiter.acquire()
+            if self.draining or self.fatal is not None:
+                await self.limiter.release(ticket, "error")
+                continue
+            attempt += 1
+            self.attempts[pos] = attempt
+            self.counters.requests += 1
+            try:
+                response = await sdk.chat.completions.create(**body)
+            except openai.APIError as exc:
+                kind = classify(exc)
+                retry_after = parse_retry_after(headers_of(exc))
+                await self.limiter.release(
+                    ticket, "rate" if kind == "rate" else "error", retry_after
+                )
+                if kind == "auth":
+                    self._stop(exc)
+                    return
+                self.error[pos] = _describe(exc)
+                if kind == "fail":
+                    return
+                if kind == "rate":
+                    self.counters.rate_limited += 1
+                if attempt > plan.max_retries:
+                    self.error[pos] += f" (gave up after {attempt} attempts)"
+                    return
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                    self.error[pos] += f" (server asked to wait {retry_after:.0f} s; not retried)"
+                    return
+                delay = retry_delay(attempt, retry_after)
+                self.counters.retries += 1
+                logger.info(
+                    "row %r: %s; retry %d of %d in %.2f s",
+                    label,
+                    self.error[pos],
+                    attempt,
+                    plan.max_retries,
+                    delay,
+                )
+                await self._sleep(delay)
+                continue
+            except BaseException:
+                await self.limiter.release(ticket, "error")
+                raise
+            await self.limiter.release(ticket, "ok")
+            self.error[pos] = None
+            self._store(pos, key, prepared, response)
+            return
+
+    def _stop(self, exc: BaseException) -> None:
+        """A 401: start nothing more and raise ``exc`` from ``main``.
+
+        Requests already in flight are let finish (they were sent with a key the server may
+        have accepted, so their answers may be paid for) but are not retried.
+        """
+        if self.fatal is None:
+            self.fatal = exc
+            logger.error(
+                "authentication failed (%s); stopping the run. Answers received so far "
+                "are in the cache.",
+                getattr(exc, "status_code", "?"),
+            )
+            assert self._drain is not None
+            self._drain.set()
+
+    def _store(self, pos: int, key: str, prepared: Any, response: Any) -> None:
+        plan = self.plan
+        choices = getattr(response, "choices", None) or []
+        message = choices[0].message if choices else None
+        answer = getattr(message, "content", None) if message is not None else None
+        usage = getattr(response, "usage", None)
+        entry = CachedAnswer(
+            answer=answer,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            estimated_tokens=prepared.estimated_tokens,
+            model=getattr(response, "model", None) or plan.model,
+            provider=plan.provider.name,
+        )
+        if plan.cache is not None:
+            try:
+                plan.cache.put(key, entry)
+            except Exception as exc:  # a full disk must not cost the answer in memory
+                logger.error("could not store row %r in the cache: %s", plan.index[pos], exc)
+        self._record(pos, entry, cached=False)
+        if answer is None:
+            refusal = getattr(message, "refusal", None)
+            self.error[pos] = f"empty reply{f': {refusal}' if refusal else ''}"
+
+    # -- the result ------------------------------------------------------------------
+    def frame(self) -> pd.DataFrame:
+        plan = self.plan
+        for pos in range(plan.n):
+            if not self.finished[pos] and self.error[pos] is None and self.answer[pos] is None:
+                self.error[pos] = INTERRUPTED
+        index = plan.index
+        out = pd.DataFrame(
+            {
+                "answer": pd.Series(self.answer, index=index, dtype=object),
+                "error": pd.Series(self.error, index=index, dtype=object),
+                "prompt_tokens": pd.array(self.prompt_tokens, dtype="Int64"),
+                "completion_tokens": pd.array(self.completion_tokens, dtype="Int64"),
+                "estimated_tokens": pd.array(self.estimated, dtype="Int64"),
+                "cached": pd.array(self.cached, dtype=bool),
+                "attempts": pd.array(self.attempts, dtype="Int64"),
+            },
+            index=index,
+        )
+        if plan.schema is not None:
+            for name in plan.schema.fields:
+                out[name] = pd.Series(
+                    [None if p is None else p.get(name) for p in self.parsed], index=index
+                )
+        c = self.counters
+        out.attrs["usage"] = {
+            "rows": plan.n,
+            "requests": c.requests,
+            "answered": c.answered,
+            "cache_hits": c.cache_hits,
+            "failed": int(sum(e is not None for e in self.error)),
+            "retries": c.retries,
+            "rate_limited": c.rate_limited,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "estimated_tokens": c.estimated_tokens,
+            "elapsed_s": round(self.elapsed, 3),
+            "concurrency": plan.concurrency,
+            "lowest_concurrency": int(self.limiter.lowest),
+            "interrupted": self.interrupted,
+            "provider": plan.provider.name,
+            "model": plan.model,
+        }
+        return out
+
+
+async def _discover_model(sdk: Any) -> str:
+    """The one model a server serves (for ``connect(base_url=...)`` without ``model=``)."""
+    page = await sdk.models.list()
+    ids = [m.id for m in page.data]
+    if len(ids) == 1:
+        logger.info("using the server's only model %r", ids[0])
+        return ids[0]
+    raise ValueError(
+        f"the server serves {len(ids)} models ({', '.join(ids[:10]) or 'none'}); "
+        "pass model=... to ask() or connect()"
+    )
+
+
+def _progress_bar(plan: _Plan, desc: str = "vision ask") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=plan.n, desc=desc, unit="row", disable=not plan.progress, dynamic_ncols=True)
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    try:
+        return ipython is not None and ipython.get_ipython() is not None
+    except Exception:
+        return False
+
+
+# --------------------------------------------------------------------------- estimates
+def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
+    """Per-row estimate without the network: tokens, request bytes, cached, error."""
+    from .sources import open_image
+    from .tokens import fit_within
+
+    out: dict[str, Any] = {"estimated_tokens": None, "request_bytes": None, "cached": False}
+    prompt = plan.prompts[pos]
+    label = plan.index[pos]
+    try:
+        if isinstance(prompt, RequestError):
+            raise prompt
+        datas, digests = _read_row(plan, pos)
+        if plan.cache is not None and plan.model is not None:
+            hit = plan.cache.get(plan.key(pos, digests, plan.model))
+            if hit is not None:
+                out.update(cached=True, estimated_tokens=hit.estimated_tokens)
+                return out
+        if encode:
+            prepared = prepare_request(
+                datas,
+                provider=plan.provider,
+                model=plan.model or "model",
+                prompt=str(prompt),
+                system=plan.system,
+                response_format=plan.schema.response_format if plan.schema else None,
+                params=plan.params,
+                encode_options=plan.encode_options,
+                row=label,
+            )
+            out.update(estimated_tokens=prepared.estimated_tokens, request_bytes=prepared.nbytes)
+        else:
+            tokens = text_tokens(str(prompt), plan.system)
+            max_side = plan.encode_options.get("max_side") or plan.provider.max_side
+            for data in datas:
+                w, h = open_image(data, row=label).size
+                if max_side:
+                    w, h = fit_within(w, h, max_side)
+                tokens += int(plan.provider.estimate(w, h))
+            out["estimated_tokens"] = tokens
+    except (ImageError, RequestError) as exc:
+        out["error"] = _describe(exc)
+    return out
+
+
+def _estimate(plan: _Plan, *, encode: bool) -> list[dict[str, Any]]:
+    workers = max(2, min(8, os.cpu_count() or 2))
+    bar = _progress_bar(plan, desc="vision dry run" if encode else "vision estimate")
+    rows: list[dict[str, Any]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for row in pool.map(lambda p: _estimate_row(plan, p, encode=encode), range(plan.n)):
+                rows.append(row)
+                bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
+    rows = _estimate(plan, encode=True)
+    index = plan.index
+    out = pd.DataFrame(
+        {
+            "estimated_tokens": pd.array([r["estimated_tokens"] for r in rows], dtype="Int64"),
+            "request_bytes": pd.array([r["request_bytes"] for r in rows], dtype="Int64"),
+            "cached": pd.array([r["cached"] for r in rows], dtype=bool),
+            "error": pd.Series([r.get("error") for r in rows], index=index, dtype=object),
+        },
+        index=index,
+    )
+    to_send = out["error"].isna() & ~out["cached"]
+    out.attrs["usage"] = {
+        "rows": plan.n,
+        "requests": int(to_send.sum()),
+        "cache_hits": int(out["cached"].sum()),
+        "failed": int(out["error"].notna().sum()),
+        "estimated_tokens": int(out.loc[to_send, "estimated_tokens"].sum()),
+        "request_bytes": int(out.loc[to_send, "request_bytes"].sum()),
+        "largest_request_bytes": int(out["request_bytes"].max()) if to_send.any() else 0,
+        "provider": plan.provider.name,
+        "model": plan.model,
+        "dry_run": True,
+    }
+    return out
+
+
+def _check_budget(plan: _Plan, budget_tokens: int) -> None:
+    rows = _estimate(plan, encode=False)
+    todo = [r for r in rows if not r["cached"] and r.get("error") is None]
+    total = sum(r["estimated_tokens"] or 0 for r in todo)
+    if total > budget_tokens:
+        raise BudgetExceeded(
+            f"the estimate is {total:,} tokens for {len(todo):,} uncached rows "
+            f"(prompt and images, {plan.provider.name} formula), over budget_tokens="
+            f"{budget_tokens:,}; nothing was sent. Use dry_run=True for the per-row estimate, "
+            "max_side= for smaller images, or raise the budget."
+        )
+    logger.info("estimate %s tokens is within budget_tokens=%s", total, budget_tokens)
+
+
+# --------------------------------------------------------------------------- public API
+_DOC_PARAMS = """
+    **Parameters**
+
+    - ``prompt``: text, or a template filled from the row (``"Is this a {label}?"``); a
+      field that is not a column raises before anything is sent.
+    - ``client``: from ``vk.connect(...)`` (or a provider name); default ``vk.connect()``.
+    - ``model``: overrides the client's model.
+    - ``column``: the image column (default ``image``, else ``path``), or a list of columns for
+      several images per request (at most the provider's ``max_images``).
+    - ``system``: a system prompt.
+    - ``schema``: a pydantic model class or a JSON-schema dict for structured output; its
+      fields become columns, and a reply that does not validate is that row's ``error`` with
+      the raw text kept in ``answer``.
+    - ``concurrency``: requests in flight at most (lowered automatically on 429s).
+    - ``max_retries``: retries per row for 429, 5xx, timeouts and dropped connections.
+    - ``timeout``: seconds per request.
+    - ``cache``: ``True`` (the default file), ``False``, a path, or a ``visionkit.cache.Cache``.
+    - ``dry_run``: no network, no key: per-row ``estimated_tokens``, ``request_bytes``,
+      ``cached`` and ``error``, totals in ``attrs["usage"]``.
+    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the uncached rows' estimate
+      is above it.
+    - ``progress``: a ``tqdm.auto`` bar with cache hits, failures and tokens.
+    - ``max_side``: downscale images so their longest side is at most this (fewer tokens).
+    - ``request_options``: passed to ``chat.completions.create`` (``temperature=0``,
+      ``max_tokens=200``, ...); options the SDK does not know go in ``extra_body``.
+
+    Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
+    ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
+    fields); ``attrs["usage"]`` has the totals.
+"""
+
+
+def _prepare_call(df: pd.DataFrame, prompt: str, kwargs: dict[str, Any]) -> tuple[_Plan, bool]:
+    dry_run = kwargs.pop("dry_run")
+    budget = kwargs.pop("budget_tokens")
+    plan = _plan(df, prompt, connect_now=not dry_run, **kwargs)
+    if budget is not None and not dry_run:
+        _check_budget(plan, int(budget))
+    return plan, dry_run
+
+
+def ask(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
+    model: str | None = None,
+    column: str | Sequence[str] | None = None,
+    system: str | None = None,
+    schema: Any = None,
+    concurrency: int = 8,
+    max_retries: int = 6,
+    timeout: float | None = 60,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    dry_run: bool = False,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+    max_side: int | None = None,
+    **request_options: Any,
+) -> pd.DataFrame:
+    """Ask a vision model about every row's image(s); one request per row, cached, resumable.
+
+    Works in scripts and in Jupyter (where an event loop is already running). On a
+    KeyboardInterrupt the requests in flight finish and are cached; in IPython/Jupyter the
+    partial result is returned with a warning, in a script KeyboardInterrupt is re-raised.
+    A 401 raises ``openai.AuthenticationError`` at once.
+    """
+    plan, dry = _prepare_call(
+        df,
+        prompt,
+        dict(
+            client=client,
+            model=model,
+            column=column,
+            system=system,
+            schema=schema,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            cache=cache,
+            dry_run=dry_run,
+            budget_tokens=budget_tokens,
+            progress=progress,
+            max_side=max_side,
+            request_options=request_options,
+        ),
+    )
+    if dry:
+        return _dry_run_frame(plan)
+    return _run_in_thread(_Run(plan, bar=_progress_bar(plan)))
+
+
+ask.__doc__ = (ask.__doc__ or "") + _DOC_PARAMS
+
+
+def _run_in_thread(run: _Run) -> pd.DataFrame:
+    """Run on a worker thread with its own event loop; the caller's thread handles interrupts."""
+    outcome: dict[str, BaseException] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            asyncio.run(run.main(reraise_cancel=False))
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name="visionkit-ask", daemon=True)
+    interrupts = 0
+    try:
+        worker.start()
+        while not done.is_set():
+            try:
+                done.wait(0.1)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    in_flight = run.request_drain()
+                    logger.warning(
+                        "interrupted: finishing %d request(s) in flight so their answers are "
+                        "kept; interrupt again to abandon them",
+                        in_flight,
+                    )
+                else:
+                    run.request_cancel()
+    finally:
+        if run.bar is not None:
+            run.bar.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = run.frame()
+    if run.interrupted:
+        usage = result.attrs["usage"]
+        message = (
+            f"visionkit.ask was interrupted: {usage['answered'] + usage['cache_hits']} of "
+            f"{usage['rows']} rows answered and cached; re-run the same call to resume."
+        )
+        if _in_ipython():
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return result
+        logger.warning(message)
+        raise KeyboardInterrupt(message)
+    return result
+
+
+async def ask_async(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
+    model: str | None = None,
+    column: str | Sequence[str] | None = None,
+    system: str | None = None,
+    schema: Any = None,
+    concurrency: int = 8,
+    max_retries: int = 6,
+    timeout: float | None = 60,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    dry_run: bool = False,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+    max_side: int | None = None,
+    **request_options: Any,
+) -> pd.DataFrame:
+    """The async twin of ``ask``: ``result = await ask_async(df, "Describe this image.")``.
+
+    Runs in the caller's event loop. Cancelling the task cancels the requests in flight
+    (answers already received are in the cache) and re-raises ``CancelledError``.
+    """
+    kwargs = dict(
+        client=client,
+        model=model,
+        column=column,
+        system=system,
+        schema=schema,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        cache=cache,
+        dry_run=dry_run,
+        budget_tokens=budget_tokens,
+        progress=progress,
+        max_side=max_side,
+        request_options=request_options,
+    )
+    loop = asyncio.get_running_loop()
+    # Planning and the budget pass read files: keep them off the event loop.
+    plan, dry = await loop.run_in_executor(None, lambda: _prepare_call(df, prompt, kwargs))
+    if dry:
+        return await loop.run_in_executor(None, _dry_run_frame, plan)
+    run = _Run(plan, bar=_progress_bar(plan))
+    try:
+        await run.main(reraise_cancel=True)
+    finally:
+        run.bar.close()
+    return run.frame()
+
+
+ask_async.__doc__ = (ask_async.__doc__ or "") + _DOC_PARAMS

@@ -1,0 +1,202 @@
+"""``connect``: an ``openai.AsyncOpenAI`` client plus the provider rules and model it serves.
+
+Usage::
+
+    import visionkit as vk
+    client = vk.connect()                       # inference.net if INFERENCE_API_KEY is set,
+                                                # else the offline stand-in (with a warning)
+    client = vk.connect("inference.net")        # MissingAPIKey names INFERENCE_API_KEY if unset
+    client = vk.connect(base_url="http://127.0.0.1:8000/v1", model="Qwen/Qwen2.5-VL-7B-Instruct")
+
+How the provider profile is chosen:
+
+- a provider name (or a ``Provider``) uses that profile; ``base_url=`` then only moves it (a
+  proxy), and the key comes from ``api_key=`` or the profile's environment variable;
+- ``"auto"`` with ``base_url=`` uses the registered profile with that base URL if there is one,
+  else the generic ``"openai-compatible"`` profile: inference.net's conservative rules (data URIs,
+  png/jpeg/webp/gif, body under 1 MB, 2 images) so a request that passes them suits any
+  server, with no default model (``ask`` asks the server's ``/models`` and uses the only
+  one it serves). Such a client never picks up a provider's key from the environment: a key
+  meant for inference.net is not sent to an arbitrary URL. Pass ``api_key=`` if the server
+  wants one, or name a profile (``vk.connect("openai", base_url=...)``) to use its rules.
+
+The key is kept only inside the ``AsyncOpenAI`` object: ``repr(client)``, errors and log lines
+show the provider, URL and model, never the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingAPIKey
+from .profiles import Provider, get_provider, providers
+
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["Client", "OfflineWarning", "cache_identity", "connect"]
+
+NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
+
+
+class OfflineWarning(UserWarning):
+    """``connect("auto")`` found no API key and uses the offline stand-in."""
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Client:
+    """An ``openai.AsyncOpenAI`` client (``.openai``) with its provider profile and model.
+
+    ``ask`` copies ``.openai`` for each run (its own connection pool and event loop, SDK
+    retries off: visionkit retries adaptively itself); use ``.openai`` directly for anything
+    else the SDK offers.
+    """
+
+    openai: openai.AsyncOpenAI
+    provider: Provider
+    model: str | None
+    base_url: str
+
+    @property
+    def cache_identity(self) -> tuple[str, str | None]:
+        """(provider name, base URL) for cache keys; the offline stand-in's port is left out."""
+        return cache_identity(self.provider, self.base_url)
+
+    def with_model(self, model: str | None) -> Client:
+        """The same connection asking ``model`` (``None`` keeps the current one)."""
+        if model is None or model == self.model:
+            return self
+        return dataclasses.replace(self, model=model)
+
+    def __repr__(self) -> str:
+        return (
+            f"Client(provider={self.provider.name!r}, base_url={self.base_url!r}, "
+            f"model={self.model!r})"
+        )
+
+
+def cache_identity(provider: Provider, base_url: str | None) -> tuple[str, str | None]:
+    """What names a server in cache keys: the profile name and the base URL without a
+    trailing slash -- except the offline stand-in, whose answers do not depend on its port."""
+    if provider.name == "offline":
+        return ("offline", None)
+    return (provider.name, _norm(base_url))
+
+
+GENERIC = Provider(
+    name="openai-compatible",
+    base_url=None,
+    api_key_env=None,
+    formats=providers["inference.net"].formats,
+    max_body_bytes=providers["inference.net"].max_body_bytes,
+    max_images=providers["inference.net"].max_images,
+    tokens=providers["inference.net"].tokens,
+    default_model=None,
+    max_side=providers["inference.net"].max_side,
+    notes="any OpenAI-compatible server: inference.net's conservative rules, no default model",
+)
+
+
+def _norm(url: str | None) -> str | None:
+    return None if url is None else str(url).rstrip("/")
+
+
+def _offline_server() -> tuple[str, str]:
+    """Base URL and key of this process's shared offline server (started on first use)."""
+    from . import offline
+
+    server = offline.shared()
+    return server.base_url, server.api_key or NO_KEY
+
+
+def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None = None) -> Provider:
+    """The profile ``connect`` would use, without connecting, starting servers or reading keys."""
+    if isinstance(provider, Provider):
+        return provider
+    if provider == "auto":
+        if base_url is not None:
+            for p in providers.values():
+                if p.base_url and _norm(p.base_url) == _norm(base_url):
+                    return p
+            return GENERIC
+        return providers["inference.net" if os.environ.get("INFERENCE_API_KEY") else "offline"]
+    return get_provider(provider)
+
+
+def connect(
+    provider: str | Provider = "auto",
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    **client_options: Any,
+) -> Client:
+    """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
+
+    ``provider``: ``"auto"`` (inference.net when ``INFERENCE_API_KEY`` is set, else the offline
+    stand-in, with one ``OfflineWarning`` saying its answers describe pixels only), a name in
+    ``visionkit.providers`` or a ``Provider``. ``base_url=`` and ``api_key=`` reach any
+    OpenAI-compatible server. ``client_options`` go to ``AsyncOpenAI`` (``timeout``,
+    ``default_headers``, ``organization``, ...). Raises ``MissingAPIKey`` naming the
+    environment variable when a named provider's key is unset.
+    """
+    import openai
+
+    if isinstance(provider, Client):
+        return provider.with_model(model)
+    profile = resolve_profile(provider, base_url=base_url)
+    auto = provider == "auto"
+    if profile.name == "offline":
+        if base_url is None:
+            url, key = _offline_server()
+            key = api_key or key
+        else:
+            url, key = base_url, api_key or "offline"
+        if auto:
+            warnings.warn(
+                "visionkit: INFERENCE_API_KEY is not set, so visionkit.connect() uses the "
+                f"offline stand-in at {url}. Its answers describe the pixels only (size, format, "
+                "colours, brightness), not what the image shows. Set INFERENCE_API_KEY, or call "
+                "vk.connect('inference.net', api_key=...), for a real vision model.",
+                OfflineWarning,
+                stacklevel=2,
+            )
+    else:
+        url = base_url or profile.base_url
+        if not url:
+            raise ValueError(
+                f"provider {profile.name!r} has no base_url; pass connect(..., base_url=...)"
+            )
+        if api_key:
+            key = api_key
+        elif profile.api_key_env and not (auto and base_url is not None):
+            key = os.environ.get(profile.api_key_env, "")
+            if not key:
+                raise MissingAPIKey(
+                    f"provider {profile.name!r} needs an API key: set the "
+                    f"{profile.api_key_env} environment variable or pass api_key=..."
+                )
+        else:
+            key = NO_KEY
+    sdk = openai.AsyncOpenAI(api_key=key, base_url=url, **client_options)
+    return Client(openai=sdk, provider=profile, model=model or profile.default_model, base_url=url)
+
+
+_default_lock = threading.Lock()
+_default: dict[str, Client] = {}
+
+
+def default_client() -> Client:
+    """``connect()`` made once per process (and again if ``INFERENCE_API_KEY`` changes)."""
+    state = hashlib.sha256(os.environ.get("INFERENCE_API_KEY", "").encode()).hexdigest()
+    with _default_lock:
+        client = _default.get(state)
+        if client is None:
+            client = _default[state] = connect("auto")
+        return client

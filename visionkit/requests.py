@@ -1,0 +1,327 @@
+"""Build one chat-completions request per row and check it against the provider's rules.
+
+Everything here runs before a byte goes on the wire, so a request that breaks a documented rule
+(formats, data URIs only, images per request, body size) becomes that row's ``RequestError``
+instead of a 4xx the provider charges a round trip for.
+
+- ``template_fields`` / ``check_template`` / ``fill_template``: ``str.format_map`` prompts such
+  as ``"Is this a {label}?"``, filled from the row; a field that is not a column is an error
+  for the whole call, an NA value in a used field is that row's error.
+- ``build_body``: the JSON body the ``openai`` SDK will send (system message, then one user
+  message with the images first and the text last, as in the provider's guide).
+- ``body_bytes``: the body's size measured exactly as the SDK serialises it
+  (``json.dumps(ensure_ascii=False, separators=(",", ":"))`` in UTF-8).
+- ``check_body``: the profile's rules; ``prepare_request`` encodes the images (with encode's
+  budget for this many images), checks, and when the body is still too big re-encodes the
+  images to the bytes that are left before giving up on the row.
+"""
+
+from __future__ import annotations
+
+import _string  # type: ignore[import-not-found]  # CPython's format-field parser
+import base64
+import io
+import json
+import math
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .errors import ImageError, RequestError
+from .profiles import Provider
+from .tokens import fit_within
+
+__all__ = [
+    "PreparedRequest",
+    "body_bytes",
+    "build_body",
+    "check_body",
+    "check_template",
+    "fill_template",
+    "prepare_request",
+    "template_fields",
+    "text_tokens",
+]
+
+# Room for JSON punctuation around each image part beyond the data URI itself.
+_PART_OVERHEAD = 64
+
+
+def template_fields(template: str) -> list[str]:
+    """The row fields ``template`` uses, in order (``"{a} {b.x} {c[0]}"`` -> a, b, c)."""
+    fields: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"prompt template {template!r} is not valid: {exc}") from None
+    for _, field, spec, _ in parsed:
+        if field is None:
+            continue
+        if field == "" or field.isdigit():
+            raise ValueError(
+                f"prompt template {template!r} uses a positional field '{{{field}}}'; "
+                "name a column instead, e.g. '{label}' (write '{{' for a literal brace)"
+            )
+        root, _rest = _string.formatter_field_name_split(field)
+        if root not in fields:
+            fields.append(str(root))
+        if spec:
+            fields.extend(f for f in template_fields(spec) if f not in fields)
+    return fields
+
+
+def check_template(template: str, columns: Sequence[Any]) -> list[str]:
+    """Raise ``RequestError`` (before anything is sent) if the template names a missing column."""
+    fields = template_fields(template)
+    missing = [f for f in fields if f not in set(map(str, columns))]
+    if missing:
+        raise RequestError(
+            f"prompt template {template!r} needs {', '.join(map(repr, missing))}, which "
+            f"{'is not a column' if len(missing) == 1 else 'are not columns'}; "
+            f"columns are {list(columns)}"
+        )
+    return fields
+
+
+def fill_template(template: str, values: Mapping[str, Any], *, row: object = None) -> str:
+    """``template.format_map(values)``; an NA value or a formatting error is ``row``'s error."""
+    for name, value in values.items():
+        if value is None or (not isinstance(value, (list, tuple, dict)) and _is_na(value)):
+            raise RequestError(f"prompt field {name!r} is missing (NA) in this row", row=row)
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
+        raise RequestError(f"cannot fill prompt template {template!r}: {exc}", row=row) from None
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def text_tokens(*texts: str | None) -> int:
+    """A rough token count for text: 4 characters per token (the usual English average)."""
+    return sum(math.ceil(len(t) / 4) for t in texts if t)
+
+
+def build_body(
+    *,
+    model: str,
+    prompt: str,
+    images: Sequence[str],
+    system: str | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The chat-completions body: optional system message, then images and the prompt."""
+    content: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": uri}} for uri in images
+    ]
+    content.append({"type": "text", "text": prompt})
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": content})
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if response_format is not None:
+        body["response_format"] = dict(response_format)
+    if params:
+        body.update(params)
+    return body
+
+
+def body_bytes(body: Mapping[str, Any]) -> int:
+    """Size in bytes of ``body`` as the ``openai`` SDK serialises it."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+    return len(text.encode("utf-8"))
+
+
+def _images_in(body: Mapping[str, Any]) -> list[str]:
+    urls = []
+    for message in body.get("messages", ()):
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    urls.append(part["image_url"]["url"])
+    return urls
+
+
+def _mime_format(uri: str) -> str | None:
+    head = uri[5 : uri.find(",")] if uri.startswith("data:") else ""
+    mime = head.split(";")[0].lower()
+    if not mime.startswith("image/"):
+        return None
+    fmt = mime[6:]
+    return "jpeg" if fmt in ("jpg", "pjpeg") else fmt
+
+
+def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = None) -> int:
+    """Check ``body`` against ``provider``'s rules; returns its size in bytes.
+
+    Raises ``RequestError`` naming the row and the rule: too many images, a URL where only
+    data URIs are accepted, a format the provider does not take, an image or a body too big.
+    """
+    images = _images_in(body)
+    if provider.max_images is not None and len(images) > provider.max_images:
+        raise RequestError(
+            f"{len(images)} images in one request, but {provider.name} allows at most "
+            f"{provider.max_images}",
+            row=row,
+        )
+    for uri in images:
+        if not uri.startswith("data:"):
+            if provider.data_uri_only:
+                raise RequestError(
+                    f"{provider.name} accepts images only as base64 data URIs, not URLs",
+                    row=row,
+                )
+            continue
+        fmt = _mime_format(uri)
+        if fmt not in provider.formats:
+            raise RequestError(
+                f"image format {fmt!r} is not accepted by {provider.name} "
+                f"(accepted: {', '.join(provider.formats)})",
+                row=row,
+            )
+        if provider.max_image_bytes is not None and len(uri) > provider.max_image_bytes:
+            raise RequestError(
+                f"an image of {len(uri):,} bytes exceeds {provider.name}'s "
+                f"{provider.max_image_bytes:,}-byte limit per image",
+                row=row,
+            )
+    size = body_bytes(body)
+    if provider.max_body_bytes is not None and size >= provider.max_body_bytes:
+        raise RequestError(
+            f"request body of {size:,} bytes is not under {provider.name}'s limit of "
+            f"{provider.max_body_bytes:,} bytes",
+            row=row,
+        )
+    return size
+
+
+@dataclass
+class PreparedRequest:
+    """A checked body ready to send, its size and its estimated tokens."""
+
+    body: dict[str, Any]
+    nbytes: int
+    image_tokens: int
+    text_tokens: int
+
+    @property
+    def estimated_tokens(self) -> int:
+        return self.image_tokens + self.text_tokens
+
+
+def _encoded_size(uri: str) -> tuple[int, int] | None:
+    """(width, height) of the image inside a base64 data URI, from its header."""
+    from PIL import Image
+
+    try:
+        comma = uri.index(",")
+        head = uri[comma + 1 : comma + 1 + 65536]
+        head = head[: len(head) - len(head) % 4]
+        data = base64.b64decode(head)
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def image_tokens(uris: Sequence[str], provider: Provider, sizes: Sequence[Any] = ()) -> int:
+    """The provider's token estimate for encoded images (their sizes read from the URIs)."""
+    total = 0
+    for i, uri in enumerate(uris):
+        size = _encoded_size(uri)
+        if size is None and i < len(sizes) and sizes[i] is not None:
+            w, h = sizes[i]
+            size = fit_within(w, h, provider.max_side) if provider.max_side else (w, h)
+        if size is not None:
+            total += int(provider.estimate(int(size[0]), int(size[1])))
+    return total
+
+
+def prepare_request(
+    images: Sequence[Any],
+    *,
+    provider: Provider,
+    model: str,
+    prompt: str,
+    system: str | None = None,
+    response_format: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    encode_options: Mapping[str, Any] | None = None,
+    row: object = None,
+) -> PreparedRequest:
+    """Encode ``images`` (any image cells), build the body and check it.
+
+    Images are encoded with the budget one image may take when ``len(images)`` share the
+    body; if the prompt is so long that the body is still too big, they are re-encoded to the
+    bytes that remain. Raises ``RequestError`` / ``ImageError`` for this row otherwise.
+    """
+    from .encode import encode_image
+
+    options = dict(encode_options or {})
+    n = len(images)
+    if provider.max_images is not None and n > provider.max_images:
+        raise RequestError(
+            f"{n} images in one request, but {provider.name} allows at most {provider.max_images}",
+            row=row,
+        )
+
+    def encode_all(max_bytes: int | None) -> list[str]:
+        opts = dict(options)
+        if max_bytes is not None:
+            opts["max_bytes"] = min(max_bytes, opts.get("max_bytes") or max_bytes)
+        return [encode_image(cell, provider=provider, row=row, **opts) for cell in images]
+
+    def build(uris: list[str]) -> dict[str, Any]:
+        return build_body(
+            model=model,
+            prompt=prompt,
+            images=uris,
+            system=system,
+            response_format=response_format,
+            params=params,
+        )
+
+    uris = encode_all(provider.image_budget(images=max(n, 1)) if n else None)
+    body = build(uris)
+    try:
+        size = check_body(body, provider, row=row)
+    except RequestError:
+        limit = provider.max_body_bytes
+        size = body_bytes(body)
+        if limit is None or size < limit or n == 0:
+            raise
+        # The body is over the limit: give the images what the rest of the body leaves.
+        rest = body_bytes(build([""] * n))
+        share = (limit - 1 - rest) // n - _PART_OVERHEAD
+        if share <= 1024:
+            raise RequestError(
+                f"the prompt and options take {rest:,} bytes, leaving no room for "
+                f"{n} image(s) under {provider.name}'s {limit:,}-byte body limit",
+                row=row,
+            ) from None
+        try:
+            uris = encode_all(share)
+        except ImageError as exc:
+            raise RequestError(
+                f"the image cannot be made small enough to fit {provider.name}'s "
+                f"{limit:,}-byte body limit: {exc.reason}",
+                row=row,
+            ) from None
+        body = build(uris)
+        size = check_body(body, provider, row=row)
+    return PreparedRequest(
+        body=body,
+        nbytes=size,
+        image_tokens=image_tokens(uris, provider),
+        text_tokens=text_tokens(prompt, system),
+    )

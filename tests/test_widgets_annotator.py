@@ -258,7 +258,7 @@ def test_filters_unlabelled_and_disagree(df):
     assert "(unlabelled)" in ann.view.progress and "row 2 of 9" in ann.view.progress
     df.loc["r0", "label"] = "dog"  # the model said Cat.
     ann.filter = "disagree"
-    assert [df.index[p] for p in ann._order] == ["r0"]  # r1 "a dog" = dog, r2, r3 agree
+    assert list(ann.rows.index) == ["r0"]  # r1 "a dog" = dog, r2, r3 agree
     assert ann.current == "r0"
     assert "disagree" in ann.view.progress
     ann.filter = df["width"] > 200  # any mask works too

@@ -209,8 +209,8 @@ def plot_agreement(
     ax.imshow(counts, cmap=cmap, **kwargs)
     ax.set_xticks(range(counts.shape[1]), [str(c) for c in table.columns], rotation=45, ha="right")
     ax.set_yticks(range(counts.shape[0]), [str(r) for r in table.index])
-    ax.set_xlabel(f"model ({result.model})")
-    ax.set_ylabel(f"human ({result.human})")
+    ax.set_xlabel("model" if result.model == "model" else f"model ({result.model})")
+    ax.set_ylabel("human" if result.human == "human" else f"human ({result.human})")
     limit = counts.max() if counts.size else 0
     for (i, j), value in np.ndenumerate(counts):
         dark = limit and value > limit / 2

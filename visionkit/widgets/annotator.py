@@ -327,6 +327,11 @@ class Annotator(ipywidgets.VBox):
         self._show()
 
     @property
+    def rows(self) -> pd.DataFrame:
+        """The rows being walked (all, or those the filter picked), in order."""
+        return self.df.iloc[self._order]
+
+    @property
     def current(self) -> Any:
         """The current row's index label."""
         pos = self.position

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import stats, tokens
 from .accessor import VisionAccessor
+from .agreement import Agreement, agreement, plot_agreement
 from .ask import ask, ask_async
 from .cache import Cache
 from .client import Client, OfflineWarning, connect
@@ -26,16 +27,21 @@ from .profiles import Provider, estimate_tokens, get_provider, providers, regist
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agreement",
+    "Annotator",
     "BudgetExceeded",
     "Cache",
     "Client",
+    "Gallery",
     "ImageError",
     "MissingAPIKey",
     "OfflineWarning",
     "Provider",
     "RequestError",
+    "TokenExplorer",
     "VisionAccessor",
     "VisionError",
+    "agreement",
     "ask",
     "ask_async",
     "connect",
@@ -43,6 +49,7 @@ __all__ = [
     "estimate_tokens",
     "get_provider",
     "inspect_images",
+    "plot_agreement",
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
@@ -53,3 +60,14 @@ __all__ = [
     "thumbnail",
     "tokens",
 ]
+
+_WIDGETS = ("Annotator", "Gallery", "TokenExplorer")
+
+
+def __getattr__(name: str):
+    # The widgets import ipywidgets and anywidget; load them on first use, not on import.
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'visionkit' has no attribute {name!r}")

@@ -149,3 +149,30 @@ class VisionAccessor:
 
         images = self._df[self._column(column)]
         return show_images(images, n=n, captions=caption_frame(self._df, caption), size=size)
+
+    def gallery(
+        self,
+        caption: str | Sequence[str] | None = None,
+        *,
+        column: str | None = None,
+        **kwargs,
+    ):
+        """A paged, filterable, selectable ``visionkit.Gallery`` of this DataFrame's images."""
+        from .widgets import Gallery
+
+        return Gallery(self._df, column=self._column(column), caption=caption, **kwargs)
+
+    def annotate(
+        self,
+        column: str = "label",
+        options: Sequence[str] | None = None,
+        *,
+        image_column: str | None = None,
+        **kwargs,
+    ):
+        """A ``visionkit.Annotator`` writing labels to ``df[column]`` (in place)."""
+        from .widgets import Annotator
+
+        return Annotator(
+            self._df, column, options, image_column=self._column(image_column), **kwargs
+        )

@@ -1,0 +1,95 @@
+"""Widget speed: paging a Gallery through 1,000 images, cold and cached; labelling with saves.
+
+    python benchmarks/bench_widgets.py [N]
+
+Prints times measured side by side and their ratios (no targets asserted: machines differ).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import visionkit as vk
+from visionkit.display import clear_thumbnail_cache
+
+LABELS = 50
+
+
+def make_images(folder: Path, n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:04d}.jpg"
+        Image.fromarray(np.roll(base, i * 7, axis=1)).save(path, quality=85)
+        paths.append(str(path))
+    return pd.DataFrame({"path": paths, "answer": ["cat", "dog"] * (n // 2) + ["cat"] * (n % 2)})
+
+
+def clock(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def page_through(gallery) -> None:
+    for page in range(gallery.page_count):
+        gallery.page = page
+
+
+def main(n: int = 1000) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        df = make_images(Path(tmp), n)
+        clear_thumbnail_cache()
+        made: list = []
+        first = clock(lambda: made.append(vk.Gallery(df, page_size=24)))
+        g = made[0]
+        cold = clock(lambda: page_through(g))
+        g._cache.wait()
+        warm = clock(lambda: page_through(g))
+        # A person looks at a page before turning it: by then the next one is made.
+        clear_thumbnail_cache()
+        h = vk.Gallery(df, page_size=24)
+        turns = []
+        for page in range(1, h.page_count):
+            h._cache.wait()
+            turns.append(clock(lambda p=page: setattr(h, "page", p)))
+        paused = float(np.median(turns))
+        pages = g.page_count
+        print(f"Gallery, {n} images of 640x480, {pages} pages of 24:")
+        print(f"  first page shown        {first * 1000:8.1f} ms")
+        print(
+            f"  every page, first time  {cold * 1000:8.1f} ms  ({cold / pages * 1000:.1f} ms/page,"
+            " next page prefetched)"
+        )
+        print(
+            f"  every page, again       {warm * 1000:8.1f} ms  ({warm / pages * 1000:.2f} ms/page)"
+        )
+        print(f"  turning a page after a pause (prefetched): {paused * 1000:.2f} ms median")
+        print(
+            f"  cached / first time     {warm / cold:8.3f}x   thumbnails made: "
+            f"{g.cache_info().made} for {n} rows"
+        )
+
+        for suffix in ("csv", "parquet"):
+            save = Path(tmp) / f"labels.{suffix}"
+            ann = vk.Annotator(df.copy(), "label", ["cat", "dog"], save=save)
+            plain = vk.Annotator(df.copy(), "label", ["cat", "dog"])
+            with_save = clock(lambda a=ann: [a.label("cat") for _ in range(LABELS)])
+            without = clock(lambda a=plain: [a.label("cat") for _ in range(LABELS)])
+            print(
+                f"Annotator, {n} rows, save={suffix}: {with_save / LABELS * 1000:.1f} ms per label "
+                f"(atomic write included) vs {without / LABELS * 1000:.1f} ms without a file "
+                f"({with_save / without:.1f}x)"
+            )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

@@ -1,0 +1,79 @@
+"""Helpers shared by the widgets: pick rows of a DataFrame, format captions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["format_value", "image_column", "row_mask"]
+
+IMAGE_COLUMNS = ("image", "path")
+
+
+def image_column(df: pd.DataFrame, column: str | None) -> str:
+    """``column`` if given (it must exist), else ``image`` if present, else ``path``."""
+    if column is not None:
+        if column not in df.columns:
+            raise KeyError(f"no column {column!r}; columns are {list(df.columns)}")
+        return column
+    for name in IMAGE_COLUMNS:
+        if name in df.columns:
+            return name
+    raise KeyError(
+        "need an image column: 'image' or 'path' (or pass column=...); "
+        f"this DataFrame has {list(df.columns)}"
+    )
+
+
+def row_mask(df: pd.DataFrame, where: Any) -> np.ndarray:
+    """A boolean array over ``df``'s rows from a ``DataFrame.query`` string or a boolean mask.
+
+    A boolean Series is aligned on the index (rows it does not mention are left out); a list
+    or array must have one entry per row. ``None`` selects every row.
+    """
+    n = len(df)
+    if where is None:
+        return np.ones(n, dtype=bool)
+    if isinstance(where, str):
+        if not where.strip():
+            return np.ones(n, dtype=bool)
+        try:
+            result = df.eval(where)
+        except Exception as exc:
+            raise ValueError(f"filter {where!r} failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(result, pd.Series) or len(result) != n:
+            raise ValueError(f"filter {where!r} must give one True/False per row, not {result!r}")
+        where = result
+    if isinstance(where, pd.Series):
+        if where.index.equals(df.index):
+            values = where
+        elif where.index.is_unique and df.index.is_unique:
+            values = where.reindex(df.index)
+        else:
+            raise ValueError(
+                "a boolean Series filter needs the DataFrame's index (or a unique one)"
+            )
+        if not (pd.api.types.is_bool_dtype(values) or values.dtype == object):
+            raise ValueError(f"a filter must be True/False per row, not {values.dtype} values")
+        values = values.astype("boolean").fillna(False)
+        return values.to_numpy(dtype=bool)
+    values = np.asarray(where)
+    if values.dtype != bool or values.shape != (n,):
+        raise ValueError(
+            f"a filter must be a query string or {n} booleans, not {values.dtype} {values.shape}"
+        )
+    return values
+
+
+def format_value(value: Any) -> str:
+    """A short caption text for one cell."""
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return "—"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}"
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value):,} bytes>"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -4,10 +4,13 @@ What ``encode`` does to each image, in order:
 
 1. **Passthrough.** If the original bytes are already in a format the provider accepts, fit the
    size and byte budget, need no rotation, are a single frame in an 8-bit mode and look intact,
-   they are sent untouched (fastest, lossless, the exact bytes you have on disk -- EXIF included).
+   they are sent as they are (fastest, lossless) -- minus their metadata, see below.
 2. Otherwise the image is **decoded at the size it is needed**: JPEGs use Pillow's draft mode
    (a DCT-domain 1/2, 1/4 or 1/8 downscale inside libjpeg), so a 4000 px photo is never decoded
-   at full size when the target is 1120 px.
+   at full size when the target is 1120 px, and a 108 or 200 MP phone photo (over Pillow's
+   89 MP ``MAX_IMAGE_PIXELS``) is decoded at 1/8, allocating under 2% of its full size. A
+   decode is refused only when what ``load()`` would allocate is over ``MAX_IMAGE_PIXELS``
+   (PNG/GIF/WebP/TIFF decode in full; see ``visionkit.sources`` for the rules).
 3. **EXIF orientation** is applied; **CMYK** is converted to RGB (through its ICC profile when
    it has one); **16-bit** images are scaled to 8 bits (``/257``, not clipped to white); a
    palette with transparency, LA and RGBA **keep their alpha**; an alpha channel that is fully
@@ -20,6 +23,18 @@ What ``encode`` does to each image, in order:
    Then lower the JPEG/WebP quality, then shrink, until the data URI fits ``max_bytes`` or the
    provider's ``image_budget()`` (its share of the request body: inference.net's two images
    plus a prompt must fit in one request under 1 MB).
+
+**Metadata** (``strip_metadata=True``, the default): nothing but pixels and colour goes to the
+provider. No EXIF (GPS position, camera serial, capture time), XMP, IPTC or comments. A file
+that passes through is stripped losslessly at the byte level (``strip_file_metadata``: the
+compressed data is copied untouched, so the pixels are bit-identical); a re-encoded image is
+written without them. The ICC colour profile is kept. Dropped, per format: JPEG -- every APPn
+segment except JFIF (APP0), ICC_PROFILE (APP2) and Adobe (APP14), every COM, and anything after
+the primary image's EOI (appended gain maps or MPO frames carry their own EXIF); PNG -- eXIf,
+tEXt, zTXt, iTXt, tIME; WebP -- EXIF and XMP chunks (the RIFF size and VP8X flags are fixed);
+GIF -- comment and XMP extensions. ``strip_metadata=False`` sends a passed-through file byte
+for byte; a re-encoded image never carried EXIF or XMP (Pillow does not copy them), only a
+JPEG's or GIF's comment.
 
 Usage::
 

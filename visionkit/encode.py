@@ -239,8 +239,9 @@ def _open(cell: Any, row: object) -> tuple[Image.Image, bytes | None, object]:
 # (APP2 "ICC_PROFILE"), Adobe's colour-transform flag (APP14). Every other APPn (Exif and XMP in
 # APP1, MPF and FlashPix in APP2, IPTC in APP13, C2PA/JUMBF in APP11, ...) and COM go.
 _JPEG_KEEP = {0xE0: (b"JFIF\0", b"JFXX\0"), 0xE2: (b"ICC_PROFILE\0",), 0xEE: (b"Adobe",)}
-# The end of entropy-coded data: 0xFF (plus fill bytes) that is not stuffing or a restart marker.
-_JPEG_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# The end of entropy-coded data: 0xFF that is not stuffing (FF 00) or a restart marker; FF FF
+# is fill before a marker. (No ``+``: a quantifier makes ``re`` 20x slower here.)
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _PNG_DROP = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
 _WEBP_DROP = frozenset({b"EXIF", b"XMP "})
 _VP8X_EXIF, _VP8X_XMP = 0x08, 0x04

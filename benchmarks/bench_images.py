@@ -11,7 +11,10 @@ photographs upscaled with sensor-like grain, some with an EXIF rotation) into
       equal JPEG quality, with PSNR of ours against the naive output; one core and a 2-worker
       pool (threads and processes); decode-only as the floor;
   (c) peak memory (RSS, in a subprocess) of encoding 1,000 camera-size images, and what it
-      costs to hold the URIs in pandas' string dtype instead of object.
+      costs to hold the URIs in pandas' string dtype instead of object;
+  (d) one 108 MP phone JPEG (12000x9000, over Pillow's 89 MP limit): peak RSS and CPU time of
+      encode_image (draft mode at 1/8) vs the naive path with the limit switched off, each in
+      a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -368,6 +371,76 @@ def bench_memory(unique: list[Path], n: int) -> list[tuple]:
     ]
 
 
+def make_phone_jpeg() -> Path:
+    """A 12000x9000 (108 MP) photo-like JPEG, cached in benchmarks/_data/phone_108mp.jpg."""
+    path = DATA / "phone_108mp.jpg"
+    if not path.exists():
+        src = Image.open(make_camera_jpegs()[1])
+        src.resize((12000, 9000), Image.Resampling.BILINEAR).save(path, "JPEG", quality=90)
+    return path
+
+
+_PHONE_CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import base64, io
+from PIL import Image
+from visionkit.encode import encode_image
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+def naive(path):
+    Image.MAX_IMAGE_PIXELS = None  # the only way the naive path can open it at all
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert("RGB")
+        im.thumbnail((1120, 1120))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+base = status("VmRSS")
+cpu = time.process_time()
+uri = (encode_image if sys.argv[3] == "ours" else naive)(sys.argv[2])
+cpu = time.process_time() - cpu
+print(json.dumps({"peak": status("VmHWM") - base, "cpu": cpu, "uri": len(uri)}))
+"""
+
+
+def bench_phone() -> list[tuple]:
+    path = make_phone_jpeg()
+    runs = {}
+    for mode in ("ours", "naive"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _PHONE_CHILD, str(ROOT), str(path), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours_, naive_ = runs["ours"], runs["naive"]
+    return [
+        ("file", f"{path.stat().st_size / 2**20:.1f} MB", "12000x9000 = 108 MP"),
+        (
+            "encode_image (draft 1/8)",
+            f"{ours_['peak']:.0f} MB",
+            f"peak RSS over baseline; {ours_['cpu']:.2f} s CPU",
+        ),
+        (
+            "naive (MAX_IMAGE_PIXELS=None)",
+            f"{naive_['peak']:.0f} MB",
+            f"peak RSS over baseline; {naive_['cpu']:.2f} s CPU",
+        ),
+        (
+            "ratio",
+            f"{naive_['peak'] / max(ours_['peak'], 0.1):.0f}x less memory",
+            f"{naive_['cpu'] / max(ours_['cpu'], 1e-3):.1f}x less CPU",
+        ),
+    ]
+
+
 def table(title: str, rows: list[tuple]) -> None:
     print(f"\n{title}")
     w0 = max(len(r[0]) for r in rows)
@@ -380,7 +453,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (under a minute)")
     parser.add_argument(
-        "--only", choices=["read", "encode", "memory"], help="run one of the three parts"
+        "--only", choices=["read", "encode", "memory", "phone"], help="run one of the parts"
     )
     args = parser.parse_args()
     n_read, n_naive, n_encode, n_mem = (300, 60, 48, 1000) if not args.quick else (100, 12, 12, 100)
@@ -396,6 +469,8 @@ def main() -> None:
     if args.only in (None, "memory"):
         rows = bench_memory(unique, n_mem)
         table(f"(c) memory: encode_series over {n_mem} camera-size images", rows)
+    if args.only in (None, "phone"):
+        table("(d) one 108 MP phone JPEG -> 1120 px (fresh subprocess each)", bench_phone())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nmax RSS of this process: {rss:.0f} MB; took {time.perf_counter() - t0:.0f} s")
 

@@ -65,6 +65,35 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     return path
 
 
+_PHONE_JPEGS: dict[tuple[int, int], Path] = {}
+
+
+def phone_jpeg(tmp_path_factory, width: int = 12000, height: int = 9000) -> Path:
+    """A real ``width x height`` JPEG (108 MP by default: a modern phone's full resolution).
+
+    Left half red, right half blue, low quality: under 2 MB on disk. Made once per session
+    (about 0.6 s and a transient 430 MB while Pillow encodes it).
+    """
+    key = (width, height)
+    if key not in _PHONE_JPEGS:
+        path = tmp_path_factory.mktemp("phone") / f"phone_{width}x{height}.jpg"
+        im = Image.new("RGB", (width, height), (200, 40, 40))
+        im.paste((30, 60, 220), (width // 2, 0, width, height))
+        im.save(path, "JPEG", quality=10)
+        del im
+        _PHONE_JPEGS[key] = path
+    return _PHONE_JPEGS[key]
+
+
+def with_declared_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its SOF header patched to claim ``width x height`` (the data stays short)."""
+    pos = 2
+    while jpeg[pos] == 0xFF and jpeg[pos + 1] not in (0xC0, 0xC1, 0xC2):
+        pos += 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+    assert jpeg[pos] == 0xFF, "no SOF segment found"
+    return jpeg[: pos + 5] + struct.pack(">HH", height, width) + jpeg[pos + 9 :]
+
+
 def truncated_jpeg(path: Path, size: tuple[int, int] = (600, 400)) -> Path:
     buf = io.BytesIO()
     photo(*size).save(buf, "JPEG", quality=90)

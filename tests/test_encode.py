@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -16,17 +17,24 @@ from image_factory import (
     exif_rotated_jpeg,
     gradient16,
     palette_with_transparency,
+    phone_jpeg,
     photo,
     png_bytes,
     send,
     serve,
     truncated_jpeg,
 )
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
 import visionkit as vk
 from visionkit import ImageError, get_provider
-from visionkit.encode import EncodeWarning, encode_image, encode_series
+from visionkit.encode import (
+    EncodeWarning,
+    decode_image,
+    encode_image,
+    encode_series,
+    strip_file_metadata,
+)
 from visionkit.sources import decode_data_uri, sniff_format
 
 INET = get_provider("inference.net")
@@ -402,3 +410,207 @@ def test_mislabelled_data_uri_gets_the_true_mimetype():
     data = png_bytes(photo(20, 10))
     lying = "data:image/jpeg;base64," + base64.b64encode(data).decode()
     assert decode_data_uri(encode_image(lying)) == ("image/png", data)
+
+
+# --- phone-size JPEGs: allowed by what they allocate, not what they declare ---------------------
+
+
+@pytest.fixture(scope="session")
+def phone(tmp_path_factory) -> Path:
+    return phone_jpeg(tmp_path_factory)  # 12000 x 9000 = 108 MP, over Pillow's 89 MP limit
+
+
+def _pillow_buffers() -> int:
+    """Pillow's count of pixel memory blocks handed out (<= 16 MB each), cumulative."""
+    stats = Image.core.get_stats()
+    return stats["allocated_blocks"] + stats["reused_blocks"] + stats["reallocated_blocks"]
+
+
+def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, monkeypatch):
+    loaded = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self):
+        loaded.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    blocks = _pillow_buffers()
+    tracemalloc.start()
+    try:
+        uri = encode_image(phone, row="p")
+        _, python_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # tracemalloc sees Python's allocations (the file's 1.7 MB, the URI), not Pillow's pixel
+    # buffers (plain malloc): those are pinned by the decode size and Pillow's own counter.
+    assert set(loaded) == {(1500, 1125)}  # libjpeg's 1/8 scale: 6.75 MB, not 432 MB
+    assert _pillow_buffers() - blocks <= 4  # a full decode alone takes 26 blocks of 16 MB
+    assert python_peak < 3 * phone.stat().st_size + 2 * len(uri)
+    im = decode(uri)
+    assert im.size == (1120, 840)
+    assert close(rgb(im, (100, 400)), (200, 40, 40)) and close(rgb(im, (1000, 400)), (30, 60, 220))
+
+
+def test_phone_jpeg_thumbnail_and_decode_image(phone):
+    from visionkit.display import thumbnail
+
+    assert Image.open(io.BytesIO(thumbnail(phone, 160))).size == (160, 120)
+    assert decode_image(phone, max_side=2000).size == (2000, 1500)
+    with pytest.raises(ImageError) as info:
+        decode_image(phone, row=4)  # full size: 108 MP in one allocation
+    assert info.value.row == 4
+    assert info.value.reason == (
+        "decompression bomb: 12000x9000 = 108 MP exceeds the 89 MP limit "
+        "(PIL.Image.MAX_IMAGE_PIXELS) when decoded in full; a JPEG this size is decoded at "
+        "1/2 scale (draft mode) for a target of at most 6000 px a side: ask for that "
+        "(max_side=) or less"
+    )
+    assert decode_image(phone, max_side=6000).size == (6000, 4500)
+
+
+def test_phone_jpeg_follows_the_users_pixel_limit(phone, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000_000)  # Pillow alone: error at 80 MP
+    assert decode(encode_image(phone)).size == (1120, 840)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # even 1/8 (1.7 MP) is over
+    with pytest.raises(ImageError, match="even decoded at 1/8 scale"):
+        encode_image(phone)
+
+
+def test_a_callers_lazy_big_jpeg_is_not_decoded_in_full(phone):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(phone)
+    with pytest.raises(ImageError, match="pass the file's path or bytes instead"):
+        encode_image(im)
+    assert im.size == (12000, 9000)  # never drafted: it is the caller's image
+
+
+def test_png_bomb_still_errors_without_allocating(tmp_path):
+    path = bomb_png(tmp_path / "bomb.png", 12000, 9000)
+    before = Image.core.get_stats()["new_count"]
+    with pytest.raises(ImageError, match=r"12000x9000 = 108 MP exceeds the 89 MP limit"):
+        encode_image(path)
+    assert Image.core.get_stats()["new_count"] == before
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>secret-xmp</rdf:RDF></x:xmpmeta>'
+
+
+def _exif_with_gps() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "secret-make"
+    exif[0x0112] = 1
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 26.0), 3: "W", 4: (0.0, 7.0, 39.0)}
+    return exif
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes((0xFF, marker)) + (len(body) + 2).to_bytes(2, "big") + body
+
+
+def with_metadata(fmt: str, im: Image.Image | None = None, **save) -> bytes:
+    """A small image in ``fmt`` with EXIF+GPS, XMP, a comment and an sRGB ICC profile."""
+    im = im or photo(96, 64)
+    buf = io.BytesIO()
+    if fmt == "png":
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", "secret-text")
+        info.add_text("Author", "secret-ztxt", zip=True)
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        im.save(buf, "PNG", exif=_exif_with_gps(), pnginfo=info, icc_profile=SRGB, **save)
+    elif fmt == "webp":
+        im.save(buf, "WEBP", exif=_exif_with_gps(), xmp=XMP, icc_profile=SRGB, **save)
+    elif fmt == "gif":
+        im.convert("P").save(buf, "GIF", comment=b"secret-comment", **save)
+    else:
+        im.save(
+            buf, "JPEG", exif=_exif_with_gps(), xmp=XMP, icc_profile=SRGB,
+            comment=b"secret-comment", quality=85, **save,
+        )  # fmt: skip
+        data = buf.getvalue()  # + IPTC (APP13) after SOI, and a trailing "gain map" with EXIF
+        iptc = _segment(0xED, b"Photoshop 3.0\0" + b"8BIM\x04\x04\0\0\0\0\0\x10secret-iptc-abc")
+        return data[:2] + iptc + data[2:] + b"\xff\xd8\xff\xe1secret-trailing-exif\xff\xd9"
+    return buf.getvalue()
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return np.asarray(im.convert("RGBA"))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "save"),
+    [("jpeg", {}), ("jpeg", {"progressive": True}), ("jpeg", {"restart_marker_blocks": 3}),
+     ("png", {}), ("webp", {"lossless": True}), ("webp", {"quality": 80}), ("gif", {})],
+    ids=["jpeg", "jpeg-progressive", "jpeg-restarts", "png", "webp-lossless", "webp-lossy", "gif"],
+)  # fmt: skip
+def test_passthrough_strips_metadata_losslessly(fmt, save):
+    original = with_metadata(fmt, **save)
+    assert b"secret" in original
+    mime, sent = decode_data_uri(encode_image(original))
+    assert mime == f"image/{fmt}"
+    assert b"secret" not in sent and len(sent) < len(original)
+    assert np.array_equal(_pixels(sent), _pixels(original))  # the same pixels, bit for bit
+    out = Image.open(io.BytesIO(sent))
+    assert not out.getexif() and not out.getexif().get_ifd(0x8825)  # no EXIF, no GPS
+    assert "xmp" not in out.info and "comment" not in out.info
+    if fmt != "gif":
+        assert out.info.get("icc_profile") == SRGB  # colour kept
+    # metadata kept on request: today's behaviour, the file byte for byte
+    assert decode_data_uri(encode_image(original, strip_metadata=False))[1] == original
+
+
+def test_stripped_webp_has_a_consistent_container():
+    sent = decode_data_uri(encode_image(with_metadata("webp", quality=80)))[1]
+    assert int.from_bytes(sent[4:8], "little") == len(sent) - 8  # RIFF size fixed
+    assert sent[12:16] == b"VP8X"
+    flags = sent[20]
+    assert flags & 0x20  # ICC
+    assert not flags & (0x08 | 0x04)  # neither EXIF nor XMP announced
+    assert b"EXIF" not in sent and b"XMP " not in sent
+
+
+def test_stripped_png_keeps_every_other_chunk_untouched():
+    original = with_metadata("png")
+    sent = decode_data_uri(encode_image(original))[1]
+    for kind in (b"iCCP", b"IDAT", b"IEND"):
+        start = original.index(kind) - 4
+        end = start + 12 + int.from_bytes(original[start : start + 4], "big")
+        assert original[start:end] in sent
+    for kind in (b"eXIf", b"tEXt", b"zTXt", b"iTXt"):
+        assert kind not in sent
+
+
+def test_reencoded_images_carry_no_metadata_but_keep_the_icc_profile():
+    original = with_metadata("jpeg", im=photo(1600, 1200))  # too big: resized and re-encoded
+    sent = decode_data_uri(encode_image(original, format="jpeg"))[1]
+    out = Image.open(io.BytesIO(sent))
+    assert out.size == (1120, 840)
+    assert b"secret" not in sent and not out.getexif()
+    assert out.info.get("icc_profile") == SRGB
+    png = decode_data_uri(encode_image(with_metadata("png", im=photo(1600, 1200)), format="png"))
+    assert b"secret" not in png[1] and Image.open(io.BytesIO(png[1])).info["icc_profile"] == SRGB
+
+
+def test_strip_metadata_reaches_the_accessor():
+    df = pd.DataFrame({"image": [with_metadata("jpeg"), with_metadata("png")]})
+    assert not any(b"secret" in decode_data_uri(u)[1] for u in df.vision.encode())
+    kept = df.vision.encode(strip_metadata=False)
+    assert all(b"secret" in decode_data_uri(u)[1] for u in kept)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "gif"])
+def test_stripping_a_truncated_file_gives_none_never_an_exception(fmt):
+    data = with_metadata(fmt)
+    if fmt == "jpeg":
+        data = data[: data.index(b"\xff\xd8", 2)]  # without the trailing extra image
+    assert strip_file_metadata(data, fmt) is not None
+    for cut in range(1, len(data) - 1, max(1, len(data) // 97)):
+        assert strip_file_metadata(data[:cut], fmt) is None, cut

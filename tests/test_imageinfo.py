@@ -12,11 +12,13 @@ from image_factory import (
     bomb_png,
     exif_rotated_jpeg,
     gradient16,
+    phone_jpeg,
     photo,
     png_bytes,
     send,
     serve,
     truncated_jpeg,
+    with_declared_size,
 )
 from PIL import Image
 
@@ -106,7 +108,13 @@ def test_bad_files_are_rows_with_errors(folder):
     assert df.loc["empty.png", "error"] == "empty file (0 bytes)"
     assert df.loc["empty.png", "bytes"] == 0
     assert "decompression bomb: 20000x20000 = 400 MP" in df.loc["bomb.png", "error"]
-    assert df.loc["bomb.png", "format"] == "png"
+    assert df.loc["bomb.png", ["format", "width", "height", "mode"]].tolist() == [
+        "png",
+        20000,
+        20000,
+        "RGB",
+    ]  # the size that makes it a bomb is reported too; its frames are not counted
+    assert pd.isna(df.loc["bomb.png", "frames"])
     assert pd.isna(df.loc["text.jpg", "width"])
     # header-only: a truncated JPEG has an intact header, so it reads fine here
     assert df.loc["cut.jpg", "error"] is None
@@ -213,3 +221,24 @@ def test_symlink_loops_are_walked_once(tmp_path):
     (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
     df = read_images(tmp_path)
     assert [Path(p).name for p in df["path"]] == ["x.png"]
+
+
+def test_phone_size_jpegs_are_normal_rows(tmp_path, tmp_path_factory):
+    real = phone_jpeg(tmp_path_factory)  # 12000 x 9000 = 108 MP, over Pillow's 89 MP limit
+    buf = tmp_path / "seed.jpg"
+    photo(64, 48).save(buf, quality=80)
+    (tmp_path / "s200.jpg").write_bytes(with_declared_size(buf.read_bytes(), 16320, 12240))
+    (tmp_path / "s1200.jpg").write_bytes(with_declared_size(buf.read_bytes(), 40000, 30000))
+    df = read_images([real, tmp_path / "s200.jpg", tmp_path / "s1200.jpg"])
+    sizes = df[["width", "height"]].values.tolist()
+    assert sizes == [[12000, 9000], [16320, 12240], [40000, 30000]]
+    assert df["error"].tolist()[:2] == [None, None]
+    assert df["frames"].tolist()[:2] == [1, 1]
+    assert "1200 MP JPEG exceeds the 1000 MP cap" in df.loc[2, "error"]
+    info = inspect_images([real.read_bytes()])
+    assert info.loc[0, ["width", "height", "error"]].tolist() == [12000, 9000, None]
+
+
+def test_big_in_memory_pil_image_is_not_an_error():
+    im = Image.new("L", (10000, 9500))  # 95 MP, already allocated by its owner
+    assert inspect_images([im]).loc[0, "error"] is None

@@ -16,11 +16,21 @@ from image_factory import (
     slow,
     stream_forever,
     truncated_jpeg,
+    with_declared_size,
 )
 from PIL import Image
 
 from visionkit import ImageError
-from visionkit.sources import decode_data_uri, open_image, read_bytes, sniff_format
+from visionkit.sources import (
+    MAX_JPEG_PIXELS,
+    decode_data_uri,
+    decode_refusal,
+    jpeg_draft_scale,
+    open_header,
+    open_image,
+    read_bytes,
+    sniff_format,
+)
 
 
 @pytest.fixture
@@ -109,6 +119,81 @@ def test_bomb_between_pillow_warning_and_error_limits_is_an_error_not_a_warning(
     data = bomb_png(tmp_path / "b.png", 10000, 10000).read_bytes()
     with pytest.raises(ImageError, match=r"10000x10000 = 100 MP exceeds"):
         open_image(data)
+
+
+def test_bomb_is_refused_before_pillow_allocates_anything(tmp_path):
+    data = bomb_png(tmp_path / "b.png", 30000, 30000).read_bytes()
+    before = Image.core.get_stats()["new_count"]  # Pillow's count of image buffers created
+    with pytest.raises(ImageError, match="decompression bomb"):
+        open_image(data)
+    assert Image.core.get_stats()["new_count"] == before
+
+
+# --- big JPEGs: allocation, not declared size ---------------------------------------------------
+
+
+def small_jpeg(size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    photo(*size).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [(1120, 840), (800, 600), (400, 300), (201, 150), (200, 150), (199, 149), (100, 75),
+     (99, 75), (1599, 1199), (1600, 1200), (1601, 1200), (3, 1000), (1000, 3), (1, 1)],
+)  # fmt: skip
+def test_jpeg_draft_scale_matches_what_pillows_draft_does(target):
+    data = small_jpeg((1601, 1203))  # odd sizes: the scaled size rounds up
+    im = Image.open(io.BytesIO(data))
+    scale = jpeg_draft_scale(im.size, target)
+    _mode, box = im.draft("RGB", target)
+    assert box == (0, 0, 1601 / scale, 1203 / scale)
+    assert im.size == (-(-1601 // scale), -(-1203 // scale))
+    im.load()
+    assert im.size == (-(-1601 // scale), -(-1203 // scale))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(12000, 9000), (16320, 12240)], ids=["108MP", "200MP"]
+)
+def test_phone_size_jpeg_header_opens_without_error(width, height):
+    # 200 MP is over twice the limit, where Pillow's own Image.open refuses outright.
+    data = with_declared_size(small_jpeg(), width, height)
+    assert open_image(data).size == (width, height)
+
+
+def test_jpeg_over_the_sanity_cap_is_refused_but_its_header_still_reads():
+    data = with_declared_size(small_jpeg(), 40000, 30000)  # 1.2 GP
+    assert MAX_JPEG_PIXELS < 40000 * 30000
+    with pytest.raises(ImageError, match=r"40000x30000 = 1200 MP JPEG exceeds the 1000 MP cap"):
+        open_image(data, row=3)
+    assert open_header(data).size == (40000, 30000)  # headers allocate nothing
+
+
+def test_non_jpeg_formats_over_the_limit_stay_errors(tmp_path):
+    data = bomb_png(tmp_path / "b.png", 12000, 9000).read_bytes()  # the phone photo's size
+    with pytest.raises(ImageError, match=r"12000x9000 = 108 MP exceeds the 89 MP limit"):
+        open_image(data)
+    assert open_header(data).size == (12000, 9000)
+
+
+def test_decode_refusal_follows_the_users_max_image_pixels(monkeypatch):
+    size = (12000, 9000)
+    assert decode_refusal(size, "jpeg", (1500, 1125)) is None  # 1/8 scale: 1.7 MP
+    reason = decode_refusal(size, "jpeg", size)
+    assert reason.startswith("decompression bomb: 12000x9000 = 108 MP exceeds the 89 MP limit")
+    assert "1/2 scale (draft mode) for a target of at most 6000 px a side" in reason
+    assert decode_refusal(size, "png") is not None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000_000)  # raised: a full decode is fine
+    assert decode_refusal(size, "png") is None
+    assert decode_refusal(size, "jpeg", size) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # switched off: anything goes
+    assert decode_refusal((60000, 60000), "png") is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # lowered: 1/8 is 1.7 MP > 1 MP
+    assert "even decoded at 1/8 scale" in decode_refusal(size, "jpeg")
+    assert decode_refusal((4000, 3000), "jpeg", (1000, 750)) is None  # 12 MP at 1/4: 0.75 MP
+    assert "at 2000x1500 = 3.0 MP" in decode_refusal((4000, 3000), "jpeg", (2000, 1500))
 
 
 def test_truncated_jpeg_fails_on_load_with_a_clear_reason(tmp_path):

@@ -112,13 +112,15 @@ class VisionAccessor:
         max_tokens: int | None = None,
         max_bytes: int | None = None,
         format: str = "auto",
+        strip_metadata: bool = True,
         errors: str = "coerce",
         column: str | None = None,
     ) -> pd.Series:
         """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
 
         See ``visionkit.encode`` for what happens to each image; one warning names the failing
-        rows; ``errors="raise"`` raises ``ImageError`` naming the first.
+        rows; ``errors="raise"`` raises ``ImageError`` naming the first. EXIF (GPS included),
+        XMP and comments are not sent unless ``strip_metadata=False``.
         """
         from .encode import encode_series
 
@@ -129,6 +131,7 @@ class VisionAccessor:
             max_tokens=max_tokens,
             max_bytes=max_bytes,
             format=format,
+            strip_metadata=strip_metadata,
             errors=errors,
         )
 

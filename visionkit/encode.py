@@ -4,10 +4,13 @@ What ``encode`` does to each image, in order:
 
 1. **Passthrough.** If the original bytes are already in a format the provider accepts, fit the
    size and byte budget, need no rotation, are a single frame in an 8-bit mode and look intact,
-   they are sent untouched (fastest, lossless, the exact bytes you have on disk -- EXIF included).
+   they are sent as they are (fastest, lossless) -- minus their metadata, see below.
 2. Otherwise the image is **decoded at the size it is needed**: JPEGs use Pillow's draft mode
    (a DCT-domain 1/2, 1/4 or 1/8 downscale inside libjpeg), so a 4000 px photo is never decoded
-   at full size when the target is 1120 px.
+   at full size when the target is 1120 px, and a 108 or 200 MP phone photo (over Pillow's
+   89 MP ``MAX_IMAGE_PIXELS``) is decoded at 1/8, allocating under 2% of its full size. A
+   decode is refused only when what ``load()`` would allocate is over ``MAX_IMAGE_PIXELS``
+   (PNG/GIF/WebP/TIFF decode in full; see ``visionkit.sources`` for the rules).
 3. **EXIF orientation** is applied; **CMYK** is converted to RGB (through its ICC profile when
    it has one); **16-bit** images are scaled to 8 bits (``/257``, not clipped to white); a
    palette with transparency, LA and RGBA **keep their alpha**; an alpha channel that is fully
@@ -20,6 +23,18 @@ What ``encode`` does to each image, in order:
    Then lower the JPEG/WebP quality, then shrink, until the data URI fits ``max_bytes`` or the
    provider's ``image_budget()`` (its share of the request body: inference.net's two images
    plus a prompt must fit in one request under 1 MB).
+
+**Metadata** (``strip_metadata=True``, the default): nothing but pixels and colour goes to the
+provider. No EXIF (GPS position, camera serial, capture time), XMP, IPTC or comments. A file
+that passes through is stripped losslessly at the byte level (``strip_file_metadata``: the
+compressed data is copied untouched, so the pixels are bit-identical); a re-encoded image is
+written without them. The ICC colour profile is kept. Dropped, per format: JPEG -- every APPn
+segment except JFIF (APP0), ICC_PROFILE (APP2) and Adobe (APP14), every COM, and anything after
+the primary image's EOI (appended gain maps or MPO frames carry their own EXIF); PNG -- eXIf,
+tEXt, zTXt, iTXt, tIME; WebP -- EXIF and XMP chunks (the RIFF size and VP8X flags are fixed);
+GIF -- comment and XMP extensions. ``strip_metadata=False`` sends a passed-through file byte
+for byte; a re-encoded image never carried EXIF or XMP (Pillow does not copy them), only a
+JPEG's or GIF's comment.
 
 Usage::
 
@@ -34,6 +49,7 @@ import base64
 import io
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +65,13 @@ from .imageinfo import orientation
 from .profiles import Provider, get_provider
 from .tokens import fit_within
 
-__all__ = ["EncodeWarning", "decode_image", "encode_image", "encode_series"]
+__all__ = [
+    "EncodeWarning",
+    "decode_image",
+    "encode_image",
+    "encode_series",
+    "strip_file_metadata",
+]
 
 JPEG_QUALITY = 90
 _QUALITY_STEPS = (90, 82, 75, 68, 60, 50)
@@ -156,9 +178,21 @@ def _decode(
     """
     w, h = size
     stored = (h, w) if orient in (5, 6, 7, 8) else (w, h)
+    declared = im.size
     if own and im.format in ("JPEG", "MPO") and stored != im.size:
         # DCT-domain downscale; keeps the result at least ``stored`` on both sides.
         im.draft(im.mode if im.mode in ("RGB", "L") else None, stored)
+    if own:  # the allocation ``load()`` is about to make, after the draft (if any)
+        reason = sources.decode_refusal(declared, sources.image_format(im), im.size)
+        if reason is not None:
+            raise ImageError(reason)
+    elif sources.is_lazy(im):
+        # a caller's lazily opened image: never drafted, so it would be decoded in full
+        reason = sources.decode_refusal(declared, None, declared)
+        if reason is not None and im.format in ("JPEG", "MPO"):
+            reason += "; pass the file's path or bytes instead, so it can be decoded in draft mode"
+        if reason is not None:
+            raise ImageError(reason)
     if _frames(im) > 1 and im.tell() != 0:
         im.seek(0)
     im.load()
@@ -180,7 +214,6 @@ def decode_image(cell: Any, *, max_side: int | None = None, row: object = None) 
         ctx.format = sources.image_format(im)
         orient = orientation(im)
         w, h = _display(im, orient)
-        sources.check_bomb((w, h), row=row, source=label)
         if max_side is not None:
             w, h = fit_within(w, h, max_side)
         return _decode(im, (w, h), orient, own=sources.cell_kind(cell) != "pil")
@@ -197,6 +230,160 @@ def _open(cell: Any, row: object) -> tuple[Image.Image, bytes | None, object]:
         return cell, None, label
     data = sources.read_bytes(cell, row=row)
     return sources.open_bytes(data, row=row, source=label), data, label
+
+
+# --------------------------------------------------------------------------------------------
+# metadata: lossless, byte-level removal for passthrough
+
+# JPEG application segments kept (by marker and signature): JFIF/JFXX (APP0), the ICC profile
+# (APP2 "ICC_PROFILE"), Adobe's colour-transform flag (APP14). Every other APPn (Exif and XMP in
+# APP1, MPF and FlashPix in APP2, IPTC in APP13, C2PA/JUMBF in APP11, ...) and COM go.
+_JPEG_KEEP = {0xE0: (b"JFIF\0", b"JFXX\0"), 0xE2: (b"ICC_PROFILE\0",), 0xEE: (b"Adobe",)}
+# The end of entropy-coded data: 0xFF that is not stuffing (FF 00) or a restart marker; FF FF
+# is fill before a marker. (No ``+``: a quantifier makes ``re`` 20x slower here.)
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_PNG_DROP = frozenset({b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"})
+_WEBP_DROP = frozenset({b"EXIF", b"XMP "})
+_VP8X_EXIF, _VP8X_XMP = 0x08, 0x04
+
+
+def strip_file_metadata(data: bytes, fmt: str) -> bytes | None:
+    """``data`` without its metadata (EXIF incl. GPS, XMP, IPTC, comments), losslessly.
+
+    Pixels and colour are untouched: the compressed image data, ICC profile and everything a
+    decoder needs are copied byte for byte. Returns None when the structure cannot be walked
+    to its end (truncated or corrupt): such a file is never passed through. JPEG: keeps SOI ..
+    EOI of the primary image (appended gain maps and MPO frames, which carry their own EXIF,
+    go too). PNG: drops eXIf, tEXt, zTXt, iTXt and tIME chunks. WebP: drops the EXIF and XMP
+    chunks and fixes the RIFF size and the VP8X flags. GIF: drops comment and XMP extensions.
+    """
+    try:
+        if fmt == "jpeg":
+            return _strip_jpeg(data)
+        if fmt == "png":
+            return _strip_png(data)
+        if fmt == "webp":
+            return _strip_webp(data)
+        if fmt == "gif":
+            return _strip_gif(data)
+    except IndexError:
+        return None
+    return None
+
+
+def _strip_jpeg(data: bytes) -> bytes | None:
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    out, pos, n = [b"\xff\xd8"], 2, len(data)
+    while pos < n:
+        if data[pos] != 0xFF:
+            return None
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
+            out.append(bytes((0xFF, marker)))
+            continue
+        length = int.from_bytes(data[pos : pos + 2], "big")
+        end = pos + length
+        if length < 2 or end > n:
+            return None
+        if marker == 0xDA:  # start of scan: its header, then entropy-coded data
+            found = _JPEG_NEXT_MARKER.search(data, end)
+            if found is None:
+                return None
+            end = found.start()
+        elif (0xE0 <= marker <= 0xEF or marker == 0xFE) and not data[pos + 2 : end].startswith(
+            _JPEG_KEEP.get(marker, ())
+        ):
+            pos = end
+            continue
+        out.append(bytes((0xFF, marker)))
+        out.append(data[pos:end])
+        pos = end
+    return None
+
+
+def _strip_png(data: bytes) -> bytes | None:
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    out, pos, n = [data[:8]], 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return None
+        if kind not in _PNG_DROP:
+            out.append(data[pos:end])  # chunk CRCs cover the chunk alone: nothing to recompute
+        pos = end
+        if kind == b"IEND":
+            return b"".join(out)
+    return None
+
+
+def _strip_webp(data: bytes) -> bytes | None:
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    riff_end = 8 + int.from_bytes(data[4:8], "little")
+    if riff_end > len(data):
+        return None
+    chunks, pos = [], 12
+    while pos + 8 <= riff_end:
+        fourcc = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        end = min(pos + 8 + size + (size & 1), riff_end)  # chunks are padded to even sizes
+        if pos + 8 + size > riff_end:
+            return None
+        if fourcc == b"VP8X" and size >= 10:
+            flags = data[pos + 8] & ~(_VP8X_EXIF | _VP8X_XMP)
+            chunks.append(data[pos : pos + 8] + bytes((flags,)) + data[pos + 9 : end])
+        elif fourcc not in _WEBP_DROP:
+            chunks.append(data[pos:end])
+        pos = end
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _gif_sub_blocks_end(data: bytes, pos: int) -> int:
+    while True:
+        size = data[pos]  # IndexError past the end: a truncated file
+        pos += 1 + size
+        if size == 0:
+            return pos
+
+
+def _strip_gif(data: bytes) -> bytes | None:
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return None
+    flags = data[10]
+    pos = 13 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0)  # global colour table
+    out = [data[:pos]]
+    while True:
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            out.append(b";")
+            return b"".join(out)
+        if block == 0x21:  # extension: label, then data sub-blocks
+            label = data[pos + 1]
+            end = _gif_sub_blocks_end(data, pos + 2)
+            xmp = label == 0xFF and data[pos + 2 : pos + 14] == b"\x0bXMP DataXMP"
+            if label != 0xFE and not xmp:  # 0xFE: comment
+                out.append(data[pos:end])
+        elif block == 0x2C:  # image descriptor, local colour table, LZW size, sub-blocks
+            local = data[pos + 9]
+            start = pos + 10 + (3 * (2 << (local & 7)) if local & 0x80 else 0) + 1
+            end = _gif_sub_blocks_end(data, start)
+            out.append(data[pos:end])
+        else:
+            return None
+        if end > len(data):
+            return None
+        pos = end
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,9 +474,11 @@ def _prepare(im: Image.Image, fmt: str) -> Image.Image:
     return im
 
 
-def _save(im: Image.Image, fmt: str, quality: int | None) -> bytes:
+def _save(im: Image.Image, fmt: str, quality: int | None, strip: bool = True) -> bytes:
     buf = io.BytesIO()
     kwargs: dict[str, Any] = {}
+    if strip:  # Pillow copies a JPEG's or GIF's comment from ``im.info`` unless told not to
+        kwargs["comment"] = b""
     if fmt in ("jpeg", "webp"):
         kwargs["quality"] = quality or JPEG_QUALITY
     icc = im.info.get("icc_profile")
@@ -300,7 +489,12 @@ def _save(im: Image.Image, fmt: str, quality: int | None) -> bytes:
 
 
 def _encode_to_budget(
-    im: Image.Image, fmt: str, budget: int | None, requested: str, allowed: tuple[str, ...]
+    im: Image.Image,
+    fmt: str,
+    budget: int | None,
+    requested: str,
+    allowed: tuple[str, ...],
+    strip: bool = True,
 ) -> str:
     """Encode, then lower quality, then shrink, until the data URI fits ``budget``."""
     mime = sources.MIME_TYPES[fmt]
@@ -308,12 +502,12 @@ def _encode_to_budget(
     while True:
         data = b""
         for q in qualities:
-            data = _save(im, fmt, q)
+            data = _save(im, fmt, q, strip)
             if budget is None or _uri_length(len(data), mime) <= budget:
                 return _data_uri(data, fmt)
         # A transparent image too big as PNG: lossy WebP keeps the alpha and is far smaller.
         if fmt == "png" and requested == "auto" and im.mode in ("RGBA", "LA") and "webp" in allowed:
-            return _encode_to_budget(im, "webp", budget, "webp", allowed)
+            return _encode_to_budget(im, "webp", budget, "webp", allowed, strip)
         w, h = im.size
         assert budget is not None
         ratio = math.sqrt(max(budget - 64, 1) / (4 / 3 * max(len(data), 1)))
@@ -333,9 +527,14 @@ def encode_image(
     max_tokens: int | None = None,
     max_bytes: int | None = None,
     format: str = "auto",
+    strip_metadata: bool = True,
     row: object = None,
 ) -> str:
     """A ``data:`` URI of ``cell`` that ``provider`` accepts (see the module docs for the rules).
+
+    ``strip_metadata`` (default) sends no EXIF (GPS included), XMP, IPTC or comments: removed
+    byte for byte when the file passes through, never written when it is re-encoded. The ICC
+    profile is kept. ``strip_metadata=False`` sends a passed-through file exactly as it is.
 
     Raises ``ImageError`` naming ``row`` when the image cannot be read or encoded, and
     ``ValueError`` for a ``format`` the provider does not accept.
@@ -354,7 +553,6 @@ def encode_image(
         real = ctx.format = sources.image_format(im)
         orient = orientation(im)
         w, h = _display(im, orient)
-        sources.check_bomb((w, h), row=row, source=label)
         tw, th = (w, h) if side is None else fit_within(w, h, side)
         if max_tokens is not None:
             tw, th = _fit_tokens(tw, th, prov, max_tokens)
@@ -367,15 +565,21 @@ def encode_image(
             and orient == 1
             and im.mode in _PASSTHROUGH_MODES
             and _frames(im) == 1
-            and (budget is None or _uri_length(len(data), sources.MIME_TYPES[real]) <= budget)
         ):
-            if not _looks_intact(data, real):
-                im.load()  # raises "truncated JPEG" etc.; trailing junk alone is fine
-            return _data_uri(data, real)
+            # A file whose structure cannot be walked to its end is re-encoded instead.
+            payload = strip_file_metadata(data, real) if strip_metadata else data
+            if payload is not None and (
+                budget is None or _uri_length(len(payload), sources.MIME_TYPES[real]) <= budget
+            ):
+                if not _looks_intact(payload, real):
+                    im.load()  # raises "truncated JPEG" etc.; trailing junk alone is fine
+                return _data_uri(payload, real)
 
         pixels = _decode(im, (tw, th), orient, own=data is not None)
         fmt = _choose_format(pixels, requested, prov.formats)
-        uri = _encode_to_budget(_prepare(pixels, fmt), fmt, budget, requested, prov.formats)
+        uri = _encode_to_budget(
+            _prepare(pixels, fmt), fmt, budget, requested, prov.formats, strip_metadata
+        )
     return uri
 
 
@@ -395,6 +599,7 @@ def encode_series(
     max_tokens: int | None = None,
     max_bytes: int | None = None,
     format: str = "auto",
+    strip_metadata: bool = True,
     errors: str = "coerce",
     workers: int | None = None,
     progress: bool = True,
@@ -423,6 +628,7 @@ def encode_series(
         "max_tokens": max_tokens,
         "max_bytes": max_bytes,
         "format": format,
+        "strip_metadata": strip_metadata,
     }
 
     def one(i: int) -> str | ImageError:

@@ -1,7 +1,10 @@
 """Image sets as DataFrames, from headers only: ``read_images`` and ``inspect_images``.
 
 Pixels are never decoded here (``Image.open`` is lazy and nothing calls ``load()``), so ten
-thousand files take seconds. One consequence: a file cut short after its header (a truncated
+thousand files take seconds. Sizes are reported whatever they are: a 200 MP phone JPEG is a
+normal row (it is decoded in JPEG draft mode when encoded); an image that could not be decoded
+within ``PIL.Image.MAX_IMAGE_PIXELS`` at any scale (a 400 MP PNG) has its size *and* an
+``error``. One consequence: a file cut short after its header (a truncated
 JPEG) looks fine here and only fails when it is encoded or shown.
 
 Usage::
@@ -135,18 +138,27 @@ def display_size(im: Image.Image) -> tuple[int, int]:
 
 
 def header_info(im: Image.Image) -> dict[str, Any]:
-    """format, width, height (as displayed), mode and frames of an opened image."""
+    """format, width, height (as displayed), mode, frames and error of an opened image.
+
+    ``error`` says why the image cannot be decoded within ``PIL.Image.MAX_IMAGE_PIXELS`` at
+    any scale (a PNG bomb; a 108 MP JPEG is fine: it decodes in draft mode), else None. Such
+    an image's frames are not counted (for a GIF that would walk the oversized frames).
+    """
     w, h = display_size(im)
-    try:
-        frames = int(getattr(im, "n_frames", 1) or 1)
-    except Exception:  # counting frames walks the file; a broken tail is not fatal here
-        frames = 1
+    error = sources.decode_refusal(im.size, sources.image_format(im))
+    frames = None
+    if error is None:
+        try:
+            frames = int(getattr(im, "n_frames", 1) or 1)
+        except Exception:  # counting frames walks the file; a broken tail is not fatal here
+            frames = 1
     return {
         "format": sources.image_format(im),
         "width": w,
         "height": h,
         "mode": im.mode,
         "frames": frames,
+        "error": error,
     }
 
 
@@ -168,7 +180,7 @@ def _file_row(path: str) -> dict[str, Any]:
     with contextlib.suppress(OSError):
         row["bytes"] = os.stat(sources._local_path(path)).st_size
     try:
-        with sources.open_image(path) as im:
+        with sources.open_header(path) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason
@@ -186,11 +198,13 @@ def _cell_row(cell: Any) -> dict[str, Any]:
     try:
         if kind == "pil":
             row.update(header_info(cell))
+            if not sources.is_lazy(cell):
+                row["error"] = None  # already in memory: nothing more to allocate
             return row
         data = sources.read_bytes(cell)
         row["bytes"] = len(data)
         row["format"] = sources.sniff_format(data[:32])
-        with sources.open_bytes(data) as im:
+        with sources.open_bytes(data, check=False) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason

@@ -6,14 +6,25 @@ naming the row and a human reason ("file not found", "truncated JPEG", "decompre
 ...", "download failed: HTTP 404", ...). Pillow's own exceptions are translated in one place,
 ``pil_errors``.
 
-Decompression bombs: an image whose header claims more than ``PIL.Image.MAX_IMAGE_PIXELS``
-pixels (89 MP by default) is an error for its row, never a huge allocation. Raise that Pillow
-setting if you trust your files (a 108 MP phone photo is over it).
+Decompression bombs are about *allocation*, not declared size. ``PIL.Image.MAX_IMAGE_PIXELS``
+(89 MP by default; raise it or set it to None and visionkit follows) caps the pixels one decode
+may allocate:
+
+- Reading a header allocates nothing, so ``open_header`` (and ``read_images``) accept any size.
+- A JPEG is decoded in draft mode (libjpeg scales by 1/2, 1/4 or 1/8 while decoding), so a
+  108 MP or 200 MP phone photo wanted at 1120 px allocates about 1/64 of its full size: it is
+  accepted whenever the size it will actually be decoded at is within the limit, up to a
+  declared size of ``MAX_JPEG_PIXELS`` (1 gigapixel; a JPEG header may claim up to 4.3 GP, and
+  even at 1/8 such a file would allocate 67 MP and take seconds to entropy-decode).
+- PNG, GIF, WebP, TIFF, ... are decoded in full, so over the limit they stay an error for their
+  row ("decompression bomb: 20000x20000 = 400 MP exceeds the 89 MP limit ..."), never a huge
+  allocation.
 
 Usage::
 
     from visionkit.sources import open_image, read_bytes
     im = open_image("photo.jpg")           # lazy: header read, pixels not decoded
+    check_decode(im, im.size)              # would load() allocate over the limit? (raises)
     data = read_bytes("https://example.org/cat.png")
 """
 
@@ -44,8 +55,12 @@ from .errors import ImageError
 __all__ = [
     "DOWNLOAD_MAX_BYTES",
     "DOWNLOAD_TIMEOUT",
+    "MAX_JPEG_PIXELS",
     "ImageCell",
+    "check_decode",
     "decode_data_uri",
+    "jpeg_draft_scale",
+    "open_header",
     "open_image",
     "pil_errors",
     "read_bytes",
@@ -56,6 +71,9 @@ ImageCell = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
 
 DOWNLOAD_TIMEOUT = 30.0  # seconds, per connect / per read
 DOWNLOAD_MAX_BYTES = 50 * 1024 * 1024  # a bigger response is cut off, never held in memory
+# A JPEG over PIL.Image.MAX_IMAGE_PIXELS is still accepted when its draft-mode decode is within
+# that limit, but only up to this declared size (a sanity cap: see the module docs).
+MAX_JPEG_PIXELS = 1_000_000_000
 
 MIME_TYPES = {
     "png": "image/png",
@@ -400,37 +418,46 @@ def _source_label(cell: Any) -> object:
     return None
 
 
-def open_bytes(data: bytes, *, row: object = None, source: object = None) -> Image.Image:
-    """Lazily open encoded ``data`` (header parsed, pixels not decoded), bomb-checked."""
+def open_bytes(
+    data: bytes, *, row: object = None, source: object = None, check: bool = True
+) -> Image.Image:
+    """Lazily open encoded ``data`` (header parsed, pixels not decoded), bomb-checked.
+
+    ``check=False`` accepts any declared size (see ``open_header``).
+    """
     if not data:
         raise ImageError("empty file (0 bytes)", row=row, source=source)
     with pil_errors(row, source) as ctx:
         ctx.head = data[:64]
         ctx.format = sniff_format(ctx.head)
-        im = _open_checked(io.BytesIO(data))
+        im = _open_lazy(io.BytesIO(data), check=check)
     return im
 
 
-def _open_checked(fp: Any) -> ImageFile.ImageFile:
-    """``Image.open`` with Pillow's bomb warning turned into an error, plus our own check."""
+def _open_lazy(fp: Any, *, check: bool) -> ImageFile.ImageFile:
+    """``Image.open`` without Pillow's size check (headers allocate nothing), then ours.
+
+    Pillow warns past ``MAX_IMAGE_PIXELS`` and refuses past twice that at open time, before
+    anyone could ask for a draft-mode decode; the format plugin alone parses the header.
+    """
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        size = _unchecked_size(fp)
-        if size is None:
+    except Image.DecompressionBombError:
+        im = _open_unchecked(fp)
+        if im is None:  # a plugin that checks sizes itself (WebP): no size to report
             raise
-        raise ImageError(_bomb_message(size=size)) from exc
-    check_bomb(im.size)
+    if check:
+        check_decode(im)
     return im
 
 
-def _unchecked_size(fp: Any) -> tuple[int, int] | None:
-    """The size a header claims, read by the format plugin alone (Pillow's bomb check skipped).
+def _open_unchecked(fp: Any) -> ImageFile.ImageFile | None:
+    """The image a header describes, opened by its format plugin alone (no size check).
 
-    Only used to word the error for a decompression bomb: plugins parse headers, they never
-    allocate pixels, so this is safe.
+    Plugins parse headers and never allocate pixels, so this is safe; a JPEG opened this way is
+    a normal lazy image (``Image.open`` calls the same factory).
     """
     fp.seek(0)
     fmt = sniff_format(fp.read(32))
@@ -441,17 +468,101 @@ def _unchecked_size(fp: Any) -> tuple[int, int] | None:
         return None
     try:
         fp.seek(0)
-        im = Image.OPEN[plugin][0](fp, "")
-        return im.size
+        return Image.OPEN[plugin][0](fp, "")
     except Exception:
         return None
 
 
-def check_bomb(size: tuple[int, int], *, row: object = None, source: object = None) -> None:
-    """Raise ``ImageError`` when ``size`` is over ``PIL.Image.MAX_IMAGE_PIXELS``."""
+def jpeg_draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) ``JpegImageFile.draft(mode, target)`` picks.
+
+    Mirrors Pillow's rule (the largest of 8, 4, 2, 1 that keeps the result at least ``target``
+    on both sides); the decoded size is then ``ceil(size / scale)``. ``check_decode`` is given
+    the size Pillow actually set, so this is only used to predict and to advise.
+    """
+    ratio = min(size[0] // max(1, target[0]), size[1] // max(1, target[1]))
+    return next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
+
+
+def _scaled(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    return -(-size[0] // scale), -(-size[1] // scale)
+
+
+def _max_side_for_scale(size: tuple[int, int], scale: int) -> int:
+    """The largest ``max_side`` whose target lets a JPEG of ``size`` decode at 1/``scale``."""
+    from .tokens import fit_within
+
+    side = max(size) // scale
+    while side > 1 and jpeg_draft_scale(size, fit_within(*size, side)) < scale:
+        side -= 1
+    return side
+
+
+def decode_refusal(
+    size: tuple[int, int], fmt: str | None, decode_size: tuple[int, int] | None = None
+) -> str | None:
+    """Why decoding an image of declared ``size`` at ``decode_size`` would be refused, or None.
+
+    ``decode_size`` is what ``load()`` will allocate (after a JPEG draft); None asks whether
+    *some* decode is allowed (a JPEG at 1/8 scale, anything else at full size).
+    """
     limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and size[0] * size[1] > limit:
-        raise ImageError(_bomb_message(size=size), row=row, source=source)
+    w, h = size
+    if limit is None or w * h <= limit:
+        return None
+    if fmt not in ("jpeg", "mpo"):
+        return _bomb_message(size=size)
+    if w * h > MAX_JPEG_PIXELS:
+        return (
+            f"decompression bomb: {w}x{h} = {_mp(w * h)} JPEG exceeds the {_mp(MAX_JPEG_PIXELS)} "
+            "cap for JPEGs decoded in draft mode (visionkit.sources.MAX_JPEG_PIXELS)"
+        )
+    smallest = next((s for s in (2, 4, 8) if math.prod(_scaled(size, s)) <= limit), None)
+    if smallest is None:
+        return f"{_bomb_message(size=size)}, even decoded at 1/8 scale"
+    if decode_size is None or decode_size[0] * decode_size[1] <= limit:
+        return None
+    how = (
+        "in full"
+        if tuple(decode_size) == (w, h)
+        else f"at {decode_size[0]}x{decode_size[1]} = {_mp(decode_size[0] * decode_size[1])}"
+    )
+    return (
+        f"{_bomb_message(size=size)} when decoded {how}; a JPEG this size is decoded at "
+        f"1/{smallest} scale (draft mode) for a target of at most "
+        f"{_max_side_for_scale(size, smallest)} px a side: ask for that (max_side=) or less"
+    )
+
+
+def check_decode(
+    im: Image.Image,
+    decode_size: tuple[int, int] | None = None,
+    *,
+    row: object = None,
+    source: object = None,
+) -> None:
+    """Raise ``ImageError`` if loading ``im`` at ``decode_size`` would allocate too much.
+
+    Call it before ``im.draft(...)`` (``im.size`` is taken as the declared size), with the size
+    ``load()`` will allocate: ``im.size`` for a full decode, or the draft size a JPEG gets
+    (``jpeg_draft_scale``). Without ``decode_size``: is *any* decode allowed?
+    """
+    reason = decode_refusal(im.size, image_format(im), decode_size)
+    if reason is not None:
+        raise ImageError(reason, row=row, source=source)
+
+
+def is_lazy(im: Image.Image) -> bool:
+    """True for an opened image whose pixels have not been loaded (decoding would allocate)."""
+    return isinstance(im, ImageFile.ImageFile) and getattr(im, "_im", None) is None
+
+
+def open_header(cell: Any, *, row: object = None) -> Image.Image:
+    """Like ``open_image`` but accepts any declared size: for sizes, modes and formats only.
+
+    Reading a header allocates nothing. Call ``check_decode(im, size)`` before ``load()``.
+    """
+    return _open_cell(cell, row=row, check=False)
 
 
 def open_image(cell: Any, *, row: object = None) -> Image.Image:
@@ -459,13 +570,20 @@ def open_image(cell: Any, *, row: object = None) -> Image.Image:
 
     A PIL image cell is returned as is. Paths are opened from disk (the file stays open until
     the image is loaded or closed: use it as a context manager in loops). Raises ``ImageError``
-    naming ``row`` and the reason.
+    naming ``row`` and the reason, including for an image too large to decode at any scale
+    (see the module docs). A JPEG over ``PIL.Image.MAX_IMAGE_PIXELS`` that can be decoded in
+    draft mode is returned: ``load()`` it only after a ``draft()`` and ``check_decode``.
     """
+    return _open_cell(cell, row=row, check=True)
+
+
+def _open_cell(cell: Any, *, row: object, check: bool) -> Image.Image:
     kind = cell_kind(cell)
     if kind == "pil":
         return cell
     if kind != "path":
-        return open_bytes(read_bytes(cell, row=row), row=row, source=_source_label(cell))
+        data = read_bytes(cell, row=row)
+        return open_bytes(data, row=row, source=_source_label(cell), check=check)
     source = _source_label(cell)
     with pil_errors(row, source) as ctx:
         path = _local_path(cell)
@@ -477,7 +595,7 @@ def open_image(cell: Any, *, row: object = None) -> Image.Image:
             if not ctx.head:
                 raise ImageError("empty file (0 bytes)", row=row, source=source)
             ctx.format = sniff_format(ctx.head)
-            im = _open_checked(fh)
+            im = _open_lazy(fh, check=check)
         except BaseException:
             fh.close()
             raise

@@ -109,6 +109,7 @@ import numpy as np
 from PIL import Image
 
 from .profiles import Provider, get_provider, providers
+from .sources import sniff_format
 
 __all__ = [
     "BaseURL",
@@ -142,25 +143,6 @@ MIMETYPES = {
 # --------------------------------------------------------------------------------------------
 # Describing pixels
 # --------------------------------------------------------------------------------------------
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format from its magic bytes (the formats any provider accepts, plus a few)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypheix", b"ftypmif1"):
-        return "avif/heic"
-    return None
 
 
 def _colour_names(rgb: np.ndarray) -> np.ndarray:

@@ -328,6 +328,28 @@ def test_quality_is_close_to_a_reference_resize(tmp_path):
     assert 10 * np.log10(255**2 / mse) > 35
 
 
+def test_draft_mode_costs_no_quality_against_the_naive_path(tmp_path):
+    # Equal quality = as close to a full-decode Lanczos reference as decode + thumbnail() +
+    # the same JPEG (PSNR between the two outputs is capped by JPEG noise, not by the resize).
+    path = tmp_path / "cam.jpg"
+    photo(3200, 2400, seed=8).save(path, quality=92)
+    ours = decode(encode_image(path)).convert("RGB")
+    with Image.open(path) as full:
+        full.load()
+        ref = np.asarray(full.resize(ours.size, Image.Resampling.LANCZOS), float)
+        naive = full.copy()
+    naive.thumbnail((1120, 1120))
+    buf = io.BytesIO()
+    naive.save(buf, "JPEG", quality=90)
+    naive = Image.open(buf)
+
+    def psnr(im):
+        return 10 * np.log10(255**2 / np.mean((np.asarray(im, float) - ref) ** 2))
+
+    assert ours.size == naive.size == (1120, 840)
+    assert psnr(ours) >= psnr(naive) - 0.25
+
+
 def test_url_source(tmp_path):
     body = png_bytes(photo(40, 30))
     with serve({"/a.png": lambda req: send(req, body)}) as base:

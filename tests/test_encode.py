@@ -328,6 +328,28 @@ def test_quality_is_close_to_a_reference_resize(tmp_path):
     assert 10 * np.log10(255**2 / mse) > 35
 
 
+def test_draft_mode_costs_no_quality_against_the_naive_path(tmp_path):
+    # Equal quality = as close to a full-decode Lanczos reference as decode + thumbnail() +
+    # the same JPEG (PSNR between the two outputs is capped by JPEG noise, not by the resize).
+    path = tmp_path / "cam.jpg"
+    photo(3200, 2400, seed=8).save(path, quality=92)
+    ours = decode(encode_image(path)).convert("RGB")
+    with Image.open(path) as full:
+        full.load()
+        ref = np.asarray(full.resize(ours.size, Image.Resampling.LANCZOS), float)
+        naive = full.copy()
+    naive.thumbnail((1120, 1120))
+    buf = io.BytesIO()
+    naive.save(buf, "JPEG", quality=90)
+    naive = Image.open(buf)
+
+    def psnr(im):
+        return 10 * np.log10(255**2 / np.mean((np.asarray(im, float) - ref) ** 2))
+
+    assert ours.size == naive.size == (1120, 840)
+    assert psnr(ours) >= psnr(naive) - 0.25
+
+
 def test_url_source(tmp_path):
     body = png_bytes(photo(40, 30))
     with serve({"/a.png": lambda req: send(req, body)}) as base:
@@ -614,3 +636,159 @@ def test_stripping_a_truncated_file_gives_none_never_an_exception(fmt):
     assert strip_file_metadata(data, fmt) is not None
     for cut in range(1, len(data) - 1, max(1, len(data) // 97)):
         assert strip_file_metadata(data[:cut], fmt) is None, cut
+
+
+# --- format by content, and what gives way to the byte budget --------------------------------
+
+DATASETS = Path(__file__).resolve().parents[1] / "datasets"
+
+
+def grey_photo(width: int = 2000, height: int = 1500, seed: int = 0) -> Image.Image:
+    """A greyscale photo-like image: a gradient plus sensor grain (256 grey levels)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    arr = 30 + 150 * x / width + 40 * np.sin(y / height * 7) + rng.normal(0, 10, (height, width))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+
+
+def line_drawing(soften: bool = False) -> Image.Image:
+    from PIL import ImageDraw, ImageFilter
+
+    im = Image.new("L", (900, 700), 255)
+    draw = ImageDraw.Draw(im)
+    rng = np.random.default_rng(4)
+    for _ in range(25):
+        draw.line([tuple(rng.integers(0, 900, 2)), tuple(rng.integers(0, 700, 2))], 0, width=3)
+    draw.ellipse((300, 200, 600, 500), outline=0, width=4)
+    # a scanned or anti-aliased drawing: grey edge pixels, still flat paper around them
+    return im.filter(ImageFilter.GaussianBlur(1.0)) if soften else im
+
+
+def bar_chart() -> Image.Image:
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (1000, 700), "white")
+    draw = ImageDraw.Draw(im)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+    for i, c in enumerate(colours):
+        draw.rectangle((80 + i * 120, 650 - 80 * (i + 1) // 2, 160 + i * 120, 650), fill=c)
+    draw.line([(60, 30), (60, 650), (980, 650)], fill="black", width=3)
+    for y in range(100, 650, 100):
+        draw.line([(60, y), (980, y)], fill="#cccccc", width=1)
+    assert len(im.getcolors(256)) == 10  # 7 bars, black axes, grey grid, white
+    return im
+
+
+def test_greyscale_photo_is_jpeg_at_full_size_not_a_shrunken_png(tmp_path):
+    path = tmp_path / "grey.jpg"
+    grey_photo().save(path, quality=92)
+    im = decode(encode_image(path))
+    assert im.format == "JPEG" and im.mode == "L"
+    assert im.size == (1120, 840)  # the provider's max side, not shrunk to fit a PNG
+
+
+def test_bundled_greyscale_photo_keeps_its_resolution():
+    # datasets/gravel_large.jpg: 2000x1500 grey. As a PNG it went to 887x665 (3,011 tokens).
+    im = decode(encode_image(DATASETS / "gravel_large.jpg"))
+    assert (im.format, im.size) == ("JPEG", (1120, 840))
+    assert INET.estimate(*im.size) == 4803  # clamp(1120/560) * clamp(840/560) * 1601
+
+
+@pytest.mark.parametrize("soften", [False, True], ids=["crisp", "anti-aliased"])
+def test_grey_line_drawing_is_png(soften):
+    im = decode(encode_image(line_drawing(soften)))
+    assert im.format == "PNG" and im.size == (900, 700)
+
+
+def test_ten_colour_chart_is_png_and_lossless():
+    chart = bar_chart()
+    im = decode(encode_image(chart))
+    assert im.format == "PNG"
+    assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(chart))
+
+
+def test_colour_photo_is_jpeg():
+    assert decode(encode_image(photo(1000, 700, seed=2))).format == "JPEG"
+
+
+def test_bundled_photos_are_never_taken_for_graphics():
+    from visionkit.encode import _is_graphic
+
+    paths = [p for p in sorted(DATASETS.iterdir()) if p.suffix in (".jpg", ".png", ".webp")]
+    assert len(paths) >= 15
+    taken = [p.name for p in paths if _is_graphic(decode_image(p, max_side=1120))]
+    assert taken == []
+
+
+def test_lower_jpeg_quality_comes_before_shrinking():
+    src = photo(1000, 750, seed=6)
+    full = len(encode_image(src, max_bytes=10**7))
+    uri = encode_image(src, max_bytes=int(full * 0.7))  # q90 does not fit; q75 or so does
+    im = decode(uri)
+    assert len(uri) <= full * 0.7
+    assert im.format == "JPEG" and im.size == (1000, 750)
+
+
+def _busy_graphic(mode: str) -> Image.Image:
+    """16 colours (a graphic to the heuristic) but busy, like a dithered map: PNG is big."""
+    im = photo(900, 700, seed=3).quantize(16, dither=Image.Dither.NONE).convert("RGB")
+    if mode == "RGBA":
+        im.putalpha(255)
+        im.paste((0, 0, 0, 0), (0, 0, 100, 100))
+    return im
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "JPEG"), ("RGBA", "WEBP")])
+def test_png_over_budget_changes_format_before_shrinking(mode, fmt):
+    from visionkit.encode import _is_graphic
+
+    src = _busy_graphic(mode)
+    assert _is_graphic(src)
+    png = len(encode_image(src, format="png", max_bytes=10**7))
+    budget = int(png * 0.6)  # PNG cannot fit at this size: without a format change it would shrink
+    im = decode(encode_image(src, max_bytes=budget))
+    assert im.format == fmt and im.size == (900, 700)
+    if mode == "RGBA":
+        assert _alpha_at(im, (10, 10)) == 0 and _alpha_at(im, (500, 500)) == 255
+
+
+# --- progress bar ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """tqdm.auto's bar, writing to a buffer, with the one-second ``delay`` recorded then
+    dropped (so the test sees what a long run would show, without waiting)."""
+    import tqdm.auto
+    import tqdm.std
+
+    out, made = io.StringIO(), []
+
+    def bar(*args, **kwargs):
+        made.append(kwargs)
+        kwargs = {**kwargs, "delay": 0, "file": out, "mininterval": 0}
+        return tqdm.std.tqdm(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", bar)
+    return out, made
+
+
+@pytest.mark.parametrize("how", ["series", "accessor"])
+def test_progress_false_shows_no_bar(bars, how):
+    out, made = bars
+    df = pd.DataFrame({"image": [photo(60, 40, seed=i) for i in range(3)]})
+    if how == "series":
+        uris = encode_series(df["image"], progress=False)
+    else:
+        uris = df.vision.encode(progress=False)
+    assert uris.notna().all()
+    assert out.getvalue() == ""
+    assert all(kw.get("disable") for kw in made)
+
+
+def test_progress_bar_by_default_appears_only_after_a_second(bars):
+    out, made = bars
+    df = pd.DataFrame({"image": [photo(60, 40, seed=i) for i in range(3)]})
+    df.vision.encode()
+    assert made and made[0].get("delay", 0) >= 1  # quick calls print nothing
+    assert "encode" in out.getvalue() and "3/3" in out.getvalue()

@@ -115,12 +115,15 @@ class VisionAccessor:
         strip_metadata: bool = True,
         errors: str = "coerce",
         column: str | None = None,
+        workers: int | None = None,
+        progress: bool = True,
     ) -> pd.Series:
         """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
 
         See ``visionkit.encode`` for what happens to each image; one warning names the failing
         rows; ``errors="raise"`` raises ``ImageError`` naming the first. EXIF (GPS included),
-        XMP and comments are not sent unless ``strip_metadata=False``.
+        XMP and comments are not sent unless ``strip_metadata=False``. ``progress=False``
+        hides the progress bar (shown only when encoding takes over a second).
         """
         from .encode import encode_series
 
@@ -133,6 +136,8 @@ class VisionAccessor:
             format=format,
             strip_metadata=strip_metadata,
             errors=errors,
+            workers=workers,
+            progress=progress,
         )
 
     def show(

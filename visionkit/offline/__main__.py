@@ -1,0 +1,81 @@
+"""``python -m visionkit.offline``: run the stand-in in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+from .server import DEFAULT_MODEL, OfflineServer
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m visionkit.offline",
+        description="Run visionkit's offline OpenAI-compatible stand-in in the foreground.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per answer")
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--fail-status", type=int, default=500)
+    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second")
+    parser.add_argument("--burst", type=float, default=None)
+    parser.add_argument(
+        "--api-key", default="offline", help="the key clients must send ('' accepts any key)"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--any-model", action="store_true", help="accept any model name")
+    parser.add_argument("--profile", default="offline", help="provider profile whose rules apply")
+    parser.add_argument(
+        "--no-pixels",
+        dest="pixels",
+        action="store_false",
+        help="read image headers only (size, format), not colours: far less CPU per request",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = OfflineServer(
+        latency=args.latency,
+        fail_rate=args.fail_rate,
+        fail_status=args.fail_status,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        api_key=args.api_key or None,
+        model=args.model,
+        any_model=args.any_model,
+        pixels=args.pixels,
+        profile=args.profile,
+        seed=args.seed,
+        host=args.host,
+        port=args.port,
+    )
+    server.start()
+    # `kill` / Popen.terminate() stop it as cleanly as Ctrl-C (and print the stats).
+    signal.signal(signal.SIGTERM, _interrupt)
+    key_note = "any key" if server.api_key is None else "the key given by --api-key"
+    print(
+        f"visionkit offline stand-in at {server.base_url} (model {server.model!r}, {key_note}); "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print(json.dumps(server.stats.as_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

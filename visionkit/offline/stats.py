@@ -1,0 +1,76 @@
+"""Counters of what an OfflineServer saw: one ``RequestRecord`` per chat request, and totals."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RequestRecord", "ServerStats"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One chat request as the server saw it (no headers, no key)."""
+
+    request_id: str
+    status: int
+    digest: str
+    body_bytes: int
+    images: int
+    image_bytes: int
+    retry_count: int
+    started: float
+    elapsed: float
+    fault: str | None = None
+
+
+@dataclass
+class ServerStats:
+    """Counters of what an OfflineServer saw; read them through ``server.stats``."""
+
+    requests: int = 0  # every HTTP request, any path
+    connections: int = 0  # TCP connections accepted (keep-alive clients reuse theirs)
+    chat_requests: int = 0  # POST /v1/chat/completions
+    status_counts: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    images: int = 0
+    image_bytes: int = 0
+    body_bytes: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0  # requests whose x-stainless-retry-count was above 0
+    dropped: int = 0
+    cpu_seconds: float = 0.0  # CPU time the handler threads spent on chat requests
+    bodies: Counter[str] = field(default_factory=Counter, repr=False)
+    records: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+
+    @property
+    def answered(self) -> int:
+        """Chat requests answered with 200."""
+        return sum(1 for r in self.records if r.status == 200)
+
+    @property
+    def duplicates(self) -> dict[str, int]:
+        """Bodies (by SHA-256) sent more than once -> how many times."""
+        return {d: n for d, n in self.bodies.items() if n > 1}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "connections": self.connections,
+            "chat_requests": self.chat_requests,
+            "answered": self.answered,
+            "status_counts": dict(self.status_counts),
+            "max_in_flight": self.max_in_flight,
+            "images": self.images,
+            "image_bytes": self.image_bytes,
+            "body_bytes": self.body_bytes,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "retries": self.retries,
+            "dropped": self.dropped,
+            "cpu_ms_per_request": round(1000 * self.cpu_seconds / max(1, self.chat_requests), 3),
+            "duplicate_bodies": sum(n - 1 for n in self.bodies.values() if n > 1),
+        }

@@ -628,3 +628,16 @@ def test_the_key_is_never_logged_or_shown(caplog):
     assert caplog.records  # the request lines were logged...
     assert secret not in caplog.text  # ...without the key
     assert secret not in str(err.value) and not any(secret in s for s in shown)
+
+
+def test_a_phones_mpo_file_is_described_as_the_jpeg_it_is():
+    # Phones write MPO: a JPEG followed by extra pictures (depth maps, previews), not frames.
+    first = Image.new("RGB", (64, 48), (200, 30, 30))
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[Image.new("RGB", (64, 48), "blue")])
+    data = buf.getvalue()
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "MPO" and im.n_frames == 2
+    facts = offline.describe_image(data)
+    assert (facts.format, facts.frames, facts.width, facts.height) == ("jpeg", 1, 64, 48)
+    assert "animated" not in facts.phrase() and "JPEG" in facts.phrase()

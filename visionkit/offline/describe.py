@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..sources import sniff_format
+from ..sources import image_format, sniff_format
 from .rules import ImagePart
 
 __all__ = ["MAX_ANALYSED_PIXELS", "PREFIX", "FactsCache", "ImageFacts", "describe_image"]
@@ -107,12 +107,13 @@ def describe_image(data: bytes, *, pixels: bool = True, sample: int = 64) -> Ima
     With ``pixels=False``, or for images above ``MAX_ANALYSED_PIXELS``, only the header is read
     (size, format, frames). Raises an exception when Pillow cannot read the image.
     """
-    # Not sources.open_bytes / image_format: they apply visionkit's decode limits and name MPO
-    # "jpeg"; either would change what the server answers.
+    # Not sources.open_bytes: it applies visionkit's decode limits, and the server must describe
+    # whatever the provider would accept. A phone's MPO file is a JPEG (as sent, and as named
+    # by image_format) whose extra frames are depth or preview images, not an animation.
     with Image.open(io.BytesIO(data)) as im:
         width, height = im.size
-        fmt = (im.format or sniff_format(data) or "unknown").lower()
-        frames = int(getattr(im, "n_frames", 1) or 1)
+        fmt = image_format(im) or sniff_format(data) or "unknown"
+        frames = 1 if fmt == "jpeg" else int(getattr(im, "n_frames", 1) or 1)
         if not pixels or width * height > MAX_ANALYSED_PIXELS:
             return ImageFacts(width, height, fmt, (), None, frames)
         if fmt == "jpeg":

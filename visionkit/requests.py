@@ -19,8 +19,7 @@ instead of a 4xx the provider charges a round trip for.
 from __future__ import annotations
 
 import _string  # type: ignore[import-not-found]  # CPython's format-field parser
-import base64
-import io
+import binascii
 import json
 import math
 import string
@@ -32,7 +31,6 @@ import pandas as pd
 
 from .errors import ImageError, RequestError
 from .profiles import Provider
-from .tokens import fit_within
 
 __all__ = [
     "PreparedRequest",
@@ -40,7 +38,9 @@ __all__ = [
     "build_body",
     "check_body",
     "check_template",
+    "encoded_size",
     "fill_template",
+    "image_tokens",
     "prepare_request",
     "template_fields",
     "text_tokens",
@@ -219,31 +219,53 @@ class PreparedRequest:
         return self.image_tokens + self.text_tokens
 
 
-def _encoded_size(uri: str) -> tuple[int, int] | None:
-    """(width, height) of the image inside a base64 data URI, from its header."""
-    from PIL import Image
+# Base64 characters decoded first to find an image's size: enough for any PNG, GIF or WebP
+# header and for a JPEG's frame header behind ordinary metadata (ICC profile, JFIF).
+_HEAD_CHARS = 65_536
 
+
+def encoded_size(uri: str, *, row: object = None) -> tuple[int, int]:
+    """(width, height) of the image inside a base64 ``data:`` URI, from its header.
+
+    Decodes only the first 64 KiB of base64 (``visionkit.sources.header_size``), and the
+    whole payload only when the header is further in (a JPEG behind a large metadata block)
+    or the format is one without a header reader here (then Pillow reads it). An image whose
+    size cannot be read is ``row``'s ``RequestError``: never an estimate of 0 tokens.
+    """
+    from .sources import header_size, open_bytes
+
+    comma = uri.find(",")
+    payload = uri[comma + 1 :] if uri.startswith("data:") and comma > 0 else ""
+    head = payload[:_HEAD_CHARS]
+    head = head[: len(head) - len(head) % 4]
     try:
-        comma = uri.index(",")
-        head = uri[comma + 1 : comma + 1 + 65536]
-        head = head[: len(head) - len(head) % 4]
-        data = base64.b64decode(head)
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
-        return None
+        size = header_size(binascii.a2b_base64(head))
+        if size is None and len(head) < len(payload):
+            size = header_size(binascii.a2b_base64(payload))
+        if size is None and payload:
+            with open_bytes(binascii.a2b_base64(payload), check=False) as im:
+                size = im.size
+    except (binascii.Error, ValueError, ImageError):
+        size = None
+    if size is None:
+        what = _mime_format(uri) or "non-image"
+        raise RequestError(
+            f"cannot read the size of the encoded {what} image, so its tokens cannot be "
+            "estimated; the request was not sent",
+            row=row,
+        )
+    return size
 
 
-def image_tokens(uris: Sequence[str], provider: Provider, sizes: Sequence[Any] = ()) -> int:
-    """The provider's token estimate for encoded images (their sizes read from the URIs)."""
+def image_tokens(uris: Sequence[str], provider: Provider, *, row: object = None) -> int:
+    """The provider's token estimate for encoded images, their sizes read from the URIs.
+
+    Raises ``RequestError`` for ``row`` if a size cannot be read (see ``encoded_size``).
+    """
     total = 0
-    for i, uri in enumerate(uris):
-        size = _encoded_size(uri)
-        if size is None and i < len(sizes) and sizes[i] is not None:
-            w, h = sizes[i]
-            size = fit_within(w, h, provider.max_side) if provider.max_side else (w, h)
-        if size is not None:
-            total += int(provider.estimate(int(size[0]), int(size[1])))
+    for uri in uris:
+        w, h = encoded_size(uri, row=row)
+        total += int(provider.estimate(w, h))
     return total
 
 
@@ -322,6 +344,6 @@ def prepare_request(
     return PreparedRequest(
         body=body,
         nbytes=size,
-        image_tokens=image_tokens(uris, provider),
+        image_tokens=image_tokens(uris, provider, row=row),
         text_tokens=text_tokens(prompt, system),
     )

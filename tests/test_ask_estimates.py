@@ -6,6 +6,7 @@ import base64
 import io
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -71,3 +72,66 @@ def test_estimates_match_what_the_server_charges_for_every_bundled_image(dataset
     assert mismatch.empty, datasets_frame.loc[mismatch.index, "path"].tolist()
     webp = datasets_frame["format"] == "webp"
     assert webp.sum() >= 5 and (result.loc[webp, "estimated_tokens"] > 1601).all()
+
+
+@pytest.fixture
+def small_body():
+    """A provider whose body limit makes encode shrink big noisy photos (fewer tokens)."""
+    from dataclasses import replace
+
+    return replace(vk.get_provider("offline"), name="small-body", max_body_bytes=60_000)
+
+
+@pytest.fixture
+def mixed_frame(tmp_path):
+    """Two noisy 1000 px photos (shrunk to fit the body), a small one, and a repeat."""
+    paths = []
+    for i, size in enumerate([(1000, 1000), (1000, 700), (300, 200)]):
+        path = tmp_path / f"photo{i}.png"
+        Image.effect_noise(size, 70 + i).convert("RGB").save(path)
+        paths.append(str(path))
+    return pd.DataFrame({"path": [*paths, paths[0]]}, index=["a", "b", "c", "a-again"])
+
+
+def test_budget_and_dry_run_are_one_computation(mixed_frame, small_body, tmp_path):
+    with offline.serve(profile=small_body, pixels=False) as url:
+        client = vk.connect(small_body, base_url=url, api_key="offline")
+        options = dict(client=client, cache=tmp_path / "c.sqlite", progress=False)
+        mixed_frame.iloc[[2]].vision.ask("Describe.", **options)  # row c is now a cache hit
+        sent_before = url.server.stats.chat_requests
+        plan = mixed_frame.vision.ask("Describe.", dry_run=True, **options)
+        usage = plan.attrs["usage"]
+        total = usage["estimated_tokens"]
+        # shrinking to fit the body makes the photos cheaper than their header size says
+        assert (
+            plan.loc[["a", "b"], "estimated_tokens"]
+            < vk.estimate_tokens(
+                pd.Series([1000, 1000]), pd.Series([1000, 700]), small_body
+            ).to_numpy()
+            + 2
+        ).all()
+        # the repeat and the cache hit are free: two requests
+        assert usage["requests"] == 2 and usage["cache_hits"] == 1 and usage["repeats"] == 1
+        assert total == plan.loc[["a", "b"], "estimated_tokens"].sum()
+
+        with pytest.raises(vk.BudgetExceeded, match=rf"estimate is {total:,} tokens for 2 req"):
+            mixed_frame.vision.ask("Describe.", budget_tokens=total - 1, **options)
+        assert url.server.stats.chat_requests == sent_before  # refused before sending
+        result = mixed_frame.vision.ask("Describe.", budget_tokens=total, **options)
+        assert url.server.stats.chat_requests == sent_before + 2
+    assert result["error"].isna().all(), result["error"].tolist()
+    assert result["estimated_tokens"].tolist() == plan["estimated_tokens"].tolist()
+    assert result.attrs["usage"]["prompt_tokens"] == total  # and the server billed exactly that
+
+
+def test_a_repeated_image_is_sent_once_even_without_a_cache(mixed_frame):
+    frame = pd.concat([mixed_frame.iloc[[2]]] * 5)
+    frame.index = [f"r{i}" for i in range(5)]
+    with offline.serve(pixels=False) as url:
+        client = vk.connect("offline", base_url=url, api_key="offline")
+        plan = frame.vision.ask("Describe.", client=client, cache=False, dry_run=True)
+        result = frame.vision.ask(
+            "Describe.", client=client, cache=False, concurrency=1, progress=False
+        )
+        assert url.server.stats.chat_requests == plan.attrs["usage"]["requests"] == 1
+    assert result["answer"].nunique() == 1 and result["error"].isna().all()

@@ -49,7 +49,8 @@ Surprises met on the way:
   about one request in five was refused. Pacing sends at ``limit / rtt`` after the first 429,
   and probing upward ten times more slowly while 429s are recent, brings that under 5 %.
 - The same image twice in one run would be paid twice (both rows miss the cache before either
-  answer arrives); rows with the same key now wait for the first one's answer.
+  answer arrives); rows with the same key now wait for the first one's answer, or take it
+  once it has arrived (with ``cache=False`` too).
 """
 
 from __future__ import annotations
@@ -591,9 +592,14 @@ class _Run:
             try:
                 await self._send(pos, key, payload, sdk)
             finally:
-                if self._pending.get(key) is future:
+                entry = self._entries.pop(pos, None)
+                # An answered key stays (a small record per unique image), so a repeat that
+                # looked in the cache before this answer was stored, or runs without a cache,
+                # is answered from it as the dry run counts it; a failed key is dropped so a
+                # repeat tries again.
+                if entry is None and self._pending.get(key) is future:
                     del self._pending[key]
-                future.set_result(self._entries.pop(pos, None))
+                future.set_result(entry)
         except asyncio.CancelledError:
             if self.error[pos] is None and self.answer[pos] is None:
                 self.error[pos] = INTERRUPTED
@@ -823,20 +829,41 @@ def _in_ipython() -> bool:
 
 
 # --------------------------------------------------------------------------- estimates
+# One computation serves ``dry_run=True``, ``budget_tokens=`` and the run itself: a row's
+# estimate is ``prepare_request``'s -- the provider's formula on the image as encoded (after
+# ``max_side`` and any shrinking to fit the body limit) plus the text -- and the total counts
+# what would be sent: cache hits and a repeat of an image already in the run are free (the run
+# answers them without a request), rows that would fail cost nothing.
+
+
 def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
-    """Per-row estimate without the network: tokens, request bytes, cached, error."""
-    from .sources import open_image
+    """Per-row estimate without the network: tokens, request bytes, cached, key, error.
+
+    ``encode=True`` is the exact estimate (what ``dry_run`` reports). ``encode=False`` reads
+    only headers and prices each image at the size ``encode`` starts from (its ``max_side``
+    fit); encoding can only shrink an image further, so this is an upper bound of the exact
+    estimate, used by the budget check to skip encoding when even the bound is in budget.
+    """
+    from .imageinfo import display_size
+    from .sources import open_header
     from .tokens import fit_within
 
-    out: dict[str, Any] = {"estimated_tokens": None, "request_bytes": None, "cached": False}
+    out: dict[str, Any] = {
+        "estimated_tokens": None,
+        "request_bytes": None,
+        "cached": False,
+        "key": None,
+        "error": None,
+    }
     prompt = plan.prompts[pos]
     label = plan.index[pos]
     try:
         if isinstance(prompt, RequestError):
             raise prompt
         datas, digests = _read_row(plan, pos)
+        out["key"] = plan.key(pos, digests, plan.model or "")
         if plan.cache is not None and plan.model is not None:
-            hit = plan.cache.get(plan.key(pos, digests, plan.model))
+            hit = plan.cache.get(out["key"])
             if hit is not None:
                 out.update(cached=True, estimated_tokens=hit.estimated_tokens)
                 return out
@@ -857,7 +884,8 @@ def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
             tokens = text_tokens(str(prompt), plan.system)
             max_side = plan.encode_options.get("max_side") or plan.provider.max_side
             for data in datas:
-                w, h = open_image(data, row=label).size
+                with open_header(data, row=label) as im:
+                    w, h = display_size(im)
                 if max_side:
                     w, h = fit_within(w, h, max_side)
                 tokens += int(plan.provider.estimate(w, h))
@@ -869,7 +897,8 @@ def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
 
 def _estimate(plan: _Plan, *, encode: bool) -> list[dict[str, Any]]:
     workers = max(2, min(8, os.cpu_count() or 2))
-    bar = _progress_bar(plan, desc="vision dry run" if encode else "vision estimate")
+    desc = "vision dry run" if encode else "vision estimate"
+    bar = _progress_bar(plan, desc=desc)
     rows: list[dict[str, Any]] = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -881,6 +910,36 @@ def _estimate(plan: _Plan, *, encode: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _to_send(rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Which rows would be sent: no error, not cached, not a repeat of an earlier row's key."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        send = r["error"] is None and not r["cached"] and r["key"] not in seen
+        if send:
+            seen.add(r["key"])
+        out.append(send)
+    return out
+
+
+def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The totals ``dry_run`` reports and ``budget_tokens`` is checked against."""
+    send = _to_send(rows)
+    sent = [r for r, s in zip(rows, send, strict=True) if s]
+    failed = sum(r["error"] is not None for r in rows)
+    hits = sum(bool(r["cached"]) for r in rows)
+    sizes = [r["request_bytes"] or 0 for r in sent]
+    return {
+        "requests": len(sent),
+        "cache_hits": hits,
+        "repeats": len(rows) - len(sent) - hits - failed,
+        "failed": failed,
+        "estimated_tokens": sum(r["estimated_tokens"] or 0 for r in sent),
+        "request_bytes": sum(sizes),
+        "largest_request_bytes": max(sizes, default=0),
+    }
+
+
 def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
     rows = _estimate(plan, encode=True)
     index = plan.index
@@ -889,19 +948,13 @@ def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
             "estimated_tokens": pd.array([r["estimated_tokens"] for r in rows], dtype="Int64"),
             "request_bytes": pd.array([r["request_bytes"] for r in rows], dtype="Int64"),
             "cached": pd.array([r["cached"] for r in rows], dtype=bool),
-            "error": pd.Series([r.get("error") for r in rows], index=index, dtype=object),
+            "error": pd.Series([r["error"] for r in rows], index=index, dtype=object),
         },
         index=index,
     )
-    to_send = out["error"].isna() & ~out["cached"]
     out.attrs["usage"] = {
         "rows": plan.n,
-        "requests": int(to_send.sum()),
-        "cache_hits": int(out["cached"].sum()),
-        "failed": int(out["error"].notna().sum()),
-        "estimated_tokens": int(out.loc[to_send, "estimated_tokens"].sum()),
-        "request_bytes": int(out.loc[to_send, "request_bytes"].sum()),
-        "largest_request_bytes": int(out["request_bytes"].max()) if to_send.any() else 0,
+        **_totals(rows),
         "provider": plan.provider.name,
         "model": plan.model,
         "dry_run": True,
@@ -909,18 +962,33 @@ def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
     return out
 
 
-def _check_budget(plan: _Plan, budget_tokens: int) -> None:
-    rows = _estimate(plan, encode=False)
-    todo = [r for r in rows if not r["cached"] and r.get("error") is None]
-    total = sum(r["estimated_tokens"] or 0 for r in todo)
+def _check_budget(plan: _Plan, budget_tokens: int) -> int:
+    """Raise ``BudgetExceeded`` if the dry run's total is over ``budget_tokens``; returns it.
+
+    The decision and the number are the dry run's. To spare encoding every image twice (here
+    and in the run), headers are read first: their total is an upper bound of the dry run's
+    (encoding never enlarges an image, and token formulas do not fall as images grow), so
+    when even it is within budget the run starts at once; otherwise the dry run's exact
+    computation decides.
+    """
+    bound = _totals(_estimate(plan, encode=False))["estimated_tokens"]
+    if bound <= budget_tokens:
+        logger.info(
+            "estimate of at most %s tokens is within budget_tokens=%s", bound, budget_tokens
+        )
+        return bound
+    totals = _totals(_estimate(plan, encode=True))
+    total = totals["estimated_tokens"]
     if total > budget_tokens:
         raise BudgetExceeded(
-            f"the estimate is {total:,} tokens for {len(todo):,} uncached rows "
-            f"(prompt and images, {plan.provider.name} formula), over budget_tokens="
-            f"{budget_tokens:,}; nothing was sent. Use dry_run=True for the per-row estimate, "
-            "max_side= for smaller images, or raise the budget."
+            f"the estimate is {total:,} tokens for {totals['requests']:,} requests "
+            f"(prompt and images as encoded, {plan.provider.name} formula; cache hits and "
+            f"repeated images are free), over budget_tokens={budget_tokens:,}; nothing was "
+            "sent. dry_run=True shows the same estimate per row; max_side= makes images "
+            "cheaper."
         )
     logger.info("estimate %s tokens is within budget_tokens=%s", total, budget_tokens)
+    return total
 
 
 # --------------------------------------------------------------------------- public API
@@ -943,8 +1011,10 @@ _DOC_PARAMS = """
     - ``cache``: ``True`` (the default file), ``False``, a path, or a ``visionkit.cache.Cache``.
     - ``dry_run``: no network, no key: per-row ``estimated_tokens``, ``request_bytes``,
       ``cached`` and ``error``, totals in ``attrs["usage"]``.
-    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the uncached rows' estimate
-      is above it.
+    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the estimate is above it --
+      exactly the total ``dry_run=True`` reports in ``attrs["usage"]["estimated_tokens"]``:
+      the rows that would be sent, priced as encoded; cache hits, repeats of an image already
+      in the run and rows that would fail cost nothing.
     - ``progress``: a ``tqdm.auto`` bar with cache hits, failures and tokens.
     - ``max_side``: downscale images so their longest side is at most this (fewer tokens).
     - ``request_options``: extra fields of the chat-completions body (``temperature=0``,

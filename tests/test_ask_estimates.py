@@ -135,3 +135,37 @@ def test_a_repeated_image_is_sent_once_even_without_a_cache(mixed_frame):
         )
         assert url.server.stats.chat_requests == plan.attrs["usage"]["requests"] == 1
     assert result["answer"].nunique() == 1 and result["error"].isna().all()
+
+
+def test_the_documented_join_keeps_every_column_and_every_reason(tmp_path):
+    """README and notebook 02: ``df.drop(columns="error").join(result)`` loses nothing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "good.png")
+    (tmp_path / "text.png").write_text("hello, not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "good.png").read_bytes()[:40])
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    df = vk.read_images(str(tmp_path))
+    assert df["error"].notna().sum() == 4
+    with offline.serve(pixels=False) as url:
+        client = vk.connect("offline", base_url=url, api_key="offline")
+        result = df.vision.ask("Describe.", client=client, cache=False, progress=False)
+        assert url.server.stats.chat_requests == 1  # the unreadable files cost no request
+
+    with pytest.raises(ValueError, match="overlap"):
+        df.join(result)  # why the docs drop one error column first
+    table = df.drop(columns="error").join(result)
+    assert list(table.columns) == [c for c in df.columns if c != "error"] + list(result.columns)
+    for label, reason in df["error"].dropna().items():
+        assert reason in table.loc[label, "error"], (reason, table.loc[label, "error"])
+        assert pd.isna(table.loc[label, "answer"])
+    good = df.index[df["error"].isna()]
+    assert table.loc[good, "error"].isna().all() and table.loc[good, "answer"].notna().all()

@@ -5,8 +5,14 @@ Usage::
     import visionkit as vk
     df = vk.read_images("datasets/")
     result = df.vision.ask("Describe this image in one sentence.")
-    df.join(result)                       # same index: answer, error, tokens, cached, attempts
+    table = df.drop(columns="error").join(result)   # same index; one error column (see below)
     result.attrs["usage"]                 # requests, cache hits, retries, tokens, elapsed
+
+Joining: ``read_images`` and ``ask`` both have an ``error`` column (fixed names), so pandas
+refuses ``df.join(result)`` ("columns overlap"). ``ask`` reads each image itself and a file
+``read_images`` could not read fails here with the same reason, so ``read_images``' column can
+be dropped with nothing lost: ``df.drop(columns="error").join(result)``, whose one ``error``
+says why a row has no answer. ``df.join(result, rsuffix="_ask")`` keeps both.
 
 How a run works (``_Run``): a dispatcher walks the rows in order and keeps at most
 ``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
@@ -1022,7 +1028,9 @@ _DOC_PARAMS = """
 
     Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
     ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
-    fields); ``attrs["usage"]`` has the totals.
+    fields); ``attrs["usage"]`` has the totals. Join it to a ``read_images`` frame with
+    ``df.drop(columns="error").join(result)``: a row ``read_images`` could not read fails here
+    with the same reason, so the one ``error`` left says why any row has no answer.
 """
 
 

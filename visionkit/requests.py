@@ -9,8 +9,9 @@ instead of a 4xx the provider charges a round trip for.
   for the whole call, an NA value in a used field is that row's error.
 - ``build_body``: the JSON body the ``openai`` SDK will send (system message, then one user
   message with the images first and the text last, as in the provider's guide).
-- ``body_bytes``: the body's size measured exactly as the SDK serialises it
-  (``json.dumps(ensure_ascii=False, separators=(",", ":"))`` in UTF-8).
+- ``serialize_body`` / ``body_bytes``: the body's JSON bytes exactly as the SDK serialises
+  it (``json.dumps(ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` in UTF-8),
+  and their size. ``ask`` sends these bytes, so what was measured is what goes out.
 - ``check_body``: the profile's rules; ``prepare_request`` encodes the images (with encode's
   budget for this many images), checks, and when the body is still too big re-encodes the
   images to the bytes that are left before giving up on the row.
@@ -42,6 +43,7 @@ __all__ = [
     "fill_template",
     "image_tokens",
     "prepare_request",
+    "serialize_body",
     "template_fields",
     "text_tokens",
 ]
@@ -135,10 +137,19 @@ def build_body(
     return body
 
 
+def serialize_body(body: Mapping[str, Any]) -> bytes:
+    """``body`` as the JSON bytes the ``openai`` SDK would send (its ``openapi_dumps``).
+
+    ``ask`` sends these very bytes (``post(..., content=...)``), so the size checked is the
+    size sent, and the SDK does not serialise a large body a second time on the event loop.
+    """
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    return text.encode("utf-8")
+
+
 def body_bytes(body: Mapping[str, Any]) -> int:
     """Size in bytes of ``body`` as the ``openai`` SDK serialises it."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
-    return len(text.encode("utf-8"))
+    return len(serialize_body(body))
 
 
 def _images_in(body: Mapping[str, Any]) -> list[str]:
@@ -161,8 +172,12 @@ def _mime_format(uri: str) -> str | None:
     return "jpeg" if fmt in ("jpg", "pjpeg") else fmt
 
 
-def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = None) -> int:
+def check_body(
+    body: Mapping[str, Any], provider: Provider, *, row: object = None, payload: bytes | None = None
+) -> int:
     """Check ``body`` against ``provider``'s rules; returns its size in bytes.
+
+    ``payload``: ``body`` already serialised (``serialize_body``), to measure without redoing it.
 
     Raises ``RequestError`` naming the row and the rule: too many images, a URL where only
     data URIs are accepted, a format the provider does not take, an image or a body too big.
@@ -195,7 +210,7 @@ def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = Non
                 f"{provider.max_image_bytes:,}-byte limit per image",
                 row=row,
             )
-    size = body_bytes(body)
+    size = len(payload) if payload is not None else body_bytes(body)
     if provider.max_body_bytes is not None and size >= provider.max_body_bytes:
         raise RequestError(
             f"request body of {size:,} bytes is not under {provider.name}'s limit of "
@@ -207,12 +222,20 @@ def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = Non
 
 @dataclass
 class PreparedRequest:
-    """A checked body ready to send, its size and its estimated tokens."""
+    """A checked body ready to send: its JSON bytes, size and estimated tokens.
 
-    body: dict[str, Any]
+    Only the serialised ``payload`` is kept (a request in flight holds its images once);
+    ``body`` parses it back for inspection.
+    """
+
+    payload: bytes
     nbytes: int
     image_tokens: int
     text_tokens: int
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.payload)
 
     @property
     def estimated_tokens(self) -> int:
@@ -313,13 +336,20 @@ def prepare_request(
             params=params,
         )
 
+    def serialize(body: dict[str, Any]) -> bytes:
+        try:
+            return serialize_body(body)
+        except ValueError as exc:  # NaN or infinity in an option: not valid JSON
+            raise RequestError(f"the request cannot be sent as JSON: {exc}", row=row) from None
+
     uris = encode_all(provider.image_budget(images=max(n, 1)) if n else None)
     body = build(uris)
+    payload = serialize(body)
     try:
-        size = check_body(body, provider, row=row)
+        size = check_body(body, provider, row=row, payload=payload)
     except RequestError:
         limit = provider.max_body_bytes
-        size = body_bytes(body)
+        size = len(payload)
         if limit is None or size < limit or n == 0:
             raise
         # The body is over the limit: give the images what the rest of the body leaves.
@@ -340,9 +370,10 @@ def prepare_request(
                 row=row,
             ) from None
         body = build(uris)
-        size = check_body(body, provider, row=row)
+        payload = serialize(body)
+        size = check_body(body, provider, row=row, payload=payload)
     return PreparedRequest(
-        body=body,
+        payload=payload,
         nbytes=size,
         image_tokens=image_tokens(uris, provider, row=row),
         text_tokens=text_tokens(prompt, system),

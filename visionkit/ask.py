@@ -464,6 +464,7 @@ class _Run:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
         self._entries: dict[int, CachedAnswer] = {}
+        self._stores = 0  # answers stored in the cache so far (see _row's repeat check)
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -582,7 +583,7 @@ class _Run:
             except (ImageError, RequestError) as exc:
                 self.error[pos] = _describe(exc)
                 return
-            kind, key, payload = job
+            kind, key, payload, stamp = job
             if kind == "hit":
                 logger.debug("row %r: cache hit %s", label, key[:12])
                 self._record(pos, payload, cached=True)
@@ -598,17 +599,25 @@ class _Run:
                 if entry is not None:
                     self._record(pos, entry, cached=True)
                     return
+            elif plan.cache is not None and self._stores != stamp:
+                # A twin may have been answered, stored and retired between this row's cache
+                # lookup (in the pool) and now: look again rather than pay for it twice.
+                hit = plan.cache.get(key)
+                if hit is not None:
+                    self._record(pos, hit, cached=True)
+                    return
             future: asyncio.Future[CachedAnswer | None] = loop.create_future()
             self._pending[key] = future
             try:
                 await self._send(pos, key, payload, sdk)
             finally:
                 entry = self._entries.pop(pos, None)
-                # An answered key stays (a small record per unique image), so a repeat that
-                # looked in the cache before this answer was stored, or runs without a cache,
-                # is answered from it as the dry run counts it; a failed key is dropped so a
-                # repeat tries again.
-                if entry is None and self._pending.get(key) is future:
+                # Without a cache an answered key stays, so a later repeat is answered from it
+                # as the dry run counts it (with a cache, the cache answers it, and nothing per
+                # row is kept: memory stays bounded by the requests in flight). A failed key is
+                # dropped so a repeat tries again.
+                keep = entry is not None and plan.cache is None
+                if not keep and self._pending.get(key) is future:
                     del self._pending[key]
                 future.set_result(entry)
         except asyncio.CancelledError:
@@ -622,18 +631,19 @@ class _Run:
             window.release()
             self._finish(pos)
 
-    def _prepare(self, pos: int) -> tuple[str, str, Any]:
+    def _prepare(self, pos: int) -> tuple[str, str, Any, int]:
         """Read, hash, look up the cache, and on a miss encode and check (in the thread pool)."""
         plan = self.plan
         datas, digests = _read_row(plan, pos)
         assert plan.model is not None
         key = plan.key(pos, digests, plan.model)
+        stamp = self._stores
         if plan.cache is not None:
             hit = plan.cache.get(key)
             if hit is not None:
-                return ("hit", key, hit)
+                return ("hit", key, hit, stamp)
         if self.draining or self.fatal is not None:
-            return ("skip", key, None)
+            return ("skip", key, None, stamp)
         prepared = prepare_request(
             datas,
             provider=plan.provider,
@@ -645,7 +655,7 @@ class _Run:
             encode_options=plan.encode_options,
             row=plan.index[pos],
         )
-        return ("miss", key, prepared)
+        return ("miss", key, prepared, stamp)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early if the run is interrupted."""
@@ -760,6 +770,7 @@ class _Run:
         if plan.cache is not None:
             try:
                 plan.cache.put(key, entry)
+                self._stores += 1
             except Exception as exc:  # a full disk must not cost the answer in memory
                 logger.error("could not store row %r in the cache: %s", plan.index[pos], exc)
         self._record(pos, entry, cached=False)

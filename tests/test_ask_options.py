@@ -109,7 +109,7 @@ def test_dry_run_counts_cached_rows_as_free(frame, client, tmp_path):
 
 def test_budget_tokens_refuses_to_start_with_the_estimate(frame, client):
     server = client.openai.base_url
-    with pytest.raises(vk.BudgetExceeded, match=r"6,416 tokens for 4 uncached rows.*1,000"):
+    with pytest.raises(vk.BudgetExceeded, match=r"6,416 tokens for 4 requests.*1,000"):
         frame.vision.ask(
             "Describe.", client=client, budget_tokens=1000, cache=False, progress=False
         )

@@ -108,3 +108,62 @@ def test_body_limit_is_exclusive():
         check_body(at_limit, NET)
     just_under = build_body(model="m", prompt="x" * (pad - 1), images=[PNG_1PX])
     assert check_body(just_under, NET) == NET.max_body_bytes - 1
+
+
+def test_prepared_payload_is_the_sdks_json_and_nan_is_the_rows_error():
+    import io
+
+    from PIL import Image
+
+    from visionkit.requests import prepare_request
+
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), "navy").save(buf, "PNG")
+    png = buf.getvalue()
+    prepared = prepare_request(
+        [png],
+        provider=NET,
+        model="m",
+        prompt="Qu'est-ce que c'est ? é ☃",
+        params={"temperature": 0.5},
+    )
+    assert prepared.payload == openapi_dumps(prepared.body)
+    assert prepared.nbytes == len(prepared.payload)
+    with pytest.raises(RequestError, match=r"row 3.*cannot be sent as JSON"):
+        prepare_request(
+            [png],
+            provider=NET,
+            model="m",
+            prompt="p",
+            params={"temperature": float("nan")},
+            row=3,
+        )
+
+
+def test_ask_serialises_each_body_once_off_the_event_loop(tmp_path, monkeypatch):
+    """The checked bytes are sent as they are: the SDK does not serialise the body again."""
+    import openai._base_client as base_client
+    import pandas as pd
+    from PIL import Image
+
+    import visionkit as vk
+    from visionkit import offline
+
+    paths = []
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    calls = []
+    real = base_client.openapi_dumps
+    monkeypatch.setattr(base_client, "openapi_dumps", lambda obj: calls.append(1) or real(obj))
+    with offline.serve(pixels=False) as url:
+        client = vk.connect("offline", base_url=url, api_key="offline")
+        plan = pd.DataFrame({"path": paths}).vision.ask(
+            "Describe.", client=client, cache=False, dry_run=True
+        )
+        result = pd.DataFrame({"path": paths}).vision.ask(
+            "Describe.", client=client, cache=False, progress=False
+        )
+        sent = sorted(r.body_bytes for r in url.server.stats.records)
+    assert result["error"].isna().all() and calls == []
+    assert sent == sorted(plan["request_bytes"].tolist())

@@ -25,6 +25,7 @@ from visionkit.sources import (
     MAX_JPEG_PIXELS,
     decode_data_uri,
     decode_refusal,
+    header_size,
     jpeg_draft_scale,
     open_header,
     open_image,
@@ -281,3 +282,59 @@ def test_url_empty_body(server):
 def test_unreachable_url():
     with pytest.raises(ImageError, match="download failed"):
         read_bytes("http://127.0.0.1:9/x.png", timeout=2)
+
+
+def _saved(im: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def _header_cases() -> list[tuple[str, bytes]]:
+    noise = Image.effect_noise((701, 333), 60).convert("RGB")
+    rgba = noise.convert("RGBA")
+    rgba.putalpha(128)
+    frames = [noise, noise.rotate(90, expand=False)]
+    return [
+        ("png", _saved(noise, "PNG")),
+        ("png palette", _saved(noise.convert("P"), "PNG")),
+        ("gif", _saved(noise.convert("P"), "GIF")),
+        ("gif animated", _saved(frames[0], "GIF", save_all=True, append_images=frames[1:])),
+        ("jpeg", _saved(noise, "JPEG")),
+        ("jpeg progressive", _saved(noise, "JPEG", progressive=True)),
+        ("jpeg grey + exif", _saved(noise.convert("L"), "JPEG", exif=b"Exif\0\0" + b"\0" * 60)),
+        ("webp lossy (VP8)", _saved(noise, "WEBP", quality=80)),
+        ("webp lossless (VP8L)", _saved(noise, "WEBP", lossless=True)),
+        ("webp alpha (VP8X)", _saved(rgba, "WEBP", quality=80)),
+        ("webp animated", _saved(frames[0], "WEBP", save_all=True, append_images=frames[1:])),
+        ("webp max size", _saved(Image.new("RGB", (16383, 3)), "WEBP", lossless=True)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"), _header_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_header_size_matches_pillow_from_the_first_bytes(kind, data):
+    with Image.open(io.BytesIO(data)) as im:
+        expected = im.size
+    assert header_size(data) == expected
+    # PNG, GIF and WebP need 30 bytes; Pillow cannot open a WebP cut short at all
+    if not kind.startswith("jpeg"):
+        assert header_size(data[:30]) == expected
+
+
+def test_header_size_of_jpeg_needs_its_frame_header():
+    data = _saved(Image.new("RGB", (40, 30)), "JPEG", comment=b"x" * 5000)
+    assert header_size(data) == (40, 30)
+    assert header_size(data[:1000]) is None  # ends inside the comment: read more
+    for junk in (b"", b"GIF89a", b"RIFF\0\0\0\0WEBPVP8 ", b"\xff\xd8\xff\xda", b"BM" + b"\0" * 40):
+        assert header_size(junk) is None
+
+
+def test_header_size_of_the_bundled_datasets():
+    root = Path(__file__).resolve().parents[1] / "datasets"
+    for path in sorted(root.iterdir()):
+        if path.suffix.lower() not in (".png", ".jpg", ".gif", ".webp"):
+            continue
+        with Image.open(path) as im:
+            assert header_size(path.read_bytes()[:65536]) == im.size, path.name

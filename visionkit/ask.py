@@ -5,8 +5,14 @@ Usage::
     import visionkit as vk
     df = vk.read_images("datasets/")
     result = df.vision.ask("Describe this image in one sentence.")
-    df.join(result)                       # same index: answer, error, tokens, cached, attempts
+    table = df.drop(columns="error").join(result)   # same index; one error column (see below)
     result.attrs["usage"]                 # requests, cache hits, retries, tokens, elapsed
+
+Joining: ``read_images`` and ``ask`` both have an ``error`` column (fixed names), so pandas
+refuses ``df.join(result)`` ("columns overlap"). ``ask`` reads each image itself and a file
+``read_images`` could not read fails here with the same reason, so ``read_images``' column can
+be dropped with nothing lost: ``df.drop(columns="error").join(result)``, whose one ``error``
+says why a row has no answer. ``df.join(result, rsuffix="_ask")`` keeps both.
 
 How a run works (``_Run``): a dispatcher walks the rows in order and keeps at most
 ``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
@@ -39,17 +45,23 @@ Surprises met on the way:
 - ``client.chat.completions.create`` re-types every field of the body against the SDK's
   TypedDicts on each call; for a vision body that cost more client CPU than everything else
   visionkit does per row (encode, hash, cache, checks). Bodies are therefore sent with the
-  SDK's documented low-level ``post("/chat/completions", cast_to=ChatCompletion, body=...)``:
+  SDK's documented low-level ``post("/chat/completions", cast_to=ChatCompletion, content=...)``:
   same auth, errors and response types, and the bytes sent are exactly the bytes checked.
-- What remains per request (about 5 ms of CPU on the benchmark machine) is the SDK's HTTP
-  stack (httpx); at 32 requests in flight and 200 ms latency that is most of a core, so on a
-  busy two-core machine a run lands around 1.25x the ideal ``ceil(N/C) * latency``.
+- ``post(body=...)`` still serialises the body on the event loop (about 1 ms for a 200 KB
+  vision body); it was already serialised once to measure it, so those bytes are sent with
+  ``post(content=...)``. What remains per request is the SDK's request/response handling and
+  its HTTP stack: about 3.5 ms of client CPU with httpx on the benchmark machine.
+- The SDK's aiohttp transport (``openai.DefaultAioHttpClient``, extra ``openai[aiohttp]``)
+  was measured and left out: 2.5 vs 3.5 ms of CPU per request in isolation (-28 %), 4.4 vs
+  5.6 ms per row for a whole run (-22 %), and a run's time within noise of httpx's. It passes
+  the fault tests (timeouts, dropped connections, 429s, 401) if someone wants to revisit.
 - An AIMD limit on concurrency alone cannot hold a requests-per-second limit: near it the
   window is tiny (4 in flight at 20 req/s and 200 ms) and +1 per round is a 25 % jump, so
   about one request in five was refused. Pacing sends at ``limit / rtt`` after the first 429,
   and probing upward ten times more slowly while 429s are recent, brings that under 5 %.
 - The same image twice in one run would be paid twice (both rows miss the cache before either
-  answer arrives); rows with the same key now wait for the first one's answer.
+  answer arrives); rows with the same key now wait for the first one's answer, or take it
+  once it has arrived (with ``cache=False`` too).
 """
 
 from __future__ import annotations
@@ -452,6 +464,7 @@ class _Run:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
         self._entries: dict[int, CachedAnswer] = {}
+        self._stores = 0  # answers stored in the cache so far (see _row's repeat check)
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -570,7 +583,7 @@ class _Run:
             except (ImageError, RequestError) as exc:
                 self.error[pos] = _describe(exc)
                 return
-            kind, key, payload = job
+            kind, key, payload, stamp = job
             if kind == "hit":
                 logger.debug("row %r: cache hit %s", label, key[:12])
                 self._record(pos, payload, cached=True)
@@ -586,14 +599,27 @@ class _Run:
                 if entry is not None:
                     self._record(pos, entry, cached=True)
                     return
+            elif plan.cache is not None and self._stores != stamp:
+                # A twin may have been answered, stored and retired between this row's cache
+                # lookup (in the pool) and now: look again rather than pay for it twice.
+                hit = plan.cache.get(key)
+                if hit is not None:
+                    self._record(pos, hit, cached=True)
+                    return
             future: asyncio.Future[CachedAnswer | None] = loop.create_future()
             self._pending[key] = future
             try:
                 await self._send(pos, key, payload, sdk)
             finally:
-                if self._pending.get(key) is future:
+                entry = self._entries.pop(pos, None)
+                # Without a cache an answered key stays, so a later repeat is answered from it
+                # as the dry run counts it (with a cache, the cache answers it, and nothing per
+                # row is kept: memory stays bounded by the requests in flight). A failed key is
+                # dropped so a repeat tries again.
+                keep = entry is not None and plan.cache is None
+                if not keep and self._pending.get(key) is future:
                     del self._pending[key]
-                future.set_result(self._entries.pop(pos, None))
+                future.set_result(entry)
         except asyncio.CancelledError:
             if self.error[pos] is None and self.answer[pos] is None:
                 self.error[pos] = INTERRUPTED
@@ -605,18 +631,19 @@ class _Run:
             window.release()
             self._finish(pos)
 
-    def _prepare(self, pos: int) -> tuple[str, str, Any]:
+    def _prepare(self, pos: int) -> tuple[str, str, Any, int]:
         """Read, hash, look up the cache, and on a miss encode and check (in the thread pool)."""
         plan = self.plan
         datas, digests = _read_row(plan, pos)
         assert plan.model is not None
         key = plan.key(pos, digests, plan.model)
+        stamp = self._stores
         if plan.cache is not None:
             hit = plan.cache.get(key)
             if hit is not None:
-                return ("hit", key, hit)
+                return ("hit", key, hit, stamp)
         if self.draining or self.fatal is not None:
-            return ("skip", key, None)
+            return ("skip", key, None, stamp)
         prepared = prepare_request(
             datas,
             provider=plan.provider,
@@ -628,7 +655,7 @@ class _Run:
             encode_options=plan.encode_options,
             row=plan.index[pos],
         )
-        return ("miss", key, prepared)
+        return ("miss", key, prepared, stamp)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early if the run is interrupted."""
@@ -662,11 +689,13 @@ class _Run:
             self.counters.requests += 1
             try:
                 # The body goes out verbatim through the SDK's documented ``post`` (auth,
-                # errors and response types are the SDK's): it is exactly the JSON whose size
-                # was checked, and it skips ``create``'s per-call re-typing of every field,
-                # which costs more CPU than everything else visionkit does per row.
+                # errors and response types are the SDK's): the JSON bytes serialised -- once,
+                # in the thread pool -- and measured in ``prepare_request``. That skips
+                # ``create``'s per-call re-typing of every field and a second serialisation
+                # on the event loop, which together cost more CPU than everything else
+                # visionkit does per row.
                 response = await sdk.post(
-                    "/chat/completions", cast_to=ChatCompletion, body=prepared.body
+                    "/chat/completions", cast_to=ChatCompletion, content=prepared.payload
                 )
             except openai.APIError as exc:
                 kind = classify(exc)
@@ -741,6 +770,7 @@ class _Run:
         if plan.cache is not None:
             try:
                 plan.cache.put(key, entry)
+                self._stores += 1
             except Exception as exc:  # a full disk must not cost the answer in memory
                 logger.error("could not store row %r in the cache: %s", plan.index[pos], exc)
         self._record(pos, entry, cached=False)
@@ -823,20 +853,41 @@ def _in_ipython() -> bool:
 
 
 # --------------------------------------------------------------------------- estimates
+# One computation serves ``dry_run=True``, ``budget_tokens=`` and the run itself: a row's
+# estimate is ``prepare_request``'s -- the provider's formula on the image as encoded (after
+# ``max_side`` and any shrinking to fit the body limit) plus the text -- and the total counts
+# what would be sent: cache hits and a repeat of an image already in the run are free (the run
+# answers them without a request), rows that would fail cost nothing.
+
+
 def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
-    """Per-row estimate without the network: tokens, request bytes, cached, error."""
-    from .sources import open_image
+    """Per-row estimate without the network: tokens, request bytes, cached, key, error.
+
+    ``encode=True`` is the exact estimate (what ``dry_run`` reports). ``encode=False`` reads
+    only headers and prices each image at the size ``encode`` starts from (its ``max_side``
+    fit); encoding can only shrink an image further, so this is an upper bound of the exact
+    estimate, used by the budget check to skip encoding when even the bound is in budget.
+    """
+    from .imageinfo import display_size
+    from .sources import open_header
     from .tokens import fit_within
 
-    out: dict[str, Any] = {"estimated_tokens": None, "request_bytes": None, "cached": False}
+    out: dict[str, Any] = {
+        "estimated_tokens": None,
+        "request_bytes": None,
+        "cached": False,
+        "key": None,
+        "error": None,
+    }
     prompt = plan.prompts[pos]
     label = plan.index[pos]
     try:
         if isinstance(prompt, RequestError):
             raise prompt
         datas, digests = _read_row(plan, pos)
+        out["key"] = plan.key(pos, digests, plan.model or "")
         if plan.cache is not None and plan.model is not None:
-            hit = plan.cache.get(plan.key(pos, digests, plan.model))
+            hit = plan.cache.get(out["key"])
             if hit is not None:
                 out.update(cached=True, estimated_tokens=hit.estimated_tokens)
                 return out
@@ -857,7 +908,8 @@ def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
             tokens = text_tokens(str(prompt), plan.system)
             max_side = plan.encode_options.get("max_side") or plan.provider.max_side
             for data in datas:
-                w, h = open_image(data, row=label).size
+                with open_header(data, row=label) as im:
+                    w, h = display_size(im)
                 if max_side:
                     w, h = fit_within(w, h, max_side)
                 tokens += int(plan.provider.estimate(w, h))
@@ -869,7 +921,8 @@ def _estimate_row(plan: _Plan, pos: int, *, encode: bool) -> dict[str, Any]:
 
 def _estimate(plan: _Plan, *, encode: bool) -> list[dict[str, Any]]:
     workers = max(2, min(8, os.cpu_count() or 2))
-    bar = _progress_bar(plan, desc="vision dry run" if encode else "vision estimate")
+    desc = "vision dry run" if encode else "vision estimate"
+    bar = _progress_bar(plan, desc=desc)
     rows: list[dict[str, Any]] = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -881,6 +934,36 @@ def _estimate(plan: _Plan, *, encode: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _to_send(rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Which rows would be sent: no error, not cached, not a repeat of an earlier row's key."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        send = r["error"] is None and not r["cached"] and r["key"] not in seen
+        if send:
+            seen.add(r["key"])
+        out.append(send)
+    return out
+
+
+def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The totals ``dry_run`` reports and ``budget_tokens`` is checked against."""
+    send = _to_send(rows)
+    sent = [r for r, s in zip(rows, send, strict=True) if s]
+    failed = sum(r["error"] is not None for r in rows)
+    hits = sum(bool(r["cached"]) for r in rows)
+    sizes = [r["request_bytes"] or 0 for r in sent]
+    return {
+        "requests": len(sent),
+        "cache_hits": hits,
+        "repeats": len(rows) - len(sent) - hits - failed,
+        "failed": failed,
+        "estimated_tokens": sum(r["estimated_tokens"] or 0 for r in sent),
+        "request_bytes": sum(sizes),
+        "largest_request_bytes": max(sizes, default=0),
+    }
+
+
 def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
     rows = _estimate(plan, encode=True)
     index = plan.index
@@ -889,19 +972,13 @@ def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
             "estimated_tokens": pd.array([r["estimated_tokens"] for r in rows], dtype="Int64"),
             "request_bytes": pd.array([r["request_bytes"] for r in rows], dtype="Int64"),
             "cached": pd.array([r["cached"] for r in rows], dtype=bool),
-            "error": pd.Series([r.get("error") for r in rows], index=index, dtype=object),
+            "error": pd.Series([r["error"] for r in rows], index=index, dtype=object),
         },
         index=index,
     )
-    to_send = out["error"].isna() & ~out["cached"]
     out.attrs["usage"] = {
         "rows": plan.n,
-        "requests": int(to_send.sum()),
-        "cache_hits": int(out["cached"].sum()),
-        "failed": int(out["error"].notna().sum()),
-        "estimated_tokens": int(out.loc[to_send, "estimated_tokens"].sum()),
-        "request_bytes": int(out.loc[to_send, "request_bytes"].sum()),
-        "largest_request_bytes": int(out["request_bytes"].max()) if to_send.any() else 0,
+        **_totals(rows),
         "provider": plan.provider.name,
         "model": plan.model,
         "dry_run": True,
@@ -909,18 +986,33 @@ def _dry_run_frame(plan: _Plan) -> pd.DataFrame:
     return out
 
 
-def _check_budget(plan: _Plan, budget_tokens: int) -> None:
-    rows = _estimate(plan, encode=False)
-    todo = [r for r in rows if not r["cached"] and r.get("error") is None]
-    total = sum(r["estimated_tokens"] or 0 for r in todo)
+def _check_budget(plan: _Plan, budget_tokens: int) -> int:
+    """Raise ``BudgetExceeded`` if the dry run's total is over ``budget_tokens``; returns it.
+
+    The decision and the number are the dry run's. To spare encoding every image twice (here
+    and in the run), headers are read first: their total is an upper bound of the dry run's
+    (encoding never enlarges an image, and token formulas do not fall as images grow), so
+    when even it is within budget the run starts at once; otherwise the dry run's exact
+    computation decides.
+    """
+    bound = _totals(_estimate(plan, encode=False))["estimated_tokens"]
+    if bound <= budget_tokens:
+        logger.info(
+            "estimate of at most %s tokens is within budget_tokens=%s", bound, budget_tokens
+        )
+        return bound
+    totals = _totals(_estimate(plan, encode=True))
+    total = totals["estimated_tokens"]
     if total > budget_tokens:
         raise BudgetExceeded(
-            f"the estimate is {total:,} tokens for {len(todo):,} uncached rows "
-            f"(prompt and images, {plan.provider.name} formula), over budget_tokens="
-            f"{budget_tokens:,}; nothing was sent. Use dry_run=True for the per-row estimate, "
-            "max_side= for smaller images, or raise the budget."
+            f"the estimate is {total:,} tokens for {totals['requests']:,} requests "
+            f"(prompt and images as encoded, {plan.provider.name} formula; cache hits and "
+            f"repeated images are free), over budget_tokens={budget_tokens:,}; nothing was "
+            "sent. dry_run=True shows the same estimate per row; max_side= makes images "
+            "cheaper."
         )
     logger.info("estimate %s tokens is within budget_tokens=%s", total, budget_tokens)
+    return total
 
 
 # --------------------------------------------------------------------------- public API
@@ -943,8 +1035,10 @@ _DOC_PARAMS = """
     - ``cache``: ``True`` (the default file), ``False``, a path, or a ``visionkit.cache.Cache``.
     - ``dry_run``: no network, no key: per-row ``estimated_tokens``, ``request_bytes``,
       ``cached`` and ``error``, totals in ``attrs["usage"]``.
-    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the uncached rows' estimate
-      is above it.
+    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the estimate is above it --
+      exactly the total ``dry_run=True`` reports in ``attrs["usage"]["estimated_tokens"]``:
+      the rows that would be sent, priced as encoded; cache hits, repeats of an image already
+      in the run and rows that would fail cost nothing.
     - ``progress``: a ``tqdm.auto`` bar with cache hits, failures and tokens.
     - ``max_side``: downscale images so their longest side is at most this (fewer tokens).
     - ``request_options``: extra fields of the chat-completions body (``temperature=0``,
@@ -952,7 +1046,9 @@ _DOC_PARAMS = """
 
     Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
     ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
-    fields); ``attrs["usage"]`` has the totals.
+    fields); ``attrs["usage"]`` has the totals. Join it to a ``read_images`` frame with
+    ``df.drop(columns="error").join(result)``: a row ``read_images`` could not read fails here
+    with the same reason, so the one ``error`` left says why any row has no answer.
 """
 
 

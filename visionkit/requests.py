@@ -9,8 +9,9 @@ instead of a 4xx the provider charges a round trip for.
   for the whole call, an NA value in a used field is that row's error.
 - ``build_body``: the JSON body the ``openai`` SDK will send (system message, then one user
   message with the images first and the text last, as in the provider's guide).
-- ``body_bytes``: the body's size measured exactly as the SDK serialises it
-  (``json.dumps(ensure_ascii=False, separators=(",", ":"))`` in UTF-8).
+- ``serialize_body`` / ``body_bytes``: the body's JSON bytes exactly as the SDK serialises
+  it (``json.dumps(ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` in UTF-8),
+  and their size. ``ask`` sends these bytes, so what was measured is what goes out.
 - ``check_body``: the profile's rules; ``prepare_request`` encodes the images (with encode's
   budget for this many images), checks, and when the body is still too big re-encodes the
   images to the bytes that are left before giving up on the row.
@@ -19,8 +20,7 @@ instead of a 4xx the provider charges a round trip for.
 from __future__ import annotations
 
 import _string  # type: ignore[import-not-found]  # CPython's format-field parser
-import base64
-import io
+import binascii
 import json
 import math
 import string
@@ -32,7 +32,6 @@ import pandas as pd
 
 from .errors import ImageError, RequestError
 from .profiles import Provider
-from .tokens import fit_within
 
 __all__ = [
     "PreparedRequest",
@@ -40,8 +39,11 @@ __all__ = [
     "build_body",
     "check_body",
     "check_template",
+    "encoded_size",
     "fill_template",
+    "image_tokens",
     "prepare_request",
+    "serialize_body",
     "template_fields",
     "text_tokens",
 ]
@@ -135,10 +137,19 @@ def build_body(
     return body
 
 
+def serialize_body(body: Mapping[str, Any]) -> bytes:
+    """``body`` as the JSON bytes the ``openai`` SDK would send (its ``openapi_dumps``).
+
+    ``ask`` sends these very bytes (``post(..., content=...)``), so the size checked is the
+    size sent, and the SDK does not serialise a large body a second time on the event loop.
+    """
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    return text.encode("utf-8")
+
+
 def body_bytes(body: Mapping[str, Any]) -> int:
     """Size in bytes of ``body`` as the ``openai`` SDK serialises it."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
-    return len(text.encode("utf-8"))
+    return len(serialize_body(body))
 
 
 def _images_in(body: Mapping[str, Any]) -> list[str]:
@@ -161,8 +172,12 @@ def _mime_format(uri: str) -> str | None:
     return "jpeg" if fmt in ("jpg", "pjpeg") else fmt
 
 
-def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = None) -> int:
+def check_body(
+    body: Mapping[str, Any], provider: Provider, *, row: object = None, payload: bytes | None = None
+) -> int:
     """Check ``body`` against ``provider``'s rules; returns its size in bytes.
+
+    ``payload``: ``body`` already serialised (``serialize_body``), to measure without redoing it.
 
     Raises ``RequestError`` naming the row and the rule: too many images, a URL where only
     data URIs are accepted, a format the provider does not take, an image or a body too big.
@@ -195,7 +210,7 @@ def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = Non
                 f"{provider.max_image_bytes:,}-byte limit per image",
                 row=row,
             )
-    size = body_bytes(body)
+    size = len(payload) if payload is not None else body_bytes(body)
     if provider.max_body_bytes is not None and size >= provider.max_body_bytes:
         raise RequestError(
             f"request body of {size:,} bytes is not under {provider.name}'s limit of "
@@ -207,43 +222,73 @@ def check_body(body: Mapping[str, Any], provider: Provider, *, row: object = Non
 
 @dataclass
 class PreparedRequest:
-    """A checked body ready to send, its size and its estimated tokens."""
+    """A checked body ready to send: its JSON bytes, size and estimated tokens.
 
-    body: dict[str, Any]
+    Only the serialised ``payload`` is kept (a request in flight holds its images once);
+    ``body`` parses it back for inspection.
+    """
+
+    payload: bytes
     nbytes: int
     image_tokens: int
     text_tokens: int
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.payload)
 
     @property
     def estimated_tokens(self) -> int:
         return self.image_tokens + self.text_tokens
 
 
-def _encoded_size(uri: str) -> tuple[int, int] | None:
-    """(width, height) of the image inside a base64 data URI, from its header."""
-    from PIL import Image
+# Base64 characters decoded first to find an image's size: enough for any PNG, GIF or WebP
+# header and for a JPEG's frame header behind ordinary metadata (ICC profile, JFIF).
+_HEAD_CHARS = 65_536
 
+
+def encoded_size(uri: str, *, row: object = None) -> tuple[int, int]:
+    """(width, height) of the image inside a base64 ``data:`` URI, from its header.
+
+    Decodes only the first 64 KiB of base64 (``visionkit.sources.header_size``), and the
+    whole payload only when the header is further in (a JPEG behind a large metadata block)
+    or the format is one without a header reader here (then Pillow reads it). An image whose
+    size cannot be read is ``row``'s ``RequestError``: never an estimate of 0 tokens.
+    """
+    from .sources import header_size, open_bytes
+
+    comma = uri.find(",")
+    payload = uri[comma + 1 :] if uri.startswith("data:") and comma > 0 else ""
+    head = payload[:_HEAD_CHARS]
+    head = head[: len(head) - len(head) % 4]
     try:
-        comma = uri.index(",")
-        head = uri[comma + 1 : comma + 1 + 65536]
-        head = head[: len(head) - len(head) % 4]
-        data = base64.b64decode(head)
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
-        return None
+        size = header_size(binascii.a2b_base64(head))
+        if size is None and len(head) < len(payload):
+            size = header_size(binascii.a2b_base64(payload))
+        if size is None and payload:
+            with open_bytes(binascii.a2b_base64(payload), check=False) as im:
+                size = im.size
+    except (binascii.Error, ValueError, ImageError):
+        size = None
+    if size is None:
+        what = _mime_format(uri) or "non-image"
+        raise RequestError(
+            f"cannot read the size of the encoded {what} image, so its tokens cannot be "
+            "estimated; the request was not sent",
+            row=row,
+        )
+    return size
 
 
-def image_tokens(uris: Sequence[str], provider: Provider, sizes: Sequence[Any] = ()) -> int:
-    """The provider's token estimate for encoded images (their sizes read from the URIs)."""
+def image_tokens(uris: Sequence[str], provider: Provider, *, row: object = None) -> int:
+    """The provider's token estimate for encoded images, their sizes read from the URIs.
+
+    Raises ``RequestError`` for ``row`` if a size cannot be read (see ``encoded_size``).
+    """
     total = 0
-    for i, uri in enumerate(uris):
-        size = _encoded_size(uri)
-        if size is None and i < len(sizes) and sizes[i] is not None:
-            w, h = sizes[i]
-            size = fit_within(w, h, provider.max_side) if provider.max_side else (w, h)
-        if size is not None:
-            total += int(provider.estimate(int(size[0]), int(size[1])))
+    for uri in uris:
+        w, h = encoded_size(uri, row=row)
+        total += int(provider.estimate(w, h))
     return total
 
 
@@ -291,13 +336,20 @@ def prepare_request(
             params=params,
         )
 
+    def serialize(body: dict[str, Any]) -> bytes:
+        try:
+            return serialize_body(body)
+        except ValueError as exc:  # NaN or infinity in an option: not valid JSON
+            raise RequestError(f"the request cannot be sent as JSON: {exc}", row=row) from None
+
     uris = encode_all(provider.image_budget(images=max(n, 1)) if n else None)
     body = build(uris)
+    payload = serialize(body)
     try:
-        size = check_body(body, provider, row=row)
+        size = check_body(body, provider, row=row, payload=payload)
     except RequestError:
         limit = provider.max_body_bytes
-        size = body_bytes(body)
+        size = len(payload)
         if limit is None or size < limit or n == 0:
             raise
         # The body is over the limit: give the images what the rest of the body leaves.
@@ -318,10 +370,11 @@ def prepare_request(
                 row=row,
             ) from None
         body = build(uris)
-        size = check_body(body, provider, row=row)
+        payload = serialize(body)
+        size = check_body(body, provider, row=row, payload=payload)
     return PreparedRequest(
-        body=body,
+        payload=payload,
         nbytes=size,
-        image_tokens=image_tokens(uris, provider),
+        image_tokens=image_tokens(uris, provider, row=row),
         text_tokens=text_tokens(prompt, system),
     )

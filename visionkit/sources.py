@@ -59,6 +59,7 @@ __all__ = [
     "ImageCell",
     "check_decode",
     "decode_data_uri",
+    "header_size",
     "jpeg_draft_scale",
     "open_header",
     "open_image",
@@ -125,6 +126,75 @@ def sniff_format(head: bytes) -> str | None:
             return "heic"
     if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
         return "jp2"
+    return None
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): not DHT (C4),
+# JPG (C8) or DAC (CC), which share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(head: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from the first bytes of a PNG, GIF, WebP or JPEG file, else None.
+
+    Needs no complete file and decodes nothing, which matters because Pillow cannot open a
+    truncated WebP at all (its plugin hands the whole file to libwebp). PNG, GIF and WebP keep
+    their size in the first 30 bytes; a JPEG's is in its start-of-frame segment after any
+    metadata segments, so None means "read more" when ``head`` ends before it. The size is
+    as stored, before any EXIF orientation. Other formats (and malformed headers) give None.
+
+    >>> header_size(b"GIF89a\x02\x00\x03\x00")
+    (2, 3)
+    """
+    size: tuple[int, int] | None = None
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        size = struct.unpack(">II", head[16:24])
+    elif head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        size = struct.unpack("<HH", head[6:10])
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        size = _webp_size(head)
+    elif head.startswith(b"\xff\xd8"):
+        size = _jpeg_size(head)
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        return None
+    return int(size[0]), int(size[1])
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:  # extended: 24-bit canvas size minus one
+        w = int.from_bytes(head[24:27], "little") + 1
+        h = int.from_bytes(head[27:30], "little") + 1
+        return w, h
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":  # lossy
+        w, h = struct.unpack("<HH", head[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:  # lossless: 14-bit fields
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    i, n = 2, len(head)
+    while i + 4 <= n:
+        if head[i] != 0xFF:
+            return None  # not at a marker: malformed
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        if marker == 0xDA or marker == 0xD9:  # scan data or end before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                return None
+            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+            return w, h
+        i += 2 + int.from_bytes(head[i + 2 : i + 4], "big")
     return None
 
 

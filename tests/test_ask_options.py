@@ -137,3 +137,15 @@ def test_bad_arguments_fail_early_with_the_fix(frame, client):
         frame.vision.ask("x", client=client, column="img")
     with pytest.raises(TypeError, match=r"messages= .* built from the row"):
         frame.vision.ask("x", client=client, messages=[])
+
+
+def test_df_vision_ask_shows_every_option_of_ask():
+    import inspect
+
+    df = pd.DataFrame({"path": ["a.png"]})
+    params = inspect.signature(df.vision.ask).parameters
+    assert next(iter(params)) == "prompt"
+    for name in ("client", "schema", "concurrency", "cache", "dry_run", "budget_tokens"):
+        assert name in params
+    assert "budget_tokens" in df.vision.ask.__doc__
+    assert "budget_tokens" in inspect.signature(df.vision.ask_async).parameters

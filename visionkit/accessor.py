@@ -9,6 +9,7 @@ Registered when ``visionkit`` is imported::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -184,3 +185,22 @@ class VisionAccessor:
         return Annotator(
             self._df, column, options, image_column=self._column(image_column), **kwargs
         )
+
+
+def _borrow_signature(method: Any, function: Any) -> None:
+    """Give ``method`` the parameters and docstring of ``function`` (less its DataFrame), so
+    help() and Jupyter's Shift+Tab show every option of ``df.vision.ask`` in one place."""
+    sig = inspect.signature(function)
+    me = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = sig.replace(parameters=[me, *list(sig.parameters.values())[1:]])
+    method.__doc__ = function.__doc__
+
+
+def _borrow_ask_signatures() -> None:
+    from .ask import ask, ask_async
+
+    _borrow_signature(VisionAccessor.ask, ask)
+    _borrow_signature(VisionAccessor.ask_async, ask_async)
+
+
+_borrow_ask_signatures()

@@ -1086,6 +1086,37 @@ def ask(
     KeyboardInterrupt the requests in flight finish and are cached; in IPython/Jupyter the
     partial result is returned with a warning, in a script KeyboardInterrupt is re-raised.
     A 401 raises ``openai.AuthenticationError`` at once.
+
+    **Parameters:**
+
+    * **prompt** - the question; ``{column}`` fields are filled from each row (a missing
+      column is an error before anything is sent).
+    * **client** - from ``vk.connect()``, or a provider name; default ``connect("auto")``:
+      inference.net when ``INFERENCE_API_KEY`` is set, else the offline stand-in.
+    * **model** - overrides the client's model.
+    * **column** - the image column (default ``image``, else ``path``), or a list of columns
+      for several images per request (at most the provider's ``max_images``).
+    * **system** - a system message.
+    * **schema** - a pydantic model class or a JSON-schema dict: structured output, parsed
+      into columns; an answer that does not validate is that row's error.
+    * **concurrency** - requests in flight at most (lowered automatically on 429s).
+    * **max_retries** - retries of 429, 5xx, timeouts and dropped connections, per row.
+    * **timeout** - seconds per request.
+    * **cache** - ``True`` (the user cache), ``False``/``None`` (off), a path or a ``Cache``.
+    * **dry_run** - no network, no key: per-row estimated tokens and request bytes.
+    * **budget_tokens** - refuse to start (``BudgetExceeded``) when the estimate is higher.
+    * **progress** - a ``tqdm.auto`` bar with cache hits, failures and tokens.
+    * **max_side** - downscale images further than the provider's default before sending.
+    * **request_options** - passed into the request body (``temperature=0``, ``max_tokens``...).
+
+    Returns a DataFrame on ``df``'s index: ``answer``, ``error``, ``prompt_tokens``,
+    ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
+    fields); ``result.attrs["usage"]`` has the totals.
+
+    Usage::
+
+        result = df.vision.ask("Is this a {label}? Answer yes or no.", concurrency=16)
+        df.drop(columns="error").join(result)
     """
     plan, dry = _prepare_call(
         df,

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import signal
 import socket
 import subprocess
 import sys
@@ -544,6 +545,71 @@ def test_command_line_serves_in_the_foreground():
     assert "Warning" not in err and "Traceback" not in err
 
 
+def _foreground_server(*args: str) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "visionkit.offline", "--port", "0", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    url = line.split(" at ", 1)[1].split()[0]
+    return proc, int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _raw_chat(port: int, text: str) -> socket.socket:
+    """A keep-alive connection with one chat request sent (its answer not read)."""
+    body = json.dumps({"model": MODEL, "messages": user(text)}).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer offline\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    return sock
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_command_line_stops_on_a_signal_with_idle_and_busy_connections(signum):
+    proc, port = _foreground_server("--latency", "30")
+    socks: list[socket.socket] = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # never sent
+        socks += idle
+        with socket.create_connection(("127.0.0.1", port)) as probe:
+            # a keep-alive connection that was answered and is now idle (a GET: no latency)
+            probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b" 200 " in _read_response(probe)
+            busy = [_raw_chat(port, f"in flight {i}") for i in range(12)]  # held 30 s each
+            socks += busy
+            time.sleep(0.5)  # let the handler threads read them and start their 30 s wait
+            proc.send_signal(signum)
+            returncode = proc.wait(timeout=20)  # a hang guard: it stops in well under a second
+        out, err = proc.communicate(timeout=5)
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert returncode == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["connections"] >= 1 + len(idle)
+    assert 1 <= stats["chat_requests"] <= len(busy)  # requests were in flight, not answered
+    assert "Traceback" not in err
+
+
 def test_pixels_false_reads_headers_only_but_keeps_every_rule():
     with (
         offline.serve(pixels=False) as url,
@@ -641,3 +707,19 @@ def test_a_phones_mpo_file_is_described_as_the_jpeg_it_is():
     facts = offline.describe_image(data)
     assert (facts.format, facts.frames, facts.width, facts.height) == ("jpeg", 1, 64, 48)
     assert "animated" not in facts.phrase() and "JPEG" in facts.phrase()
+
+
+def test_a_second_stop_signal_is_left_to_the_kernel():
+    from visionkit.offline.__main__ import _StopSignals
+
+    saved = {s: signal.getsignal(s) for s in _StopSignals.signals}
+    stop = _StopSignals()
+    try:
+        stop.install()
+        signal.raise_signal(signal.SIGTERM)  # the handler records it, raises nothing
+        assert stop.wait(poll=0.01) == signal.SIGTERM
+        # the next SIGINT/SIGTERM kills the process at once, even if Python is stuck on a lock
+        assert all(signal.getsignal(s) is signal.SIG_DFL for s in _StopSignals.signals)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -6,14 +6,45 @@ import argparse
 import json
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from .server import DEFAULT_MODEL, OfflineServer
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """SIGINT/SIGTERM handling that never raises and never takes a lock.
+
+    The first signal only records itself; the main thread, which does nothing but poll that
+    record, then stops the server and prints the stats. A ``KeyboardInterrupt`` raised at an
+    arbitrary point of the main thread (the old way) can land inside ``Thread.join`` -- where
+    Python 3.11 then releases the *serving* thread's state lock and marks it stopped -- or between
+    a lock's acquire and its ``try``, leaving a lock held for good. The first signal also puts the
+    default actions back, so a second SIGINT/SIGTERM is handled by the kernel: it ends the process
+    at once even if Python is stuck, whatever it is stuck on.
+    """
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def install(self) -> None:
+        for signum in self.signals:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+        for s in self.signals:
+            signal.signal(s, signal.SIG_DFL)
+
+    def wait(self, poll: float = 0.1) -> int:
+        """Sleep until a stop signal arrives; returns its number."""
+        while self.received is None:
+            time.sleep(poll)
+        return self.received
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,9 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
+    # `kill` / Popen.terminate() stop it as cleanly as Ctrl-C (and print the stats); installed
+    # before the serving threads start, so no signal can come in between.
+    stop = _StopSignals()
+    stop.install()
     server.start()
-    # `kill` / Popen.terminate() stop it as cleanly as Ctrl-C (and print the stats).
-    signal.signal(signal.SIGTERM, _interrupt)
     key_note = "any key" if server.api_key is None else "the key given by --api-key"
     print(
         f"visionkit offline stand-in at {server.base_url} (model {server.model!r}, {key_note}); "
@@ -68,9 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         server.stop()
         print(json.dumps(server.stats.as_dict()), flush=True)

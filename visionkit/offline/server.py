@@ -114,7 +114,9 @@ class OfflineServer:
         if httpd is None:
             return
         self._stopping.set()
-        httpd.shutdown()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            httpd.shutdown()  # waits for serve_forever to return: forever if it is not running
         httpd.server_close()
         with self._lock:
             conns = list(self._connections)
@@ -128,8 +130,10 @@ class OfflineServer:
         """Serve in the foreground until interrupted (used by ``python -m visionkit.offline``)."""
         self.start()
         try:
+            # Sleep, not Thread.join(timeout): a KeyboardInterrupt landing inside join makes
+            # Python 3.11 release the serving thread's state lock and mark it stopped.
             while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.5)
+                time.sleep(0.2)
         finally:
             self.stop()
 

@@ -31,12 +31,30 @@ def _conda_packages() -> dict[str, str]:
     return out
 
 
+# conda has no pip extras: a ``pkg[extra]`` requirement is the package (with the same bound)
+# plus the conda packages its extra pulls in, listed here.
+CONDA_FOR_PIP_EXTRAS = {"openai[aiohttp]": {"aiohttp"}}
+
+
+def _spec(requirement: str) -> str:
+    return re.sub(r"\[[^\]]*\]", "", requirement.replace(" ", ""))
+
+
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = _pyproject()["project"]
-    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"]}
+    wanted = {_name(r): _spec(r) for r in project["dependencies"]}
+    extras_pulled: set[str] = set()
     for extra in project["optional-dependencies"].values():
-        wanted.update({_name(r): r.replace(" ", "") for r in extra})
+        wanted.update({_name(r): _spec(r) for r in extra})
+        for r in extra:
+            m = re.match(r"[A-Za-z0-9_.\-]+\[[^\]]*\]", r.strip())
+            if m:
+                assert m.group(0) in CONDA_FOR_PIP_EXTRAS, f"say what {m.group(0)} is in conda"
+                extras_pulled |= CONDA_FOR_PIP_EXTRAS[m.group(0)]
     conda = _conda_packages()
+    for name in extras_pulled:
+        assert name in conda, f"environment.yml lacks {name} (pulled by a pip extra)"
+        wanted.setdefault(name, conda[name])
     assert sorted(conda) == sorted(wanted)
     for name, spec in wanted.items():
         assert conda[name].replace(" ", "") == spec, f"{name}: {conda[name]} vs {spec}"

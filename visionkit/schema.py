@@ -1,0 +1,121 @@
+"""Structured answers: turn ``schema=`` (a pydantic model or a JSON schema) into a
+``response_format`` and parse each reply into fields, with a short reason when it fails.
+
+A failed parse is that row's error; the raw reply stays in ``answer`` (see ``visionkit.ask``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Schema", "make_schema"]
+
+
+@dataclass
+class Schema:
+    """A structured-output schema: the ``response_format`` to send and a parser for replies."""
+
+    name: str
+    json_schema: dict[str, Any]
+    fields: list[str]
+    model: Any = None  # a pydantic model class, if given
+
+    @property
+    def response_format(self) -> dict[str, Any]:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": self.json_schema},
+        }
+
+    def parse(self, text: str | None) -> dict[str, Any]:
+        """Parse and validate ``text``; raises ValueError with a short reason."""
+        if text is None:
+            raise ValueError("the reply has no text to parse")
+        if self.model is not None:
+            import pydantic
+
+            try:
+                return self.model.model_validate_json(text).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"reply does not match schema {self.name}: {problems}") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"reply is not valid JSON: {exc}") from None
+        _validate(obj, self.json_schema, "reply")
+        return {f: obj.get(f) for f in self.fields}
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def _validate(value: Any, schema: Mapping[str, Any], where: str) -> None:
+    """A small JSON-schema check: types, required properties, enums (nested objects too)."""
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        ok = False
+        for name in names:
+            kinds = _JSON_TYPES.get(name, (object,))
+            if isinstance(value, bool) and name in ("integer", "number"):
+                continue
+            if isinstance(value, kinds):
+                ok = True
+                break
+        if not ok:
+            raise ValueError(f"{where} should be {' or '.join(names)}, got {value!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise ValueError(f"{where} should be one of {schema['enum']}, got {value!r}")
+    if isinstance(value, dict):
+        missing = [k for k in schema.get("required", ()) if k not in value]
+        if missing:
+            raise ValueError(f"{where} is missing {', '.join(map(repr, missing))}")
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value and isinstance(sub, Mapping):
+                _validate(value[key], sub, f"{key}" if where == "reply" else f"{where}.{key}")
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            _validate(item, schema["items"], f"{where}[{i}]")
+
+
+def make_schema(schema: Any) -> Schema | None:
+    """A pydantic model class, a JSON schema dict, or OpenAI's ``{"name", "schema"}`` wrapper."""
+    if schema is None:
+        return None
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema"):
+        return Schema(
+            name=schema.__name__,
+            json_schema=schema.model_json_schema(),
+            fields=list(schema.model_fields),
+            model=schema,
+        )
+    if isinstance(schema, Mapping):
+        schema = dict(schema)
+        if "schema" in schema and isinstance(schema["schema"], Mapping):
+            name = str(schema.get("name") or "response")
+            body = dict(schema["schema"])
+        else:
+            name = str(schema.get("title") or "response")
+            body = schema
+        fields = list((body.get("properties") or {}).keys())
+        if not fields:
+            raise ValueError("schema= needs an object schema with 'properties'")
+        name = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)[:64]
+        return Schema(name=name, json_schema=body, fields=fields)
+    raise TypeError(
+        f"schema= must be a pydantic model class or a JSON schema dict, not {type(schema).__name__}"
+    )

@@ -200,7 +200,9 @@ def test_oversized_images_are_reencoded_and_never_meet_a_413(tmp_path, cache):
 
 def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, cache):
     frame = pd.DataFrame({"path": make_images(tmp_path / "i", 16)})
-    with offline.serve(latency=0.1) as url:
+    # 16 rows at concurrency 2 take >= 4 s at this latency, the interrupt comes after ~1 s:
+    # slack enough that a loaded machine cannot finish the run before Ctrl-C arrives.
+    with offline.serve(latency=0.5) as url:
 
         def interrupt_after_four():
             while len(cache) < 4:
@@ -224,7 +226,7 @@ def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, 
 def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(ask_module, "_in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
-    with offline.serve(latency=0.1) as url:
+    with offline.serve(latency=0.5) as url:  # >= 3 s of work; the interrupt comes after ~0.5 s
 
         def interrupt_after_two():
             while len(cache) < 2:

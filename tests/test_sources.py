@@ -338,3 +338,18 @@ def test_header_size_of_the_bundled_datasets():
             continue
         with Image.open(path) as im:
             assert header_size(path.read_bytes()[:65536]) == im.size, path.name
+
+
+def test_image_column_rule_is_shared_by_accessor_ask_and_widgets():
+    import pandas as pd
+
+    from visionkit.sources import image_column
+
+    both = pd.DataFrame({"path": ["a.png"], "image": [b"x"]})
+    assert image_column(both) == "image"
+    assert image_column(both.drop(columns="image")) == "path"
+    assert image_column(both, "path") == "path"
+    with pytest.raises(KeyError, match="ask: no column 'nope'"):
+        image_column(both, "nope", who="ask")
+    with pytest.raises(KeyError, match="needs an image column"):
+        pd.DataFrame({"x": [1]}).vision.estimate_tokens()

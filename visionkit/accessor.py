@@ -16,10 +16,9 @@ from typing import Any
 import pandas as pd
 
 from .profiles import Provider, estimate_tokens
+from .sources import image_column
 
 __all__ = ["VisionAccessor"]
-
-IMAGE_COLUMNS = ("image", "path")
 
 
 @pd.api.extensions.register_dataframe_accessor("vision")
@@ -31,19 +30,7 @@ class VisionAccessor:
 
     def _column(self, column: str | None) -> str:
         """The image column: ``column`` if given, else ``image`` if present, else ``path``."""
-        if column is not None:
-            if column not in self._df.columns:
-                raise KeyError(
-                    f"df.vision: no column {column!r}; columns are {list(self._df.columns)}"
-                )
-            return column
-        for name in IMAGE_COLUMNS:
-            if name in self._df.columns:
-                return name
-        raise AttributeError(
-            "df.vision needs an image column: 'image' or 'path' (or pass column=...); "
-            f"this DataFrame has {list(self._df.columns)}"
-        )
+        return image_column(self._df, column)
 
     def estimate_tokens(
         self, provider: str | Provider = "inference.net", *, column: str | None = None

@@ -97,6 +97,7 @@ from .retry import (
     retry_delay,
 )
 from .schema import Schema, make_schema
+from .sources import image_column
 
 __all__ = ["ask", "ask_async"]
 
@@ -111,7 +112,6 @@ RESULT_COLUMNS = (
     "cached",
     "attempts",
 )
-IMAGE_COLUMNS = ("image", "path")
 INTERRUPTED = "not run: interrupted (re-run to resume from the cache)"
 
 
@@ -160,20 +160,11 @@ class _Plan:
 
 def _image_columns(df: pd.DataFrame, column: str | Sequence[str] | None) -> list[str]:
     if column is None:
-        for name in IMAGE_COLUMNS:
-            if name in df.columns:
-                return [name]
-        raise AttributeError(
-            "ask needs an image column: 'image' or 'path' (or pass column=...); "
-            f"this DataFrame has {list(df.columns)}"
-        )
+        return [image_column(df, who="ask")]
     cols = [column] if isinstance(column, str) else list(column)
     if not cols:
         raise ValueError("column= is an empty list; name at least one image column")
-    for c in cols:
-        if c not in df.columns:
-            raise KeyError(f"ask: no column {c!r}; columns are {list(df.columns)}")
-    return cols
+    return [image_column(df, c, who="ask") for c in cols]
 
 
 def _plan(

@@ -60,6 +60,7 @@ __all__ = [
     "check_decode",
     "decode_data_uri",
     "header_size",
+    "image_column",
     "jpeg_draft_scale",
     "open_header",
     "open_image",
@@ -692,3 +693,22 @@ def path_of(cell: Any) -> str | None:
     if kind == "url":
         return cell
     return None
+
+
+IMAGE_COLUMNS = ("image", "path")
+
+
+def image_column(df: Any, column: str | None = None, *, who: str = "df.vision") -> str:
+    """The DataFrame column holding images: ``column`` if given (it must exist), else
+    ``image`` if present, else ``path``. The one place that rule lives; raises KeyError."""
+    if column is not None:
+        if column not in df.columns:
+            raise KeyError(f"{who}: no column {column!r}; columns are {list(df.columns)}")
+        return column
+    for name in IMAGE_COLUMNS:
+        if name in df.columns:
+            return name
+    raise KeyError(
+        f"{who} needs an image column: 'image' or 'path' (or pass column=...); "
+        f"this DataFrame has {list(df.columns)}"
+    )

@@ -7,24 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..sources import image_column
+
 __all__ = ["format_value", "image_column", "row_mask"]
-
-IMAGE_COLUMNS = ("image", "path")
-
-
-def image_column(df: pd.DataFrame, column: str | None) -> str:
-    """``column`` if given (it must exist), else ``image`` if present, else ``path``."""
-    if column is not None:
-        if column not in df.columns:
-            raise KeyError(f"no column {column!r}; columns are {list(df.columns)}")
-        return column
-    for name in IMAGE_COLUMNS:
-        if name in df.columns:
-            return name
-    raise KeyError(
-        "need an image column: 'image' or 'path' (or pass column=...); "
-        f"this DataFrame has {list(df.columns)}"
-    )
 
 
 def row_mask(df: pd.DataFrame, where: Any) -> np.ndarray:

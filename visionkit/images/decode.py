@@ -1,492 +1,47 @@
-"""Turn any image cell into bytes or a PIL image, safely.
+"""Open image cells lazily and decode them safely: Pillow's errors, bombs, orientation, 8 bits.
 
-An image cell may be a path (``str`` or ``Path``), raw ``bytes``, a ``PIL.Image.Image``, a
-``data:`` URI (base64) or an ``http(s)://`` URL. Every failure raises ``visionkit.ImageError``
-naming the row and a human reason ("file not found", "truncated JPEG", "decompression bomb:
-...", "download failed: HTTP 404", ...). Pillow's own exceptions are translated in one place,
-``pil_errors``.
-
-Decompression bombs are about *allocation*, not declared size. ``PIL.Image.MAX_IMAGE_PIXELS``
-(89 MP by default; raise it or set it to None and visionkit follows) caps the pixels one decode
-may allocate:
-
-- Reading a header allocates nothing, so ``open_header`` (and ``read_images``) accept any size.
-- A JPEG is decoded in draft mode (libjpeg scales by 1/2, 1/4 or 1/8 while decoding), so a
-  108 MP or 200 MP phone photo wanted at 1120 px allocates about 1/64 of its full size: it is
-  accepted whenever the size it will actually be decoded at is within the limit, up to a
-  declared size of ``MAX_JPEG_PIXELS`` (1 gigapixel; a JPEG header may claim up to 4.3 GP, and
-  even at 1/8 such a file would allocate 67 MP and take seconds to entropy-decode).
-- PNG, GIF, WebP, TIFF, ... are decoded in full, so over the limit they stay an error for their
-  row ("decompression bomb: 20000x20000 = 400 MP exceeds the 89 MP limit ..."), never a huge
-  allocation.
+Every failure raises ``visionkit.ImageError`` naming the row and a human reason ("file not
+found", "truncated JPEG", "decompression bomb: ..."); Pillow's own exceptions are translated in
+one place, ``pil_errors``. What a decode may allocate is decided by ``visionkit.images.bombs``.
 
 Usage::
 
-    from visionkit.sources import open_image, read_bytes
-    im = open_image("photo.jpg")           # lazy: header read, pixels not decoded
-    check_decode(im, im.size)              # would load() allocate over the limit? (raises)
-    data = read_bytes("https://example.org/cat.png")
+    from visionkit.images.decode import decode_image, open_image
+    im = open_image("photo.jpg")            # lazy: header read, pixels not decoded
+    pixels = decode_image("photo.jpg", max_side=1120)   # upright, 8-bit, JPEG draft mode
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import io
-import math
 import os
-import re
-import struct
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile
 
-from .errors import ImageError
+from ..errors import ImageError
+from ..tokens import fit_within
+from .bombs import check_decode, decode_refusal
+from .cells import cell_kind, local_path, read_bytes, source_label
+from .formats import image_format, sniff_format
+from .pil_errors import pil_errors
 
 __all__ = [
-    "DOWNLOAD_MAX_BYTES",
-    "DOWNLOAD_TIMEOUT",
-    "MAX_JPEG_PIXELS",
-    "ImageCell",
-    "check_decode",
-    "decode_data_uri",
-    "header_size",
-    "image_column",
-    "jpeg_draft_scale",
+    "decode_image",
+    "display_size",
+    "frame_count",
+    "is_lazy",
+    "open_bytes",
     "open_header",
     "open_image",
-    "pil_errors",
-    "read_bytes",
-    "sniff_format",
+    "orientation",
 ]
-
-ImageCell = str | os.PathLike | bytes | bytearray | memoryview | Image.Image
-
-DOWNLOAD_TIMEOUT = 30.0  # seconds, per connect / per read
-DOWNLOAD_MAX_BYTES = 50 * 1024 * 1024  # a bigger response is cut off, never held in memory
-# A JPEG over PIL.Image.MAX_IMAGE_PIXELS is still accepted when its draft-mode decode is within
-# that limit, but only up to this declared size (a sanity cap: see the module docs).
-MAX_JPEG_PIXELS = 1_000_000_000
-
-MIME_TYPES = {
-    "png": "image/png",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "webp": "image/webp",
-    "bmp": "image/bmp",
-    "tiff": "image/tiff",
-    "ico": "image/x-icon",
-    "avif": "image/avif",
-    "heic": "image/heic",
-}
-_MIME_TO_FORMAT = {v: k for k, v in MIME_TYPES.items()} | {"image/jpg": "jpeg"}
-# Pillow's format names that mean the same file type to everyone else.
-_FORMAT_ALIASES = {"mpo": "jpeg", "jpeg2000": "jp2"}
 
 # Catch-warnings is process-global in Python < 3.14; serialise the few lines that use it.
 _WARNINGS_LOCK = threading.Lock()
-
-
-# --------------------------------------------------------------------------------------------
-# sniffing
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format named by ``head``'s magic bytes ("png", "jpeg", ...), or None.
-
-    Only looks at the first 32 bytes; says nothing about whether the rest is intact.
-    """
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:2] == b"BM" and len(head) >= 14:
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head[:4] == b"\x00\x00\x01\x00":
-        return "ico"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
-            return "avif"
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
-            return "heic"
-    if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
-        return "jp2"
-    return None
-
-
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): not DHT (C4),
-# JPG (C8) or DAC (CC), which share the range.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def header_size(head: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` from the first bytes of a PNG, GIF, WebP or JPEG file, else None.
-
-    Needs no complete file and decodes nothing, which matters because Pillow cannot open a
-    truncated WebP at all (its plugin hands the whole file to libwebp). PNG, GIF and WebP keep
-    their size in the first 30 bytes; a JPEG's is in its start-of-frame segment after any
-    metadata segments, so None means "read more" when ``head`` ends before it. The size is
-    as stored, before any EXIF orientation. Other formats (and malformed headers) give None.
-
-    >>> header_size(b"GIF89a\x02\x00\x03\x00")
-    (2, 3)
-    """
-    size: tuple[int, int] | None = None
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
-        size = struct.unpack(">II", head[16:24])
-    elif head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
-        size = struct.unpack("<HH", head[6:10])
-    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        size = _webp_size(head)
-    elif head.startswith(b"\xff\xd8"):
-        size = _jpeg_size(head)
-    if size is None or size[0] <= 0 or size[1] <= 0:
-        return None
-    return int(size[0]), int(size[1])
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    chunk = head[12:16]
-    if chunk == b"VP8X" and len(head) >= 30:  # extended: 24-bit canvas size minus one
-        w = int.from_bytes(head[24:27], "little") + 1
-        h = int.from_bytes(head[27:30], "little") + 1
-        return w, h
-    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":  # lossy
-        w, h = struct.unpack("<HH", head[26:30])
-        return w & 0x3FFF, h & 0x3FFF
-    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:  # lossless: 14-bit fields
-        bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
-    i, n = 2, len(head)
-    while i + 4 <= n:
-        if head[i] != 0xFF:
-            return None  # not at a marker: malformed
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
-            i += 2
-            continue
-        if marker == 0xDA or marker == 0xD9:  # scan data or end before any frame header
-            return None
-        if marker in _JPEG_SOF:
-            if i + 9 > n:
-                return None
-            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
-            return w, h
-        i += 2 + int.from_bytes(head[i + 2 : i + 4], "big")
-    return None
-
-
-def _describe_non_image(head: bytes) -> str:
-    """Why ``head`` is not an image Pillow can read, in words."""
-    if not head:
-        return "empty file (0 bytes)"
-    fmt = sniff_format(head)
-    if fmt in ("avif", "heic", "jp2"):
-        return f"unsupported image format {fmt!r} (this Pillow cannot decode it)"
-    if fmt is not None:
-        return f"corrupt {fmt.upper()} (header not readable)"
-    if head.startswith(b"%PDF"):
-        return "not an image (looks like a PDF)"
-    if head[:4] == b"PK\x03\x04":
-        return "not an image (looks like a ZIP archive)"
-    stripped = head.lstrip().lower()
-    if stripped.startswith((b"<!doctype html", b"<html")):
-        return "not an image (looks like HTML)"
-    if stripped.startswith(b"<?xml") or stripped.startswith(b"<svg"):
-        return "not an image (looks like XML/SVG, which is not supported)"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c.isspace() for c in text[:200]):
-        return "not an image (looks like text)"
-    return f"not an image (unrecognised content starting {head[:8]!r})"
-
-
-# --------------------------------------------------------------------------------------------
-# error mapping
-
-
-@dataclass
-class _ErrorContext:
-    """What ``pil_errors`` knows about the image being read (filled in as it is learnt)."""
-
-    row: object = None
-    source: object = None
-    format: str | None = None
-    head: bytes | None = None
-
-
-def _mp(pixels: float) -> str:
-    return f"{pixels / 1e6:.0f} MP" if pixels >= 1e7 else f"{pixels / 1e6:.1f} MP"
-
-
-def _bomb_message(size: tuple[int, int] | None = None, pixels: int | None = None) -> str:
-    limit = Image.MAX_IMAGE_PIXELS
-    if size is not None:
-        pixels = size[0] * size[1]
-        what = f"{size[0]}x{size[1]} = {_mp(pixels)}"
-    else:
-        what = _mp(pixels or 0)
-    return (
-        f"decompression bomb: {what} exceeds the {_mp(limit or 0)} limit "
-        "(PIL.Image.MAX_IMAGE_PIXELS)"
-    )
-
-
-@contextlib.contextmanager
-def pil_errors(row: object = None, source: object = None) -> Iterator[_ErrorContext]:
-    """Translate Pillow's and the OS's exceptions into ``ImageError(row=, source=)``.
-
-    The one place that knows Pillow's exception zoo. Callers may set ``ctx.format`` and
-    ``ctx.head`` on the yielded context so messages can say "truncated JPEG".
-    """
-    ctx = _ErrorContext(row=row, source=source)
-
-    def fail(reason: str, exc: BaseException) -> ImageError:
-        return ImageError(reason, row=ctx.row, source=ctx.source)
-
-    try:
-        yield ctx
-    except ImageError as exc:
-        if exc.row is None and ctx.row is not None:
-            raise ImageError(exc.reason, row=ctx.row, source=ctx.source) from exc
-        raise
-    except FileNotFoundError as exc:
-        raise fail("file not found", exc) from exc
-    except IsADirectoryError as exc:
-        raise fail("is a directory, not an image file", exc) from exc
-    except PermissionError as exc:
-        raise fail("permission denied", exc) from exc
-    except Image.DecompressionBombError as exc:
-        m = re.search(r"\((\d+) pixels\)", str(exc))
-        raise fail(_bomb_message(pixels=int(m.group(1)) if m else None), exc) from exc
-    except Image.DecompressionBombWarning as exc:  # raised because we turn it into an error
-        m = re.search(r"\((\d+) pixels\)", str(exc))
-        raise fail(_bomb_message(pixels=int(m.group(1)) if m else None), exc) from exc
-    except UnidentifiedImageError as exc:
-        raise fail(_describe_non_image(ctx.head or b""), exc) from exc
-    except MemoryError as exc:
-        raise fail("too large to decode (out of memory)", exc) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
-        fmt = (ctx.format or "image").upper()
-        text = str(exc)
-        if "truncated" in text.lower() or isinstance(exc, EOFError):
-            reason = f"truncated {fmt}"
-        elif "broken data stream" in text or "decoder error" in text.lower():
-            reason = f"corrupt {fmt} data ({text})"
-        else:
-            reason = f"cannot read {fmt}: {type(exc).__name__}: {text}"
-        raise fail(reason, exc) from exc
-
-
-# --------------------------------------------------------------------------------------------
-# data: URIs and URLs
-
-
-def decode_data_uri(uri: str) -> tuple[str, bytes]:
-    """``(mimetype, payload)`` of a ``data:`` URI (base64 or percent-encoded).
-
-    >>> decode_data_uri("data:image/png;base64,iVBORw0KGgo=")
-    ('image/png', b'\\x89PNG\\r\\n\\x1a\\n')
-    """
-    if not isinstance(uri, str) or not uri[:5].lower() == "data:":
-        raise ImageError("not a data: URI")
-    header, sep, payload = uri[5:].partition(",")
-    if not sep:
-        raise ImageError("malformed data: URI (no comma)")
-    params = header.split(";")
-    mime = params[0].strip().lower() or "text/plain"
-    if "base64" in (p.strip().lower() for p in params[1:]):
-        try:
-            data = base64.b64decode(payload.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ImageError(f"malformed data: URI (bad base64: {exc})") from exc
-    else:
-        data = urllib.parse.unquote_to_bytes(payload)
-    return mime, data
-
-
-def _download(url: str, *, timeout: float, max_bytes: int) -> bytes:
-    """GET ``url``, streamed, refusing anything over ``max_bytes`` (checked as it arrives)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "visionkit"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > max_bytes:
-                raise ImageError(f"download over {_size_text(max_bytes)} cap ({length} bytes)")
-            chunks, total = [], 0
-            while True:
-                chunk = response.read(min(1 << 16, max_bytes + 1 - total))
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise ImageError(f"download over {_size_text(max_bytes)} cap")
-                chunks.append(chunk)
-    except urllib.error.HTTPError as exc:
-        raise ImageError(f"download failed: HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            raise ImageError(f"download failed: timed out after {timeout:g} s") from exc
-        raise ImageError(f"download failed: {reason}") from exc
-    except TimeoutError as exc:
-        raise ImageError(f"download failed: timed out after {timeout:g} s") from exc
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"download failed: {type(exc).__name__}: {exc}") from exc
-    return b"".join(chunks)
-
-
-def _size_text(n: int) -> str:
-    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)} MB"
-    return f"{n:,} bytes"
-
-
-# --------------------------------------------------------------------------------------------
-# cells
-
-
-def _is_missing(cell: Any) -> bool:
-    if cell is None:
-        return True
-    if isinstance(cell, float) and math.isnan(cell):
-        return True
-    try:
-        import pandas as pd
-
-        return cell is pd.NA or cell is pd.NaT
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def cell_kind(cell: Any) -> str:
-    """One of "missing", "pil", "bytes", "data", "url", "path" (or "unknown")."""
-    if _is_missing(cell):
-        return "missing"
-    if isinstance(cell, Image.Image):
-        return "pil"
-    if isinstance(cell, (bytes, bytearray, memoryview)):
-        return "bytes"
-    if isinstance(cell, os.PathLike):
-        return "path"
-    if isinstance(cell, str):
-        low = cell[:8].lower()
-        if low.startswith("data:"):
-            return "data"
-        if low.startswith(("http://", "https://")):
-            return "url"
-        return "path"
-    return "unknown"
-
-
-def _local_path(cell: str | os.PathLike) -> str:
-    text = os.fspath(cell)
-    if isinstance(text, bytes):  # pragma: no cover - bytes paths are rare
-        text = os.fsdecode(text)
-    if text[:7].lower() == "file://":
-        text = urllib.request.url2pathname(urllib.parse.urlparse(text).path)
-    return os.path.expanduser(text)
-
-
-def read_bytes(
-    cell: Any,
-    *,
-    row: object = None,
-    timeout: float | None = None,
-    max_bytes: int | None = None,
-) -> bytes:
-    """The encoded bytes of an image cell (file contents, decoded data URI, download, ...).
-
-    A PIL image is saved losslessly as PNG. Empty content is an error ("empty file (0 bytes)").
-    URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``) and refused past
-    ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB).
-    """
-    source = _source_label(cell)
-    try:
-        data = _read_raw(cell, row=row, timeout=timeout, max_bytes=max_bytes)
-    except ImageError as exc:
-        if exc.row is None or exc.source is None:
-            raise ImageError(exc.reason, row=row, source=source) from exc
-        raise
-    if not data:
-        raise ImageError("empty file (0 bytes)", row=row, source=source)
-    return data
-
-
-def _read_raw(cell: Any, *, row: object, timeout: float | None, max_bytes: int | None) -> bytes:
-    kind = cell_kind(cell)
-    if kind == "missing":
-        raise ImageError("no image (missing value)")
-    if kind == "pil":
-        buf = io.BytesIO()
-        with pil_errors(row, _source_label(cell)):
-            cell.save(buf, "PNG")
-        return buf.getvalue()
-    if kind == "bytes":
-        return bytes(cell)
-    if kind == "data":
-        mime, data = decode_data_uri(cell)
-        if not mime.startswith("image/") and mime != "application/octet-stream":
-            raise ImageError(f"data: URI is {mime!r}, not an image")
-        return data
-    if kind == "url":
-        return _download(
-            cell,
-            timeout=DOWNLOAD_TIMEOUT if timeout is None else timeout,
-            max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
-        )
-    if kind == "path":
-        with pil_errors(row, _source_label(cell)):
-            path = _local_path(cell)
-            if os.path.isdir(path):
-                raise IsADirectoryError(path)
-            with open(path, "rb") as fh:
-                return fh.read()
-    raise ImageError(
-        f"unsupported image cell of type {type(cell).__name__} "
-        "(expected a path, bytes, a PIL image, a data: URI or an http(s) URL)"
-    )
-
-
-def _source_label(cell: Any) -> object:
-    """A short, printable description of where a cell came from (never a whole data URI)."""
-    kind = cell_kind(cell)
-    if kind == "path":
-        return os.fspath(cell)
-    if kind == "url":
-        return cell
-    if kind == "data":
-        return cell[:40] + "..." if len(cell) > 40 else cell
-    if kind == "bytes":
-        return f"<{len(cell)} bytes>"
-    if kind == "pil":
-        return f"<PIL {cell.mode} {cell.size[0]}x{cell.size[1]}>"
-    return None
 
 
 def open_bytes(
@@ -544,85 +99,6 @@ def _open_unchecked(fp: Any) -> ImageFile.ImageFile | None:
         return None
 
 
-def jpeg_draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
-    """The DCT scale denominator (1, 2, 4 or 8) ``JpegImageFile.draft(mode, target)`` picks.
-
-    Mirrors Pillow's rule (the largest of 8, 4, 2, 1 that keeps the result at least ``target``
-    on both sides); the decoded size is then ``ceil(size / scale)``. ``check_decode`` is given
-    the size Pillow actually set, so this is only used to predict and to advise.
-    """
-    ratio = min(size[0] // max(1, target[0]), size[1] // max(1, target[1]))
-    return next(s for s in (8, 4, 2, 1) if ratio >= s or s == 1)
-
-
-def _scaled(size: tuple[int, int], scale: int) -> tuple[int, int]:
-    return -(-size[0] // scale), -(-size[1] // scale)
-
-
-def _max_side_for_scale(size: tuple[int, int], scale: int) -> int:
-    """The largest ``max_side`` whose target lets a JPEG of ``size`` decode at 1/``scale``."""
-    from .tokens import fit_within
-
-    side = max(size) // scale
-    while side > 1 and jpeg_draft_scale(size, fit_within(*size, side)) < scale:
-        side -= 1
-    return side
-
-
-def decode_refusal(
-    size: tuple[int, int], fmt: str | None, decode_size: tuple[int, int] | None = None
-) -> str | None:
-    """Why decoding an image of declared ``size`` at ``decode_size`` would be refused, or None.
-
-    ``decode_size`` is what ``load()`` will allocate (after a JPEG draft); None asks whether
-    *some* decode is allowed (a JPEG at 1/8 scale, anything else at full size).
-    """
-    limit = Image.MAX_IMAGE_PIXELS
-    w, h = size
-    if limit is None or w * h <= limit:
-        return None
-    if fmt not in ("jpeg", "mpo"):
-        return _bomb_message(size=size)
-    if w * h > MAX_JPEG_PIXELS:
-        return (
-            f"decompression bomb: {w}x{h} = {_mp(w * h)} JPEG exceeds the {_mp(MAX_JPEG_PIXELS)} "
-            "cap for JPEGs decoded in draft mode (visionkit.sources.MAX_JPEG_PIXELS)"
-        )
-    smallest = next((s for s in (2, 4, 8) if math.prod(_scaled(size, s)) <= limit), None)
-    if smallest is None:
-        return f"{_bomb_message(size=size)}, even decoded at 1/8 scale"
-    if decode_size is None or decode_size[0] * decode_size[1] <= limit:
-        return None
-    how = (
-        "in full"
-        if tuple(decode_size) == (w, h)
-        else f"at {decode_size[0]}x{decode_size[1]} = {_mp(decode_size[0] * decode_size[1])}"
-    )
-    return (
-        f"{_bomb_message(size=size)} when decoded {how}; a JPEG this size is decoded at "
-        f"1/{smallest} scale (draft mode) for a target of at most "
-        f"{_max_side_for_scale(size, smallest)} px a side: ask for that (max_side=) or less"
-    )
-
-
-def check_decode(
-    im: Image.Image,
-    decode_size: tuple[int, int] | None = None,
-    *,
-    row: object = None,
-    source: object = None,
-) -> None:
-    """Raise ``ImageError`` if loading ``im`` at ``decode_size`` would allocate too much.
-
-    Call it before ``im.draft(...)`` (``im.size`` is taken as the declared size), with the size
-    ``load()`` will allocate: ``im.size`` for a full decode, or the draft size a JPEG gets
-    (``jpeg_draft_scale``). Without ``decode_size``: is *any* decode allowed?
-    """
-    reason = decode_refusal(im.size, image_format(im), decode_size)
-    if reason is not None:
-        raise ImageError(reason, row=row, source=source)
-
-
 def is_lazy(im: Image.Image) -> bool:
     """True for an opened image whose pixels have not been loaded (decoding would allocate)."""
     return isinstance(im, ImageFile.ImageFile) and getattr(im, "_im", None) is None
@@ -654,10 +130,10 @@ def _open_cell(cell: Any, *, row: object, check: bool) -> Image.Image:
         return cell
     if kind != "path":
         data = read_bytes(cell, row=row)
-        return open_bytes(data, row=row, source=_source_label(cell), check=check)
-    source = _source_label(cell)
+        return open_bytes(data, row=row, source=source_label(cell), check=check)
+    source = source_label(cell)
     with pil_errors(row, source) as ctx:
-        path = _local_path(cell)
+        path = local_path(cell)
         if os.path.isdir(path):
             raise IsADirectoryError(path)
         fh = open(path, "rb")  # noqa: SIM115 - handed to the lazy image, which closes it
@@ -675,40 +151,180 @@ def _open_cell(cell: Any, *, row: object, check: bool) -> Image.Image:
     return im
 
 
-def image_format(im: Image.Image) -> str | None:
-    """The lower-case, conventional format name of an opened image ("jpeg" for MPO)."""
-    fmt = (im.format or "").lower() or None
-    return _FORMAT_ALIASES.get(fmt, fmt) if fmt else None
+# EXIF orientations 5-8 rotate by 90 degrees: the displayed width is the stored height.
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
 
 
-def format_from_mime(mime: str) -> str | None:
-    return _MIME_TO_FORMAT.get(mime.lower())
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8) from an opened image's header, without decoding pixels.
+
+    PNG keeps EXIF in an ``eXIf`` chunk that Pillow only finds before the pixel data at open
+    time; ``PngImageFile.getexif()`` would otherwise decode the whole image to look for it.
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a malformed EXIF block is no reason to reject the image
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def path_of(cell: Any) -> str | None:
-    """The path or URL a cell names, or None for in-memory cells."""
-    kind = cell_kind(cell)
-    if kind == "path":
-        return str(Path(os.fspath(cell)))
-    if kind == "url":
-        return cell
-    return None
+def display_size(im: Image.Image, orient: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` as displayed, i.e. after the EXIF orientation is applied.
+
+    ``orient``: the orientation if already known (saves reading the EXIF block again).
+    """
+    return oriented(im.size, orientation(im) if orient is None else orient)
 
 
-IMAGE_COLUMNS = ("image", "path")
+def oriented(size: tuple[int, int], orient: int) -> tuple[int, int]:
+    """``size`` with its axes swapped when ``orient`` turns the image by 90 degrees.
+
+    The same swap maps a displayed size back to the stored one.
+    """
+    w, h = size
+    return (h, w) if orient in _SWAPS_AXES else (w, h)
 
 
-def image_column(df: Any, column: str | None = None, *, who: str = "df.vision") -> str:
-    """The DataFrame column holding images: ``column`` if given (it must exist), else
-    ``image`` if present, else ``path``. The one place that rule lives; raises KeyError."""
-    if column is not None:
-        if column not in df.columns:
-            raise KeyError(f"{who}: no column {column!r}; columns are {list(df.columns)}")
-        return column
-    for name in IMAGE_COLUMNS:
-        if name in df.columns:
-            return name
-    raise KeyError(
-        f"{who} needs an image column: 'image' or 'path' (or pass column=...); "
-        f"this DataFrame has {list(df.columns)}"
-    )
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def frame_count(im: Image.Image) -> int:
+    """How many frames an opened image has (1 when counting fails: a broken tail is not fatal
+    for a header)."""
+    try:
+        return int(getattr(im, "n_frames", 1) or 1)
+    except Exception:
+        return 1
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """An 8-bit RGB, RGBA, L or LA image with the same appearance as ``im``."""
+    mode = im.mode
+    if mode in ("RGB", "L"):
+        return im
+    if mode in ("RGBA", "LA"):
+        lo, _ = im.getchannel("A").getextrema()
+        return im.convert(mode[:-1]) if lo == 255 else im  # fully opaque: drop alpha
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _scale_to_8bit(im)
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
+        return _to_8bit(im.convert("RGBA" if has_alpha else "RGB"))
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("RGBa", "La"):
+        return _to_8bit(im.convert(mode.replace("a", "A")))
+    return im.convert("RGB")  # YCbCr, LAB, HSV, RGBX, ...
+
+
+def _scale_to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey to 8 bits by scaling, never by clipping (which turns it white)."""
+    arr = np.asarray(im)
+    if arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0
+        elif lo >= 0 and hi <= 255:
+            lo, hi = 0.0, 255.0
+        scaled = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / max(hi - lo, 1e-12))
+    else:
+        arr = arr.astype(np.int64)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and (im.mode.startswith("I;16") or hi > 255) and hi <= 65535:
+            scaled = arr * (255.0 / 65535.0)  # the 16-bit range, as any viewer shows it
+        elif lo >= 0 and hi <= 255:
+            scaled = arr
+        else:
+            scaled = (arr - lo) * (255.0 / max(hi - lo, 1))
+    out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK to sRGB through the embedded ICC profile if any; the CMYK profile is dropped."""
+    icc = im.info.get("icc_profile")
+    out = None
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+        except Exception:  # a broken or unusual profile: fall back to the plain conversion
+            out = None
+    if out is None:
+        out = im.convert("RGB")
+    out.info.pop("icc_profile", None)  # never label RGB pixels with a CMYK profile
+    return out
+
+
+def decode_opened(
+    im: Image.Image, size: tuple[int, int], orient: int, *, own: bool = True
+) -> Image.Image:
+    """Decode ``im`` for a display ``size``: draft, load the first frame, orient, 8-bit, resize.
+
+    ``own`` says ``im`` is ours to mutate (draft is only used then, never on a caller's image).
+    """
+    stored = oriented(size, orient)
+    declared = im.size
+    if own and im.format in ("JPEG", "MPO") and stored != im.size:
+        # DCT-domain downscale; keeps the result at least ``stored`` on both sides.
+        im.draft(im.mode if im.mode in ("RGB", "L") else None, stored)
+    if own:  # the allocation ``load()`` is about to make, after the draft (if any)
+        reason = decode_refusal(declared, image_format(im), im.size)
+        if reason is not None:
+            raise ImageError(reason)
+    elif is_lazy(im):
+        # a caller's lazily opened image: never drafted, so it would be decoded in full
+        reason = decode_refusal(declared, None, declared)
+        if reason is not None and im.format in ("JPEG", "MPO"):
+            reason += "; pass the file's path or bytes instead, so it can be decoded in draft mode"
+        if reason is not None:
+            raise ImageError(reason)
+    if frame_count(im) > 1 and im.tell() != 0:
+        im.seek(0)
+    im.load()
+    im = _to_8bit(im)
+    if im.size != stored:
+        im = im.resize(stored, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if orient in _TRANSPOSE:  # after the resize: rotating the small image is cheaper
+        im = im.transpose(_TRANSPOSE[orient])
+    return im
+
+
+def decode_image(cell: Any, *, max_side: int | None = None, row: object = None) -> Image.Image:
+    """A decoded, upright, 8-bit (RGB, RGBA, L or LA) image no larger than ``max_side``.
+
+    The first frame of an animation. JPEGs are decoded in draft mode when that is enough.
+    """
+    im, _data, label = open_cell(cell, row)
+    with pil_errors(row, label) as ctx:
+        ctx.format = image_format(im)
+        orient = orientation(im)
+        w, h = display_size(im, orient)
+        if max_side is not None:
+            w, h = fit_within(w, h, max_side)
+        return decode_opened(im, (w, h), orient, own=cell_kind(cell) != "pil")
+
+
+def open_cell(cell: Any, row: object) -> tuple[Image.Image, bytes | None, object]:
+    """``(image, its encoded bytes or None for a PIL cell, a source label)`` for decoding."""
+    label = source_label(cell)
+    if cell_kind(cell) == "pil":
+        return cell, None, label
+    data = read_bytes(cell, row=row)
+    return open_bytes(data, row=row, source=label), data, label

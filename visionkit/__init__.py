@@ -13,7 +13,21 @@ from __future__ import annotations
 
 from . import stats, tokens
 from .accessor import VisionAccessor
-from .agreement import Agreement, agreement, plot_agreement
+from .annotation import (
+    Agreement,
+    BoxAgreement,
+    RaterAgreement,
+    agreement,
+    box_agreement,
+    cohen_kappa,
+    fleiss_kappa,
+    krippendorff_alpha,
+    plot_agreement,
+    plot_box_agreement,
+    plot_class_agreement,
+    plot_rater_agreement,
+    rater_agreement,
+)
 from .ask import ask, ask_async
 from .cache import Cache
 from .client import Client, OfflineWarning, connect
@@ -29,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agreement",
     "Annotator",
+    "BoxAgreement",
     "BudgetExceeded",
     "Cache",
     "Client",
@@ -37,6 +52,7 @@ __all__ = [
     "MissingAPIKey",
     "OfflineWarning",
     "Provider",
+    "RaterAgreement",
     "RequestError",
     "TokenExplorer",
     "VisionAccessor",
@@ -44,16 +60,24 @@ __all__ = [
     "agreement",
     "ask",
     "ask_async",
+    "box_agreement",
+    "cohen_kappa",
     "connect",
     "encode_image",
     "estimate_tokens",
+    "fleiss_kappa",
     "get_provider",
     "inspect_images",
+    "krippendorff_alpha",
     "plot_agreement",
+    "plot_box_agreement",
+    "plot_class_agreement",
+    "plot_rater_agreement",
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
     "providers",
+    "rater_agreement",
     "read_images",
     "register_provider",
     "stats",

@@ -27,9 +27,19 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (imported on first use)
 _LAZY = {
-    "Agreement": ".annotation.agreement",
-    "agreement": ".annotation.agreement",
-    "plot_agreement": ".annotation.agreement",
+    "Agreement": ".annotation",
+    "BoxAgreement": ".annotation",
+    "RaterAgreement": ".annotation",
+    "agreement": ".annotation",
+    "box_agreement": ".annotation",
+    "cohen_kappa": ".annotation",
+    "fleiss_kappa": ".annotation",
+    "krippendorff_alpha": ".annotation",
+    "plot_agreement": ".annotation",
+    "plot_box_agreement": ".annotation",
+    "plot_class_agreement": ".annotation",
+    "plot_rater_agreement": ".annotation",
+    "rater_agreement": ".annotation",
     "ask": ".query.ask",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
@@ -55,6 +65,7 @@ register_accessor()  # df.vision, once pandas is loaded
 __all__ = [
     "Agreement",
     "Annotator",
+    "BoxAgreement",
     "BudgetExceeded",
     "Cache",
     "Client",
@@ -63,6 +74,7 @@ __all__ = [
     "MissingAPIKey",
     "OfflineWarning",
     "Provider",
+    "RaterAgreement",
     "RequestError",
     "TokenExplorer",
     "VisionAccessor",
@@ -70,17 +82,25 @@ __all__ = [
     "agreement",
     "ask",
     "ask_async",
+    "box_agreement",
+    "cohen_kappa",
     "connect",
     "costs",
     "encode_image",
     "estimate_tokens",
+    "fleiss_kappa",
     "get_provider",
     "inspect_images",
+    "krippendorff_alpha",
     "plot_agreement",
+    "plot_box_agreement",
+    "plot_class_agreement",
+    "plot_rater_agreement",
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
     "providers",
+    "rater_agreement",
     "read_images",
     "register_provider",
     "thumbnail",
@@ -90,7 +110,21 @@ __all__ = [
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
     from . import costs, tokens
     from .accessor import VisionAccessor
-    from .annotation.agreement import Agreement, agreement, plot_agreement
+    from .annotation import (
+        Agreement,
+        BoxAgreement,
+        RaterAgreement,
+        agreement,
+        box_agreement,
+        cohen_kappa,
+        fleiss_kappa,
+        krippendorff_alpha,
+        plot_agreement,
+        plot_box_agreement,
+        plot_class_agreement,
+        plot_rater_agreement,
+        rater_agreement,
+    )
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.thumbnails import thumbnail

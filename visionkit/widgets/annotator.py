@@ -31,9 +31,9 @@ import pandas as pd
 import traitlets
 
 from ..annotation.agreement import match_option, normalise
+from ..annotation.savefile import file_format, read_labels, row_keys, write_labels
 from ._frame import format_value, row_mask
 from ._frame import image_column as find_image_column
-from ._labels import file_format, read_labels, row_keys, write_labels
 from ._thumbs import ThumbnailCache
 
 __all__ = ["Annotator"]

@@ -76,7 +76,7 @@ def test_a_package_has_one_bound_everywhere():
     seen: dict[str, str] = {}
     for requirement in [
         *project["dependencies"],
-        *sum(project["optional-dependencies"].values(), []),
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
     ]:
         name, spec = (
             _name(requirement),

@@ -20,7 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-FENCE = re.compile(r"(<!-- not run: (?P<why>[^>]*?) -->\s*\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S)
+FENCE = re.compile(
+    r"(<!-- not run: (?P<why>[^>]*?) -->\s*\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
+)
 
 
 def _blocks(lang: str) -> list[tuple[int, str, str | None]]:
@@ -92,7 +94,12 @@ def test_main_job_runs_offline_without_a_key(tmp_path):
     for step in steps[2:]:
         command = step.replace(".venv/bin/", f"{bindir}/")
         proc = subprocess.run(
-            command, shell=True, cwd=work, env=_env(tmp_path), capture_output=True, text=True,
+            command,
+            shell=True,
+            cwd=work,
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
             timeout=600,
         )
         assert proc.returncode == 0, f"{step!r} failed:\n{proc.stderr[-3000:]}"

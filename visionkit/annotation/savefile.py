@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -57,9 +58,8 @@ def write_labels(path: Path, frame: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(
-            fd, "w" if kind == "csv" else "wb", **({"newline": ""} if kind == "csv" else {})
-        ) as f:
+        text: dict[str, Any] = {"newline": ""} if kind == "csv" else {}
+        with os.fdopen(fd, "w" if kind == "csv" else "wb", **text) as f:
             if kind == "csv":
                 frame.to_csv(f, index=False)
             else:

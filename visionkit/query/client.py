@@ -207,8 +207,8 @@ def connect(
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
 
     ``provider``: ``"auto"`` (inference.net when ``INFERENCE_API_KEY`` is set, else the offline
-    stand-in, with one ``OfflineWarning`` per process saying its answers describe pixels only), a name in
-    ``visionkit.providers`` or a ``Provider``. ``base_url=`` and ``api_key=`` reach any
+    stand-in, with one ``OfflineWarning`` per process saying its answers describe pixels only),
+    a name in ``visionkit.providers`` or a ``Provider``. ``base_url=`` and ``api_key=`` reach any
     OpenAI-compatible server. ``client_options`` go to ``AsyncOpenAI`` (``timeout``,
     ``default_headers``, ``organization``, ``http_client``, ...). Raises ``MissingAPIKey``
     naming the environment variable when a named provider's key is unset.
@@ -234,11 +234,12 @@ def connect(
             _offline_warned.set()  # once per process: each notebook cell is a new location
             warnings.warn(f"visionkit: {offline_notice(url)}", OfflineWarning, stacklevel=2)
     else:
-        url = base_url or profile.base_url
-        if not url:
+        named_url = base_url or profile.base_url
+        if not named_url:
             raise ValueError(
                 f"provider {profile.name!r} has no base_url; pass connect(..., base_url=...)"
             )
+        url = named_url
         if api_key:
             key = api_key
         elif profile.api_key_env and not (auto and base_url is not None):

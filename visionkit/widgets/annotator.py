@@ -484,13 +484,13 @@ class Annotator(ipywidgets.VBox):
             return None
         if self.multi and self.options:
             parts = re.split(rf"{re.escape(self.sep)}|,|\band\b", answer)
-            found = [match_option(p, self.options) for p in parts]
-            found = [f for f in found if f is not None]
+            named = [match_option(p, self.options) for p in parts]
+            found = [f for f in named if f is not None]
             return self._join(found) if found else None
         if self.options:
-            found = match_option(answer, self.options)
-            if found is not None or not self.text:
-                return found
+            option = match_option(answer, self.options)
+            if option is not None or not self.text:
+                return option
         return answer
 
     def _shortcut_keys(self) -> list[str]:

@@ -28,6 +28,7 @@ from .annotation import (
     plot_rater_agreement,
     rater_agreement,
 )
+from .annotation.savefile import read_annotations
 from .ask import ask, ask_async
 from .cache import Cache
 from .client import Client, OfflineWarning, connect
@@ -78,6 +79,7 @@ __all__ = [
     "plot_usage",
     "providers",
     "rater_agreement",
+    "read_annotations",
     "read_images",
     "register_provider",
     "stats",

@@ -13,7 +13,7 @@ from PIL import Image
 from widget_images import image_frame
 
 import visionkit as vk
-import visionkit.display
+import visionkit.images.thumbnails
 from visionkit.widgets.gallery import Gallery
 
 
@@ -24,15 +24,15 @@ def df(tmp_path):
 
 @pytest.fixture
 def thumbnail_calls(monkeypatch):
-    """Counts real thumbnail work: every call of visionkit.display.thumbnail."""
+    """Counts real thumbnail work: every call of visionkit.images.thumbnails.thumbnail."""
     calls = []
-    real = visionkit.display.thumbnail
+    real = visionkit.images.thumbnails.thumbnail
 
     def counting(cell, size=160, **kwargs):
         calls.append((cell, size))
         return real(cell, size=size, **kwargs)
 
-    monkeypatch.setattr(visionkit.display, "thumbnail", counting)
+    monkeypatch.setattr(visionkit.images.thumbnails, "thumbnail", counting)
     return calls
 
 

@@ -13,8 +13,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..profiles import Provider, get_provider, providers
-from .answers import completion, sse_body, text_tokens
+from ..providers import Provider, get_provider, providers
+from ..tokens import text_tokens
+from .answers import completion, sse_body
 from .describe import FactsCache, ImageFacts
 from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
 from .handler import Handler, HTTPServer
@@ -359,7 +360,7 @@ class OfflineServer:
                 code="internal_error" if self.fail_status >= 500 else None,
             )
         response, completion_tokens = completion(parsed, facts, handler._request_id)
-        prompt_tokens = image_tokens + text_tokens(parsed.texts)
+        prompt_tokens = image_tokens + text_tokens(*parsed.texts)
         response["usage"] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

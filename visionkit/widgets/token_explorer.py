@@ -17,7 +17,7 @@ from typing import Any
 import ipywidgets
 import pandas as pd
 
-from ..profiles import Provider, estimate_tokens, get_provider, providers
+from ..providers import Provider, estimate_tokens, get_provider, providers
 from ..tokens import fit_within
 from ._frame import format_value, image_column
 
@@ -140,7 +140,7 @@ class TokenExplorer(ipywidgets.VBox):
         if {"width", "height"} <= set(df.columns) and pd.notna(df["width"].iat[pos]):
             w, h = int(df["width"].iat[pos]), int(df["height"].iat[pos])
         else:
-            from ..imageinfo import inspect_images
+            from ..images.read import inspect_images
 
             info = inspect_images(df[self._column].iloc[[pos]]).iloc[0]
             if info["error"] is not None or pd.isna(info["width"]):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .options import add_provider_option
+from .shared import add_provider_option
 
 __all__ = ["add_estimate_parser", "run_estimate"]
 
@@ -124,6 +124,10 @@ def run_estimate(args: argparse.Namespace) -> int:
     from ..providers import get_provider
 
     provider = get_provider(args.provider).name
+    if args.csv and Path(args.csv).is_dir():
+        raise ValueError(f"--csv {args.csv!r} is a folder; name a file")
+    if args.plot and not Path(args.plot).suffix:
+        raise ValueError(f"--plot {args.plot!r}: name an image file (.png, .svg, .pdf)")
     source = args.paths[0] if len(args.paths) == 1 else list(args.paths)
     df = read_images(source, recursive=args.recursive)
     resize_to = "floor" if args.resize_to is None else args.resize_to
@@ -134,9 +138,12 @@ def run_estimate(args: argparse.Namespace) -> int:
         print()
     print(summary.describe() if len(table) else f"no images found in {' '.join(args.paths)}")
     if args.csv:
+        # The file keeps each path as read_images gives it (as given, or under the folder
+        # given), like `visionkit ask --out`, so the two files join on `path`; only the
+        # printed table shortens paths for reading.
         out = Path(args.csv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        table.assign(path=df["path"]).to_csv(out, index=False)
         print(f"wrote {args.csv}")
     if args.plot:
         _write_plot(df, provider, Path(args.plot), resize_to)

@@ -171,13 +171,16 @@ def _offline_server() -> tuple[str, str]:
     return server.base_url, server.api_key or NO_KEY
 
 
-def offline_notice(url: str) -> str:
-    """What ``connect("auto")`` says when it falls back to the offline stand-in."""
+def offline_notice(
+    url: str,
+    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...)",
+) -> str:
+    """What ``connect("auto")`` says when it falls back to the offline stand-in; ``how`` says
+    how to get a real model (the command line has its own way)."""
     return (
-        "INFERENCE_API_KEY is not set, so visionkit.connect() uses the offline stand-in at "
-        f"{url}. Its answers describe the pixels only (size, format, colours, brightness), not "
-        "what the image shows. Set INFERENCE_API_KEY, or call "
-        "vk.connect('inference.net', api_key=...), for a real vision model."
+        f"INFERENCE_API_KEY is not set, so visionkit uses the offline stand-in at {url}. Its "
+        "answers describe the pixels only (size, format, colours, brightness), not what the "
+        f"image shows. {how}, for a real vision model."
     )
 
 

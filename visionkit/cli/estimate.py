@@ -81,7 +81,11 @@ def _estimate_table(df: Any, provider: str, roots: Sequence[str]) -> Any:
 
 
 def _print_table(table: Any) -> None:
-    """Text left-aligned, numbers right-aligned, blanks for unknowns; one line per image."""
+    """Text left-aligned, numbers right-aligned, blanks for unknowns; one line per image.
+
+    Kept rather than ``DataFrame.to_string``, which right-aligns text columns and prints
+    ``<NA>`` for nullable integers whatever ``na_rep`` says (pandas 2.x and 3.0).
+    """
     import pandas as pd
 
     right = {"width", "height", "tokens"}

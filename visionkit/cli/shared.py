@@ -9,11 +9,11 @@ __all__ = ["KEY_ADVICE", "add_model_options", "add_provider_option", "count"]
 
 def add_provider_option(parser: argparse.ArgumentParser) -> None:
     """``--provider NAME``: any name in ``visionkit.providers`` (default inference.net)."""
-    from ..providers import providers
+    from ..providers import DEFAULT_PROVIDER, providers
 
     parser.add_argument(
         "--provider",
-        default="inference.net",
+        default=DEFAULT_PROVIDER,
         metavar="NAME",
         help=f"provider profile whose rules and token formula apply: {', '.join(providers)} "
         "(default: %(default)s)",

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey
-from ..providers import Provider, get_provider, providers
+from ..providers import DEFAULT_PROVIDER, Provider, get_provider, providers
 
 if TYPE_CHECKING:
     import openai
@@ -113,16 +113,11 @@ def cache_identity(provider: Provider, base_url: str | None) -> tuple[str, str |
     return (provider.name, _norm(base_url))
 
 
-GENERIC = Provider(
+GENERIC = providers[DEFAULT_PROVIDER].derive(
     name="openai-compatible",
     base_url=None,
     api_key_env=None,
-    formats=providers["inference.net"].formats,
-    max_body_bytes=providers["inference.net"].max_body_bytes,
-    max_images=providers["inference.net"].max_images,
-    tokens=providers["inference.net"].tokens,
     default_model=None,
-    max_side=providers["inference.net"].max_side,
     notes="any OpenAI-compatible server: inference.net's conservative rules, no default model",
 )
 
@@ -194,7 +189,7 @@ def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None =
                 if p.base_url and _norm(p.base_url) == _norm(base_url):
                     return p
             return GENERIC
-        return providers["inference.net" if os.environ.get("INFERENCE_API_KEY") else "offline"]
+        return providers[DEFAULT_PROVIDER if os.environ.get("INFERENCE_API_KEY") else "offline"]
     return get_provider(provider)
 
 

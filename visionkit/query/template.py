@@ -6,7 +6,7 @@ an NA value in a used field is that row's error. Write ``{{`` and ``}}`` for a l
 
 from __future__ import annotations
 
-import _string  # type: ignore[import-not-found]  # CPython's format-field parser
+import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,9 +33,10 @@ def template_fields(template: str) -> list[str]:
                 f"prompt template {template!r} uses a positional field '{{{field}}}'; "
                 "name a column instead, e.g. '{label}' (write '{{' for a literal brace)"
             )
-        root, _rest = _string.formatter_field_name_split(field)
+        # The name before any attribute or index ("b.x" -> b, "c[0]" -> c), as str.format reads it.
+        root = re.split(r"[.\[]", field, maxsplit=1)[0]
         if root not in fields:
-            fields.append(str(root))
+            fields.append(root)
         if spec:
             fields.extend(f for f in template_fields(spec) if f not in fields)
     return fields

@@ -344,10 +344,12 @@ class Run:
                 if kind == "rate":
                     self.counters.rate_limited += 1
                 if attempt > max_retries:
-                    result.error += f" (gave up after {attempt} attempts)"
+                    result.error = f"{result.error} (gave up after {attempt} attempts)"
                     return None
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                    result.error += f" (server asked to wait {retry_after:.0f} s; not retried)"
+                    result.error = (
+                        f"{result.error} (server asked to wait {retry_after:.0f} s; not retried)"
+                    )
                     return None
                 delay = retry_delay(attempt, retry_after)
                 self.counters.retries += 1

@@ -17,6 +17,9 @@ from ..errors import RequestError
 
 __all__ = ["check_template", "fill_template", "template_fields"]
 
+# A format field's name is its root, then ``.attr`` or ``[key]`` parts (str.format's grammar).
+_FIELD_PARTS = re.compile(r"[.\[]")
+
 
 def template_fields(template: str) -> list[str]:
     """The row fields ``template`` uses, in order (``"{a} {b.x} {c[0]}"`` -> a, b, c)."""
@@ -33,10 +36,9 @@ def template_fields(template: str) -> list[str]:
                 f"prompt template {template!r} uses a positional field '{{{field}}}'; "
                 "name a column instead, e.g. '{label}' (write '{{' for a literal brace)"
             )
-        # The name before any attribute or index ("b.x" -> b, "c[0]" -> c), as str.format reads it.
-        root = re.split(r"[.\[]", field, maxsplit=1)[0]
+        root = _FIELD_PARTS.split(field, maxsplit=1)[0]
         if root not in fields:
-            fields.append(root)
+            fields.append(str(root))
         if spec:
             fields.extend(f for f in template_fields(spec) if f not in fields)
     return fields

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,26 @@ from . import tokens as _tokens
 __all__ = ["Provider", "estimate_tokens", "get_provider", "providers", "register_provider"]
 
 TokenFunction = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A provider's Batch API (OpenAI's shape: upload a JSONL file, create a batch, download).
+
+    ``base_url`` is where the Files and Batches endpoints live (``None``: the provider's own
+    ``base_url``). ``max_file_bytes`` and ``max_requests_per_file`` cap one input file;
+    ``upload_interval`` is the seconds to leave between two file uploads. Where the provider's
+    docs disagree with each other, the conservative value is the default: pass your own
+    ``BatchLimits`` (``dataclasses.replace``) when your account has been told otherwise.
+    """
+
+    base_url: str | None = None
+    max_file_bytes: int | None = None
+    max_requests_per_file: int | None = None
+    upload_interval: float = 0.0
+    completion_window: str = "24h"
+    endpoint: str = "/v1/chat/completions"
+    notes: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,7 @@ class Provider:
     max_image_bytes: int | None = None
     data_uri_only: bool = True
     notes: str = field(default="", compare=False)
+    batch: BatchLimits | None = None  # the Batch API, if the provider has one
 
     def estimate(self, width: Any, height: Any) -> Any:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
@@ -151,6 +172,20 @@ INFERENCE_NET = register_provider(
         default_model="google/gemma-3-27b-instruct/bf-16",
         max_side=1120,
         notes="docs.inference.net vision guide: data URIs only, body under 1 MB, 2 images",
+        batch=BatchLimits(
+            # docs.inference.net's Batch API page: "Use https://batch.inference.net/v1 for all
+            # Batch API requests"; an older page of the same docs says api.inference.net.
+            base_url="https://batch.inference.net/v1",
+            # Not documented by inference.net; OpenAI's Batch API (whose shape it copies)
+            # takes files "up to 200 MB" -- read as 200,000,000 bytes, the smaller reading.
+            max_file_bytes=200_000_000,
+            # inference.net's pages say 50,000 requests per batch on one and 1,000,000 on
+            # another; OpenAI's limit is 50,000. The smaller is the default.
+            max_requests_per_file=50_000,
+            # docs.inference.net rate limits: "Batch file upload: 1 per minute".
+            upload_interval=60.0,
+            notes="docs.inference.net Batch API and rate-limits pages; file size from OpenAI",
+        ),
     )
 )
 
@@ -168,6 +203,12 @@ register_provider(
         max_side=2048,
         data_uri_only=False,
         notes="GPT-4o tile formula, detail=high; non-animated GIF only",
+        batch=BatchLimits(
+            # The openai SDK's batches.create docs: "up to 50,000 requests ... up to 200 MB".
+            max_file_bytes=200_000_000,
+            max_requests_per_file=50_000,
+            notes="openai SDK docstring of batches.create",
+        ),
     )
 )
 
@@ -184,6 +225,7 @@ register_provider(
         max_side=512,
         data_uri_only=False,
         notes="detail=low: a flat 85 tokens at 512 x 512",
+        batch=providers["openai"].batch,
     )
 )
 
@@ -217,6 +259,8 @@ register_provider(
         default_model="visionkit-offline",
         max_side=INFERENCE_NET.max_side,
         notes="the local stand-in: inference.net's rules, answers describe pixels only",
+        # The stand-in serves its Batch API on its own base URL, with inference.net's limits.
+        batch=replace(INFERENCE_NET.batch, base_url=None) if INFERENCE_NET.batch else None,
     )
 )
 

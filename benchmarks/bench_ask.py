@@ -126,7 +126,7 @@ def run_gather(url: str, paths: list[str], concurrency: int) -> float:
     """What a competent user writes by hand: gather + semaphore, encode in a thread."""
     import openai
 
-    from visionkit.encode import encode_image
+    from visionkit.images.encode import encode_image
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(base_url=url, api_key="offline")

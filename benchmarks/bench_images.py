@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from visionkit import read_images  # noqa: E402
-from visionkit.encode import JPEG_QUALITY, encode_image, encode_series  # noqa: E402
-from visionkit.sources import decode_data_uri  # noqa: E402
+from visionkit.images.cells import decode_data_uri  # noqa: E402
+from visionkit.images.encode import JPEG_QUALITY, encode_image, encode_series  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "_data"
 UNIQUE = 24  # distinct camera images; more files are hard links to these
@@ -358,7 +358,7 @@ _MEMORY_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import pandas as pd
-from visionkit.encode import encode_series
+from visionkit.images.encode import encode_series
 paths = json.loads(sys.stdin.read())
 def status(key):  # /proc/self/status in MB (VmHWM = peak RSS since the last reset)
     for line in open("/proc/self/status"):
@@ -434,7 +434,7 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import base64, io
 from PIL import Image
-from visionkit.encode import encode_image
+from visionkit.images.encode import encode_image
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):

@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 import visionkit as vk
-from visionkit.display import clear_thumbnail_cache
+from visionkit.images.thumbnails import clear_thumbnail_cache
 
 LABELS = 50
 

@@ -24,6 +24,7 @@ BENCHMARKS = [
     ("bench_ask.py", [], ["--quick"]),
     ("bench_offline.py", [], ["--requests", "64", "--repeat", "1"]),
     ("bench_widgets.py", [], ["200"]),
+    ("bench_agreement.py", [], ["20000"]),
 ]
 
 

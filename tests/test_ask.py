@@ -11,7 +11,7 @@ from PIL import Image
 
 import visionkit as vk
 from visionkit import offline
-from visionkit.cache import Cache
+from visionkit.query.cache import Cache
 
 
 def make_images(folder, n, size=(48, 32), start=0):

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from tests.test_ask import make_images
-from visionkit import cli, offline
+from visionkit import offline
+from visionkit.cli import app as cli
 
 
 @pytest.fixture

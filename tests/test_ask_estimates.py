@@ -12,7 +12,7 @@ from PIL import Image
 
 import visionkit as vk
 from visionkit import RequestError, offline
-from visionkit.requests import encoded_size, image_tokens
+from visionkit.query.body import encoded_size, image_tokens
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets"
 NET = vk.get_provider("inference.net")

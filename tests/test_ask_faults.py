@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import _thread
-import importlib
 import logging
 import threading
 import time
@@ -16,10 +15,10 @@ from PIL import Image
 
 import visionkit as vk
 from tests.test_ask import make_images
-from visionkit import offline, retry
-from visionkit.cache import Cache
-
-ask_module = importlib.import_module("visionkit.ask")  # the module, not vk.ask the function
+from visionkit import offline
+from visionkit.query import retry
+from visionkit.query import run as run_module
+from visionkit.query.cache import Cache
 
 SECRET = "sk-visionkit-test-SECRET-0123456789"
 
@@ -224,7 +223,7 @@ def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, 
 
 
 def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(ask_module, "_in_ipython", lambda: True)
+    monkeypatch.setattr(run_module, "in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
     with offline.serve(latency=0.5) as url:  # >= 3 s of work; the interrupt comes after ~0.5 s
 
@@ -239,4 +238,4 @@ def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeyp
     assert partial.attrs["usage"]["interrupted"] is True
     done = partial["answer"].notna()
     assert done.sum() == len(cache) >= 2
-    assert (partial.loc[~done, "error"] == ask_module.INTERRUPTED).all()
+    assert (partial.loc[~done, "error"] == run_module.INTERRUPTED).all()

@@ -9,7 +9,7 @@ import pytest
 import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
-from visionkit.cache import Cache
+from visionkit.query.cache import Cache
 
 
 class Facts(pydantic.BaseModel):

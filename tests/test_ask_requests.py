@@ -8,14 +8,8 @@ import pytest
 from openai._utils._json import openapi_dumps
 
 from visionkit import RequestError, get_provider
-from visionkit.requests import (
-    body_bytes,
-    build_body,
-    check_body,
-    check_template,
-    fill_template,
-    template_fields,
-)
+from visionkit.query.body import body_bytes, build_body, check_body
+from visionkit.query.template import check_template, fill_template, template_fields
 
 PNG_1PX = (
     "data:image/png;base64,"
@@ -115,7 +109,7 @@ def test_prepared_payload_is_the_sdks_json_and_nan_is_the_rows_error():
 
     from PIL import Image
 
-    from visionkit.requests import prepare_request
+    from visionkit.query.body import prepare_request
 
     buf = io.BytesIO()
     Image.new("RGB", (30, 20), "navy").save(buf, "PNG")

@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 
-from visionkit.retry import (
+from visionkit.query.retry import (
     MAX_RETRY_AFTER,
     AdaptiveLimiter,
     classify,

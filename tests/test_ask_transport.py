@@ -13,8 +13,9 @@ import pytest
 
 import visionkit as vk
 from tests.test_ask import make_images
-from visionkit import client as client_module
-from visionkit import offline, retry
+from visionkit import offline
+from visionkit.query import client as client_module
+from visionkit.query import retry
 
 TRANSPORTS = [
     pytest.param(

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from visionkit.cache import Cache, CachedAnswer, default_cache_path, image_digest, request_key
+from visionkit.query.cache import Cache, CachedAnswer, default_cache_path, image_digest, request_key
 
 BASE = dict(
     provider="inference.net",

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from visionkit import cli, stats
+from visionkit import costs
+from visionkit.cli import app as cli
 from visionkit.tokens import inference_net_tokens, openai_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_estimate_resize_to_prices_a_chosen_side(folder, capsys):
     cli.main(["estimate", str(folder), "-q", "--resize-to", "840"])
     out = capsys.readouterr().out
     sizes = pd.DataFrame(list(SIZES.values()), columns=["width", "height"])
-    summary = stats.token_summary(sizes, resize_to=840)
+    summary = costs.token_summary(sizes, resize_to=840)
     assert f"downscaling to 840 px would save {summary.saved:,}" in out
 
 

@@ -11,7 +11,7 @@ import pytest
 import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
-from visionkit.client import GENERIC
+from visionkit.query.client import GENERIC
 
 SECRET = "sk-live-0123456789-very-secret"
 

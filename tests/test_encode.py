@@ -28,14 +28,11 @@ from PIL import Image, ImageCms, ImageFile, ImageOps
 
 import visionkit as vk
 from visionkit import ImageError, get_provider
-from visionkit.encode import (
-    EncodeWarning,
-    decode_image,
-    encode_image,
-    encode_series,
-    strip_file_metadata,
-)
-from visionkit.sources import decode_data_uri, sniff_format
+from visionkit.images.cells import decode_data_uri
+from visionkit.images.decode import decode_image
+from visionkit.images.encode import EncodeWarning, encode_image, encode_series
+from visionkit.images.formats import sniff_format
+from visionkit.images.metadata import strip_file_metadata
 
 INET = get_provider("inference.net")
 
@@ -475,7 +472,7 @@ def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, monkey
 
 
 def test_phone_jpeg_thumbnail_and_decode_image(phone):
-    from visionkit.display import thumbnail
+    from visionkit.images.thumbnails import thumbnail
 
     assert Image.open(io.BytesIO(thumbnail(phone, 160))).size == (160, 120)
     assert decode_image(phone, max_side=2000).size == (2000, 1500)
@@ -712,7 +709,7 @@ def test_colour_photo_is_jpeg():
 
 
 def test_bundled_photos_are_never_taken_for_graphics():
-    from visionkit.encode import _is_graphic
+    from visionkit.images.encode import _is_graphic
 
     paths = [p for p in sorted(DATASETS.iterdir()) if p.suffix in (".jpg", ".png", ".webp")]
     assert len(paths) >= 15
@@ -740,7 +737,7 @@ def _busy_graphic(mode: str) -> Image.Image:
 
 @pytest.mark.parametrize(("mode", "fmt"), [("RGB", "JPEG"), ("RGBA", "WEBP")])
 def test_png_over_budget_changes_format_before_shrinking(mode, fmt):
-    from visionkit.encode import _is_graphic
+    from visionkit.images.encode import _is_graphic
 
     src = _busy_graphic(mode)
     assert _is_graphic(src)

@@ -13,7 +13,7 @@ import pytest
 from matplotlib.collections import PathCollection
 
 import visionkit as vk
-from visionkit import stats
+from visionkit import costs
 from visionkit.tokens import anthropic_tokens, inference_net_tokens, openai_tokens
 
 
@@ -79,7 +79,7 @@ def test_plot_tokens_marks_the_tiers_and_labels_the_colourbar(sizes):
 
 def test_plot_tokens_title_gives_total_and_saving(sizes):
     ax = sizes.vision.plot_tokens()
-    summary = stats.token_summary(sizes)
+    summary = costs.token_summary(sizes)
     title = ax.get_title(loc="left")
     assert title == summary.describe()
     assert f"{summary.tokens:,} tokens" in title
@@ -173,7 +173,7 @@ def test_plot_usage_draws_estimates_against_reported_with_the_diagonal():
     np.testing.assert_array_equal(points.get_offsets(), [[1601, 1650], [3202, 3260], [6404, 6460]])
     (diagonal,) = [line for line in ax.lines if line.get_label() == "y = x"]
     np.testing.assert_array_equal(diagonal.get_xdata(), diagonal.get_ydata())
-    fit = stats.usage_error(result)
+    fit = costs.usage_error(result)
     assert fit.describe() in ax.get_title(loc="left")
     assert "median error" in ax.get_title(loc="left")
     assert ax.get_xlabel() == "estimated tokens" and ax.get_ylabel() == "reported prompt tokens"

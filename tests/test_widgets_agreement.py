@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import visionkit as vk
-from visionkit.agreement import match_option, normalise
+from visionkit.annotation.agreement import match_option, normalise
 
 
 @pytest.fixture

@@ -7,28 +7,66 @@ Usage::
     df.vision.estimate_tokens()          # tokens per image for inference.net
     uris = df.vision.encode()            # data URIs the provider accepts
     result = df.vision.ask("Describe this image.")   # answers, cached and resumable
+
+This module is the public facade and nothing else. ``import visionkit`` loads the exception
+tree and the provider profiles; ``df.vision`` is registered as soon as pandas is loaded
+(``visionkit._register``), and every other name is imported on first use, so ``import
+visionkit`` and ``visionkit --help`` stay fast.
 """
 
 from __future__ import annotations
 
-from . import stats, tokens
-from .accessor import VisionAccessor
-from .agreement import Agreement, agreement, plot_agreement
-from .ask import ask, ask_async
-from .cache import Cache
-from .client import Client, OfflineWarning, connect
-from .display import thumbnail
-from .encode import encode_image
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._register import register_accessor
 from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
-from .imageinfo import inspect_images, read_images
-from .plots import plot_token_curve, plot_tokens, plot_usage
-from .profiles import Provider, estimate_tokens, get_provider, providers, register_provider
+from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (imported on first use)
+_LAZY = {
+    "Agreement": ".annotation",
+    "BoxAgreement": ".annotation",
+    "RaterAgreement": ".annotation",
+    "agreement": ".annotation",
+    "box_agreement": ".annotation",
+    "cohen_kappa": ".annotation",
+    "fleiss_kappa": ".annotation",
+    "krippendorff_alpha": ".annotation",
+    "plot_agreement": ".annotation",
+    "plot_box_agreement": ".annotation",
+    "plot_class_agreement": ".annotation",
+    "plot_rater_agreement": ".annotation",
+    "rater_agreement": ".annotation",
+    "read_annotations": ".annotation",
+    "ask": ".query.ask",
+    "ask_async": ".query.ask",
+    "Cache": ".query.cache",
+    "Client": ".query.client",
+    "OfflineWarning": ".query.client",
+    "connect": ".query.client",
+    "encode_image": ".images.encode",
+    "inspect_images": ".images.read",
+    "read_images": ".images.read",
+    "thumbnail": ".images.thumbnails",
+    "plot_token_curve": ".plots",
+    "plot_tokens": ".plots",
+    "plot_usage": ".plots",
+    "Annotator": ".widgets",
+    "Gallery": ".widgets",
+    "TokenExplorer": ".widgets",
+    "VisionAccessor": ".accessor",
+}
+_SUBMODULES = ("costs", "tokens")
+
+register_accessor()  # df.vision, once pandas is loaded
 
 __all__ = [
     "Agreement",
     "Annotator",
+    "BoxAgreement",
     "BudgetExceeded",
     "Cache",
     "Client",
@@ -37,6 +75,7 @@ __all__ = [
     "MissingAPIKey",
     "OfflineWarning",
     "Provider",
+    "RaterAgreement",
     "RequestError",
     "TokenExplorer",
     "VisionAccessor",
@@ -44,30 +83,71 @@ __all__ = [
     "agreement",
     "ask",
     "ask_async",
+    "box_agreement",
+    "cohen_kappa",
     "connect",
+    "costs",
     "encode_image",
     "estimate_tokens",
+    "fleiss_kappa",
     "get_provider",
     "inspect_images",
+    "krippendorff_alpha",
     "plot_agreement",
+    "plot_box_agreement",
+    "plot_class_agreement",
+    "plot_rater_agreement",
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
     "providers",
+    "rater_agreement",
+    "read_annotations",
     "read_images",
     "register_provider",
-    "stats",
     "thumbnail",
     "tokens",
 ]
 
-_WIDGETS = ("Annotator", "Gallery", "TokenExplorer")
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
+    from . import costs, tokens
+    from .accessor import VisionAccessor
+    from .annotation import (
+        Agreement,
+        BoxAgreement,
+        RaterAgreement,
+        agreement,
+        box_agreement,
+        cohen_kappa,
+        fleiss_kappa,
+        krippendorff_alpha,
+        plot_agreement,
+        plot_box_agreement,
+        plot_class_agreement,
+        plot_rater_agreement,
+        rater_agreement,
+        read_annotations,
+    )
+    from .images.encode import encode_image
+    from .images.read import inspect_images, read_images
+    from .images.thumbnails import thumbnail
+    from .plots import plot_token_curve, plot_tokens, plot_usage
+    from .query.ask import ask, ask_async
+    from .query.cache import Cache
+    from .query.client import Client, OfflineWarning, connect
+    from .widgets import Annotator, Gallery, TokenExplorer
 
 
-def __getattr__(name: str):
-    # The widgets import ipywidgets and anywidget; load them on first use, not on import.
-    if name in _WIDGETS:
-        from . import widgets
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'visionkit' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'visionkit' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,14 +9,15 @@ Registered when ``visionkit`` is imported::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .profiles import Provider, estimate_tokens
-from .sources import image_column
+if TYPE_CHECKING:
+    from .providers import Provider
 
 __all__ = ["VisionAccessor"]
 
@@ -26,10 +27,13 @@ class VisionAccessor:
     """Image-set methods on any DataFrame with an image column (``image`` or ``path``)."""
 
     def __init__(self, df: pd.DataFrame) -> None:
+        _borrow_ask_signatures()
         self._df = df
 
     def _column(self, column: str | None) -> str:
         """The image column: ``column`` if given, else ``image`` if present, else ``path``."""
+        from .images.cells import image_column
+
         return image_column(self._df, column)
 
     def estimate_tokens(
@@ -40,6 +44,8 @@ class VisionAccessor:
         Uses the ``width``/``height`` columns when present (as ``read_images`` gives them),
         otherwise inspects the image column.
         """
+        from .providers import estimate_tokens
+
         df = self._df
         if column is None and {"width", "height"} <= set(df.columns):
             sizes = df
@@ -50,7 +56,7 @@ class VisionAccessor:
 
     def inspect(self, *, column: str | None = None) -> pd.DataFrame:
         """The same columns as ``read_images`` for this DataFrame's image column, same index."""
-        from .imageinfo import inspect_images
+        from .images.read import inspect_images
 
         col = self._column(column)
         return inspect_images(self._df[col])
@@ -82,13 +88,13 @@ class VisionAccessor:
         >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
         >>> df.drop(columns="error").join(result)  # ask's error covers it   # doctest: +SKIP
         """
-        from .ask import ask
+        from .query.ask import ask
 
         return ask(self._df, prompt, **kwargs)
 
     async def ask_async(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
         """``await df.vision.ask_async(prompt, ...)``: ``ask`` in the caller's event loop."""
-        from .ask import ask_async
+        from .query.ask import ask_async
 
         return await ask_async(self._df, prompt, **kwargs)
 
@@ -113,7 +119,7 @@ class VisionAccessor:
         XMP and comments are not sent unless ``strip_metadata=False``. ``progress=False``
         hides the progress bar (shown only when encoding takes over a second).
         """
-        from .encode import encode_series
+        from .images.encode import encode_series
 
         return encode_series(
             self._df[self._column(column)],
@@ -141,7 +147,7 @@ class VisionAccessor:
         ``caption``: a column or list of columns to print under each image (default: the
         row label and file name). Unreadable images show as labelled placeholder tiles.
         """
-        from .display import caption_frame, show_images
+        from .images.thumbnails import caption_frame, show_images
 
         images = self._df[self._column(column)]
         return show_images(images, n=n, captions=caption_frame(self._df, caption), size=size)
@@ -183,11 +189,10 @@ def _borrow_signature(method: Any, function: Any) -> None:
     method.__doc__ = function.__doc__
 
 
+@functools.cache
 def _borrow_ask_signatures() -> None:
-    from .ask import ask, ask_async
+    """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
+    from .query.ask import ask, ask_async
 
     _borrow_signature(VisionAccessor.ask, ask)
     _borrow_signature(VisionAccessor.ask_async, ask_async)
-
-
-_borrow_ask_signatures()

@@ -1,6 +1,6 @@
 """Token plots: what an image set will cost, how providers compare, how good the estimate was.
 
-Drawing only: the numbers come from :mod:`visionkit.stats`. Every function takes ``ax=`` and
+Drawing only: the numbers come from :mod:`visionkit.costs`. Every function takes ``ax=`` and
 returns the Axes, and never calls ``plt.show()``. With ``ax=None`` each one draws on a *new*
 figure (not ``plt.gca()``), so two plots in one notebook cell never land on the same axes and
 ``plot_tokens``' colourbar never stacks on an old one; pass ``ax=`` to place a plot in your own
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .profiles import Provider, get_provider
+from . import costs
+from .providers import Provider, get_provider
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -57,7 +57,7 @@ def _message(ax: Axes, text: str) -> Axes:
     return ax
 
 
-def _extent(sizes: pd.DataFrame, tiers: stats.TokenTiers) -> float:
+def _extent(sizes: pd.DataFrame, tiers: costs.TokenTiers) -> float:
     """How far the axes reach: past every image and past the last tier boundary."""
     reach = [1.08 * float(np.nanmax(sizes[["width", "height"]].to_numpy()))]
     if tiers.boundaries:
@@ -90,7 +90,7 @@ def _diagonal_positions(profile: Provider, levels: list[float], top: float) -> l
 
 
 def _corner_notes(
-    ax: Axes, tiers: stats.TokenTiers, xs: np.ndarray, ys: np.ndarray, surface: np.ndarray
+    ax: Axes, tiers: costs.TokenTiers, xs: np.ndarray, ys: np.ndarray, surface: np.ndarray
 ) -> None:
     """Name the flat regions where they are flat: the minimum below the floor (both sides), the
     maximum past the cap (both sides). Only drawn when the map really is flat there."""
@@ -127,7 +127,7 @@ def plot_tokens(
     Behind the points, the provider's token estimate for every size is a filled map, with the
     tier boundaries dashed (560 and 1120 px for inference.net: below 560 every image costs the
     minimum, past 1120 tokens stop growing). The title gives the total and what downscaling to
-    ``resize_to`` would save (see :func:`visionkit.stats.token_summary`). ``data`` needs
+    ``resize_to`` would save (see :func:`visionkit.costs.token_summary`). ``data`` needs
     ``width``/``height`` columns (as ``read_images`` gives) or an image column to inspect.
     ``kwargs`` go to ``ax.scatter``.
     """
@@ -136,7 +136,7 @@ def plot_tokens(
 
     profile = get_provider(provider)
     ax = _new_axes(ax, (7.2, 6.0))
-    sizes = stats.image_sizes(data)
+    sizes = costs.image_sizes(data)
     known = sizes.dropna()
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
@@ -145,10 +145,10 @@ def plot_tokens(
         what = "no images" if len(data) == 0 else "no images with a known size"
         return _message(ax, f"{what}: nothing to plot")
 
-    summary = stats.token_summary(data, profile, resize_to=resize_to)
-    tiers = stats.token_tiers(profile)
+    summary = costs.token_summary(data, profile, resize_to=resize_to)
+    tiers = costs.token_tiers(profile)
     top = _extent(known, tiers)
-    xs, ys, surface = stats.token_surface(profile, top)
+    xs, ys, surface = costs.token_surface(profile, top)
     tokens = np.asarray(profile.estimate(known["width"].to_numpy(), known["height"].to_numpy()))
     lo = min(int(surface.min()), int(tokens.min()))
     hi = max(int(surface.max()), int(tokens.max()))
@@ -221,10 +221,10 @@ def plot_token_curve(
     ax = _new_axes(ax, (7.2, 4.5))
     if max_side is None:
         ends = [p.max_side or 0 for p in profiles]
-        ends += [max(stats.token_tiers(p).boundaries, default=0) for p in profiles]
+        ends += [max(costs.token_tiers(p).boundaries, default=0) for p in profiles]
         max_side = int(np.ceil(max([1200, *ends]) * 1.15 / 100) * 100)
     for profile in profiles:
-        curve = stats.token_curve(profile, aspect, max_side)
+        curve = costs.token_curve(profile, aspect, max_side)
         ax.plot(curve["side"], curve["tokens"], label=profile.name, **kwargs)
     ax.set_xlim(0, max_side)
     ax.set_ylim(bottom=0)
@@ -248,7 +248,7 @@ def plot_usage(result: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -
     for your model. Reported prompt tokens include the text prompt, so points sit a little
     above the line. ``kwargs`` go to ``ax.scatter``.
     """
-    fit = stats.usage_error(result)
+    fit = costs.usage_error(result)
     ax = _new_axes(ax, (5.8, 5.4))
     ax.set_xlabel("estimated tokens")
     ax.set_ylabel("reported prompt tokens")

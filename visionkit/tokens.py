@@ -1,4 +1,4 @@
-"""Token estimates for images, from their size alone (no Pillow, no network).
+"""Token estimates from sizes alone (no Pillow, no network): images, and text roughly.
 
 Every function takes ``width`` and ``height`` as scalars or array-likes and is vectorised with
 numpy: scalars give an ``int``, arrays give an ``int64`` array of the same shape.
@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["anthropic_tokens", "inference_net_tokens", "openai_tokens"]
+__all__ = [
+    "anthropic_tokens",
+    "fit_within",
+    "inference_net_tokens",
+    "openai_tokens",
+    "text_tokens",
+]
 
 INFERENCE_NET_TILE = 560
 INFERENCE_NET_BASE = 1601
@@ -99,3 +105,8 @@ def fit_within(width: int, height: int, max_side: int) -> tuple[int, int]:
         return width, height
     s = max_side / longest
     return max(1, math.floor(width * s + 0.5)), max(1, math.floor(height * s + 0.5))
+
+
+def text_tokens(*texts: str | None) -> int:
+    """A rough token count for text: 4 characters per token (the usual English average)."""
+    return sum(math.ceil(len(t) / 4) for t in texts if t)

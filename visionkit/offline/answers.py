@@ -13,7 +13,7 @@ from typing import Any
 from .describe import PREFIX, ImageFacts
 from .rules import Parsed, short
 
-__all__ = ["answer_text", "completion", "fill_schema", "sse_body", "text_tokens"]
+__all__ = ["answer_text", "completion", "fill_schema", "sse_body"]
 
 
 _QUESTION_WORDS = re.compile(
@@ -186,10 +186,6 @@ def fill_schema(
     if kind == "boolean":
         return False
     return None
-
-
-def text_tokens(texts: Sequence[str]) -> int:
-    return sum(math.ceil(len(t) / 4) for t in texts)
 
 
 def completion(

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Iterator
 
-from ..profiles import Provider
+from ..providers import Provider
 from .server import DEFAULT_MODEL, OfflineServer
 
 __all__ = ["BaseURL", "serve", "shared", "start"]

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..profiles import BatchLimits
+from ..providers import BatchLimits
 from .chat import ChatEngine
 from .files import FileRecord, FileStore
 from .handler import Request, Response

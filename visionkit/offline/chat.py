@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..profiles import Provider
-from .answers import completion, text_tokens
+from ..providers import Provider
+from ..tokens import text_tokens
+from .answers import completion
 from .describe import FactsCache, ImageFacts
 from .rules import Parsed, Reply, body_too_large, model_not_found, parse_request
 
@@ -85,7 +86,7 @@ class ChatEngine:
             image_tokens += int(self.provider.estimate(f.width, f.height))
         image_tokens += len(parsed.urls) * int(self.provider.estimate(1, 1))
         response, completion_tokens = completion(parsed, facts, request_id)
-        prompt_tokens = image_tokens + text_tokens(parsed.texts)
+        prompt_tokens = image_tokens + text_tokens(*parsed.texts)
         response["usage"] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

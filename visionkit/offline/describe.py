@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..sources import image_format, sniff_format
+from ..images.formats import image_format, sniff_format
 from .rules import ImagePart
 
 __all__ = ["MAX_ANALYSED_PIXELS", "PREFIX", "FactsCache", "ImageFacts", "describe_image"]

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..profiles import Provider
-from ..sources import sniff_format
+from ..images.formats import sniff_format
+from ..providers import Provider
 
 __all__ = [
     "HEADER_PREFIX",

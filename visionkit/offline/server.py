@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..profiles import BatchLimits, Provider, get_provider, providers
+from ..providers import BatchLimits, Provider, get_provider, providers
 from .answers import sse_body
 from .batches import BatchKnobs, BatchPlan, BatchRecord, BatchService
 from .chat import ChatEngine

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..sources import image_column
+from ..images.cells import image_column
 
 __all__ = ["format_value", "image_column", "row_mask"]
 

@@ -1,7 +1,7 @@
 """A per-widget cache of thumbnail bytes, filled once per row and prefetched in the background.
 
-Thumbnails come from :func:`visionkit.display.thumbnail`; a row whose image cannot be read is
-cached as its error message, so a broken file costs one attempt, not one per page view.
+Thumbnails come from :func:`visionkit.images.thumbnails.thumbnail`; a row whose image cannot be
+read is cached as its error message, so a broken file costs one attempt, not one per page view.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class ThumbnailCache:
         self._made = 0
 
     def _make(self, pos: int) -> Thumb:
-        from ..display import thumbnail
+        from ..images.thumbnails import thumbnail
 
         try:
             row = None if self._rows is None else self._rows[pos]

@@ -23,7 +23,7 @@ from image_factory import (
 from PIL import Image
 
 import visionkit as vk
-from visionkit.imageinfo import COLUMNS, inspect_images, read_images
+from visionkit.images.read import COLUMNS, inspect_images, read_images
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import sources
-from .encode import decode_image
-from .errors import ImageError
+from ..errors import ImageError
+from .cells import cell_kind, local_path, path_of
+from .decode import decode_image
 
 __all__ = ["ImageGrid", "clear_thumbnail_cache", "show_images", "thumbnail"]
 
@@ -90,10 +90,10 @@ def clear_thumbnail_cache() -> None:
 
 
 def _cache_key(cell: Any, size: int) -> Hashable | None:
-    kind = sources.cell_kind(cell)
+    kind = cell_kind(cell)
     if kind == "path":
         try:
-            path = os.path.abspath(sources._local_path(cell))
+            path = os.path.abspath(local_path(cell))
             st = os.stat(path)
         except OSError:
             return None
@@ -198,7 +198,7 @@ class ImageGrid:
 
 
 def _default_caption(label: Hashable, cell: Any) -> str:
-    path = sources.path_of(cell)
+    path = path_of(cell)
     if path:
         name = path.rstrip("/").rsplit("/", 1)[-1]
         return f"{label}: {name}"
@@ -237,7 +237,7 @@ def show_images(
             ]
         else:
             lines = [_default_caption(label, cell)]
-        title = sources.path_of(cell) or str(label)
+        title = path_of(cell) or str(label)
         tiles.append(_Tile(label=label, caption=lines, title=title))
 
     def render(i: int) -> None:

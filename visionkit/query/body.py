@@ -4,9 +4,6 @@ Everything here runs before a byte goes on the wire, so a request that breaks a 
 (formats, data URIs only, images per request, body size) becomes that row's ``RequestError``
 instead of a 4xx the provider charges a round trip for.
 
-- ``template_fields`` / ``check_template`` / ``fill_template``: ``str.format_map`` prompts such
-  as ``"Is this a {label}?"``, filled from the row; a field that is not a column is an error
-  for the whole call, an NA value in a used field is that row's error.
 - ``build_body``: the JSON body the ``openai`` SDK will send (system message, then one user
   message with the images first and the text last, as in the provider's guide).
 - ``serialize_body`` / ``body_bytes``: the body's JSON bytes exactly as the SDK serialises
@@ -19,96 +16,32 @@ instead of a 4xx the provider charges a round trip for.
 
 from __future__ import annotations
 
-import _string  # type: ignore[import-not-found]  # CPython's format-field parser
 import binascii
 import json
-import math
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
-from .errors import ImageError, RequestError
-from .profiles import Provider
+from ..errors import ImageError, RequestError
+from ..images.decode import open_bytes
+from ..images.encode import encode_image
+from ..images.formats import header_size
+from ..providers import Provider
+from ..tokens import text_tokens
 
 __all__ = [
     "PreparedRequest",
     "body_bytes",
     "build_body",
     "check_body",
-    "check_template",
     "encoded_size",
-    "fill_template",
     "image_tokens",
     "prepare_request",
     "serialize_body",
-    "template_fields",
-    "text_tokens",
 ]
 
 # Room for JSON punctuation around each image part beyond the data URI itself.
 _PART_OVERHEAD = 64
-
-
-def template_fields(template: str) -> list[str]:
-    """The row fields ``template`` uses, in order (``"{a} {b.x} {c[0]}"`` -> a, b, c)."""
-    fields: list[str] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"prompt template {template!r} is not valid: {exc}") from None
-    for _, field, spec, _ in parsed:
-        if field is None:
-            continue
-        if field == "" or field.isdigit():
-            raise ValueError(
-                f"prompt template {template!r} uses a positional field '{{{field}}}'; "
-                "name a column instead, e.g. '{label}' (write '{{' for a literal brace)"
-            )
-        root, _rest = _string.formatter_field_name_split(field)
-        if root not in fields:
-            fields.append(str(root))
-        if spec:
-            fields.extend(f for f in template_fields(spec) if f not in fields)
-    return fields
-
-
-def check_template(template: str, columns: Sequence[Any]) -> list[str]:
-    """Raise ``RequestError`` (before anything is sent) if the template names a missing column."""
-    fields = template_fields(template)
-    missing = [f for f in fields if f not in set(map(str, columns))]
-    if missing:
-        raise RequestError(
-            f"prompt template {template!r} needs {', '.join(map(repr, missing))}, which "
-            f"{'is not a column' if len(missing) == 1 else 'are not columns'}; "
-            f"columns are {list(columns)}"
-        )
-    return fields
-
-
-def fill_template(template: str, values: Mapping[str, Any], *, row: object = None) -> str:
-    """``template.format_map(values)``; an NA value or a formatting error is ``row``'s error."""
-    for name, value in values.items():
-        if value is None or (not isinstance(value, (list, tuple, dict)) and _is_na(value)):
-            raise RequestError(f"prompt field {name!r} is missing (NA) in this row", row=row)
-    try:
-        return template.format_map(values)
-    except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
-        raise RequestError(f"cannot fill prompt template {template!r}: {exc}", row=row) from None
-
-
-def _is_na(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def text_tokens(*texts: str | None) -> int:
-    """A rough token count for text: 4 characters per token (the usual English average)."""
-    return sum(math.ceil(len(t) / 4) for t in texts if t)
 
 
 def build_body(
@@ -250,12 +183,11 @@ _HEAD_CHARS = 65_536
 def encoded_size(uri: str, *, row: object = None) -> tuple[int, int]:
     """(width, height) of the image inside a base64 ``data:`` URI, from its header.
 
-    Decodes only the first 64 KiB of base64 (``visionkit.sources.header_size``), and the
+    Decodes only the first 64 KiB of base64 (``visionkit.images.formats.header_size``), and the
     whole payload only when the header is further in (a JPEG behind a large metadata block)
     or the format is one without a header reader here (then Pillow reads it). An image whose
     size cannot be read is ``row``'s ``RequestError``: never an estimate of 0 tokens.
     """
-    from .sources import header_size, open_bytes
 
     comma = uri.find(",")
     payload = uri[comma + 1 :] if uri.startswith("data:") and comma > 0 else ""
@@ -310,8 +242,6 @@ def prepare_request(
     body; if the prompt is so long that the body is still too big, they are re-encoded to the
     bytes that remain. Raises ``RequestError`` / ``ImageError`` for this row otherwise.
     """
-    from .encode import encode_image
-
     options = dict(encode_options or {})
     n = len(images)
     if provider.max_images is not None and n > provider.max_images:

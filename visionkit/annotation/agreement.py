@@ -16,7 +16,10 @@ matches exactly one of the labels seen in ``human`` is counted as that label in 
 table; any other answer keeps its normalised text as its own column.
 
 Rows where either side is missing (NA, None or blank) are left out and counted in ``missing``.
-Multi-label rows (``"a;b"``) compare as whole strings.
+Multi-label rows (``"a;b"``) compare as whole strings. ``kappa`` is Cohen's kappa of the same
+pairs (the model's answer counted as the label it names, as in the confusion table), and
+``per_class`` has, per label, how often each side gave it and Fleiss' kappa_j (see
+:mod:`visionkit.annotation.reliability`).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+    pass
 
-__all__ = ["Agreement", "agreement", "match_option", "normalise", "plot_agreement"]
+from .reliability import rater_agreement
+
+__all__ = ["Agreement", "agreement", "match_option", "normalise"]
 
 Match = str | Callable[[str, str], bool]
 
@@ -107,17 +112,19 @@ class Agreement:
     confusion: pd.DataFrame
     human: str = "label"
     model: str = "answer"
+    kappa: float = float("nan")
+    per_class: pd.DataFrame | None = None
 
     def __repr__(self) -> str:
         return (
-            f"Agreement(rate={self.rate:.3f}, n={self.n}, matches={self.matches}, "
-            f"missing={self.missing})"
+            f"Agreement(rate={self.rate:.3f}, kappa={self.kappa:.3f}, n={self.n}, "
+            f"matches={self.matches}, missing={self.missing})"
         )
 
     def _repr_html_(self) -> str:
         head = (
-            f"<p><b>agreement {self.rate:.1%}</b> ({self.matches} of {self.n} rows; "
-            f"{self.missing} left out with a side missing)</p>"
+            f"<p><b>agreement {self.rate:.1%}</b>, Cohen's kappa {self.kappa:.3f} "
+            f"({self.matches} of {self.n} rows; {self.missing} left out with a side missing)</p>"
         )
         return head + self.confusion.to_html()
 
@@ -167,6 +174,11 @@ def agreement(
     confusion.index = pd.Index(list(confusion.index), name=human, dtype=object)
     confusion.columns = pd.Index(list(confusion.columns), name=model, dtype=object)
     rate = matches / n if n else float("nan")
+    kappa, per_class = float("nan"), None
+    if n:
+        stats = rater_agreement(pd.DataFrame({"human": rows, "model": cols}))
+        kappa = stats.kappa("human", "model")
+        per_class = _per_class(rows, cols, stats.per_class)
     return Agreement(
         rate=rate,
         n=n,
@@ -175,60 +187,25 @@ def agreement(
         confusion=confusion,
         human=human,
         model=model,
+        kappa=kappa,
+        per_class=per_class,
     )
 
 
-def plot_agreement(
-    data: pd.DataFrame | Agreement | None = None,
-    *,
-    human: str = "label",
-    model: str = "answer",
-    match: Match = "exact",
-    ax: Axes | None = None,
-    cmap: str = "Blues",
-    **kwargs: Any,
-) -> Axes:
-    """Draw the confusion table of :func:`agreement` with the counts written in each cell.
-
-    ``data`` is a DataFrame (``human``/``model``/``match`` as for ``agreement``) or an
-    ``Agreement``. Extra keyword arguments go to ``ax.imshow``. Returns the Axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        ax = plt.gca()
-    if data is None:
-        return ax
-    result = data if isinstance(data, Agreement) else agreement(data, human, model, match=match)
-    table = result.confusion
-    if table.empty:
-        ax.set_title("agreement: nothing to compare")
-        return ax
-    counts = table.to_numpy()
-    kwargs.setdefault("aspect", "auto")
-    ax.imshow(counts, cmap=cmap, **kwargs)
-    ax.set_xticks(range(counts.shape[1]), [str(c) for c in table.columns], rotation=45, ha="right")
-    ax.set_yticks(range(counts.shape[0]), [str(r) for r in table.index])
-    ax.set_xlabel("model" if result.model == "model" else f"model ({result.model})")
-    ax.set_ylabel("human" if result.human == "human" else f"human ({result.human})")
-    limit = counts.max() if counts.size else 0
-    for (i, j), value in np.ndenumerate(counts):
-        dark = limit and value > limit / 2
-        ax.text(
-            j,
-            i,
-            f"{value:d}",
-            ha="center",
-            va="center",
-            color="white" if dark else "black",
-            fontsize=9,
-        )
-    for k in range(min(counts.shape)):  # outline the diagonal: where they agree
-        ax.add_patch(
-            plt.Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, lw=1.2, edgecolor="#e07b00")
-        )
-    ax.set_title(
-        f"agreement {result.rate:.0%} (n={result.n}"
-        + (f", {result.missing} missing)" if result.missing else ")")
+def _per_class(rows: list[str], cols: list[str], stats: pd.DataFrame) -> pd.DataFrame:
+    """Per label: how often the human and the model gave it, both at once, and Fleiss' kappa_j
+    (for two raters: Scott's pi of "this label or not")."""
+    human = pd.Series(rows).value_counts()
+    said = pd.Series(cols).value_counts()
+    both = pd.Series([h for h, c in zip(rows, cols, strict=True) if h == c]).value_counts()
+    labels = list(stats.index)
+    table = pd.DataFrame(
+        {
+            "human": human.reindex(labels, fill_value=0).to_numpy(),
+            "model": said.reindex(labels, fill_value=0).to_numpy(),
+            "both": both.reindex(labels, fill_value=0).to_numpy(),
+            "fleiss_kappa": stats["fleiss_kappa"].to_numpy(),
+        },
+        index=pd.Index(labels, name="label", dtype=object),
     )
-    return ax
+    return table

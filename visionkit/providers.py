@@ -13,15 +13,27 @@ vLLM or Ollama server::
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import tokens as _tokens
+from .errors import ImageError
+from .tokens import fit_within
 
-__all__ = ["Provider", "estimate_tokens", "get_provider", "providers", "register_provider"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "BatchLimits",
+    "Provider",
+    "estimate_tokens",
+    "fit_tokens",
+    "get_provider",
+    "providers",
+    "register_provider",
+]
 
 TokenFunction = Callable[[Any, Any], Any]
 
@@ -119,6 +131,8 @@ class ProviderRegistry(Mapping[str, Provider]):
         return provider
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         rows = [
             {
                 "provider": p.name,
@@ -274,7 +288,11 @@ def estimate_tokens(width: Any, height: Any, provider: str | Provider = "inferen
     6404
     """
     profile = get_provider(provider)
-    if isinstance(width, pd.Series) or isinstance(height, pd.Series):
+    pandas = sys.modules.get("pandas")  # not imported: no Series can have been passed
+    if pandas is not None and (
+        isinstance(width, pandas.Series) or isinstance(height, pandas.Series)
+    ):
+        pd = pandas
         index = width.index if isinstance(width, pd.Series) else height.index
         w = pd.to_numeric(pd.Series(width, index=index), errors="coerce")
         h = pd.to_numeric(pd.Series(height, index=index), errors="coerce")
@@ -284,3 +302,26 @@ def estimate_tokens(width: Any, height: Any, provider: str | Provider = "inferen
             out[ok] = profile.estimate(w[ok].to_numpy(), h[ok].to_numpy())
         return out
     return profile.estimate(width, height)
+
+
+def fit_tokens(w: int, h: int, provider: Provider, max_tokens: int) -> tuple[int, int]:
+    """The largest size within ``w x h`` (same aspect) whose token estimate is <= max_tokens.
+
+    Raises ``ImageError`` when no size is cheap enough (the provider's minimum is higher).
+    """
+    if provider.estimate(w, h) <= max_tokens:
+        return w, h
+    lo, hi = 1, max(w, h) - 1  # longest side; estimates grow with size
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        cand = fit_within(w, h, mid)
+        if provider.estimate(*cand) <= max_tokens:
+            best, lo = cand, mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        raise ImageError(
+            f"max_tokens={max_tokens} is below {provider.name}'s estimate for any size of image"
+        )
+    return best

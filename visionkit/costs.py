@@ -4,10 +4,10 @@ Pure pandas/numpy (no matplotlib), so every number a plot shows can be tested an
 CLI prints the same summary the token plot puts in its title)::
 
     import visionkit as vk
-    from visionkit import stats
+    from visionkit import costs
     df = vk.read_images("datasets/")
-    stats.token_summary(df)            # TokenSummary(images=22, tokens=65498, ...)
-    stats.token_tiers("inference.net") # TokenTiers(floor_side=560, cap_side=1120, ...)
+    costs.token_summary(df)            # TokenSummary(images=22, tokens=65498, ...)
+    costs.token_tiers("inference.net") # TokenTiers(floor_side=560, cap_side=1120, ...)
 
 What "a resize would save" means
 --------------------------------
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .profiles import Provider, get_provider
+from .providers import Provider, get_provider
 
 __all__ = [
     "TokenSummary",

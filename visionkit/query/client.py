@@ -44,8 +44,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingAPIKey
-from .profiles import Provider, get_provider, providers
+from ..errors import MissingAPIKey
+from ..providers import Provider, get_provider, providers
 
 if TYPE_CHECKING:
     import openai
@@ -165,7 +165,7 @@ def _norm(url: str | None) -> str | None:
 
 def _offline_server() -> tuple[str, str]:
     """Base URL and key of this process's shared offline server (started on first use)."""
-    from . import offline
+    from .. import offline
 
     server = offline.shared()
     return server.base_url, server.api_key or NO_KEY

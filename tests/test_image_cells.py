@@ -1,4 +1,4 @@
-"""visionkit.sources: every kind of image cell, and every way reading one can fail."""
+"""visionkit.images (cells, decode, bombs, formats): every kind of image cell, every failure."""
 
 from __future__ import annotations
 
@@ -21,17 +21,10 @@ from image_factory import (
 from PIL import Image
 
 from visionkit import ImageError
-from visionkit.sources import (
-    MAX_JPEG_PIXELS,
-    decode_data_uri,
-    decode_refusal,
-    header_size,
-    jpeg_draft_scale,
-    open_header,
-    open_image,
-    read_bytes,
-    sniff_format,
-)
+from visionkit.images.bombs import MAX_JPEG_PIXELS, decode_refusal, jpeg_draft_scale
+from visionkit.images.cells import decode_data_uri, read_bytes
+from visionkit.images.decode import open_header, open_image
+from visionkit.images.formats import header_size, sniff_format
 
 
 @pytest.fixture
@@ -198,7 +191,7 @@ def test_decode_refusal_follows_the_users_max_image_pixels(monkeypatch):
 
 
 def test_truncated_jpeg_fails_on_load_with_a_clear_reason(tmp_path):
-    from visionkit.sources import pil_errors
+    from visionkit.images.pil_errors import pil_errors
 
     path = truncated_jpeg(tmp_path / "t.jpg")
     im = open_image(path)  # the header is intact
@@ -343,7 +336,7 @@ def test_header_size_of_the_bundled_datasets():
 def test_image_column_rule_is_shared_by_accessor_ask_and_widgets():
     import pandas as pd
 
-    from visionkit.sources import image_column
+    from visionkit.images.cells import image_column
 
     both = pd.DataFrame({"path": ["a.png"], "image": [b"x"]})
     assert image_column(both) == "image"

@@ -1,54 +1,17 @@
-"""The ``visionkit`` command line: ``visionkit estimate datasets/ --plot out/tokens.png``.
-
-Each subcommand is one ``add_NAME_parser(subparsers)`` function that declares its arguments and
-sets ``func`` to a ``run_NAME(args) -> int`` function; ``COMMANDS`` lists them in help order.
-To add a subcommand, write the pair (heavy imports inside ``run_NAME``, so ``visionkit --help``
-stays fast) and append ``add_NAME_parser`` to ``COMMANDS``. ``add_provider_option`` and
-``add_model_options`` keep the shared options spelled the same everywhere.
-
-Errors that are the user's (a missing file, an unknown provider) print one line on stderr and
-exit with status 1, never a traceback; ``VISIONKIT_DEBUG=1`` shows the traceback.
-"""
+"""``visionkit estimate PATH...``: sizes and token estimates from image headers, offline."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import VisionError
+from .options import add_provider_option
 
-__all__ = ["COMMANDS", "add_estimate_parser", "build_parser", "main", "run_estimate"]
+__all__ = ["add_estimate_parser", "run_estimate"]
 
 Subparsers = Any  # argparse._SubParsersAction, which argparse does not export
-
-
-def add_provider_option(parser: argparse.ArgumentParser) -> None:
-    """``--provider NAME``: any name in ``visionkit.providers`` (default inference.net)."""
-    from .profiles import providers
-
-    parser.add_argument(
-        "--provider",
-        default="inference.net",
-        metavar="NAME",
-        help=f"provider profile whose rules and token formula apply: {', '.join(providers)} "
-        "(default: %(default)s)",
-    )
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--concurrency``, for subcommands that send requests."""
-    parser.add_argument("--model", help="model name (default: the provider's default model)")
-    parser.add_argument(
-        "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
-    )
-
-
-# --- estimate ---------------------------------------------------------------------------------
 
 
 def add_estimate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -101,7 +64,7 @@ def _display_paths(paths: Sequence[Any], roots: Sequence[str]) -> list[str]:
 def _estimate_table(df: Any, provider: str, roots: Sequence[str]) -> Any:
     import pandas as pd
 
-    from .profiles import estimate_tokens
+    from ..providers import estimate_tokens
 
     table = pd.DataFrame(
         {
@@ -147,7 +110,7 @@ def _write_plot(df: Any, provider: str, path: Path, resize_to: Any) -> None:
     # A bare Figure (no pyplot): no GUI backend, nothing left open, safe in any process.
     from matplotlib.figure import Figure
 
-    from .plots import plot_tokens
+    from ..plots import plot_tokens
 
     fig = Figure(figsize=(7.2, 6.0), layout="constrained")
     plot_tokens(df, provider, resize_to=resize_to, ax=fig.add_subplot())
@@ -156,9 +119,9 @@ def _write_plot(df: Any, provider: str, path: Path, resize_to: Any) -> None:
 
 
 def run_estimate(args: argparse.Namespace) -> int:
-    from .imageinfo import read_images
-    from .profiles import get_provider
-    from .stats import token_summary
+    from ..costs import token_summary
+    from ..images.read import read_images
+    from ..providers import get_provider
 
     provider = get_provider(args.provider).name
     source = args.paths[0] if len(args.paths) == 1 else list(args.paths)
@@ -179,51 +142,3 @@ def run_estimate(args: argparse.Namespace) -> int:
         _write_plot(df, provider, Path(args.plot), resize_to)
         print(f"wrote {args.plot}")
     return 0 if summary.sized else 1
-
-
-# --- the command line -------------------------------------------------------------------------
-
-COMMANDS: list[Callable[[Subparsers], argparse.ArgumentParser]] = [add_estimate_parser]
-
-
-def _register_ask() -> None:
-    """The ``ask`` subcommand lives in ``visionkit.cli_ask`` (the ask module's owner)."""
-    from .cli_ask import add_ask_parser
-
-    COMMANDS.append(add_ask_parser)
-
-
-_register_ask()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="visionkit",
-        description="Image sets for vision models: sizes, token estimates, encoding, queries.",
-    )
-    parser.add_argument("--version", action="version", version=f"visionkit {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in COMMANDS:
-        add(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (``visionkit`` exits with it)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (VisionError, KeyError, OSError, ValueError) as exc:
-        if os.environ.get("VISIONKIT_DEBUG"):
-            raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"visionkit {args.command}: error: {message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"visionkit {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

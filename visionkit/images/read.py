@@ -27,8 +27,11 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from . import sources
-from .errors import ImageError
+from ..errors import ImageError
+from .bombs import decode_refusal
+from .cells import cell_kind, local_path, path_of, read_bytes
+from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
+from .formats import image_format, sniff_format
 
 __all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "inspect_images", "read_images"]
 
@@ -112,30 +115,6 @@ _NOT_IMAGE_EXTENSIONS = frozenset(
 )
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
-# EXIF orientations 5-8 rotate by 90 degrees: the displayed width is the stored height.
-_SWAPS_AXES = frozenset({5, 6, 7, 8})
-
-
-def orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1-8) from an opened image's header, without decoding pixels.
-
-    PNG keeps EXIF in an ``eXIf`` chunk that Pillow only finds before the pixel data at open
-    time; ``PngImageFile.getexif()`` would otherwise decode the whole image to look for it.
-    """
-    if im.format == "PNG" and "exif" not in im.info:
-        return 1
-    try:
-        value = im.getexif().get(0x0112, 1)
-    except Exception:  # a malformed EXIF block is no reason to reject the image
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def display_size(im: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` as displayed, i.e. after the EXIF orientation is applied."""
-    w, h = im.size
-    return (h, w) if orientation(im) in _SWAPS_AXES else (w, h)
-
 
 def header_info(im: Image.Image) -> dict[str, Any]:
     """format, width, height (as displayed), mode, frames and error of an opened image.
@@ -145,15 +124,10 @@ def header_info(im: Image.Image) -> dict[str, Any]:
     an image's frames are not counted (for a GIF that would walk the oversized frames).
     """
     w, h = display_size(im)
-    error = sources.decode_refusal(im.size, sources.image_format(im))
-    frames = None
-    if error is None:
-        try:
-            frames = int(getattr(im, "n_frames", 1) or 1)
-        except Exception:  # counting frames walks the file; a broken tail is not fatal here
-            frames = 1
+    error = decode_refusal(im.size, image_format(im))
+    frames = frame_count(im) if error is None else None
     return {
-        "format": sources.image_format(im),
+        "format": image_format(im),
         "width": w,
         "height": h,
         "mode": im.mode,
@@ -169,7 +143,7 @@ def _empty_row(path: str | None) -> dict[str, Any]:
 def _sniff_file(path: str) -> str | None:
     try:
         with open(path, "rb") as fh:
-            return sources.sniff_format(fh.read(32))
+            return sniff_format(fh.read(32))
     except OSError:
         return None
 
@@ -178,33 +152,33 @@ def _file_row(path: str) -> dict[str, Any]:
     """One row of ``read_images`` for a local file; errors become the ``error`` column."""
     row = _empty_row(path)
     with contextlib.suppress(OSError):
-        row["bytes"] = os.stat(sources._local_path(path)).st_size
+        row["bytes"] = os.stat(local_path(path)).st_size
     try:
-        with sources.open_header(path) as im:
+        with open_header(path) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason
         if row["bytes"]:
-            row["format"] = _sniff_file(sources._local_path(path))
+            row["format"] = _sniff_file(local_path(path))
     return row
 
 
 def _cell_row(cell: Any) -> dict[str, Any]:
     """One row of ``inspect_images`` for any image cell."""
-    kind = sources.cell_kind(cell)
+    kind = cell_kind(cell)
     if kind == "path":
         return _file_row(os.fspath(cell))
-    row = _empty_row(sources.path_of(cell))
+    row = _empty_row(path_of(cell))
     try:
         if kind == "pil":
             row.update(header_info(cell))
-            if not sources.is_lazy(cell):
+            if not is_lazy(cell):
                 row["error"] = None  # already in memory: nothing more to allocate
             return row
-        data = sources.read_bytes(cell)
+        data = read_bytes(cell)
         row["bytes"] = len(data)
-        row["format"] = sources.sniff_format(data[:32])
-        with sources.open_bytes(data, check=False) as im:
+        row["format"] = sniff_format(data[:32])
+        with open_bytes(data, check=False) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason
@@ -270,7 +244,7 @@ def _walk(folder: str, recursive: bool) -> list[str]:
 
 def _expand(item: Any, recursive: bool) -> list[str]:
     """The files one source item stands for: a folder's images, a glob's matches, or itself."""
-    if sources.cell_kind(item) == "url":
+    if cell_kind(item) == "url":
         return [item]
     text = os.fspath(item)
     local = os.path.expanduser(text)
@@ -317,7 +291,7 @@ def read_images(source: Any, *, recursive: bool = True) -> pd.DataFrame:
     paths: list[str] = []
     for item in items:
         paths.extend(_expand(item, recursive))
-    has_urls = any(sources.cell_kind(p) == "url" for p in paths)
+    has_urls = any(cell_kind(p) == "url" for p in paths)
     rows = _map(_cell_row, paths, threads=has_urls)
     return _frame(rows)
 
@@ -328,6 +302,6 @@ def inspect_images(images: pd.Series | Iterable[Any]) -> pd.DataFrame:
     """
     series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
     cells = series.tolist()
-    has_urls = any(sources.cell_kind(c) == "url" for c in cells)
+    has_urls = any(cell_kind(c) == "url" for c in cells)
     rows = _map(_cell_row, cells, threads=has_urls)
     return _frame(rows, index=series.index)

@@ -1,6 +1,6 @@
 """``visionkit ask PATH... PROMPT --out results.csv``: a batch of vision queries from a shell.
 
-Registered in ``visionkit.cli.COMMANDS`` (``add_ask_parser``). Resumable: answers go to the
+Registered in ``visionkit.cli.app.COMMANDS`` (``add_ask_parser``). Resumable: answers go to the
 same SQLite cache as ``df.vision.ask``, so running the same command again after a Ctrl-C, a
 crash or a failed row sends only what is missing. The output format follows ``--out``'s
 extension: ``.csv``, ``.parquet`` or ``.jsonl``.
@@ -90,9 +90,9 @@ def write_table(table: Any, out: str | Path) -> Path:
 def run_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .ask import ask
-    from .client import OfflineWarning, connect
-    from .imageinfo import read_images
+    from ..images.read import read_images
+    from ..query.ask import ask
+    from ..query.client import OfflineWarning, connect
 
     paths = args.paths if len(args.paths) > 1 else args.paths[0]
     images = read_images(paths)

@@ -12,9 +12,9 @@ from image_factory import exif_rotated_jpeg, palette_with_transparency, photo
 from PIL import Image
 
 from visionkit import ImageError, thumbnail
-from visionkit import display as display_module
-from visionkit.display import ImageGrid, clear_thumbnail_cache
-from visionkit.sources import sniff_format
+from visionkit.images import thumbnails as display_module
+from visionkit.images.formats import sniff_format
+from visionkit.images.thumbnails import ImageGrid, clear_thumbnail_cache
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,44 @@
+"""Annotation data: agreement statistics, boxes, the save file, and exports.
+
+One job per module: ``agreement`` (human labels vs a model's free-text answers),
+``reliability`` (Cohen's kappa, Fleiss' kappa, Krippendorff's alpha for several raters),
+``boxes`` (the box cell format, IoU matching, precision/recall), ``plots`` (their figures),
+``savefile`` (the annotators' long-form save file). The widgets that make the data live in
+``visionkit.widgets``.
+"""
+
+from __future__ import annotations
+
+from .agreement import Agreement, agreement, match_option, normalise
+from .boxes import BoxAgreement, box_agreement, iou, match_boxes, parse_boxes
+from .plots import plot_agreement, plot_box_agreement, plot_class_agreement, plot_rater_agreement
+from .reliability import (
+    RaterAgreement,
+    cohen_kappa,
+    fleiss_kappa,
+    krippendorff_alpha,
+    rater_agreement,
+)
+from .savefile import read_annotations
+
+__all__ = [
+    "Agreement",
+    "BoxAgreement",
+    "RaterAgreement",
+    "agreement",
+    "box_agreement",
+    "cohen_kappa",
+    "fleiss_kappa",
+    "iou",
+    "krippendorff_alpha",
+    "match_boxes",
+    "match_option",
+    "normalise",
+    "parse_boxes",
+    "plot_agreement",
+    "plot_box_agreement",
+    "plot_class_agreement",
+    "plot_rater_agreement",
+    "rater_agreement",
+    "read_annotations",
+]

@@ -1,0 +1,66 @@
+"""The ``visionkit`` command line: ``visionkit estimate datasets/ --plot out/tokens.png``.
+
+Each subcommand is a module of this package with one ``add_NAME_parser(subparsers)`` function
+that declares its arguments and sets ``func`` to a ``run_NAME(args) -> int`` function;
+``COMMANDS`` lists them in help order. To add a subcommand, write the pair (heavy imports inside
+``run_NAME``, so ``visionkit --help`` stays fast) and append ``add_NAME_parser`` to
+``COMMANDS``. ``visionkit.cli.options`` keeps the shared options spelled the same everywhere.
+
+Errors that are the user's (a missing file, an unknown provider) print one line on stderr and
+exit with status 1, never a traceback; ``VISIONKIT_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __version__
+from ..errors import VisionError
+from .ask import add_ask_parser
+from .estimate import add_estimate_parser
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+Subparsers = Any  # argparse._SubParsersAction, which argparse does not export
+
+COMMANDS: list[Callable[[Subparsers], argparse.ArgumentParser]] = [
+    add_estimate_parser,
+    add_ask_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visionkit",
+        description="Image sets for vision models: sizes, token estimates, encoding, queries.",
+    )
+    parser.add_argument("--version", action="version", version=f"visionkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (``visionkit`` exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (VisionError, KeyError, OSError, ValueError) as exc:
+        if os.environ.get("VISIONKIT_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"visionkit {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"visionkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Images: from any cell (path, bytes, PIL image, data URI, URL) to headers, pixels and data URIs.
+
+One job per module, lowest first:
+
+- ``formats``: magic-byte sniffing, sizes read from header bytes, MIME types, JPEG markers.
+- ``download``: http(s) downloads with a size cap and a timeout.
+- ``bombs``: the decompression-bomb policy (what one decode may allocate).
+- ``pil_errors``: Pillow's and the OS's exceptions as ``ImageError``, in one place.
+- ``cells``: what an image cell may be, its bytes, and the DataFrame image-column rule.
+- ``decode``: lazy opening, EXIF orientation, 8-bit conversion, ``decode_image``.
+- ``metadata``: lossless byte-level metadata stripping for passthrough.
+- ``encode``: ``encode_image`` / ``encode_series`` (format, size and byte-budget choice).
+- ``read``: ``read_images`` / ``inspect_images`` (header-only DataFrames).
+- ``thumbnails``: small cached JPEG/PNG thumbnails and the ``df.vision.show()`` HTML grid.
+
+The public names are re-exported by ``visionkit`` itself (``vk.read_images``, ...).
+"""

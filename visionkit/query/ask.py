@@ -1,0 +1,271 @@
+"""Ask a vision model about every row of a DataFrame: fast, resumable, within the provider's rules.
+
+Usage::
+
+    import visionkit as vk
+    df = vk.read_images("datasets/")
+    result = df.vision.ask("Describe this image in one sentence.")
+    table = df.drop(columns="error").join(result)   # same index; one error column (see below)
+    result.attrs["usage"]                 # requests, cache hits, retries, tokens, elapsed
+
+Joining: ``read_images`` and ``ask`` both have an ``error`` column (fixed names), so pandas
+refuses ``df.join(result)`` ("columns overlap"). ``ask`` reads each image itself and a file
+``read_images`` could not read fails here with the same reason, so ``read_images``' column can
+be dropped with nothing lost: ``df.drop(columns="error").join(result)``, whose one ``error``
+says why a row has no answer. ``df.join(result, rsuffix="_ask")`` keeps both.
+
+How a run works (``Run``): a dispatcher walks the rows in order and keeps at most
+``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
+cache key and looks the key up; on a miss it encodes the images and checks the request against
+the provider's rules (``visionkit.query.body``) -- all of that in a thread pool the size of the
+machine's cores, overlapping the network waits -- then waits for a slot from the adaptive
+limiter (``visionkit.retry``) and sends through the ``openai`` SDK. Memory therefore stays
+bounded by the requests in flight, not by the size of the set.
+
+Retries: the SDK client is copied with ``max_retries=0`` and visionkit retries itself, because
+a batch must see 429s as they happen to lower its concurrency (AIMD) and pause for
+``Retry-After``; delays follow the SDK's own policy (``visionkit.retry.retry_delay``). 5xx,
+408/409, timeouts and dropped connections are retried with backoff up to ``max_retries``;
+other 4xx fail the row at once with the provider's message; a 401 stops the whole run with the
+SDK's ``openai.AuthenticationError`` (answers already received stay in the cache).
+
+No loss: each answer is written to the SQLite cache (``visionkit.cache``) the moment it
+arrives. On a KeyboardInterrupt (Jupyter's stop button, Ctrl-C), no new request is started and
+the requests already in flight -- paid for -- are allowed to finish and are stored; a second
+interrupt abandons them. Then, inside IPython/Jupyter, ``ask`` returns the partial DataFrame
+with a warning (unfinished rows have ``error`` "not run: interrupted"); in a plain script it
+re-raises KeyboardInterrupt. A re-run sends only the rows the cache does not have.
+
+``ask`` works in a plain script and inside Jupyter's running event loop alike: the run always
+happens on a worker thread with its own event loop while the calling thread waits (and
+listens for interrupts). ``await ask_async(...)`` runs in the caller's loop instead.
+
+Surprises met on the way:
+
+- ``client.chat.completions.create`` re-types every field of the body against the SDK's
+  TypedDicts on each call; for a vision body that cost more client CPU than everything else
+  visionkit does per row (encode, hash, cache, checks). Bodies are therefore sent with the
+  SDK's documented low-level ``post("/chat/completions", cast_to=ChatCompletion, content=...)``:
+  same auth, errors and response types, and the bytes sent are exactly the bytes checked.
+- ``post(body=...)`` still serialises the body on the event loop (about 1 ms for a 200 KB
+  vision body); it was already serialised once to measure it, so those bytes are sent with
+  ``post(content=...)``. What remains per request is the SDK's request/response handling and
+  its HTTP stack: about 3.5 ms of client CPU with httpx on the benchmark machine.
+- The SDK's aiohttp transport (``openai.DefaultAioHttpClient``, extra ``openai[aiohttp]``)
+  costs 2.5 vs 3.5 ms of client CPU per request (-28 %) and brought the 400-row benchmark
+  from 1.11x/1.18x (best/median) of the ideal time to 1.08x/1.12x, so it is used whenever it
+  is installed (``pip install 'visionkit[aiohttp]'``; ``connect(transport="httpx")`` opts
+  out). Each run makes its HTTP client inside its own event loop -- an aiohttp session is
+  bound to the loop it was made in -- and closes it when the run ends.
+- An AIMD limit on concurrency alone cannot hold a requests-per-second limit: near it the
+  window is tiny (4 in flight at 20 req/s and 200 ms) and +1 per round is a 25 % jump, so
+  about one request in five was refused. Pacing sends at ``limit / rtt`` after the first 429,
+  and probing upward ten times more slowly while 429s are recent, brings that under 5 %.
+- The same image twice in one run would be paid twice (both rows miss the cache before either
+  answer arrives); rows with the same key now wait for the first one's answer, or take it
+  once it has arrived (with ``cache=False`` too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from .cache import Cache
+from .client import Client
+from .estimate import check_budget, dry_run_frame
+from .plan import Plan, make_plan
+from .progress import progress_bar
+from .run import Run, run_in_thread
+
+__all__ = ["ask", "ask_async"]
+
+
+_DOC_PARAMS = """
+    **Parameters**
+
+    - ``prompt``: text, or a template filled from the row (``"Is this a {label}?"``); a
+      field that is not a column raises before anything is sent.
+    - ``client``: from ``vk.connect(...)`` (or a provider name); default ``vk.connect()``.
+    - ``model``: overrides the client's model.
+    - ``column``: the image column (default ``image``, else ``path``), or a list of columns for
+      several images per request (at most the provider's ``max_images``).
+    - ``system``: a system prompt.
+    - ``schema``: a pydantic model class or a JSON-schema dict for structured output; its
+      fields become columns, and a reply that does not validate is that row's ``error`` with
+      the raw text kept in ``answer``.
+    - ``concurrency``: requests in flight at most (lowered automatically on 429s).
+    - ``max_retries``: retries per row for 429, 5xx, timeouts and dropped connections.
+    - ``timeout``: seconds per request.
+    - ``cache``: ``True`` (the default file), ``False``, a path, or a ``visionkit.cache.Cache``.
+    - ``dry_run``: no network, no key: per-row ``estimated_tokens``, ``request_bytes``,
+      ``cached`` and ``error``, totals in ``attrs["usage"]``.
+    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the estimate is above it --
+      exactly the total ``dry_run=True`` reports in ``attrs["usage"]["estimated_tokens"]``:
+      the rows that would be sent, priced as encoded; cache hits, repeats of an image already
+      in the run and rows that would fail cost nothing.
+    - ``progress``: a ``tqdm.auto`` bar with cache hits, failures and tokens.
+    - ``max_side``: downscale images so their longest side is at most this (fewer tokens).
+    - ``request_options``: extra fields of the chat-completions body (``temperature=0``,
+      ``max_tokens=200``, or a server's own such as ``top_k``), sent as given.
+
+    Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
+    ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
+    fields); ``attrs["usage"]`` has the totals. Join it to a ``read_images`` frame with
+    ``df.drop(columns="error").join(result)``: a row ``read_images`` could not read fails here
+    with the same reason, so the one ``error`` left says why any row has no answer.
+"""
+
+
+def _prepare_call(df: pd.DataFrame, prompt: str, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
+    dry_run = kwargs.pop("dry_run")
+    budget = kwargs.pop("budget_tokens")
+    plan = make_plan(df, prompt, connect_now=not dry_run, **kwargs)
+    if budget is not None and not dry_run:
+        check_budget(plan, int(budget))
+    return plan, dry_run
+
+
+def ask(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
+    model: str | None = None,
+    column: str | Sequence[str] | None = None,
+    system: str | None = None,
+    schema: Any = None,
+    concurrency: int = 8,
+    max_retries: int = 6,
+    timeout: float | None = 60,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    dry_run: bool = False,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+    max_side: int | None = None,
+    **request_options: Any,
+) -> pd.DataFrame:
+    """Ask a vision model about every row's image(s); one request per row, cached, resumable.
+
+    Works in scripts and in Jupyter (where an event loop is already running). On a
+    KeyboardInterrupt the requests in flight finish and are cached; in IPython/Jupyter the
+    partial result is returned with a warning, in a script KeyboardInterrupt is re-raised.
+    A 401 raises ``openai.AuthenticationError`` at once.
+
+    **Parameters:**
+
+    * **prompt** - the question; ``{column}`` fields are filled from each row (a missing
+      column is an error before anything is sent).
+    * **client** - from ``vk.connect()``, or a provider name; default ``connect("auto")``:
+      inference.net when ``INFERENCE_API_KEY`` is set, else the offline stand-in.
+    * **model** - overrides the client's model.
+    * **column** - the image column (default ``image``, else ``path``), or a list of columns
+      for several images per request (at most the provider's ``max_images``).
+    * **system** - a system message.
+    * **schema** - a pydantic model class or a JSON-schema dict: structured output, parsed
+      into columns; an answer that does not validate is that row's error.
+    * **concurrency** - requests in flight at most (lowered automatically on 429s).
+    * **max_retries** - retries of 429, 5xx, timeouts and dropped connections, per row.
+    * **timeout** - seconds per request.
+    * **cache** - ``True`` (the user cache), ``False``/``None`` (off), a path or a ``Cache``.
+    * **dry_run** - no network, no key: per-row estimated tokens and request bytes.
+    * **budget_tokens** - refuse to start (``BudgetExceeded``) when the estimate is higher.
+    * **progress** - a ``tqdm.auto`` bar with cache hits, failures and tokens.
+    * **max_side** - downscale images further than the provider's default before sending.
+    * **request_options** - passed into the request body (``temperature=0``, ``max_tokens``...).
+
+    Returns a DataFrame on ``df``'s index: ``answer``, ``error``, ``prompt_tokens``,
+    ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
+    fields); ``result.attrs["usage"]`` has the totals.
+
+    Usage::
+
+        result = df.vision.ask("Is this a {label}? Answer yes or no.", concurrency=16)
+        df.drop(columns="error").join(result)
+    """
+    plan, dry = _prepare_call(
+        df,
+        prompt,
+        dict(
+            client=client,
+            model=model,
+            column=column,
+            system=system,
+            schema=schema,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+            cache=cache,
+            dry_run=dry_run,
+            budget_tokens=budget_tokens,
+            progress=progress,
+            max_side=max_side,
+            request_options=request_options,
+        ),
+    )
+    if dry:
+        return dry_run_frame(plan)
+    return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=plan.progress)))
+
+
+ask.__doc__ = (ask.__doc__ or "") + _DOC_PARAMS
+
+
+async def ask_async(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
+    model: str | None = None,
+    column: str | Sequence[str] | None = None,
+    system: str | None = None,
+    schema: Any = None,
+    concurrency: int = 8,
+    max_retries: int = 6,
+    timeout: float | None = 60,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
+    dry_run: bool = False,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+    max_side: int | None = None,
+    **request_options: Any,
+) -> pd.DataFrame:
+    """The async twin of ``ask``: ``result = await ask_async(df, "Describe this image.")``.
+
+    Runs in the caller's event loop. Cancelling the task cancels the requests in flight
+    (answers already received are in the cache) and re-raises ``CancelledError``.
+    """
+    kwargs = dict(
+        client=client,
+        model=model,
+        column=column,
+        system=system,
+        schema=schema,
+        concurrency=concurrency,
+        max_retries=max_retries,
+        timeout=timeout,
+        cache=cache,
+        dry_run=dry_run,
+        budget_tokens=budget_tokens,
+        progress=progress,
+        max_side=max_side,
+        request_options=request_options,
+    )
+    loop = asyncio.get_running_loop()
+    # Planning and the budget pass read files: keep them off the event loop.
+    plan, dry = await loop.run_in_executor(None, lambda: _prepare_call(df, prompt, kwargs))
+    if dry:
+        return await loop.run_in_executor(None, dry_run_frame, plan)
+    run = Run(plan, bar=progress_bar(plan.n, enabled=plan.progress))
+    try:
+        await run.main(reraise_cancel=True)
+    finally:
+        run.bar.close()
+    return run.frame()
+
+
+ask_async.__doc__ = (ask_async.__doc__ or "") + _DOC_PARAMS

@@ -17,9 +17,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+if TYPE_CHECKING:  # a TypedDict python-multipart defines for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 from .faults import retry_headers
 from .handler import Request
@@ -235,7 +238,7 @@ class _Parts:
         self._text = bytearray()
         self._out: Any = None
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin,
             "on_header_field": self._header_field,

@@ -12,11 +12,10 @@ vLLM or Ollama server, most simply derived from a profile whose rules it shares:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import tokens as _tokens
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PROVIDER",
+    "BatchLimits",
     "Provider",
     "estimate_tokens",
     "fit_tokens",
@@ -37,6 +37,26 @@ __all__ = [
 ]
 
 TokenFunction = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A provider's Batch API (OpenAI's shape: upload a JSONL file, create a batch, download).
+
+    ``base_url`` is where the Files and Batches endpoints live (``None``: the provider's own
+    ``base_url``). ``max_file_bytes`` and ``max_requests_per_file`` cap one input file;
+    ``upload_interval`` is the seconds to leave between two file uploads. Where the provider's
+    docs disagree with each other, the conservative value is the default: pass your own
+    ``BatchLimits`` (``dataclasses.replace``) when your account has been told otherwise.
+    """
+
+    base_url: str | None = None
+    max_file_bytes: int | None = None
+    max_requests_per_file: int | None = None
+    upload_interval: float = 0.0
+    completion_window: str = "24h"
+    endpoint: str = "/v1/chat/completions"
+    notes: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,7 @@ class Provider:
     max_image_bytes: int | None = None
     data_uri_only: bool = True
     notes: str = field(default="", compare=False)
+    batch: BatchLimits | None = None  # the Batch API, if the provider has one
 
     def derive(self, **changes: Any) -> Provider:
         """A new profile with ``changes`` (field=value) over this one's rules, e.g. a local
@@ -69,7 +90,7 @@ class Provider:
                 name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
                 default_model="Qwen/Qwen2.5-VL-7B-Instruct", max_images=4))
         """
-        return dataclasses.replace(self, **changes)
+        return replace(self, **changes)
 
     def estimate(self, width: Any, height: Any) -> Any:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
@@ -178,6 +199,20 @@ INFERENCE_NET = register_provider(
         default_model="google/gemma-3-27b-instruct/bf-16",
         max_side=1120,
         notes="docs.inference.net vision guide: data URIs only, body under 1 MB, 2 images",
+        batch=BatchLimits(
+            # docs.inference.net's Batch API page: "Use https://batch.inference.net/v1 for all
+            # Batch API requests"; an older page of the same docs says api.inference.net.
+            base_url="https://batch.inference.net/v1",
+            # Not documented by inference.net; OpenAI's Batch API (whose shape it copies)
+            # takes files "up to 200 MB" -- read as 200,000,000 bytes, the smaller reading.
+            max_file_bytes=200_000_000,
+            # inference.net's pages say 50,000 requests per batch on one and 1,000,000 on
+            # another; OpenAI's limit is 50,000. The smaller is the default.
+            max_requests_per_file=50_000,
+            # docs.inference.net rate limits: "Batch file upload: 1 per minute".
+            upload_interval=60.0,
+            notes="docs.inference.net Batch API and rate-limits pages; file size from OpenAI",
+        ),
     )
 )
 
@@ -195,6 +230,12 @@ OPENAI = register_provider(
         max_side=2048,
         data_uri_only=False,
         notes="GPT-4o tile formula, detail=high; non-animated GIF only",
+        batch=BatchLimits(
+            # The openai SDK's batches.create docs: "up to 50,000 requests ... up to 200 MB".
+            max_file_bytes=200_000_000,
+            max_requests_per_file=50_000,
+            notes="openai SDK docstring of batches.create",
+        ),
     )
 )
 
@@ -232,6 +273,8 @@ register_provider(
         api_key_env=None,
         default_model="visionkit-offline",
         notes="the local stand-in: inference.net's rules, answers describe pixels only",
+        # The stand-in serves its Batch API on its own base URL, with inference.net's limits.
+        batch=replace(INFERENCE_NET.batch, base_url=None) if INFERENCE_NET.batch else None,
     )
 )
 

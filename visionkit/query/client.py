@@ -118,6 +118,7 @@ GENERIC = providers[DEFAULT_PROVIDER].derive(
     base_url=None,
     api_key_env=None,
     default_model=None,
+    batch=None,  # whether an arbitrary server has a Batch API is not known
     notes="any OpenAI-compatible server: inference.net's conservative rules, no default model",
 )
 

@@ -39,6 +39,7 @@ NOT_TAUGHT = {
     "ImageError",
     "MissingAPIKey",
     "RequestError",
+    "RowError",
     "VisionAccessor",
     "VisionError",
     "Provider",

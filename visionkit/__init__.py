@@ -41,6 +41,8 @@ _LAZY = {
     "plot_rater_agreement": ".annotation",
     "rater_agreement": ".annotation",
     "read_annotations": ".annotation",
+    "propose_boxes": ".annotation",
+    "BOX_SCHEMA": ".annotation",
     "ask": ".query.ask",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
@@ -55,6 +57,7 @@ _LAZY = {
     "plot_tokens": ".plots",
     "plot_usage": ".plots",
     "Annotator": ".widgets",
+    "BoxAnnotator": ".widgets",
     "Gallery": ".widgets",
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
@@ -64,9 +67,11 @@ _SUBMODULES = ("costs", "tokens")
 register_accessor()  # df.vision, once pandas is loaded
 
 __all__ = [
+    "BOX_SCHEMA",
     "Agreement",
     "Annotator",
     "BoxAgreement",
+    "BoxAnnotator",
     "BudgetExceeded",
     "Cache",
     "Client",
@@ -100,6 +105,7 @@ __all__ = [
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
+    "propose_boxes",
     "providers",
     "rater_agreement",
     "read_annotations",
@@ -113,6 +119,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from . import costs, tokens
     from .accessor import VisionAccessor
     from .annotation import (
+        BOX_SCHEMA,
         Agreement,
         BoxAgreement,
         RaterAgreement,
@@ -125,6 +132,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         plot_box_agreement,
         plot_class_agreement,
         plot_rater_agreement,
+        propose_boxes,
         rater_agreement,
         read_annotations,
     )
@@ -135,7 +143,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from .query.ask import ask, ask_async
     from .query.cache import Cache
     from .query.client import Client, OfflineWarning, connect
-    from .widgets import Annotator, Gallery, TokenExplorer
+    from .widgets import Annotator, BoxAnnotator, Gallery, TokenExplorer
 
 
 def __getattr__(name: str) -> Any:

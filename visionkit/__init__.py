@@ -43,6 +43,10 @@ _LAZY = {
     "read_annotations": ".annotation",
     "propose_boxes": ".annotation",
     "BOX_SCHEMA": ".annotation",
+    "to_coco": ".annotation",
+    "to_hf_dataset": ".annotation",
+    "to_long": ".annotation",
+    "to_yolo": ".annotation",
     "ask": ".query.ask",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
@@ -112,6 +116,10 @@ __all__ = [
     "read_images",
     "register_provider",
     "thumbnail",
+    "to_coco",
+    "to_hf_dataset",
+    "to_long",
+    "to_yolo",
     "tokens",
 ]
 
@@ -135,6 +143,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         propose_boxes,
         rater_agreement,
         read_annotations,
+        to_coco,
+        to_hf_dataset,
+        to_long,
+        to_yolo,
     )
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images

@@ -3,7 +3,8 @@
 One job per module: ``agreement`` (human labels vs a model's free-text answers),
 ``reliability`` (Cohen's kappa, Fleiss' kappa, Krippendorff's alpha for several raters),
 ``boxes`` (the box cell format, IoU matching, precision/recall), ``proposals`` (boxes from a
-vision model, mapped onto the full-size image), ``plots`` (their figures),
+vision model, mapped onto the full-size image), ``exports`` (COCO, YOLO, Hugging Face datasets,
+long form), ``plots`` (their figures),
 ``savefile`` (the annotators' long-form save file). The widgets that make the data live in
 ``visionkit.widgets``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from .agreement import Agreement, agreement, match_option, normalise
 from .boxes import BoxAgreement, box_agreement, iou, match_boxes, parse_boxes
+from .exports import to_coco, to_hf_dataset, to_long, to_yolo
 from .plots import plot_agreement, plot_box_agreement, plot_class_agreement, plot_rater_agreement
 from .proposals import BOX_SCHEMA, boxes_from_answer, propose_boxes
 from .reliability import (
@@ -46,4 +48,8 @@ __all__ = [
     "propose_boxes",
     "rater_agreement",
     "read_annotations",
+    "to_coco",
+    "to_hf_dataset",
+    "to_long",
+    "to_yolo",
 ]

@@ -176,8 +176,11 @@ class LabelSession:
         return out
 
     def _others_cache(self) -> dict[str, dict[Key, str]]:
-        if getattr(self, "_others", None) is None:
+        """Everyone else's labels, read again only when the file was (someone else wrote)."""
+        generation = None if self._file is None else self._file.generation
+        if getattr(self, "_others", None) is None or self._others_generation != generation:
             self._others = self._file.others() if self._file is not None else {}
+            self._others_generation = generation
         return self._others
 
     @property
@@ -386,8 +389,7 @@ class LabelSession:
         if self._file is None:
             return
         self._file.set(self._keys[pos], self._encode(self._get(pos)))
-        self._file.write()
-        self._others = None  # the file was re-read if others wrote
+        self._file.write()  # re-reads the file first if someone else wrote
 
     # -- messages --------------------------------------------------------------------------
     def _safe(self, action: Callable[..., None]) -> Callable[..., None]:

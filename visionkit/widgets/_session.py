@@ -80,6 +80,8 @@ class LabelSession:
         self._order_by = "index"
         self._keys: list[Key] = row_keys(df, self._keyed())
         self._file: AnnotationFile | None = None
+        self._others: dict[str, dict[Key, str]] | None = None
+        self._others_generation: int | None = None
         self.restored = 0
         if save is not None:
             self._file = AnnotationFile(save, column, self.annotator, keyed=self._keyed())
@@ -178,10 +180,12 @@ class LabelSession:
     def _others_cache(self) -> dict[str, dict[Key, str]]:
         """Everyone else's labels, read again only when the file was (someone else wrote)."""
         generation = None if self._file is None else self._file.generation
-        if getattr(self, "_others", None) is None or self._others_generation != generation:
-            self._others = self._file.others() if self._file is not None else {}
+        others = self._others
+        if others is None or self._others_generation != generation:
+            others = self._file.others() if self._file is not None else {}
+            self._others = others
             self._others_generation = generation
-        return self._others
+        return others
 
     @property
     def annotations(self) -> pd.DataFrame:

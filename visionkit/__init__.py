@@ -131,7 +131,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         Agreement,
         BoxAgreement,
         RaterAgreement,
-        agreement,
         box_agreement,
         cohen_kappa,
         fleiss_kappa,
@@ -148,6 +147,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         to_long,
         to_yolo,
     )
+
+    # Not through .annotation: the package has a submodule of the same name, which mypy binds
+    # instead of the function when proposals.py closes an import cycle through .query.
+    from .annotation.agreement import agreement
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.thumbnails import thumbnail

@@ -18,6 +18,7 @@ does not. YOLO's text format is normalised by the displayed size for the same re
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -96,7 +97,8 @@ def to_coco(
     ids = {name: i for i, name in enumerate(names, start=1)}
     col = _image_column(df, image_column)
     sizes = _sizes(df, col, [pos for pos, _, _ in rows])
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, ((pos, _label, boxes), (w, h)) in enumerate(zip(rows, sizes, strict=True), 1):
         cell = df[col].iat[pos]
         name = str(cell)
@@ -227,7 +229,8 @@ def to_hf_dataset(
     ``pip install 'visionkit[hf]'``.
     """
     try:
-        import datasets
+        # Imported as Any: datasets' lazy top-level names are invisible to type checkers.
+        datasets: Any = importlib.import_module("datasets")
     except ImportError:  # pragma: no cover - the dev extra installs it
         raise ImportError(
             "to_hf_dataset needs Hugging Face datasets: pip install 'visionkit[hf]'"

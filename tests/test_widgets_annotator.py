@@ -32,6 +32,13 @@ def read(path) -> pd.DataFrame:
     return pd.read_parquet(path).fillna("")
 
 
+def saved_labels(path, column="label", annotator="") -> list[str]:
+    """The file's labels of rows r0..r11 for one annotator, "" where it has none."""
+    frame = read(path)
+    mine = frame[frame["annotator"] == annotator].set_index("index")[column]
+    return [mine.get(f"r{i}", "") for i in range(12)]
+
+
 def test_importable_from_visionkit():
     assert vk.Annotator is Annotator
 
@@ -88,7 +95,7 @@ def test_undo_restores_the_value_and_the_row(df, tmp_path):
     key(ann, "2")
     key(ann, "Backspace")
     assert ann.position == 1 and pd.isna(df["label"].iloc[1]) and df["label"].iloc[0] == "cat"
-    assert read(save)["label"].tolist()[:2] == ["cat", ""]
+    assert saved_labels(save)[:2] == ["cat", ""]
     ann.nav_buttons["undo"].click()
     assert ann.position == 0 and pd.isna(df["label"].iloc[0])
     ann.undo()  # nothing left: says so, no error
@@ -107,11 +114,13 @@ def test_every_change_is_saved_and_a_new_annotator_resumes(df, tmp_path, name):
     ann = vk.Annotator(df, "label", OPTIONS, save=save)
     for k in ["1", "2", "3", "1"]:
         key(ann, k)
-        saved = read(save)  # written after every change
-        assert saved["label"].tolist() == [v or "" for v in df["label"].tolist()]
-    assert list(saved.columns) == ["index", "path", "label"]
-    assert saved["index"].tolist() == list(df.index)
-    assert saved["path"].tolist() == df["path"].tolist()
+        # written after every change
+        assert saved_labels(save) == [v or "" for v in df["label"].tolist()]
+    saved = read(save)
+    assert list(saved.columns) == ["index", "path", "annotator", "label", "label_at"]
+    assert saved["index"].tolist() == list(df.index[:4])
+    assert saved["path"].tolist() == df["path"].tolist()[:4]
+    assert saved["label_at"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
     assert not [f for f in os.listdir(save.parent) if f != name]  # no temp files left
     # A fresh DataFrame of the same images: labels come back, position is the first unlabelled.
     fresh = image_frame(tmp_path / "imgs", n=12)
@@ -120,7 +129,7 @@ def test_every_change_is_saved_and_a_new_annotator_resumes(df, tmp_path, name):
     assert again.position == 4 and again.restored == 4
     assert "4 labels restored" in again.view.message
     key(again, "2")
-    assert read(save)["label"].tolist()[:5] == ["cat", "dog", "bird", "cat", "dog"]
+    assert saved_labels(save)[:5] == ["cat", "dog", "bird", "cat", "dog"]
 
 
 def test_resume_skips_a_gap_and_keeps_rows_it_does_not_have(df, tmp_path):
@@ -134,9 +143,8 @@ def test_resume_skips_a_gap_and_keeps_rows_it_does_not_have(df, tmp_path):
     again = vk.Annotator(part, "label", OPTIONS, save=save)
     assert again.current == "r1"  # first unlabelled
     again.label("bird")
-    saved = read(save).set_index("index")["label"]
-    assert saved["r0"] == "cat" and saved["r1"] == "bird" and saved["r2"] == "dog"
-    assert len(saved) == 12
+    assert saved_labels(save)[:3] == ["cat", "bird", "dog"]
+    assert len(read(save)) == 3
 
 
 def test_resume_matches_index_and_path(df, tmp_path):
@@ -153,7 +161,7 @@ def test_save_file_errors(df, tmp_path):
         vk.Annotator(df, "label", OPTIONS, save=tmp_path / "labels.txt")
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not an Annotator save file"):
+    with pytest.raises(ValueError, match="not a visionkit save file"):
         vk.Annotator(df, "label", OPTIONS, save=wrong)
 
 
@@ -193,11 +201,11 @@ def test_free_text(df, tmp_path):
         'with "quotes", commas\nand a newline',
     ]
     assert ann.view.text_mode and ann.position == 2
-    assert read(save)["note"].tolist()[:2] == df["note"].tolist()[:2]
-    # CSV keeps the same text too.
+    assert saved_labels(save, "note")[:2] == df["note"].tolist()[:2]
+    # CSV keeps the same text too; labels already in the column go into a new file with it.
     csv = tmp_path / "notes.csv"
     vk.Annotator(df, "note", text=True, save=csv).label("third")
-    assert read(csv)["note"].tolist()[:3] == df["note"].tolist()[:3]
+    assert saved_labels(csv, "note")[:3] == df["note"].tolist()[:3]
 
 
 @pytest.mark.parametrize("name", ["multi.csv", "multi.parquet"])
@@ -312,3 +320,43 @@ def test_df_vision_annotate(df):
     ann = df.vision.annotate("label", OPTIONS)
     ann.label("dog")
     assert isinstance(ann, Annotator) and df["label"].iloc[0] == "dog"
+
+
+def test_keys_can_be_rebound(df):
+    ann = vk.Annotator(
+        df,
+        "label",
+        OPTIONS,
+        suggestions="answer",
+        keys={"next": ["j", "ArrowRight"], "previous": "k", "accept": []},
+    )
+    key(ann, "j")
+    key(ann, "ArrowRight")
+    assert ann.position == 2
+    key(ann, "k")
+    assert ann.position == 1
+    key(ann, "a")  # accept has no key any more
+    key(ann, "ArrowLeft")  # nor previous its old one
+    assert ann.position == 1 and df["label"].isna().all()
+    assert "j / → next" in ann.view.key_help and "accept" not in ann.view.key_help
+    assert "j" in ann.view.shortcuts and "a" not in ann.view.shortcuts
+    assert ann.nav_buttons["next"].description == "next → [j]"
+    with pytest.raises(ValueError, match="unknown action 'jump'"):
+        vk.Annotator(df, "label", OPTIONS, keys={"jump": "x"})
+    with pytest.raises(ValueError, match="bound to both"):
+        vk.Annotator(df, "label", OPTIONS, keys={"next": "x", "skip": "x"})
+    with pytest.raises(ValueError, match="pick options"):
+        vk.Annotator(df, "label", OPTIONS, keys={"next": "2"})
+
+
+def test_messages_confirm_and_number_rows_like_the_progress_line(df):
+    ann = vk.Annotator(df, "label", OPTIONS, filter="width > 150")  # starts at r4
+    assert ann.view.progress.startswith("0 / 12 labelled · row 1 of 8")
+    key(ann, "2")
+    assert ann.view.message == "row 1 (r4) labelled 'dog'"
+    assert "row 2 of 8" in ann.view.progress
+    key(ann, "Backspace")
+    assert ann.view.message == "undone: row 1 (r4) is back to no label"
+    assert "row 1 of 8" in ann.view.progress
+    named = vk.Annotator(df, "label", OPTIONS, annotator="ana")
+    assert named.view.progress.startswith("ana: ")

@@ -51,7 +51,7 @@ def test_first_page_sends_only_its_thumbnails_as_bytes(df):
     assert [it["pos"] for it in g._items] == list(range(8))
     assert g._items[0]["caption"] == "Cat."
     assert g._items[0]["mime"] in ("image/jpeg", "image/png")
-    assert g._items[0]["title"].startswith("r0: ")
+    assert g._items[0]["title"].startswith("Cat.\nr0: ")
     # Binary buffers on the wire, not base64 text.
     _state, buffer_paths, buffers = _remove_buffers(g.get_state())
     assert ["_thumbs", 0] in buffer_paths and len(buffers) >= 8
@@ -179,3 +179,19 @@ def test_repr_is_cheap(df):
 def test_df_vision_gallery(df):
     g = df.vision.gallery("answer", page_size=5)
     assert isinstance(g, Gallery) and g.page_count == 6 and g._items[0]["caption"] == "Cat."
+
+
+def test_selected_rows_hidden_by_the_filter_are_counted_apart(tmp_path):
+    from widget_images import image_frame
+
+    df = image_frame(tmp_path / "imgs", n=6)
+    g = vk.Gallery(df, caption="path")
+    g.selected = ["r0", "r1", "r5"]
+    assert g.selected_hidden == 0
+    g.filter = "width > 160"  # r5 only
+    assert g.selected_hidden == 2 and g.selected == ["r0", "r1", "r5"]
+    g.selected = ["r5"]
+    assert g.selected_hidden == 0
+    g.filter = None
+    # The tooltip starts with the whole caption, which a narrow tile may cut.
+    assert all(item["title"].startswith(item["caption"] + "\n") for item in g._items)

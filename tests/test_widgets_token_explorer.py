@@ -72,3 +72,17 @@ def test_pick_an_image_from_the_dataframe(tmp_path):
     ex.image_picker.value = 3
     assert ex.size == (df["width"].iloc[3], df["height"].iloc[3])
     assert ex.table.loc["openai", "tokens"] == vk.estimate_tokens(*ex.size, "openai")
+
+
+def test_moving_a_slider_off_the_picked_image_stops_naming_it(tmp_path):
+    # issue 13: the picker kept naming an image after the sliders had left its size
+    from widget_images import image_frame
+
+    df = image_frame(tmp_path / "imgs", n=3)
+    te = vk.TokenExplorer(df)
+    te.image_picker.value = 1
+    assert te.size == (130, 85) and te.image_picker.value == 1
+    te.width_slider.value = 500
+    assert te.image_picker.value == -1 and te.size == (500, 85)
+    te.image_picker.value = 2  # picking again sets both sliders and stays picked
+    assert te.size == (140, 90) and te.image_picker.value == 2

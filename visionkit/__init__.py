@@ -40,6 +40,7 @@ _LAZY = {
     "plot_class_agreement": ".annotation",
     "plot_rater_agreement": ".annotation",
     "rater_agreement": ".annotation",
+    "read_annotations": ".annotation",
     "ask": ".query.ask",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
@@ -101,6 +102,7 @@ __all__ = [
     "plot_usage",
     "providers",
     "rater_agreement",
+    "read_annotations",
     "read_images",
     "register_provider",
     "thumbnail",
@@ -124,6 +126,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         plot_class_agreement,
         plot_rater_agreement,
         rater_agreement,
+        read_annotations,
     )
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images

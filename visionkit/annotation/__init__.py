@@ -19,6 +19,7 @@ from .reliability import (
     krippendorff_alpha,
     rater_agreement,
 )
+from .savefile import read_annotations
 
 __all__ = [
     "Agreement",
@@ -39,4 +40,5 @@ __all__ = [
     "plot_class_agreement",
     "plot_rater_agreement",
     "rater_agreement",
+    "read_annotations",
 ]

@@ -1,5 +1,6 @@
-// visionkit Annotator front end: the large image, the model's answer, progress, a free-text box,
-// and the keyboard. Every decision is made in Python; keys travel as {type: "key", key}.
+// visionkit Annotator front end: the large image, the model's answer, others' labels,
+// progress, a free-text box, and the keyboard (vkKeyboard, from _keys.js, is prepended).
+// Every decision is made in Python; keys travel as {type: "key", key}.
 
 function el_(tag, cls, text) {
   const e = document.createElement(tag);
@@ -17,30 +18,38 @@ function render({ model, el }) {
   const stage = el_("div", "vk-ann-stage");
   const img = el_("img", "vk-ann-image");
   img.alt = "";
+  img.draggable = false;
   const imgError = el_("div", "vk-ann-image-error");
   stage.append(img, imgError);
   const current = el_("div", "vk-ann-current");
-  const suggestion = el_("div", "vk-ann-suggestion");
+  const suggestion = el_("div", "vk-ann-line vk-ann-suggestion");
+  const others = el_("div", "vk-ann-line vk-ann-others");
   const textRow = el_("div", "vk-ann-text");
   const input = el_("input");
   input.type = "text";
   input.placeholder = "type a label, Enter to save";
   textRow.append(input);
-  const message = el_("div", "vk-ann-message");
-  const hint = el_("div", "vk-ann-hint");
-  root.append(head, stage, current, suggestion, textRow, message, hint);
+  const message = el_("div", "vk-ann-line vk-ann-message");
+  const badge = el_("span", "vk-keys-badge");
+  const hint = el_("span", "vk-ann-hint");
+  const foot = el_("div", "vk-ann-foot");
+  foot.append(badge, hint);
+  root.append(head, stage, current, suggestion, others, textRow, message, foot);
   el.append(root);
   el.tabIndex = 0;
 
   let url = null;
+  let drawn = null;
 
   function drawImage() {
-    if (url) URL.revokeObjectURL(url);
-    url = null;
     const data = model.get("image");
     const error = model.get("image_error");
+    if (drawn === data && !error) return; // one row, one object URL: never drawn twice
     const size = model.get("image_size");
     stage.style.setProperty("--vk-size", `${size}px`);
+    const old = url;
+    url = null;
+    drawn = data;
     if (data && data.byteLength && !error) {
       url = URL.createObjectURL(new Blob([data], { type: model.get("mime") }));
       img.src = url;
@@ -52,29 +61,26 @@ function render({ model, el }) {
       imgError.textContent = error || "no image";
       imgError.style.display = error ? "" : "none";
     }
+    // Revoke the previous image only once the new one is in place.
+    if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
   }
 
   function drawText() {
     title.textContent = model.get("title");
+    title.title = model.get("title");
     progress.textContent = model.get("progress");
     const cur = model.get("current");
     current.textContent = cur ? `label: ${cur}` : "no label yet";
     current.classList.toggle("vk-ann-unlabelled", !cur);
     const s = model.get("suggestion");
-    suggestion.textContent = s ? `model: ${s}   (a / Enter accepts)` : "";
-    suggestion.style.display = s ? "" : "none";
-    const msg = model.get("message");
-    message.textContent = msg;
-    message.style.display = msg ? "" : "none";
+    suggestion.textContent = s ? `model: ${s}` : "";
+    const o = model.get("others");
+    others.textContent = o ? `others: ${o}` : "";
+    message.textContent = model.get("message");
     message.classList.toggle("vk-error", model.get("message_kind") === "error");
     textRow.style.display = model.get("text_mode") ? "" : "none";
-    const keys = model.get("shortcuts");
-    const digits = keys.filter((k) => /^[1-9]$/.test(k));
-    let h = "keys: ";
-    if (digits.length) h += `1–${digits[digits.length - 1]} label · `;
-    h += "→ next · ← previous · s skip · ⌫ undo";
-    if (keys.includes("a")) h += " · a / Enter accept the model's answer";
-    hint.textContent = h;
+    hint.textContent = model.get("key_help");
+    hint.title = model.get("key_help");
   }
 
   function onRow() {
@@ -84,7 +90,7 @@ function render({ model, el }) {
   input.addEventListener("keydown", (e) => {
     // The text box keeps its keys: typing "1" or Backspace here edits the text.
     e.stopPropagation();
-    if (e.key === "Enter" && input.value.trim()) {
+    if (e.key === "Enter" && !e.shiftKey && input.value.trim()) {
       e.preventDefault();
       model.send({ type: "text", value: input.value });
       input.value = "";
@@ -94,41 +100,29 @@ function render({ model, el }) {
     }
   });
 
-  // Keys anywhere inside the Annotator (this view and its buttons) are ours. Listening on the
-  // window in the capture phase runs before JupyterLab's own shortcuts ("a" inserts a cell,
-  // digits change the cell type), and stopping the event keeps them from firing.
-  function onKey(e) {
-    const box = el.parentElement || el;
-    if (!box.contains(e.target) || e.target === input) return;
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (!model.get("shortcuts").includes(e.key)) return;
-    e.preventDefault();
-    e.stopPropagation();
-    if (e.repeat && e.key !== "ArrowRight" && e.key !== "ArrowLeft") return;
-    model.send({ type: "key", key: e.key });
-  }
-  window.addEventListener("keydown", onKey, true);
-  // Clicking the image area gives the keyboard to the Annotator.
-  root.addEventListener("pointerdown", (e) => {
-    if (e.target !== input) setTimeout(() => el.focus({ preventScroll: true }), 0);
+  const keyboard = vkKeyboard({
+    el,
+    box: () => el.closest(".vk-annotator") || el,
+    badge,
+    shortcuts: () => model.get("shortcuts"),
+    send: (key) => model.send({ type: "key", key }),
+    isTyping: (t) => t === input,
   });
 
   model.on("change:image", drawImage);
   model.on("change:image_error", drawImage);
   model.on("change:row_id", onRow);
-  for (const name of ["title", "progress", "current", "suggestion", "message", "message_kind",
-                      "text_mode", "shortcuts"]) {
+  for (const name of ["title", "progress", "current", "suggestion", "others", "message",
+                      "message_kind", "text_mode", "key_help"]) {
     model.on(`change:${name}`, drawText);
   }
   drawImage();
   drawText();
   onRow();
-  requestAnimationFrame(() => {
-    if (el.isConnected && !el.contains(document.activeElement)) el.focus({ preventScroll: true });
-  });
+  requestAnimationFrame(() => keyboard.draw()); // the outer box exists once attached
 
   return () => {
-    window.removeEventListener("keydown", onKey, true);
+    keyboard.dispose();
     if (url) URL.revokeObjectURL(url);
   };
 }

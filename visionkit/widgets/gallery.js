@@ -68,14 +68,29 @@ function render({ model, el }) {
   function drawCounts() {
     const total = model.get("total"), matching = model.get("matching");
     const nsel = model.get("selected_positions").length;
+    const hidden = model.get("selected_hidden");
     let text = `${matching.toLocaleString()} image${matching === 1 ? "" : "s"}`;
     if (matching !== total) text += ` of ${total.toLocaleString()}`;
-    if (nsel) text += ` · ${nsel} selected`;
+    if (nsel - hidden) text += ` · ${nsel - hidden} selected`;
+    if (hidden) text += ` · ${hidden} selected but hidden by the filter`;
     counts.textContent = text;
   }
 
+  // _items and _thumbs arrive together but fire two change events: draw once per sync.
+  let pending = false;
+  function schedulePage() {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => {
+      pending = false;
+      drawPage();
+    });
+  }
+
   function drawPage() {
-    for (const u of urls) URL.revokeObjectURL(u);
+    // Revoke the old page's URLs only after the new page is in place and loading.
+    const old = urls;
+    setTimeout(() => old.forEach((u) => URL.revokeObjectURL(u)), 1000);
     urls = [];
     const items = model.get("_items");
     const thumbs = model.get("_thumbs");
@@ -99,7 +114,9 @@ function render({ model, el }) {
         img.draggable = false;
         frame.append(img);
       }
-      tile.append(frame, el_("figcaption", "", item.caption));
+      const caption = el_("figcaption", "", item.caption);
+      caption.title = item.caption;
+      tile.append(frame, caption);
       tile.addEventListener("click", (e) => onTileClick(item.pos, e));
       grid.append(tile);
     });
@@ -135,8 +152,9 @@ function render({ model, el }) {
     }
   });
 
-  model.on("change:_thumbs", drawPage);
-  model.on("change:_items", drawPage);
+  model.on("change:_thumbs", schedulePage);
+  model.on("change:_items", schedulePage);
+  model.on("change:selected_hidden", drawCounts);
   model.on("change:selected_positions", drawSelection);
   model.on("change:matching", drawCounts);
   model.on("change:query", drawQuery);

@@ -52,6 +52,8 @@ class Gallery(anywidget.AnyWidget):
     query = traitlets.Unicode("").tag(sync=True)
     query_error = traitlets.Unicode("").tag(sync=True)
     selected_positions = traitlets.List(traitlets.Int()).tag(sync=True)
+    # Selected rows the filter hides: the count says so instead of "3 selected" with none shown.
+    selected_hidden = traitlets.Int(0).tag(sync=True)
     # The current page only: one dict per tile (pos, caption, title, mime, error) and its bytes.
     _items = traitlets.List(traitlets.Dict()).tag(sync=True)
     _thumbs = traitlets.List(traitlets.Bytes()).tag(sync=True)
@@ -88,6 +90,7 @@ class Gallery(anywidget.AnyWidget):
         self.observe(self._on_query, names=["query"])
         self.observe(self._on_thumb_size, names=["thumb_size"])
         self.observe(self._on_page_size, names=["page_size"])
+        self.observe(self._count_hidden, names=["selected_positions"])
 
     # -- filtering -------------------------------------------------------------------------
     @property
@@ -101,6 +104,7 @@ class Gallery(anywidget.AnyWidget):
         self._filter = where
         self._view = np.flatnonzero(mask)
         with self.hold_sync():
+            self._count_hidden()
             self.query_error = ""
             if isinstance(where, str):
                 self.set_trait("query", where)
@@ -112,6 +116,10 @@ class Gallery(anywidget.AnyWidget):
                 self.page = 0  # _on_page renders
             else:
                 self._render()
+
+    def _count_hidden(self, _change: Any = None) -> None:
+        shown = np.isin(np.asarray(self.selected_positions, dtype=int), self._view)
+        self.selected_hidden = int((~shown).sum())
 
     def _on_query(self, change: dict) -> None:
         # Typed in the front end's filter box: show the error there instead of raising.
@@ -164,8 +172,10 @@ class Gallery(anywidget.AnyWidget):
         row = self._df.iloc[pos]
         label = format_value(self._df.index[pos])
         parts = [format_value(row[c]) for c in self._captions] or [label]
-        title = f"{label}: {format_value(row[self._column])}"
-        return " · ".join(parts), title
+        caption = " · ".join(parts)
+        # The tooltip leads with the whole caption (tiles may cut it), then row and image.
+        title = f"{caption}\n{label}: {format_value(row[self._column])}"
+        return caption, title
 
     def _render(self) -> None:
         positions = [int(p) for p in self.page_positions()]

@@ -102,6 +102,7 @@ class TokenExplorer(ipywidgets.VBox):
         self.output = ipywidgets.HTML()
         children: list[ipywidgets.Widget] = []
         self.image_picker: ipywidgets.Dropdown | None = None
+        self._picked: tuple[int, int] | None = None
         if df is not None:
             self._column = image_column(df, column)
             cells = df[self._column]
@@ -147,10 +148,13 @@ class TokenExplorer(ipywidgets.VBox):
                 self.output.value = f"<p style='color:#b00020'>{html.escape(str(message))}</p>"
                 return
             w, h = int(info["width"]), int(info["height"])
+        self._picked = None  # moving both sliders: no reset half way
         with self.hold_trait_notifications():
             self.width_slider.max = max(self.width_slider.max, w)
             self.height_slider.max = max(self.height_slider.max, h)
             self.width_slider.value, self.height_slider.value = w, h
+        self._picked = (w, h)
+        self._update()
 
     @property
     def table(self) -> pd.DataFrame:
@@ -179,6 +183,10 @@ class TokenExplorer(ipywidgets.VBox):
 
     def _update(self, _change: Any = None) -> None:
         w, h = self.size
+        picker = self.image_picker
+        picked = self._picked
+        if picker is not None and picker.value >= 0 and picked is not None and picked != (w, h):
+            picker.value = -1  # the sliders moved off the picked image: it is no longer shown
         table = self.table
         lines = []
         for name, row in table.iterrows():

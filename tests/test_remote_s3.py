@@ -170,7 +170,7 @@ def test_missing_and_forbidden_objects_are_row_errors(s3, bucket):
         s3.set_auth(False)
 
 
-@pytest.mark.filterwarnings("ignore:.*offline")
+@pytest.mark.filterwarnings("ignore:.*offline stand-in")
 def test_credentials_never_appear_in_errors_reprs_or_the_answer_cache(s3, bucket, tmp_path):
     name, _ = bucket
     secret = "s3cr3t-" + "9" * 20
@@ -189,7 +189,7 @@ def test_credentials_never_appear_in_errors_reprs_or_the_answer_cache(s3, bucket
         remote.set_storage_options(f"s3://{name}/", s3.options)
 
 
-@pytest.mark.filterwarnings("ignore:.*offline")
+@pytest.mark.filterwarnings("ignore:.*offline stand-in")
 def test_the_answer_cache_keys_on_content_not_on_the_url(s3, tmp_path):
     data = jpeg(7, size=(120, 90))
     name = s3.make_bucket({"a/one.jpg": data, "b/same.jpg": data})

@@ -31,6 +31,7 @@ from ..types import is_missing
 from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download
 from .pil_errors import pil_errors
 from .remote import REMOTE_TIMEOUT, is_remote_url, read_object
+from .tables import is_table_ref, read_ref, struct_bytes
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -69,7 +70,8 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 
 def cell_kind(cell: Any) -> str:
     """One of "missing", "pil", "bytes", "data", "url" (http/https), "remote" (an fsspec URL:
-    s3://, gs://, ...), "path" (or "unknown")."""
+    s3://, gs://, ...), "ref" (a row of a table: ``x.parquet#image[3]``), "struct" (a
+    ``{bytes, path}`` dict, as Parquet image columns read into pandas), "path" (or "unknown")."""
     if is_missing(cell):
         return "missing"
     if isinstance(cell, Image.Image):
@@ -78,7 +80,11 @@ def cell_kind(cell: Any) -> str:
         return "bytes"
     if isinstance(cell, os.PathLike):
         return "path"
+    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
+        return "struct"
     if isinstance(cell, str):
+        if is_table_ref(cell):
+            return "ref"
         low = cell[:8].lower()
         if low.startswith("data:"):
             return "data"
@@ -157,6 +163,10 @@ def _read_raw(
             timeout=DOWNLOAD_TIMEOUT if timeout is None else timeout,
             max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         )
+    if kind == "ref":
+        return read_ref(cell, row=row)
+    if kind == "struct":
+        return struct_bytes(cell, row=row)
     if kind == "remote":
         return read_object(
             cell,
@@ -182,8 +192,10 @@ def source_label(cell: Any) -> object:
     kind = cell_kind(cell)
     if kind == "path":
         return os.fspath(cell)
-    if kind in ("url", "remote"):
+    if kind in ("url", "remote", "ref"):
         return cell
+    if kind == "struct":
+        return cell.get("path") or f"<{len(cell.get('bytes') or b'')} bytes>"
     if kind == "data":
         return cell[:40] + "..." if len(cell) > 40 else cell
     if kind == "bytes":
@@ -198,8 +210,10 @@ def path_of(cell: Any) -> str | None:
     kind = cell_kind(cell)
     if kind == "path":
         return str(Path(os.fspath(cell)))
-    if kind in ("url", "remote"):
+    if kind in ("url", "remote", "ref"):
         return cell
+    if kind == "struct" and isinstance(cell.get("path"), str):
+        return cell["path"]
     return None
 
 

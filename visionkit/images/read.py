@@ -327,6 +327,7 @@ def read_images(
     source: Any,
     *,
     recursive: bool = True,
+    column: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,
 ) -> pd.DataFrame:
@@ -349,9 +350,20 @@ def read_images(
     (``encode``, ``ask``, thumbnails) use them too. In a bucket, objects with an image
     extension count as images; those without a known extension count if their bytes say so.
 
+    Tables: ``read_images("data/*.parquet", column="image")`` or ``read_images(dataset,
+    column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
+    ({bytes, path} structs, binary or path strings); ``path`` is then a reference such as
+    ``data/train.parquet#image[17]`` that every visionkit reader resolves, so the frame never
+    copies the images, and the table's other columns come along (see
+    ``visionkit.images.tables``).
+
     >>> df = read_images("datasets/")                            # doctest: +SKIP
     >>> df.vision.estimate_tokens().sum()                        # doctest: +SKIP
     """
+    from .tables import is_dataset, read_table_images
+
+    if column is not None or is_dataset(source):
+        return read_table_images(source, column, storage_options=storage_options)
     if isinstance(source, (str, os.PathLike)):
         items: Iterable[Any] = [source]
     elif isinstance(source, (pd.Series, pd.Index)):

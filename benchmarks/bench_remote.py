@@ -248,7 +248,7 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.split()
-        rows, errors, base, peak, after, took = out
+        rows, errors, base, peak, _after, took = out
         print(
             f"\n4. header table of {rows} remote objects ({errors} errors) in {float(took):.1f} s:"
         )

@@ -191,3 +191,90 @@ def slow(req, delay: float = 2.0) -> None:
     time.sleep(delay)
     with suppress(BrokenPipeError, ConnectionResetError):
         send(req, b"late")
+
+
+# ---------------------------------------------------------------------------------------------
+# hand-made files Pillow cannot write (or writes only correctly)
+
+
+def dds_dx10(dxgi_format: int = 2, width: int = 8, height: int = 8) -> bytes:
+    """A DDS texture with a DX10 header naming ``dxgi_format`` (2 = R32G32B32A32_FLOAT, which
+    Pillow has not implemented: it raises NotImplementedError while opening)."""
+    pixel_format = struct.pack("<4I", 32, 0x4, int.from_bytes(b"DX10", "little"), 0)
+    pixel_format += b"\0" * 16  # RGBA masks
+    header = struct.pack("<3I", 0x1007, height, width) + struct.pack("<3I", 0, 0, 1)
+    header += b"\0" * 44 + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0)
+    assert len(header) == 120
+    dx10 = struct.pack("<5I", dxgi_format, 3, 0, 1, 0)
+    return b"DDS " + struct.pack("<I", 124) + header + dx10 + b"\0" * (width * height * 16)
+
+
+def layered_psd(
+    width: int = 40, height: int = 30, layers: tuple[tuple[int, int, int], ...] = ((255, 0, 0),)
+) -> bytes:
+    """An RGB Photoshop file with one full-size layer per colour in ``layers``; its merged
+    composite is the last layer's colour (what Photoshop would show)."""
+
+    def planes(rgb: tuple[int, int, int]) -> list[bytes]:
+        return [bytes([c]) * (width * height) for c in rgb]
+
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
+    records, channel_data = b"", b""
+    for i, rgb in enumerate(layers):
+        name = f"layer {i}".encode()
+        pascal = bytes([len(name)]) + name
+        pascal += b"\0" * (-len(pascal) % 4)
+        extra = struct.pack(">II", 0, 0) + pascal
+        records += struct.pack(">iiii", 0, 0, height, width) + struct.pack(">H", 3)
+        for channel in range(3):
+            records += struct.pack(">hI", channel, 2 + width * height)
+        records += b"8BIMnorm" + bytes([255, 0, 0, 0]) + struct.pack(">I", len(extra)) + extra
+        channel_data += b"".join(struct.pack(">H", 0) + p for p in planes(rgb))
+    layer_info = struct.pack(">h", len(layers)) + records + channel_data
+    layer_info += b"\0" * (len(layer_info) % 2)
+    layer_and_mask = struct.pack(">I", len(layer_info)) + layer_info + struct.pack(">I", 0)
+    composite = struct.pack(">H", 0) + b"".join(planes(layers[-1]))
+    return (
+        header
+        + struct.pack(">I", 0)  # colour mode data
+        + struct.pack(">I", 0)  # image resources
+        + struct.pack(">I", len(layer_and_mask))
+        + layer_and_mask
+        + composite
+    )
+
+
+def apng_with_zero_frames() -> bytes:
+    """A three-frame APNG whose acTL chunk is patched to say 0 frames (invalid by the spec:
+    strict decoders reject it; Pillow warns and decodes the default image)."""
+    frames = [Image.new("RGB", (80, 60), c) for c in ("red", "lime", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    data = bytearray(buf.getvalue())
+    at = data.find(b"acTL")
+    data[at + 4 : at + 8] = struct.pack(">I", 0)
+    data[at + 12 : at + 16] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 12])))
+    return bytes(data)
+
+
+def corrupt_lzw_tiff() -> bytes:
+    """An LZW TIFF (decoded by libtiff) whose compressed strips are overwritten with 0xFF:
+    libtiff prints "Using code not yet in table" to the C stderr and Pillow raises."""
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, "TIFF", compression="tiff_lzw")
+    data = bytearray(buf.getvalue())
+    data[200:3000] = b"\xff" * 2800
+    return bytes(data)
+
+
+def icc_profile(size: int) -> bytes:
+    """An sRGB ICC profile padded to ``size`` bytes (a tag-table-valid profile whose header
+    size field is patched: lcms still reads it, and it travels with every re-encode)."""
+    from PIL import ImageCms
+
+    base = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    padded = bytearray(base + b"\0" * max(0, size - len(base)))
+    padded[0:4] = struct.pack(">I", len(padded))
+    return bytes(padded)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -13,7 +15,10 @@ import pandas as pd
 import pytest
 from image_factory import (
     animated_gif,
+    apng_with_zero_frames,
     bomb_png,
+    corrupt_lzw_tiff,
+    dds_dx10,
     exif_rotated_jpeg,
     gradient16,
     palette_with_transparency,
@@ -789,3 +794,92 @@ def test_progress_bar_by_default_appears_only_after_a_second(bars):
     df.vision.encode()
     assert made and made[0].get("delay", 0) >= 1  # quick calls print nothing
     assert "encode" in out.getvalue() and "3/3" in out.getvalue()
+
+
+# --- hostile files (issue 8) ----------------------------------------------------------------------
+
+
+def test_an_exception_pillow_raises_for_one_row_never_ends_the_call(tmp_path):
+    (tmp_path / "texture.dds").write_bytes(dds_dx10(dxgi_format=2))
+    photo(64, 48).save(tmp_path / "ok.jpg")
+    cells = pd.Series([str(tmp_path / "texture.dds"), str(tmp_path / "ok.jpg")], index=["t", "o"])
+    with pytest.warns(EncodeWarning, match=r"row 't': unsupported DDS variant"):
+        out = encode_series(cells, workers=2, progress=False)
+    assert out.isna().tolist() == [True, False]
+    assert out.attrs["errors"] == {"t": "unsupported DDS variant (Unimplemented DXGI format 2)"}
+    with pytest.raises(ImageError, match="row 't': unsupported DDS variant"):
+        encode_image(cells["t"], row="t")
+
+
+def test_apng_with_zero_frames_is_reencoded_never_passed_through():
+    data = apng_with_zero_frames()
+    uri = encode_image(data)
+    _, sent = decode_data_uri(uri)
+    assert sent != data and b"acTL" not in sent and b"fdAT" not in sent
+    im = decode(uri)
+    assert im.size == (80, 60) and rgb(im, (5, 5)) == (255, 0, 0)  # Pillow's default image
+
+
+def test_passthrough_only_sends_what_decodes():
+    # intact at both ends, garbage in the middle: the old end-of-file check let it through
+    buf = io.BytesIO()
+    photo(200, 150).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    idat = data.find(b"IDAT")
+    data[idat + 40 : idat + 400] = b"\x00" * 360
+    with pytest.raises(ImageError, match="PNG"):
+        encode_image(bytes(data))
+
+
+def test_encode_and_ask_print_nothing_from_pillow_or_libtiff(capfd, recwarn):
+    apng = apng_with_zero_frames()
+    cells = pd.Series([apng, corrupt_lzw_tiff(), apng])
+    out = encode_series(cells, workers=2, progress=False)
+    assert out.isna().tolist() == [False, True, False]
+    assert "libtiff: Using code not yet in table" in out.attrs["errors"][1]
+    assert capfd.readouterr().err == ""
+    assert [w for w in recwarn if not issubclass(w.category, EncodeWarning)] == []
+
+
+_PEAK_SCRIPT = """
+import sys, warnings
+from visionkit.images.encode import encode_series
+
+def hwm():  # peak RSS of this process image, MB (ru_maxrss would include the parent's peak)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) // 1024
+
+path, n, cut = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "cut"
+base = hwm()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    out = encode_series([path] * n, workers=1, progress=False)
+assert out.isna().all() == cut, out.attrs["errors"]
+print(hwm() - base)
+"""
+
+
+def _peak_mb(path: Path, n: int, cut: bool) -> int:
+    """Peak RSS (MB over the baseline after imports) of encode_series over ``n`` copies of
+    ``path``, in a fresh interpreter: Pillow's pixel buffers are invisible to tracemalloc."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path), str(n), "cut" if cut else "ok"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.strip())
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_a_failing_set_peaks_no_higher_than_a_passing_one(tmp_path):
+    """Eight truncated 3000x3000 PNGs: each failure's traceback held its 27 MB of decoded pixels
+    until encode_series returned (issue 8: twelve 6000x6000 ones peaked at 943 MB)."""
+    im = Image.linear_gradient("L").resize((3000, 3000)).convert("RGB")
+    im.save(tmp_path / "ok.png", compress_level=1)
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) * 7 // 10])
+    passing = _peak_mb(tmp_path / "ok.png", 8, cut=False)
+    failing = _peak_mb(tmp_path / "cut.png", 8, cut=True)
+    assert passing > 20  # the measurement sees the decodes at all
+    assert failing <= passing + 20, (failing, passing)

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from image_factory import (
     bomb_png,
+    corrupt_lzw_tiff,
+    dds_dx10,
+    layered_psd,
     photo,
     png_bytes,
     send,
@@ -23,7 +26,7 @@ from PIL import Image
 from visionkit import ImageError
 from visionkit.images.bombs import MAX_JPEG_PIXELS, decode_refusal, jpeg_draft_scale
 from visionkit.images.cells import decode_data_uri, read_bytes
-from visionkit.images.decode import open_header, open_image
+from visionkit.images.decode import decode_image, frame_count, open_header, open_image
 from visionkit.images.formats import header_size, sniff_format
 
 
@@ -346,3 +349,96 @@ def test_image_column_rule_is_shared_by_accessor_ask_and_widgets():
         image_column(both, "nope", who="ask")
     with pytest.raises(KeyError, match="needs an image column"):
         pd.DataFrame({"x": [1]}).vision.estimate_tokens()
+
+
+# --- every exception is the row's error (issue 8) -------------------------------------------------
+
+
+def test_dds_in_an_unimplemented_dxgi_format_is_the_rows_error_with_its_cause(tmp_path):
+    path = tmp_path / "texture.dds"
+    path.write_bytes(dds_dx10(dxgi_format=2))
+    with pytest.raises(ImageError) as info:
+        open_image(path, row=4)
+    assert info.value.row == 4
+    assert info.value.reason == "unsupported DDS variant (Unimplemented DXGI format 2)"
+    assert isinstance(info.value.__cause__, NotImplementedError)  # the cause is kept
+    with pytest.raises(ImageError, match="unsupported DDS variant"):
+        open_image(path.read_bytes())
+
+
+def test_any_exception_from_a_plugin_becomes_an_image_error(monkeypatch, png_file):
+    from PIL import PngImagePlugin
+
+    def broken(self):
+        raise RuntimeError("plugin bug")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "_open", broken)
+    with pytest.raises(ImageError, match=r"cannot read PNG: RuntimeError: plugin bug") as info:
+        open_image(png_file, row="x")
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_keyboard_interrupt_is_never_swallowed(monkeypatch, png_file):
+    from PIL import PngImagePlugin
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "_open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        open_image(png_file)
+
+
+def test_layered_psd_decodes_to_its_composite_and_counts_one_frame(tmp_path):
+    path = tmp_path / "layers.psd"
+    path.write_bytes(layered_psd(layers=((255, 0, 0), (0, 255, 0), (0, 0, 255))))
+    with open_image(path) as im:
+        assert im.format == "PSD" and frame_count(im) == 1
+    im = decode_image(path)  # was "truncated PSD": frames start at 1, seek(0) raised EOFError
+    assert im.size == (40, 30)
+    assert im.getpixel((5, 5)) == (0, 0, 255)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"8BPS\x00\x01\x00\x00\x00\x00", "corrupt PSD (Pillow cannot read its header)"),
+        (
+            b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 40,
+            "corrupt JPEG 2000 (Pillow cannot read its header)",
+        ),
+        (b"\xff\x4f\xff\x51" + b"\x01" * 12, "corrupt JPEG 2000 (Pillow cannot read its header)"),
+    ],
+    ids=["psd", "jp2-box", "j2k-codestream"],
+)
+def test_corrupt_files_of_a_known_format_say_corrupt_and_which(data, reason):
+    with pytest.raises(ImageError) as info:
+        open_image(data)
+    assert info.value.reason == reason
+
+
+def test_libtiff_messages_go_into_the_reason_not_to_stderr(capfd):
+    data = corrupt_lzw_tiff()
+    with pytest.raises(ImageError) as info:
+        decode_image(data, row=1)
+    reason = info.value.reason
+    assert reason.startswith("corrupt TIFF data (decoder error -2)")
+    assert "libtiff: Using code not yet in table" in reason
+    assert capfd.readouterr().err == ""
+
+
+def test_pillows_warnings_are_captured_not_shown(tmp_path, recwarn):
+    # A JPEG whose EXIF block is cut short: Pillow warns "Corrupt EXIF data" when reading it.
+    im = Image.new("RGB", (16, 16), "red")
+    exif = im.getexif()
+    exif[0x0112] = 1
+    exif[0x010F] = "camera maker " * 20
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif.tobytes()[:60] + b"\x00" * 4)
+    im2 = open_image(buf.getvalue())
+    from visionkit.images.decode import orientation
+    from visionkit.images.pil_errors import pil_errors
+
+    with pil_errors():
+        assert orientation(im2) == 1
+    assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []

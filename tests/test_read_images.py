@@ -10,8 +10,10 @@ import pytest
 from image_factory import (
     animated_gif,
     bomb_png,
+    dds_dx10,
     exif_rotated_jpeg,
     gradient16,
+    layered_psd,
     phone_jpeg,
     photo,
     png_bytes,
@@ -242,3 +244,22 @@ def test_phone_size_jpegs_are_normal_rows(tmp_path, tmp_path_factory):
 def test_big_in_memory_pil_image_is_not_an_error():
     im = Image.new("L", (10000, 9500))  # 95 MP, already allocated by its owner
     assert inspect_images([im]).loc[0, "error"] is None
+
+
+def test_a_file_pillow_raises_anything_for_is_a_row_not_an_escape(tmp_path):
+    (tmp_path / "texture.dds").write_bytes(dds_dx10(dxgi_format=2))
+    (tmp_path / "layers.psd").write_bytes(layered_psd(layers=((9, 9, 9), (200, 0, 0))))
+    photo(30, 20).save(tmp_path / "ok.png")
+    df = _by_name(
+        read_images([tmp_path / "texture.dds", tmp_path / "layers.psd", tmp_path / "ok.png"])
+    )
+    assert df.loc["texture.dds", "error"] == "unsupported DDS variant (Unimplemented DXGI format 2)"
+    assert df.loc["layers.psd", ["format", "width", "height", "frames"]].tolist() == [
+        "psd",
+        40,
+        30,
+        1,
+    ]
+    assert df.loc["layers.psd", "error"] is None and df.loc["ok.png", "error"] is None
+    inspected = inspect_images(pd.Series([dds_dx10(dxgi_format=2)]))
+    assert inspected.loc[0, "error"].startswith("unsupported DDS variant")

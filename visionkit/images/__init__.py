@@ -5,7 +5,8 @@ One job per module, lowest first:
 - ``formats``: magic-byte sniffing, sizes read from header bytes, MIME types, JPEG markers.
 - ``download``: http(s) downloads with a size cap and a timeout.
 - ``bombs``: the decompression-bomb policy (what one decode may allocate).
-- ``pil_errors``: Pillow's and the OS's exceptions as ``ImageError``, in one place.
+- ``pil_messages``: Pillow's warnings and libtiff's C messages, captured per thread.
+- ``pil_errors``: every exception from Pillow and the OS as the row's ``ImageError``.
 - ``cells``: what an image cell may be, its bytes, and the DataFrame image-column rule.
 - ``decode``: lazy opening, EXIF orientation, 8-bit conversion, ``decode_image``.
 - ``metadata``: lossless byte-level metadata stripping for passthrough.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
 from typing import Any
 
@@ -28,6 +27,7 @@ from .bombs import check_decode, decode_refusal
 from .cells import cell_kind, local_path, read_bytes, source_label
 from .formats import image_format, sniff_format
 from .pil_errors import pil_errors
+from .pil_messages import WARNINGS_LOCK
 
 __all__ = [
     "decode_image",
@@ -39,9 +39,6 @@ __all__ = [
     "open_image",
     "orientation",
 ]
-
-# Catch-warnings is process-global in Python < 3.14; serialise the few lines that use it.
-_WARNINGS_LOCK = threading.Lock()
 
 
 def open_bytes(
@@ -67,13 +64,14 @@ def _open_lazy(fp: Any, *, check: bool) -> ImageFile.ImageFile:
     anyone could ask for a draft-mode decode; the format plugin alone parses the header.
     """
     try:
-        with _WARNINGS_LOCK, warnings.catch_warnings():
+        with WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
     except Image.DecompressionBombError:
-        im = _open_unchecked(fp)
-        if im is None:  # a plugin that checks sizes itself (WebP): no size to report
+        unchecked = _open_unchecked(fp)
+        if unchecked is None:  # a plugin that checks sizes itself (WebP): no size to report
             raise
+        im = unchecked
     if check:
         check_decode(im)
     return im
@@ -200,7 +198,13 @@ _TRANSPOSE = {
 
 def frame_count(im: Image.Image) -> int:
     """How many frames an opened image has (1 when counting fails: a broken tail is not fatal
-    for a header)."""
+    for a header).
+
+    A PSD counts as one: Pillow calls its layers frames (numbered from 1, the merged
+    composite being what it opens at), but they are parts of one picture, not an animation.
+    """
+    if im.format == "PSD":
+        return 1
     try:
         return int(getattr(im, "n_frames", 1) or 1)
     except Exception:
@@ -220,7 +224,8 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     if mode == "CMYK":
         return _cmyk_to_rgb(im)
     if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
+        palette = im.palette.mode if im.palette is not None else None
+        has_alpha = mode == "PA" or "transparency" in im.info or palette == "RGBA"
         return _to_8bit(im.convert("RGBA" if has_alpha else "RGB"))
     if mode == "1":
         return im.convert("L")
@@ -296,7 +301,7 @@ def decode_opened(
         if reason is not None:
             raise ImageError(reason)
     if frame_count(im) > 1 and im.tell() != 0:
-        im.seek(0)
+        im.seek(0)  # a caller's image left at a later frame (never a PSD: see frame_count)
     im.load()
     im = _to_8bit(im)
     if im.size != stored:

@@ -52,6 +52,7 @@ import math
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,8 +63,9 @@ from ..errors import ImageError
 from ..providers import Provider, fit_tokens, get_provider
 from ..tokens import fit_within
 from ..types import default_workers
+from .bombs import decode_refusal
 from .decode import decode_opened, display_size, frame_count, open_cell, orientation
-from .formats import MIME_TYPES, image_format
+from .formats import MIME_TYPES, image_format, png_chunks
 from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
 
@@ -80,12 +82,11 @@ class EncodeWarning(UserWarning):
     """Some rows could not be encoded and are NA (``encode_series(errors="coerce")``)."""
 
 
-# --------------------------------------------------------------------------------------------
-# decoding
+@dataclass(frozen=True)
+class _Failed:
+    """Why one row of ``encode_series`` failed: its reason, never the exception itself."""
 
-
-# --------------------------------------------------------------------------------------------
-# metadata: lossless, byte-level removal for passthrough
+    reason: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,18 +122,24 @@ def _data_uri(data: bytes, fmt: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _looks_intact(data: bytes, fmt: str) -> bool:
-    """Cheap end-of-file checks, so passthrough never forwards a truncated file."""
-    tail = data.rstrip(b"\0\r\n ")[-16:]
-    if fmt == "jpeg":
-        return tail.endswith(b"\xff\xd9")
-    if fmt == "png":
-        return tail.endswith(b"IEND\xaeB`\x82")
-    if fmt == "gif":
-        return tail.endswith(b";")
-    if fmt == "webp":
-        return len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 <= len(data)
-    return False
+def _passable(data: bytes, fmt: str) -> bool:
+    """Whether a file may be sent as it is, judged from its bytes: not an APNG container.
+
+    An APNG whose ``acTL`` chunk is invalid (0 frames, say) is decoded by Pillow as its default
+    image, with a warning, but strict decoders reject the file; a valid one-frame APNG gains
+    nothing from its animation chunks. Either way it is re-encoded as a plain PNG.
+    """
+    return fmt != "png" or not any(kind == b"acTL" for kind, _, _ in png_chunks(data))
+
+
+def _decodes(im: Image.Image) -> bool:
+    """Decode ``im`` in full, raising the row's error if Pillow cannot ("truncated JPEG"), so
+    that passthrough only ever sends what decodes. False (decode nothing) when that would be
+    over the decompression-bomb limit: such a file is re-encoded, in draft mode if a JPEG."""
+    if decode_refusal(im.size, image_format(im), im.size) is not None:
+        return False
+    im.load()
+    return True
 
 
 _SAMPLE_SIDE = 256  # the graphic-or-photo test looks at a copy this size (nearest neighbour)
@@ -302,11 +309,12 @@ def encode_image(
         ):
             # A file whose structure cannot be walked to its end is re-encoded instead.
             payload = strip_file_metadata(data, real) if strip_metadata else data
-            if payload is not None and (
-                budget is None or _uri_length(len(payload), MIME_TYPES[real]) <= budget
+            if (
+                payload is not None
+                and (budget is None or _uri_length(len(payload), MIME_TYPES[real]) <= budget)
+                and _passable(payload, real)
+                and _decodes(im)  # raises "truncated JPEG" etc.; trailing junk alone is fine
             ):
-                if not _looks_intact(payload, real):
-                    im.load()  # raises "truncated JPEG" etc.; trailing junk alone is fine
                 return _data_uri(payload, real)
 
         pixels = decode_opened(im, (tw, th), orient, own=data is not None)
@@ -355,7 +363,7 @@ def encode_series(
     series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
     labels = list(series.index)
     cells = series.tolist()
-    options = {
+    options: dict[str, Any] = {
         "provider": prov,
         "max_side": max_side,
         "max_tokens": max_tokens,
@@ -364,13 +372,15 @@ def encode_series(
         "strip_metadata": strip_metadata,
     }
 
-    def one(i: int) -> str | ImageError:
+    def one(i: int) -> str | _Failed:
         try:
             return encode_image(cells[i], row=labels[i], **options)
         except ImageError as exc:
             if errors == "raise":
                 raise
-            return exc
+            # The reason only: the exception's traceback holds the frames that decoded the
+            # image, pixels included (108 MB for a truncated 6000x6000 PNG), until it dies.
+            return _Failed(exc.reason)
 
     n_workers = workers or default_workers()
     from tqdm.auto import tqdm
@@ -394,8 +404,8 @@ def encode_series(
     finally:
         bar.close()
 
-    failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, ImageError)}
-    values = [None if isinstance(r, ImageError) else r for r in results]
+    failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, _Failed)}
+    values = [None if isinstance(r, _Failed) else r for r in results]
     out = pd.Series(values, index=series.index, dtype=object, name="data_uri")
     out.attrs["errors"] = failures
     if failures:

@@ -20,6 +20,7 @@ __all__ = [
     "header_size",
     "image_format",
     "jpeg_segments",
+    "png_chunks",
     "sniff_format",
 ]
 
@@ -168,6 +169,27 @@ def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
                 return
             end = found.start()
         yield marker, pos, end
+        pos = end
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Walk a PNG's chunks in order, yielding ``(type, start, end)`` with ``data[start:end]``
+    the whole chunk (length, type, payload, CRC).
+
+    Ends after IEND, or silently where ``data`` is cut short or is not a PNG: a caller that
+    needs the whole file checks that it saw IEND.
+    """
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return
+    pos, n = 8, len(data)
+    while pos + 12 <= n:
+        end = pos + 12 + int.from_bytes(data[pos : pos + 4], "big")
+        if end > n:
+            return
+        kind = data[pos + 4 : pos + 8]
+        yield kind, pos, end
+        if kind == b"IEND":
+            return
         pos = end
 
 

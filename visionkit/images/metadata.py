@@ -11,7 +11,7 @@ GIF -- comment and XMP extensions.
 
 from __future__ import annotations
 
-from .formats import jpeg_segments
+from .formats import jpeg_segments, png_chunks
 
 __all__ = ["strip_file_metadata"]
 
@@ -67,18 +67,10 @@ def _strip_jpeg(data: bytes) -> bytes | None:
 
 
 def _strip_png(data: bytes) -> bytes | None:
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return None
-    out, pos, n = [data[:8]], 8, len(data)
-    while pos + 12 <= n:
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > n:
-            return None
+    out = [data[:8]]
+    for kind, start, end in png_chunks(data):
         if kind not in _PNG_DROP:
-            out.append(data[pos:end])  # chunk CRCs cover the chunk alone: nothing to recompute
-        pos = end
+            out.append(data[start:end])  # chunk CRCs cover the chunk alone: nothing to recompute
         if kind == b"IEND":
             return b"".join(out)
     return None

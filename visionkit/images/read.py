@@ -32,6 +32,7 @@ from .bombs import decode_refusal
 from .cells import cell_kind, local_path, path_of, read_bytes
 from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
 from .formats import image_format, sniff_format
+from .pil_errors import pil_errors
 
 __all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "inspect_images", "read_images"]
 
@@ -154,7 +155,8 @@ def _file_row(path: str) -> dict[str, Any]:
     with contextlib.suppress(OSError):
         row["bytes"] = os.stat(local_path(path)).st_size
     try:
-        with open_header(path) as im:
+        # pil_errors also around header_info: reading EXIF may make Pillow warn
+        with pil_errors(source=path), open_header(path) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason
@@ -171,14 +173,15 @@ def _cell_row(cell: Any) -> dict[str, Any]:
     row = _empty_row(path_of(cell))
     try:
         if kind == "pil":
-            row.update(header_info(cell))
+            with pil_errors():
+                row.update(header_info(cell))
             if not is_lazy(cell):
                 row["error"] = None  # already in memory: nothing more to allocate
             return row
         data = read_bytes(cell)
         row["bytes"] = len(data)
         row["format"] = sniff_format(data[:32])
-        with open_bytes(data, check=False) as im:
+        with pil_errors(), open_bytes(data, check=False) as im:
             row.update(header_info(im))
     except ImageError as exc:
         row["error"] = exc.reason

@@ -190,7 +190,7 @@ def _cell_bytes(value: Any, *, row: object) -> bytes:
     raise ImageError(f"a table value of type {type(value).__name__} is not an image")
 
 
-_FILES: dict[str, Any] = {}
+_FILES: dict[tuple[str, object], Any] = {}
 _FILES_LOCK = threading.Lock()
 
 

@@ -50,6 +50,7 @@ _LAZY = {
     "encode_image": ".images.encode",
     "inspect_images": ".images.read",
     "read_images": ".images.read",
+    "set_storage_options": ".images.remote",
     "thumbnail": ".images.thumbnails",
     "plot_token_curve": ".plots",
     "plot_tokens": ".plots",
@@ -105,6 +106,7 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "set_storage_options",
     "thumbnail",
     "tokens",
 ]
@@ -130,6 +132,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     )
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
+    from .images.remote import set_storage_options
     from .images.thumbnails import thumbnail
     from .plots import plot_token_curve, plot_tokens, plot_usage
     from .query.ask import ask, ask_async

@@ -7,6 +7,9 @@ big ICC profile) exactly that much more is fetched (plus ``HEAD_BYTES``, or doub
 read, whichever is more), and parsing starts again. Most images take one request. Counting an
 animated GIF's frames walks the whole file, so a GIF is read whole (in growing pieces).
 
+For a partition of a big listing (Dask, issue 12): ``remote.list_images`` once, then
+``header_frame(urls, sizes=...)`` per partition.
+
 Objects are read by a thread pool (``concurrency``, default ``CONCURRENCY``): s3fs, gcsfs and
 adlfs run their requests on fsspec's event loop, http(s) on visionkit's download loop, so the
 threads only wait; Pillow parses a header in well under a millisecond.
@@ -22,7 +25,7 @@ from typing import Any
 from ..errors import ImageError
 from .formats import sniff_format
 
-__all__ = ["CONCURRENCY", "HEAD_BYTES", "remote_header_rows"]
+__all__ = ["CONCURRENCY", "HEAD_BYTES", "header_frame", "remote_header_rows"]
 
 HEAD_BYTES = 16 * 1024
 CONCURRENCY = 32
@@ -192,3 +195,24 @@ def _http_row(url: str, size: int | None) -> dict[str, Any]:
         return data
 
     return header_row(url, fetcher, size, sizer=lambda: seen["size"])
+
+
+def header_frame(
+    urls: Sequence[str],
+    *,
+    sizes: Sequence[int | None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> Any:
+    """``read_images``' frame for a list of remote URLs, with sizes already known.
+
+    For one partition of a listing (``remote.list_images`` gives ``(url, size)`` pairs): with
+    the sizes, no object needs a HEAD request. Takes plain values only, so it runs on any
+    worker process (credentials come from ``storage_options`` or the worker's environment).
+    """
+    from .read import _frame
+
+    rows = remote_header_rows(
+        list(urls), sizes=sizes, storage_options=storage_options, concurrency=concurrency
+    )
+    return _frame(rows)

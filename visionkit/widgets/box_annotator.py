@@ -110,6 +110,8 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     up to that).
     """
 
+    _done_word = "done"
+
     def __init__(
         self,
         df: pd.DataFrame,

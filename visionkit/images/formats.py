@@ -19,6 +19,7 @@ __all__ = [
     "format_from_mime",
     "header_size",
     "image_format",
+    "is_not_an_image",
     "jpeg_segments",
     "png_chunks",
     "sniff_format",
@@ -218,6 +219,12 @@ def describe_non_image(head: bytes) -> str:
     if text is not None and all(c.isprintable() or c.isspace() for c in text[:200]):
         return "not an image (looks like text)"
     return f"not an image (unrecognised content starting {head[:8]!r})"
+
+
+def is_not_an_image(reason: str | None) -> bool:
+    """True for a reason ``describe_non_image`` gives a file that is no image at all (empty,
+    text, a PDF, unrecognised bytes), as opposed to a broken or unsupported image."""
+    return bool(reason) and reason.startswith(("not an image", "empty file"))
 
 
 def image_format(im: Image.Image) -> str | None:

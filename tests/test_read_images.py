@@ -63,9 +63,8 @@ def test_read_images_columns_dtypes_and_order(folder):
     with pytest.warns(ReadImagesWarning) as record:
         df = read_images(folder)
     assert [str(w.message) for w in record] == [
-        "read_images left out 2 files that are not an image (Pillow cannot open them and no "
-        "name says image): notes.txt, table.csv. Name a file in the source to get its row and "
-        "reason."
+        "read_images left out 2 files that are not images: notes.txt, table.csv (Pillow cannot "
+        "open them; name a file on its own to get its row and reason)"
     ]
     assert list(df.columns) == COLUMNS
     for col in ("width", "height", "frames", "bytes"):

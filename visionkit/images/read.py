@@ -313,11 +313,11 @@ def read_images(source: Any, *, recursive: bool = True) -> pd.DataFrame:
         skipped = [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
         shown = ", ".join(skipped[:5])
         shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        many = len(skipped) != 1
         warnings.warn(
-            f"read_images left out {len(skipped)} file{'s' if len(skipped) != 1 else ''} that "
-            f"{'are' if len(skipped) != 1 else 'is'} not an image (Pillow cannot open "
-            f"{'them' if len(skipped) != 1 else 'it'} and no name says image): {shown}. "
-            "Name a file in the source to get its row and reason.",
+            f"read_images left out {len(skipped)} file{'s' if many else ''} that "
+            f"{'are not images' if many else 'is not an image'}: {shown} (Pillow cannot open "
+            f"{'them' if many else 'it'}; name a file on its own to get its row and reason)",
             ReadImagesWarning,
             stacklevel=2,
         )

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_images.py`` (about 3 minutes; ``--quick`` for under one).
 
-Generates camera-size JPEGs (4000x3000 and 3000x4000, photo content: scikit-image's sample
+Generates camera-size JPEGs (4000x3000 and 3000x4000, photo content: the bundled sample
 photographs upscaled with sensor-like grain, some with an EXIF rotation) into
 ``benchmarks/_data`` (gitignored; reused by later runs), then measures, side by side:
 
@@ -56,18 +56,20 @@ UNIQUE = 24  # distinct camera images; more files are hard links to these
 # data
 
 
-SOURCES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina"]
-SOURCES += ["immunohistochemistry", "cat"]
+# Colour photographs among the bundled sample images (datasets/, with their licences): the
+# benchmark needs nothing that the dev install does not have.
+SOURCES = ["astronaut.png", "coffee.jpg", "chelsea_large.webp", "hubble_deep_field.jpg"]
+SOURCES += ["grace_hopper.jpg", "grace_hopper_large.webp", "coffee_cup_portrait.webp"]
+SOURCES += ["hubble_crop.webp"]
+SAMPLES = Path(__file__).resolve().parents[1] / "datasets"
 
 
 def _sources() -> list[np.ndarray]:
-    from skimage import data
-
-    return [getattr(data, n)() for n in SOURCES]
+    return [np.asarray(Image.open(SAMPLES / n).convert("RGB")) for n in SOURCES]
 
 
 def source_of(path: Path) -> str:
-    """The scikit-image photo a generated camera JPEG (``camNNN.jpg``) was made from."""
+    """The sample photo a generated camera JPEG (``camNNN.jpg``) was made from."""
     return SOURCES[int(path.stem[3:]) % len(SOURCES)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
+from visionkit.query import client as client_module
 from visionkit.query.client import GENERIC
 
 SECRET = "sk-live-0123456789-very-secret"
@@ -18,8 +20,11 @@ SECRET = "sk-live-0123456789-very-secret"
 
 def test_auto_without_a_key_is_the_offline_stand_in_with_one_warning(monkeypatch):
     monkeypatch.delenv("INFERENCE_API_KEY", raising=False)
+    monkeypatch.setattr(client_module, "_offline_warned", threading.Event())  # a new process
     with pytest.warns(vk.OfflineWarning, match="describe the pixels only") as record:
         client = vk.connect()
+        vk.connect()  # once per process, not once per call site (each notebook cell is one)
+        vk.ask(pd.DataFrame({"path": ["datasets/coffee.jpg"]}).iloc[:0], "Describe.")
     assert len(record) == 1
     assert client.provider.name == "offline" and client.model == "visionkit-offline"
     assert client.base_url == offline.shared().base_url

@@ -61,8 +61,28 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 
 
 def test_core_dependencies_are_the_mission_list():
-    core = {_name(r) for r in _pyproject()["project"]["dependencies"]}
-    assert {"openai", "pillow", "ipywidgets", "matplotlib", "pandas", "nbval"} <= core
+    project = _pyproject()["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    assert {"openai", "pillow", "ipywidgets", "matplotlib", "pandas"} <= core
+    # Test tools are not run-time dependencies of a plain `pip install visionkit` (issue 8).
+    dev = {_name(r) for r in project["optional-dependencies"]["dev"]}
+    assert {"nbval", "pytest", "ruff", "mypy"} <= dev
+    assert not {"nbval", "pytest", "ruff", "mypy", "playwright", "jupyterlab"} & core
+
+
+def test_a_package_has_one_bound_everywhere():
+    """pyproject said openai>=1.40 in the core and >=3.19 in the aiohttp extra (issue 8)."""
+    project = _pyproject()["project"]
+    seen: dict[str, str] = {}
+    for requirement in [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]:
+        name, spec = (
+            _name(requirement),
+            re.sub(r"^[A-Za-z0-9_.\-]+(\[[^\]]*\])?", "", _spec(requirement)),
+        )
+        assert seen.setdefault(name, spec) == spec, f"{name}: {seen[name]} vs {spec}"
 
 
 def test_ruff_is_configured():

@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .images.thumbnails import ImageGrid
     from .providers import Provider
+    from .widgets import Annotator, Gallery
 
 __all__ = ["VisionAccessor"]
 
@@ -67,9 +71,9 @@ class VisionAccessor:
         *,
         column: str | None = None,
         resize_to: int | str | None = "floor",
-        ax=None,
-        **kwargs,
-    ):
+        ax: Axes | None = None,
+        **kwargs: Any,
+    ) -> Axes:
         """Each image at (width, height) over the provider's token map; returns the Axes.
 
         See :func:`visionkit.plots.plot_tokens`. Uses ``width``/``height`` when present,
@@ -141,7 +145,7 @@ class VisionAccessor:
         *,
         size: int = 160,
         column: str | None = None,
-    ):
+    ) -> ImageGrid:
         """An inline HTML grid of thumbnails (the first ``n``, default 36) for notebooks.
 
         ``caption``: a column or list of columns to print under each image (default: the
@@ -157,8 +161,8 @@ class VisionAccessor:
         caption: str | Sequence[str] | None = None,
         *,
         column: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> Gallery:
         """A paged, filterable, selectable ``visionkit.Gallery`` of this DataFrame's images."""
         from .widgets import Gallery
 
@@ -170,8 +174,8 @@ class VisionAccessor:
         options: Sequence[str] | None = None,
         *,
         image_column: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> Annotator:
         """A ``visionkit.Annotator`` writing labels to ``df[column]`` (in place)."""
         from .widgets import Annotator
 

@@ -29,7 +29,12 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_token_curve", "plot_tokens", "plot_usage"]
 
-TIER_STYLE = {"color": "0.2", "linestyle": (0, (5, 3)), "linewidth": 1.0, "zorder": 3}
+TIER_STYLE: dict[str, Any] = {
+    "color": "0.2",
+    "linestyle": (0, (5, 3)),
+    "linewidth": 1.0,
+    "zorder": 3,
+}
 
 
 def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -71,7 +76,7 @@ def _levels(lo: float, hi: float) -> np.ndarray:
     """Band edges at round numbers between ``lo`` and ``hi``, plus both ends."""
     from matplotlib.ticker import MaxNLocator
 
-    inner = MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    inner = np.asarray(MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi))
     inner = inner[(inner > lo) & (inner < hi)]
     return np.unique(np.concatenate([[lo], inner, [hi]]))
 
@@ -94,7 +99,7 @@ def _corner_notes(
 ) -> None:
     """Name the flat regions where they are flat: the minimum below the floor (both sides), the
     maximum past the cap (both sides). Only drawn when the map really is flat there."""
-    note = {"fontsize": 8, "color": "0.15", "zorder": 5}
+    note: dict[str, Any] = {"fontsize": 8, "color": "0.15", "zorder": 5}
     top = float(xs[-1])
     if tiers.flat:
         return
@@ -157,7 +162,7 @@ def plot_tokens(
 
     # The map: soft, so the points stand out; bands at round token counts, lines labelled
     # along the diagonal, where they are easiest to read.
-    levels = _levels(norm.vmin, norm.vmax)
+    levels = _levels(float(lo), float(norm.vmax or lo + 1))
     ax.contourf(xs, ys, surface, levels=levels, cmap=cmap, norm=norm, alpha=0.4, zorder=0)
     inner = [v for v in levels[1:-1]]
     if inner:
@@ -184,7 +189,7 @@ def plot_tokens(
             color="0.15",
         )
 
-    style = {"s": 56, "edgecolors": "0.1", "linewidths": 0.8, "zorder": 4}
+    style: dict[str, Any] = {"s": 56, "edgecolors": "0.1", "linewidths": 0.8, "zorder": 4}
     style.update(kwargs)
     points = ax.scatter(
         known["width"].to_numpy(),
@@ -256,7 +261,13 @@ def plot_usage(result: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -
         ax.set_title("Estimated vs reported prompt tokens", fontsize=10, loc="left")
         return _message(ax, "no rows with both an estimate\nand reported prompt tokens")
     frame = fit.frame
-    style = {"s": 36, "alpha": 0.8, "edgecolors": "0.1", "linewidths": 0.5, "zorder": 3}
+    style: dict[str, Any] = {
+        "s": 36,
+        "alpha": 0.8,
+        "edgecolors": "0.1",
+        "linewidths": 0.5,
+        "zorder": 3,
+    }
     style.update(kwargs)
     ax.scatter(frame["estimated"], frame["reported"], label=f"{fit.n} rows", **style)
     top = 1.05 * float(max(frame["estimated"].max(), frame["reported"].max()))

@@ -92,7 +92,7 @@ def match_option(answer: Any, options: Iterable[str], match: Match = "word") -> 
         if normalise(option) == said:
             return option
     test = _matcher(match)
-    found = [o for o in options if normalise(o) is not None and test(normalise(o), said)]
+    found = [o for o in options if (n := normalise(o)) is not None and test(n, said)]
     return found[0] if len(found) == 1 else None
 
 

@@ -140,9 +140,8 @@ def write_atomic(path: Path, frame: pd.DataFrame) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(
-            fd, "w" if kind == "csv" else "wb", **({"newline": ""} if kind == "csv" else {})
-        ) as f:
+        text: dict[str, Any] = {"newline": ""} if kind == "csv" else {}
+        with os.fdopen(fd, "w" if kind == "csv" else "wb", **text) as f:
             if kind == "csv":
                 frame.to_csv(f, index=False)
             else:
@@ -242,12 +241,12 @@ class AnnotationFile:
         frame = self._frame
         col = frame.columns.get_loc(self.column)
         at = frame.columns.get_loc(self.time_column)
-        new_rows = []
+        new_rows: list[dict[str, Any]] = []
         for key, (value, when) in changes:
             full = (*key[: len(self.key_columns)], self.annotator)
             i = self._where.get(full)
             if i is None:
-                row = dict(zip(self.key_columns, key, strict=False))
+                row: dict[str, Any] = dict(zip(self.key_columns, key, strict=False))
                 row.update(
                     {WHO: self.annotator or None, self.column: value, self.time_column: when}
                 )

@@ -92,7 +92,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     from ..images.read import read_images
     from ..query.ask import ask
-    from ..query.client import OfflineWarning, connect
+    from ..query.client import OfflineWarning, connect, offline_notice
 
     paths = args.paths if len(args.paths) > 1 else args.paths[0]
     images = read_images(paths)
@@ -102,11 +102,11 @@ def run_ask(args: argparse.Namespace) -> int:
     cache: Any = False if args.no_cache else (args.cache or True)
     client = None
     if not args.dry_run or args.base_url or args.provider != "auto":
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", OfflineWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OfflineWarning)  # said below, as one plain line
             client = connect(args.provider, base_url=args.base_url, model=args.model)
-        for w in caught:  # one plain line, not a warning with a source excerpt
-            print(f"note: {str(w.message).removeprefix('visionkit: ')}", file=sys.stderr)
+        if args.provider == "auto" and client.provider.name == "offline":
+            print(f"note: {offline_notice(client.base_url)}", file=sys.stderr)
     result = ask(
         images,
         args.prompt,

@@ -68,9 +68,10 @@ def _open_lazy(fp: Any, *, check: bool) -> ImageFile.ImageFile:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fp)
     except Image.DecompressionBombError:
-        im = _open_unchecked(fp)
-        if im is None:  # a plugin that checks sizes itself (WebP): no size to report
+        unchecked = _open_unchecked(fp)
+        if unchecked is None:  # a plugin that checks sizes itself (WebP): no size to report
             raise
+        im = unchecked
     if check:
         check_decode(im)
     return im
@@ -223,7 +224,8 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     if mode == "CMYK":
         return _cmyk_to_rgb(im)
     if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
+        palette = im.palette.mode if im.palette is not None else None
+        has_alpha = mode == "PA" or "transparency" in im.info or palette == "RGBA"
         return _to_8bit(im.convert("RGBA" if has_alpha else "RGB"))
     if mode == "1":
         return im.convert("L")

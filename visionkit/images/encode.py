@@ -363,7 +363,7 @@ def encode_series(
     series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
     labels = list(series.index)
     cells = series.tolist()
-    options = {
+    options: dict[str, Any] = {
         "provider": prov,
         "max_side": max_side,
         "max_tokens": max_tokens,

@@ -107,7 +107,7 @@ def _make_hook(previous):  # type: ignore[no-untyped-def]
         if not _note(f"{category.__name__}: {message}"):
             previous(message, category, filename, lineno, file, line)
 
-    showwarning._visionkit = True  # type: ignore[attr-defined]
+    showwarning._visionkit = True
     return showwarning
 
 

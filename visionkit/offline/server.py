@@ -86,6 +86,8 @@ class OfflineServer:
         if self._httpd is None:
             raise RuntimeError("the offline server is not running; call start() first")
         host, port = self._httpd.server_address[:2]
+        if isinstance(host, bytes):
+            host = host.decode()
         return f"http://{host}:{port}/v1"
 
     @property

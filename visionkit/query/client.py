@@ -171,6 +171,16 @@ def _offline_server() -> tuple[str, str]:
     return server.base_url, server.api_key or NO_KEY
 
 
+def offline_notice(url: str) -> str:
+    """What ``connect("auto")`` says when it falls back to the offline stand-in."""
+    return (
+        "INFERENCE_API_KEY is not set, so visionkit.connect() uses the offline stand-in at "
+        f"{url}. Its answers describe the pixels only (size, format, colours, brightness), not "
+        "what the image shows. Set INFERENCE_API_KEY, or call "
+        "vk.connect('inference.net', api_key=...), for a real vision model."
+    )
+
+
 def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None = None) -> Provider:
     """The profile ``connect`` would use, without connecting, starting servers or reading keys."""
     if isinstance(provider, Provider):
@@ -197,8 +207,8 @@ def connect(
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
 
     ``provider``: ``"auto"`` (inference.net when ``INFERENCE_API_KEY`` is set, else the offline
-    stand-in, with one ``OfflineWarning`` saying its answers describe pixels only), a name in
-    ``visionkit.providers`` or a ``Provider``. ``base_url=`` and ``api_key=`` reach any
+    stand-in, with one ``OfflineWarning`` per process saying its answers describe pixels only),
+    a name in ``visionkit.providers`` or a ``Provider``. ``base_url=`` and ``api_key=`` reach any
     OpenAI-compatible server. ``client_options`` go to ``AsyncOpenAI`` (``timeout``,
     ``default_headers``, ``organization``, ``http_client``, ...). Raises ``MissingAPIKey``
     naming the environment variable when a named provider's key is unset.
@@ -220,21 +230,16 @@ def connect(
             key = api_key or key
         else:
             url, key = base_url, api_key or "offline"
-        if auto:
-            warnings.warn(
-                "visionkit: INFERENCE_API_KEY is not set, so visionkit.connect() uses the "
-                f"offline stand-in at {url}. Its answers describe the pixels only (size, format, "
-                "colours, brightness), not what the image shows. Set INFERENCE_API_KEY, or call "
-                "vk.connect('inference.net', api_key=...), for a real vision model.",
-                OfflineWarning,
-                stacklevel=2,
-            )
+        if auto and not _offline_warned.is_set():
+            _offline_warned.set()  # once per process: each notebook cell is a new location
+            warnings.warn(f"visionkit: {offline_notice(url)}", OfflineWarning, stacklevel=2)
     else:
-        url = base_url or profile.base_url
-        if not url:
+        named_url = base_url or profile.base_url
+        if not named_url:
             raise ValueError(
                 f"provider {profile.name!r} has no base_url; pass connect(..., base_url=...)"
             )
+        url = named_url
         if api_key:
             key = api_key
         elif profile.api_key_env and not (auto and base_url is not None):
@@ -257,6 +262,7 @@ def connect(
 
 
 _default_lock = threading.Lock()
+_offline_warned = threading.Event()
 _default: dict[str, Client] = {}
 
 

@@ -340,10 +340,12 @@ class Run:
                 if kind == "rate":
                     self.counters.rate_limited += 1
                 if attempt > plan.max_retries:
-                    self.error[pos] += f" (gave up after {attempt} attempts)"
+                    self.error[pos] = f"{self.error[pos]} (gave up after {attempt} attempts)"
                     return
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                    self.error[pos] += f" (server asked to wait {retry_after:.0f} s; not retried)"
+                    self.error[pos] = (
+                        f"{self.error[pos]} (server asked to wait {retry_after:.0f} s; not retried)"
+                    )
                     return
                 delay = retry_delay(attempt, retry_after)
                 self.counters.retries += 1

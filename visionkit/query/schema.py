@@ -100,7 +100,7 @@ def make_schema(schema: Any) -> Schema | None:
         return Schema(
             name=schema.__name__,
             json_schema=schema.model_json_schema(),
-            fields=list(schema.model_fields),
+            fields=list(getattr(schema, "model_fields", {})),
             model=schema,
         )
     if isinstance(schema, Mapping):

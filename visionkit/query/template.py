@@ -6,7 +6,7 @@ an NA value in a used field is that row's error. Write ``{{`` and ``}}`` for a l
 
 from __future__ import annotations
 
-import _string  # type: ignore[import-not-found]  # CPython's format-field parser
+import re
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +16,9 @@ import pandas as pd
 from ..errors import RequestError
 
 __all__ = ["check_template", "fill_template", "template_fields"]
+
+# A format field's name is its root, then ``.attr`` or ``[key]`` parts (str.format's grammar).
+_FIELD_PARTS = re.compile(r"[.\[]")
 
 
 def template_fields(template: str) -> list[str]:
@@ -33,7 +36,7 @@ def template_fields(template: str) -> list[str]:
                 f"prompt template {template!r} uses a positional field '{{{field}}}'; "
                 "name a column instead, e.g. '{label}' (write '{{' for a literal brace)"
             )
-        root, _rest = _string.formatter_field_name_split(field)
+        root = _FIELD_PARTS.split(field, maxsplit=1)[0]
         if root not in fields:
             fields.append(str(root))
         if spec:

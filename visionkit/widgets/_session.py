@@ -80,6 +80,7 @@ class LabelSession:
         self._order_by = "index"
         self._keys: list[Key] = row_keys(df, self._keyed())
         self._file: AnnotationFile | None = None
+        self._others: dict[str, dict[Key, str]] | None = None
         self.restored = 0
         if save is not None:
             self._file = AnnotationFile(save, column, self.annotator, keyed=self._keyed())
@@ -176,9 +177,11 @@ class LabelSession:
         return out
 
     def _others_cache(self) -> dict[str, dict[Key, str]]:
-        if getattr(self, "_others", None) is None:
-            self._others = self._file.others() if self._file is not None else {}
-        return self._others
+        others = self._others
+        if others is None:
+            others = self._file.others() if self._file is not None else {}
+            self._others = others
+        return others
 
     @property
     def annotations(self) -> pd.DataFrame:

@@ -244,9 +244,9 @@ class Annotator(LabelSession, ipywidgets.VBox):
         """Give the current row ``value`` (a list, or a ``sep``-joined string, when multi) and
         move to the next row."""
         pos = self._require_row()
-        value = self._check(value)
-        self._write(pos, value)
-        self._move(+1, f"{self._row_name(pos)} labelled {value!r}")
+        checked = self._check(value)
+        self._write(pos, checked)
+        self._move(+1, f"{self._row_name(pos)} labelled {checked!r}")
 
     def toggle(self, option: str) -> None:
         """With ``multi=True``: add ``option`` to the current row's labels, or remove it."""
@@ -314,13 +314,13 @@ class Annotator(LabelSession, ipywidgets.VBox):
             return None
         if self.multi and self.options:
             parts = re.split(rf"{re.escape(self.sep)}|,|\band\b", answer)
-            found = [match_option(p, self.options) for p in parts]
-            found = [f for f in found if f is not None]
+            named = [match_option(p, self.options) for p in parts]
+            found = [f for f in named if f is not None]
             return self._join(found) if found else None
         if self.options:
-            found = match_option(answer, self.options)
-            if found is not None or not self.text:
-                return found
+            option = match_option(answer, self.options)
+            if option is not None or not self.text:
+                return option
         return answer
 
     def _keys_for(self, action: str) -> list[str]:

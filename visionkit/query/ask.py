@@ -14,22 +14,27 @@ refuses ``df.join(result)`` ("columns overlap"). ``ask`` reads each image itself
 be dropped with nothing lost: ``df.drop(columns="error").join(result)``, whose one ``error``
 says why a row has no answer. ``df.join(result, rsuffix="_ask")`` keeps both.
 
+Where things live: ``ask`` and ``ask_async`` turn their arguments into one ``AskOptions``
+(``visionkit.query.options``, where each parameter's doc is written once); the planner
+(``visionkit.query.plan``) decides each row -- cache key, cache hit, checked request or row
+error -- and is the seam batch jobs and Dask build on; ``visionkit.query.run`` sends.
+
 How a run works (``Run``): a dispatcher walks the rows in order and keeps at most
 ``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
 cache key and looks the key up; on a miss it encodes the images and checks the request against
 the provider's rules (``visionkit.query.body``) -- all of that in a thread pool the size of the
 machine's cores, overlapping the network waits -- then waits for a slot from the adaptive
-limiter (``visionkit.retry``) and sends through the ``openai`` SDK. Memory therefore stays
+limiter (``visionkit.query.retry``) and sends through the ``openai`` SDK. Memory therefore stays
 bounded by the requests in flight, not by the size of the set.
 
 Retries: the SDK client is copied with ``max_retries=0`` and visionkit retries itself, because
 a batch must see 429s as they happen to lower its concurrency (AIMD) and pause for
-``Retry-After``; delays follow the SDK's own policy (``visionkit.retry.retry_delay``). 5xx,
+``Retry-After``; delays follow the SDK's own policy (``visionkit.query.retry.retry_delay``). 5xx,
 408/409, timeouts and dropped connections are retried with backoff up to ``max_retries``;
 other 4xx fail the row at once with the provider's message; a 401 stops the whole run with the
 SDK's ``openai.AuthenticationError`` (answers already received stay in the cache).
 
-No loss: each answer is written to the SQLite cache (``visionkit.cache``) the moment it
+No loss: each answer is written to the SQLite cache (``visionkit.query.cache``) the moment it
 arrives. On a KeyboardInterrupt (Jupyter's stop button, Ctrl-C), no new request is started and
 the requests already in flight -- paid for -- are allowed to finish and are stored; a second
 interrupt abandons them. Then, inside IPython/Jupyter, ``ask`` returns the partial DataFrame
@@ -78,6 +83,7 @@ import pandas as pd
 from .cache import Cache
 from .client import Client
 from .estimate import check_budget, dry_run_frame
+from .options import AskOptions, parameters_doc
 from .plan import Plan, make_plan
 from .progress import progress_bar
 from .run import Run, run_in_thread
@@ -85,34 +91,7 @@ from .run import Run, run_in_thread
 __all__ = ["ask", "ask_async"]
 
 
-_DOC_PARAMS = """
-    **Parameters**
-
-    - ``prompt``: text, or a template filled from the row (``"Is this a {label}?"``); a
-      field that is not a column raises before anything is sent.
-    - ``client``: from ``vk.connect(...)`` (or a provider name); default ``vk.connect()``.
-    - ``model``: overrides the client's model.
-    - ``column``: the image column (default ``image``, else ``path``), or a list of columns for
-      several images per request (at most the provider's ``max_images``).
-    - ``system``: a system prompt.
-    - ``schema``: a pydantic model class or a JSON-schema dict for structured output; its
-      fields become columns, and a reply that does not validate is that row's ``error`` with
-      the raw text kept in ``answer``.
-    - ``concurrency``: requests in flight at most (lowered automatically on 429s).
-    - ``max_retries``: retries per row for 429, 5xx, timeouts and dropped connections.
-    - ``timeout``: seconds per request.
-    - ``cache``: ``True`` (the default file), ``False``, a path, or a ``visionkit.cache.Cache``.
-    - ``dry_run``: no network, no key: per-row ``estimated_tokens``, ``request_bytes``,
-      ``cached`` and ``error``, totals in ``attrs["usage"]``.
-    - ``budget_tokens``: refuse to start (``BudgetExceeded``) if the estimate is above it --
-      exactly the total ``dry_run=True`` reports in ``attrs["usage"]["estimated_tokens"]``:
-      the rows that would be sent, priced as encoded; cache hits, repeats of an image already
-      in the run and rows that would fail cost nothing.
-    - ``progress``: a ``tqdm.auto`` bar with cache hits, failures and tokens.
-    - ``max_side``: downscale images so their longest side is at most this (fewer tokens).
-    - ``request_options``: extra fields of the chat-completions body (``temperature=0``,
-      ``max_tokens=200``, or a server's own such as ``top_k``), sent as given.
-
+_RETURNS = """
     Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
     ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
     fields); ``attrs["usage"]`` has the totals. Join it to a ``read_images`` frame with
@@ -121,13 +100,16 @@ _DOC_PARAMS = """
 """
 
 
-def _prepare_call(df: pd.DataFrame, prompt: str, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
-    dry_run = kwargs.pop("dry_run")
-    budget = kwargs.pop("budget_tokens")
-    plan = make_plan(df, prompt, connect_now=not dry_run, **kwargs)
-    if budget is not None and not dry_run:
-        check_budget(plan, int(budget))
-    return plan, dry_run
+def _plan_call(df: pd.DataFrame, prompt: str, options: AskOptions) -> Plan:
+    """Plan the call and, unless it is a dry run, check the budget (closing on failure)."""
+    plan = make_plan(df, prompt, options, connect_now=not options.dry_run)
+    try:
+        if options.budget_tokens is not None and not options.dry_run:
+            check_budget(plan, int(options.budget_tokens))
+    except BaseException:
+        plan.close()
+        raise
+    return plan
 
 
 def ask(
@@ -156,63 +138,16 @@ def ask(
     partial result is returned with a warning, in a script KeyboardInterrupt is re-raised.
     A 401 raises ``openai.AuthenticationError`` at once.
 
-    **Parameters:**
-
-    * **prompt** - the question; ``{column}`` fields are filled from each row (a missing
-      column is an error before anything is sent).
-    * **client** - from ``vk.connect()``, or a provider name; default ``connect("auto")``:
-      inference.net when ``INFERENCE_API_KEY`` is set, else the offline stand-in.
-    * **model** - overrides the client's model.
-    * **column** - the image column (default ``image``, else ``path``), or a list of columns
-      for several images per request (at most the provider's ``max_images``).
-    * **system** - a system message.
-    * **schema** - a pydantic model class or a JSON-schema dict: structured output, parsed
-      into columns; an answer that does not validate is that row's error.
-    * **concurrency** - requests in flight at most (lowered automatically on 429s).
-    * **max_retries** - retries of 429, 5xx, timeouts and dropped connections, per row.
-    * **timeout** - seconds per request.
-    * **cache** - ``True`` (the user cache), ``False``/``None`` (off), a path or a ``Cache``.
-    * **dry_run** - no network, no key: per-row estimated tokens and request bytes.
-    * **budget_tokens** - refuse to start (``BudgetExceeded``) when the estimate is higher.
-    * **progress** - a ``tqdm.auto`` bar with cache hits, failures and tokens.
-    * **max_side** - downscale images further than the provider's default before sending.
-    * **request_options** - passed into the request body (``temperature=0``, ``max_tokens``...).
-
-    Returns a DataFrame on ``df``'s index: ``answer``, ``error``, ``prompt_tokens``,
-    ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
-    fields); ``result.attrs["usage"]`` has the totals.
-
     Usage::
 
         result = df.vision.ask("Is this a {label}? Answer yes or no.", concurrency=16)
         df.drop(columns="error").join(result)
     """
-    plan, dry = _prepare_call(
-        df,
-        prompt,
-        dict(
-            client=client,
-            model=model,
-            column=column,
-            system=system,
-            schema=schema,
-            concurrency=concurrency,
-            max_retries=max_retries,
-            timeout=timeout,
-            cache=cache,
-            dry_run=dry_run,
-            budget_tokens=budget_tokens,
-            progress=progress,
-            max_side=max_side,
-            request_options=request_options,
-        ),
-    )
-    if dry:
-        return dry_run_frame(plan)
-    return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=plan.progress)))
-
-
-ask.__doc__ = (ask.__doc__ or "") + _DOC_PARAMS
+    options = AskOptions.from_arguments(locals())
+    with _plan_call(df, prompt, options) as plan:
+        if options.dry_run:
+            return dry_run_frame(plan)
+        return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=options.progress)))
 
 
 async def ask_async(
@@ -239,33 +174,20 @@ async def ask_async(
     Runs in the caller's event loop. Cancelling the task cancels the requests in flight
     (answers already received are in the cache) and re-raises ``CancelledError``.
     """
-    kwargs = dict(
-        client=client,
-        model=model,
-        column=column,
-        system=system,
-        schema=schema,
-        concurrency=concurrency,
-        max_retries=max_retries,
-        timeout=timeout,
-        cache=cache,
-        dry_run=dry_run,
-        budget_tokens=budget_tokens,
-        progress=progress,
-        max_side=max_side,
-        request_options=request_options,
-    )
+    options = AskOptions.from_arguments(locals())
     loop = asyncio.get_running_loop()
     # Planning and the budget pass read files: keep them off the event loop.
-    plan, dry = await loop.run_in_executor(None, lambda: _prepare_call(df, prompt, kwargs))
-    if dry:
-        return await loop.run_in_executor(None, dry_run_frame, plan)
-    run = Run(plan, bar=progress_bar(plan.n, enabled=plan.progress))
-    try:
-        await run.main(reraise_cancel=True)
-    finally:
-        run.bar.close()
-    return run.frame()
+    plan = await loop.run_in_executor(None, _plan_call, df, prompt, options)
+    with plan:
+        if options.dry_run:
+            return await loop.run_in_executor(None, dry_run_frame, plan)
+        run = Run(plan, bar=progress_bar(plan.n, enabled=options.progress))
+        try:
+            await run.main(reraise_cancel=True)
+        finally:
+            run.bar.close()
+        return run.frame()
 
 
-ask_async.__doc__ = (ask_async.__doc__ or "") + _DOC_PARAMS
+ask.__doc__ = (ask.__doc__ or "") + parameters_doc() + _RETURNS
+ask_async.__doc__ = (ask_async.__doc__ or "") + parameters_doc() + _RETURNS

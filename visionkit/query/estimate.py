@@ -10,19 +10,15 @@ answers them without a request), rows that would fail cost nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Sequence
 
 import pandas as pd
 
 from ..errors import BudgetExceeded, ImageError, RequestError
 from ..images.decode import display_size, open_header
 from ..tokens import fit_within, text_tokens
-from ..types import default_workers
-from .body import prepare_request
 from .messages import describe_error
-from .plan import Plan, read_row
+from .plan import Plan, RowPlan, plan_rows, prepare_request_for
 from .progress import progress_bar
 
 __all__ = ["check_budget", "dry_run_frame"]
@@ -30,115 +26,77 @@ __all__ = ["check_budget", "dry_run_frame"]
 logger = logging.getLogger("visionkit")
 
 
-def _estimate_row(plan: Plan, pos: int, *, encode: bool) -> dict[str, Any]:
-    """Per-row estimate without the network: tokens, request bytes, cached, key, error.
+def _header_bound(plan: Plan, row: RowPlan) -> RowPlan:
+    """Price a looked-up row from its image headers, without encoding (see ``check_budget``).
 
-    ``encode=True`` is the exact estimate (what ``dry_run`` reports). ``encode=False`` reads
-    only headers and prices each image at the size ``encode`` starts from (its ``max_side``
-    fit); encoding can only shrink an image further, so this is an upper bound of the exact
-    estimate, used by the budget check to skip encoding when even the bound is in budget.
+    Each image is priced at the size ``encode`` starts from (its ``max_side`` fit); encoding
+    can only shrink an image further, so this is an upper bound of the exact estimate.
     """
-    out: dict[str, Any] = {
-        "estimated_tokens": None,
-        "request_bytes": None,
-        "cached": False,
-        "key": None,
-        "error": None,
-    }
-    prompt = plan.prompts[pos]
-    label = plan.index[pos]
+    datas, row.images = row.images or [], None
     try:
-        if isinstance(prompt, RequestError):
-            raise prompt
-        datas, digests = read_row(plan, pos)
-        out["key"] = plan.key(pos, digests, plan.model or "")
-        if plan.cache is not None and plan.model is not None:
-            hit = plan.cache.get(out["key"])
-            if hit is not None:
-                out.update(cached=True, estimated_tokens=hit.estimated_tokens)
-                return out
-        if encode:
-            prepared = prepare_request(
-                datas,
-                provider=plan.provider,
-                model=plan.model or "model",
-                prompt=str(prompt),
-                system=plan.system,
-                response_format=plan.schema.response_format if plan.schema else None,
-                params=plan.params,
-                encode_options=plan.encode_options,
-                row=label,
-            )
-            out.update(estimated_tokens=prepared.estimated_tokens, request_bytes=prepared.nbytes)
-        else:
-            tokens = text_tokens(str(prompt), plan.system)
-            max_side = plan.encode_options.get("max_side") or plan.provider.max_side
-            for data in datas:
-                with open_header(data, row=label) as im:
-                    w, h = display_size(im)
-                if max_side:
-                    w, h = fit_within(w, h, max_side)
-                tokens += int(plan.provider.estimate(w, h))
-            out["estimated_tokens"] = tokens
+        tokens = text_tokens(str(plan.prompts[row.pos]), plan.system)
+        max_side = plan.encode_options.get("max_side") or plan.provider.max_side
+        for data in datas:
+            with open_header(data, row=row.label) as im:
+                w, h = display_size(im)
+            if max_side:
+                w, h = fit_within(w, h, max_side)
+            tokens += int(plan.provider.estimate(w, h))
     except (ImageError, RequestError) as exc:
-        out["error"] = describe_error(exc)
-    return out
+        row.error = describe_error(exc)
+        return row
+    row.estimated_tokens = tokens
+    return row
 
 
-def _estimate(plan: Plan, *, encode: bool) -> list[dict[str, Any]]:
-    workers = default_workers(minimum=2)
+def _estimate(plan: Plan, *, encode: bool) -> list[RowPlan]:
+    """Every row planned without the network: exactly (``encode=True``, what ``dry_run``
+    reports) or as the header-only upper bound (``encode=False``)."""
     desc = "vision dry run" if encode else "vision estimate"
-    bar = progress_bar(plan.n, desc=desc, enabled=plan.progress)
-    rows: list[dict[str, Any]] = []
+    bar = progress_bar(plan.n, desc=desc, enabled=plan.options.progress)
+    rows: list[RowPlan] = []
+    finish = prepare_request_for if encode else _header_bound
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for row in pool.map(lambda p: _estimate_row(plan, p, encode=encode), range(plan.n)):
-                rows.append(row)
-                bar.update(1)
+        for row in plan_rows(plan, finish=finish, on_row=lambda _: bar.update(1)):
+            row.request = None  # keep the numbers (estimated_tokens, request_bytes), not the body
+            rows.append(row)
     finally:
         bar.close()
     return rows
 
 
-def _to_send(rows: Sequence[Mapping[str, Any]]) -> list[bool]:
-    """Which rows would be sent: no error, not cached, not a repeat of an earlier row's key."""
-    seen: set[str] = set()
-    out = []
-    for r in rows:
-        send = r["error"] is None and not r["cached"] and r["key"] not in seen
-        if send:
-            seen.add(r["key"])
-        out.append(send)
-    return out
+def _to_send(rows: Sequence[RowPlan]) -> list[RowPlan]:
+    """The rows that would be sent: no error, not cached, not a repeat of an earlier row."""
+    return [r for r in rows if r.error is None and r.hit is None and r.repeat_of is None]
 
 
-def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def _totals(rows: Sequence[RowPlan]) -> dict[str, int]:
     """The totals ``dry_run`` reports and ``budget_tokens`` is checked against."""
-    send = _to_send(rows)
-    sent = [r for r, s in zip(rows, send, strict=True) if s]
-    failed = sum(r["error"] is not None for r in rows)
-    hits = sum(bool(r["cached"]) for r in rows)
-    sizes = [r["request_bytes"] or 0 for r in sent]
+    sent = _to_send(rows)
+    failed = sum(r.error is not None for r in rows)
+    hits = sum(r.hit is not None for r in rows)
+    sizes = [r.request_bytes or 0 for r in sent]
     return {
         "requests": len(sent),
         "cache_hits": hits,
         "repeats": len(rows) - len(sent) - hits - failed,
         "failed": failed,
-        "estimated_tokens": sum(r["estimated_tokens"] or 0 for r in sent),
+        "estimated_tokens": sum(r.estimated_tokens or 0 for r in sent),
         "request_bytes": sum(sizes),
         "largest_request_bytes": max(sizes, default=0),
     }
 
 
 def dry_run_frame(plan: Plan) -> pd.DataFrame:
+    """``dry_run=True``'s result: per-row estimates and the totals, nothing sent."""
     rows = _estimate(plan, encode=True)
     index = plan.index
     out = pd.DataFrame(
         {
-            "estimated_tokens": pd.array([r["estimated_tokens"] for r in rows], dtype="Int64"),
-            "request_bytes": pd.array([r["request_bytes"] for r in rows], dtype="Int64"),
-            "cached": pd.array([r["cached"] for r in rows], dtype=bool),
-            "error": pd.Series([r["error"] for r in rows], index=index, dtype=object),
+            "estimated_tokens": pd.array([r.estimated_tokens for r in rows], dtype="Int64"),
+            "request_bytes": pd.array([r.request_bytes for r in rows], dtype="Int64"),
+            "cached": pd.array([r.hit is not None for r in rows], dtype=bool),
+            "error": pd.Series([r.error for r in rows], index=index, dtype=object),
         },
         index=index,
     )

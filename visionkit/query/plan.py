@@ -1,28 +1,87 @@
-"""Everything decided before a request is sent: checked arguments, prompts, client, cache.
+"""The planner: everything decided before a request is sent, for a whole call and per row.
 
-``make_plan`` validates a call's arguments (raising before anything is read or sent), fills the
-prompt template per row (an NA field is that row's error), resolves the client, provider and
-model, and opens the cache. ``read_row`` reads a row's image bytes and their digests.
+This is the seam every query path builds on -- ``ask``'s run, the dry run and the budget check
+here, batch ``submit`` and the Dask path next -- so they all plan a row the same way: the same
+template, checks, encoding and cache key, the same row errors.
+
+For a call, ``make_plan(df, prompt, options)`` checks the arguments against the frame (raising
+before anything is read or sent), fills the prompt template per row (an NA field is that row's
+error), resolves client, provider and model, and opens the cache. A ``Plan`` is a context
+manager: leaving it closes what it opened (the cache file, when the caller passed a path or
+``True`` rather than a ``Cache`` of their own).
+
+For a row, the planner answers one question -- what would be sent? -- as a ``RowPlan``:
+
+- ``row.error``: the row cannot be sent (unreadable image, NA template field, a body the
+  provider's rules refuse); the text is what the result's ``error`` column shows;
+- ``row.hit``: the answer is already known (the cache; later also a replay store): send nothing;
+- ``row.request``: a checked ``PreparedRequest`` (``payload`` is the exact JSON body, ``nbytes``
+  its size, ``estimated_tokens`` its price), under ``row.key``;
+- ``row.repeat_of``: set by ``plan_rows`` when an earlier row in the same call has the same key
+  (the same image and prompt): send it once and give both rows its answer.
+
+Internal API for the batch and Dask paths (``visionkit.query.plan``; not public, but kept
+stable -- talk to the query owner before changing it)::
+
+    from visionkit.query.options import AskOptions
+    from visionkit.query.plan import make_plan, plan_rows
+
+    options = AskOptions(client=client, schema=schema, cache=cache, max_side=max_side,
+                         request_options=request_options)
+    with make_plan(df, prompt, options) as plan:   # raises on bad arguments, nothing read yet
+        for row in plan_rows(plan):                # in row order, encoded in a thread pool,
+            if row.error:                          # at most ~2 x workers rows in memory
+                ...  # that row's error, never a line in the file
+            elif row.hit:
+                ...  # answered already: nothing to submit
+            elif row.repeat_of is not None:
+                ...  # the same request as row.repeat_of: share its answer
+            else:
+                line = {"custom_id": row.key, "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": json.loads(row.request.payload)}   # or splice the bytes
+        # when results come back: plan.save(key, CachedAnswer(...)) commits each answer
+        # exactly where ask's own answers go (the cache, and a recording when one is on).
+
+``plan_rows(plan, positions)`` plans a subset (a Dask partition's rows, a retry of the rows
+still unanswered); ``lookup_row`` / ``prepare_row`` do one row synchronously. ``plan.model``
+is ``None`` only for ``connect(base_url=...)`` without ``model=`` before the run has asked the
+server for its model (``run.discover_model``); the batch path must resolve it first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pandas as pd
 
 from ..errors import ImageError, RequestError
 from ..images.cells import image_column, read_bytes
 from ..providers import Provider
-from ..types import is_missing
-from .cache import Cache, image_digest, request_key
+from ..types import default_workers, is_missing
+from .body import PreparedRequest, prepare_request
+from .cache import Cache, CachedAnswer, image_digest, request_key
 from .client import Client, cache_identity, default_client, resolve_profile
+from .messages import describe_error
+from .options import AskOptions
 from .schema import Schema, make_schema
 from .template import check_template, fill_template
 
-__all__ = ["RESULT_COLUMNS", "Plan", "make_plan", "read_row"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "Plan",
+    "RowPlan",
+    "lookup_row",
+    "make_plan",
+    "plan_rows",
+    "prepare_request_for",
+    "prepare_row",
+    "read_row",
+]
 
 
 RESULT_COLUMNS = (
@@ -38,8 +97,9 @@ RESULT_COLUMNS = (
 
 @dataclass
 class Plan:
-    """Everything decided before anything is sent."""
+    """One call, decided: the options, the rows' prompts and images, client, schema, cache."""
 
+    options: AskOptions
     index: pd.Index
     columns: list[str]
     cells: list[list[Any]]  # per image column, the cells in row order
@@ -47,21 +107,28 @@ class Plan:
     client: Client | None
     provider: Provider
     model: str | None
-    system: str | None
     schema: Schema | None
-    params: dict[str, Any]
-    encode_options: dict[str, Any]
-    concurrency: int
-    max_retries: int
-    timeout: float | None
     cache: Cache | None
-    progress: bool
+    owns_cache: bool = False  # opened here (from True or a path): closed by close()
 
     @property
     def n(self) -> int:
         return len(self.index)
 
-    def key(self, pos: int, digests: Sequence[str], model: str) -> str:
+    @property
+    def system(self) -> str | None:
+        return self.options.system
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.options.request_options)
+
+    @property
+    def encode_options(self) -> dict[str, Any]:
+        return self.options.encode_options
+
+    def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str:
+        """The cache key of row ``pos`` with these image digests (see ``request_key``)."""
         if self.client is not None:
             name, base_url = self.client.cache_identity
         else:
@@ -69,13 +136,35 @@ class Plan:
         return request_key(
             provider=name,
             base_url=base_url,
-            model=model,
+            model=model or self.model or "",
             prompt=str(self.prompts[pos]),
             system=self.system,
             schema=self.schema.json_schema if self.schema else None,
             params={**self.params, "_encode": self.encode_options},
             images=digests,
         )
+
+    def lookup(self, key: str) -> CachedAnswer | None:
+        """The answer already known for ``key``, or ``None`` (send it)."""
+        if self.cache is None or self.model is None:
+            return None
+        return self.cache.get(key)
+
+    def save(self, key: str, entry: CachedAnswer) -> None:
+        """Commit an answer that was paid for (the cache; raises if the cache cannot)."""
+        if self.cache is not None:
+            self.cache.put(key, entry)
+
+    def close(self) -> None:
+        """Close what this plan opened (the cache file, unless the caller passed a Cache)."""
+        if self.owns_cache and self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Plan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _image_columns(df: pd.DataFrame, column: str | Sequence[str] | None) -> list[str]:
@@ -87,63 +176,44 @@ def _image_columns(df: pd.DataFrame, column: str | Sequence[str] | None) -> list
     return [image_column(df, c, who="ask") for c in cols]
 
 
+def _fill_prompts(df: pd.DataFrame, prompt: str, fields: list[str]) -> list[str | RequestError]:
+    if not fields:
+        return [prompt.format_map({})] * len(df)
+    prompts: list[str | RequestError] = []
+    records = df[fields].to_dict("records")
+    for label, values in zip(df.index, records, strict=True):
+        try:
+            prompts.append(fill_template(prompt, values, row=label))
+        except RequestError as exc:
+            prompts.append(exc)
+    return prompts
+
+
 def make_plan(
-    df: pd.DataFrame,
-    prompt: str,
-    *,
-    client: Client | str | None,
-    model: str | None,
-    column: str | Sequence[str] | None,
-    system: str | None,
-    schema: Any,
-    concurrency: int,
-    max_retries: int,
-    timeout: float | None,
-    cache: Any,
-    progress: bool,
-    max_side: int | None,
-    request_options: dict[str, Any],
-    connect_now: bool,
+    df: pd.DataFrame, prompt: str, options: AskOptions, *, connect_now: bool = True
 ) -> Plan:
+    """Check a call against ``df`` and decide everything that does not need a row's image.
+
+    ``connect_now=False`` (dry runs) resolves the provider without connecting when no client
+    was given. Raises before anything is read or sent.
+    """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"ask needs a DataFrame, not {type(df).__name__}")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string, e.g. 'Describe this image.'")
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, but {concurrency!r} was passed")
-    if not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(
-            f"max_retries must be an integer >= 0 (0 disables retries), not {max_retries!r}"
-        )
-    for reserved in ("model", "messages", "stream"):
-        if reserved in request_options:
-            hint = "pass model=..." if reserved == "model" else "it is built from the row"
-            raise TypeError(f"ask() does not take {reserved}= as a request option ({hint})")
-    columns = _image_columns(df, column)
+    columns = _image_columns(df, options.column)
     fields = check_template(prompt, df.columns)
-    sch = make_schema(schema)
-    if sch is not None:
-        clash = [f for f in sch.fields if f in RESULT_COLUMNS]
+    schema = make_schema(options.schema)
+    if schema is not None:
+        clash = [f for f in schema.fields if f in RESULT_COLUMNS]
         if clash:
             raise ValueError(
                 f"schema field(s) {clash} would collide with ask's result columns "
                 f"{list(RESULT_COLUMNS)}; rename them in the schema"
             )
-        if "response_format" in request_options:
-            raise TypeError("pass either schema= or response_format=, not both")
+    prompts = _fill_prompts(df, prompt, fields)
 
-    prompts: list[str | RequestError] = []
-    if fields:
-        records = df[fields].to_dict("records")
-        for label, values in zip(df.index, records, strict=True):
-            try:
-                prompts.append(fill_template(prompt, values, row=label))
-            except RequestError as exc:
-                prompts.append(exc)
-    else:
-        literal = prompt.format_map({})
-        prompts = [literal] * len(df)
-
+    client = options.client
     if isinstance(client, str):
         from .client import connect
 
@@ -151,19 +221,19 @@ def make_plan(
     if client is None and connect_now:
         client = default_client()
     if client is not None:
-        client = client.with_model(model)
+        client = client.with_model(options.model)
         provider, model = client.provider, client.model
     else:
         provider = resolve_profile("auto")
-        model = model or provider.default_model
+        model = options.model or provider.default_model
     if provider.max_images is not None and len(columns) > provider.max_images:
         raise RequestError(
             f"column={columns} puts {len(columns)} images in each request, but "
             f"{provider.name} allows at most {provider.max_images}; nothing was sent"
         )
-
-    encode_options = {"max_side": max_side} if max_side is not None else {}
+    cache = Cache.open(options.cache)
     return Plan(
+        options=options,
         index=df.index,
         columns=columns,
         cells=[df[c].tolist() for c in columns],
@@ -171,15 +241,9 @@ def make_plan(
         client=client,
         provider=provider,
         model=model,
-        system=system,
-        schema=sch,
-        params=dict(request_options),
-        encode_options=encode_options,
-        concurrency=concurrency,
-        max_retries=max_retries,
-        timeout=timeout,
-        cache=Cache.open(cache),
-        progress=progress,
+        schema=schema,
+        cache=cache,
+        owns_cache=cache is not None and cache is not options.cache,
     )
 
 
@@ -193,3 +257,130 @@ def read_row(plan: Plan, pos: int) -> tuple[list[bytes], list[str]]:
             raise ImageError(f"no image in column {col!r}", row=label)
         datas.append(read_bytes(cell, row=label))
     return datas, [image_digest(d) for d in datas]
+
+
+RowStatus = Literal["error", "hit", "send", "looked-up"]
+
+
+@dataclass(slots=True)
+class RowPlan:
+    """What the planner decided for one row (see the module docstring)."""
+
+    pos: int
+    label: Hashable
+    key: str | None = None
+    hit: CachedAnswer | None = None
+    request: PreparedRequest | None = None
+    error: str | None = None
+    estimated_tokens: int | None = None
+    request_bytes: int | None = None
+    repeat_of: int | None = None
+    # The image bytes between ``lookup_row`` and ``prepare_row``, then dropped.
+    images: list[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> RowStatus:
+        if self.error is not None:
+            return "error"
+        if self.hit is not None:
+            return "hit"
+        if self.request is not None:
+            return "send"
+        return "looked-up"
+
+
+def lookup_row(plan: Plan, pos: int) -> RowPlan:
+    """Read the row's images, make its key and look it up (no encoding). Thread-pool work.
+
+    The result has ``error`` or ``hit``, or else ``images`` kept for ``prepare_row``.
+    """
+    row = RowPlan(pos=pos, label=plan.index[pos])
+    prompt = plan.prompts[pos]
+    if isinstance(prompt, RequestError):
+        row.error = describe_error(prompt)
+        return row
+    try:
+        datas, digests = read_row(plan, pos)
+    except (ImageError, RequestError) as exc:
+        row.error = describe_error(exc)
+        return row
+    row.key = plan.key(pos, digests)
+    row.hit = plan.lookup(row.key)
+    if row.hit is not None:
+        row.estimated_tokens = row.hit.estimated_tokens
+    else:
+        row.images = datas
+    return row
+
+
+def prepare_request_for(plan: Plan, row: RowPlan) -> RowPlan:
+    """Encode a looked-up row's images and check its body: sets ``request`` or ``error``."""
+    if row.images is None:
+        return row
+    datas, row.images = row.images, None
+    try:
+        row.request = prepare_request(
+            datas,
+            provider=plan.provider,
+            model=plan.model or "model",
+            prompt=str(plan.prompts[row.pos]),
+            system=plan.system,
+            response_format=plan.schema.response_format if plan.schema else None,
+            params=plan.params,
+            encode_options=plan.encode_options,
+            row=row.label,
+        )
+    except (ImageError, RequestError) as exc:
+        row.error = describe_error(exc)
+        return row
+    row.estimated_tokens = row.request.estimated_tokens
+    row.request_bytes = row.request.nbytes
+    return row
+
+
+def prepare_row(plan: Plan, pos: int) -> RowPlan:
+    """``lookup_row`` then, on a miss, encode and check: the whole decision for one row."""
+    return prepare_request_for(plan, lookup_row(plan, pos))
+
+
+def plan_rows(
+    plan: Plan,
+    positions: Iterable[int] | None = None,
+    *,
+    finish: Callable[[Plan, RowPlan], RowPlan] = prepare_request_for,
+    workers: int | None = None,
+    on_row: Callable[[RowPlan], None] | None = None,
+) -> Iterator[RowPlan]:
+    """Plan rows (all, or ``positions``) in order, in a thread pool; marks ``repeat_of``.
+
+    ``finish`` runs in the pool on each looked-up row that was neither an error nor a hit
+    (default: encode and check). At most ``2 * workers`` rows are planned ahead of the one
+    being yielded, so memory stays bounded however many rows there are. ``on_row`` is called
+    (in the caller's thread) for each row as it is yielded, e.g. to move a progress bar.
+    """
+    workers = workers or default_workers(minimum=2)
+    todo = iter(range(plan.n) if positions is None else positions)
+    first: dict[str, int] = {}
+
+    def work(pos: int) -> RowPlan:
+        row = lookup_row(plan, pos)
+        return row if row.images is None else finish(plan, row)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-plan") as pool:
+        ahead: deque[Future[RowPlan]] = deque()
+        for pos in todo:
+            ahead.append(pool.submit(work, pos))
+            if len(ahead) >= 2 * workers:
+                break
+        while ahead:
+            row = ahead.popleft().result()
+            for pos in todo:
+                ahead.append(pool.submit(work, pos))
+                break
+            if row.key is not None and row.error is None and row.hit is None:
+                row.repeat_of = first.setdefault(row.key, row.pos)
+                if row.repeat_of == row.pos:
+                    row.repeat_of = None
+            if on_row is not None:
+                on_row(row)
+            yield row

@@ -23,12 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ImageError, RequestError
+from ..errors import RequestError
 from ..types import default_workers
-from .body import prepare_request
 from .cache import CachedAnswer
 from .messages import describe_error
-from .plan import Plan, read_row
+from .plan import Plan, RowPlan, lookup_row, prepare_request_for
 from .progress import in_ipython
 from .retry import (
     MAX_RETRY_AFTER,
@@ -39,7 +38,7 @@ from .retry import (
     retry_delay,
 )
 
-__all__ = ["INTERRUPTED", "Run", "run_in_thread"]
+__all__ = ["INTERRUPTED", "RowResult", "Run", "discover_model", "run_in_thread"]
 
 logger = logging.getLogger("visionkit")
 
@@ -60,26 +59,34 @@ class _Counters:
     estimated_tokens: int = 0
 
 
+@dataclass(slots=True)
+class RowResult:
+    """One row of a run's result, filled in as the row goes (``Run.frame`` makes the table)."""
+
+    answer: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    estimated_tokens: int | None = None
+    cached: bool = False
+    attempts: int = 0
+    fields: dict[str, Any] | None = None  # the schema's fields, parsed from the answer
+    finished: bool = False
+
+
 @dataclass
 class Run:
+    """One run of ``plan``: ``await run.main()``, then ``run.frame()``."""
+
     plan: Plan
     bar: Any = None
     counters: _Counters = field(default_factory=_Counters)
 
     def __post_init__(self) -> None:
-        n = self.plan.n
-        self.answer: list[str | None] = [None] * n
-        self.error: list[str | None] = [None] * n
-        self.prompt_tokens: list[int | None] = [None] * n
-        self.completion_tokens: list[int | None] = [None] * n
-        self.estimated: list[int | None] = [None] * n
-        self.cached = [False] * n
-        self.attempts = [0] * n
-        self.parsed: list[dict[str, Any] | None] = [None] * n
-        self.finished = [False] * n
+        self.rows = [RowResult() for _ in range(self.plan.n)]
         self.fatal: BaseException | None = None
         self.interrupted = False
-        self.limiter = AdaptiveLimiter(self.plan.concurrency)
+        self.limiter = AdaptiveLimiter(self.plan.options.concurrency)
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,7 +94,6 @@ class Run:
         self._drain: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
-        self._entries: dict[int, CachedAnswer] = {}
         self._stores = 0  # answers stored in the cache so far (see _row's repeat check)
 
     # -- control from another thread ---------------------------------------------------
@@ -108,11 +114,17 @@ class Run:
     def draining(self) -> bool:
         return self._drain is not None and self._drain.is_set()
 
+    @property
+    def stopping(self) -> bool:
+        """No new request may start: interrupted, or a fatal error (a 401) was seen."""
+        return self.draining or self.fatal is not None
+
     # -- bookkeeping ---------------------------------------------------------------------
     def _finish(self, pos: int) -> None:
-        self.finished[pos] = True
+        row = self.rows[pos]
+        row.finished = True
         c = self.counters
-        if self.error[pos] is not None:
+        if row.error is not None:
             c.failed += 1
         if self.bar is not None:
             self.bar.set_postfix(
@@ -127,11 +139,12 @@ class Run:
         self, pos: int, entry: CachedAnswer, *, cached: bool, estimated: int | None = None
     ) -> None:
         c = self.counters
-        self.answer[pos] = entry.answer
-        self.prompt_tokens[pos] = entry.prompt_tokens
-        self.completion_tokens[pos] = entry.completion_tokens
-        self.estimated[pos] = entry.estimated_tokens if estimated is None else estimated
-        self.cached[pos] = cached
+        row = self.rows[pos]
+        row.answer = entry.answer
+        row.prompt_tokens = entry.prompt_tokens
+        row.completion_tokens = entry.completion_tokens
+        row.estimated_tokens = entry.estimated_tokens if estimated is None else estimated
+        row.cached = cached
         if cached:
             c.cache_hits += 1
         else:
@@ -140,13 +153,14 @@ class Run:
             c.completion_tokens += entry.completion_tokens or 0
         if self.plan.schema is not None:
             try:
-                self.parsed[pos] = self.plan.schema.parse(entry.answer)
+                row.fields = self.plan.schema.parse(entry.answer)
             except ValueError as exc:
-                self.error[pos] = f"SchemaError: {exc}"
+                row.error = f"SchemaError: {exc}"
 
     # -- the coroutine ----------------------------------------------------------------
     async def main(self, *, reraise_cancel: bool = True) -> None:
         plan = self.plan
+        options = plan.options
         assert plan.client is not None
         self._loop = asyncio.get_running_loop()
         self._main = asyncio.current_task()
@@ -160,23 +174,23 @@ class Run:
         # used as it is and left open.
         http_client = plan.client.http_client()
         if http_client is None:
-            sdk = plan.client.openai.with_options(max_retries=0, timeout=plan.timeout)
+            sdk = plan.client.openai.with_options(max_retries=0, timeout=options.timeout)
         else:
             sdk = plan.client.openai.copy(
-                max_retries=0, timeout=plan.timeout, http_client=http_client
+                max_retries=0, timeout=options.timeout, http_client=http_client
             )
-        window = asyncio.Semaphore(plan.concurrency + 2 * workers)
+        window = asyncio.Semaphore(options.concurrency + 2 * workers)
         try:
             if plan.model is None:
-                plan.model = await _discover_model(sdk)
+                plan.model = await discover_model(sdk)
             for pos in range(plan.n):
                 prompt = plan.prompts[pos]
                 if isinstance(prompt, RequestError):
-                    self.error[pos] = describe_error(prompt)
+                    self.rows[pos].error = describe_error(prompt)
                     self._finish(pos)
                     continue
                 await window.acquire()
-                if self.draining or self.fatal is not None:
+                if self.stopping:
                     window.release()
                     break
                 task = asyncio.create_task(self._row(pos, sdk, pool, window))
@@ -203,87 +217,74 @@ class Run:
         self, pos: int, sdk: Any, pool: ThreadPoolExecutor, window: asyncio.Semaphore
     ) -> None:
         plan = self.plan
-        label = plan.index[pos]
+        result = self.rows[pos]
         loop = asyncio.get_running_loop()
         try:
-            try:
-                job = await loop.run_in_executor(pool, self._prepare, pos)
-            except (ImageError, RequestError) as exc:
-                self.error[pos] = describe_error(exc)
+            # Answers stored before the look-up starts; if more are stored by the time this row
+            # would send, a twin may have been answered meanwhile (see below).
+            stamp = self._stores
+            row = await loop.run_in_executor(pool, self._prepare, pos)
+            if row.error is not None:
+                result.error = row.error
                 return
-            kind, key, payload, stamp = job
-            if kind == "hit":
-                logger.debug("row %r: cache hit %s", label, key[:12])
-                self._record(pos, payload, cached=True)
+            assert row.key is not None
+            if row.hit is not None:
+                logger.debug("row %r: cache hit %s", row.label, row.key[:12])
+                self._record(pos, row.hit, cached=True)
                 return
-            if kind == "skip":
-                self.error[pos] = INTERRUPTED
+            if row.request is None:  # the run stopped before this row was encoded
+                result.error = INTERRUPTED
                 return
             # Two rows with the same key in one run (the same image and prompt): the second
             # waits for the first's answer instead of paying for it again.
-            twin = self._pending.get(key)
+            twin = self._pending.get(row.key)
             if twin is not None:
                 entry = await asyncio.shield(twin)
                 if entry is not None:
                     self._record(pos, entry, cached=True)
                     return
-            elif plan.cache is not None and self._stores != stamp:
+            elif self._stores != stamp:
                 # A twin may have been answered, stored and retired between this row's cache
-                # lookup (in the pool) and now: look again rather than pay for it twice.
-                hit = plan.cache.get(key)
+                # look-up (in the pool) and now: look again rather than pay for it twice.
+                hit = plan.lookup(row.key)
                 if hit is not None:
                     self._record(pos, hit, cached=True)
                     return
             future: asyncio.Future[CachedAnswer | None] = loop.create_future()
-            self._pending[key] = future
+            self._pending[row.key] = future
+            entry = None
             try:
-                await self._send(pos, key, payload, sdk)
+                entry = await self._send(row, sdk)
             finally:
-                entry = self._entries.pop(pos, None)
                 # Without a cache an answered key stays, so a later repeat is answered from it
                 # as the dry run counts it (with a cache, the cache answers it, and nothing per
                 # row is kept: memory stays bounded by the requests in flight). A failed key is
                 # dropped so a repeat tries again.
                 keep = entry is not None and plan.cache is None
-                if not keep and self._pending.get(key) is future:
-                    del self._pending[key]
+                if not keep and self._pending.get(row.key) is future:
+                    del self._pending[row.key]
                 future.set_result(entry)
         except asyncio.CancelledError:
-            if self.error[pos] is None and self.answer[pos] is None:
-                self.error[pos] = INTERRUPTED
+            if result.error is None and result.answer is None:
+                result.error = INTERRUPTED
             raise
         except Exception as exc:  # a bug or an unexpected library error: this row only
-            logger.exception("row %r failed unexpectedly", label)
-            self.error[pos] = describe_error(exc)
+            logger.exception("row %r failed unexpectedly", plan.index[pos])
+            result.error = describe_error(exc)
         finally:
             window.release()
             self._finish(pos)
 
-    def _prepare(self, pos: int) -> tuple[str, str, Any, int]:
-        """Read, hash, look up the cache, and on a miss encode and check (in the thread pool)."""
-        plan = self.plan
-        datas, digests = read_row(plan, pos)
-        assert plan.model is not None
-        key = plan.key(pos, digests, plan.model)
-        stamp = self._stores
-        if plan.cache is not None:
-            hit = plan.cache.get(key)
-            if hit is not None:
-                return ("hit", key, hit, stamp)
-        if self.draining or self.fatal is not None:
-            return ("skip", key, None, stamp)
-        prepared = prepare_request(
-            datas,
-            provider=plan.provider,
-            model=plan.model,
-            prompt=str(plan.prompts[pos]),
-            system=plan.system,
-            response_format=plan.schema.response_format if plan.schema else None,
-            params=plan.params,
-            encode_options=plan.encode_options,
-            row=plan.index[pos],
-        )
-        return ("miss", key, prepared, stamp)
+    def _prepare(self, pos: int) -> RowPlan:
+        """Read, hash, look up the cache, and on a miss encode and check (in the thread pool).
+
+        Once the run is stopping, a miss is not encoded (``request`` stays ``None``).
+        """
+        row = lookup_row(self.plan, pos)
+        if row.images is None or self.stopping:
+            row.images = None
+            return row
+        return prepare_request_for(self.plan, row)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early if the run is interrupted."""
@@ -291,29 +292,32 @@ class Run:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drain.wait(), timeout=seconds)
 
-    async def _send(self, pos: int, key: str, prepared: Any, sdk: Any) -> None:
+    async def _send(self, row: RowPlan, sdk: Any) -> CachedAnswer | None:
+        """Send ``row``'s request, retrying as the policy says; the answer, or None."""
         import openai
-
-        plan = self.plan
-        label = plan.index[pos]
-        self.estimated[pos] = prepared.estimated_tokens
-        self.counters.estimated_tokens += prepared.estimated_tokens
         from openai.types.chat import ChatCompletion
 
+        plan = self.plan
+        max_retries = plan.options.max_retries
+        prepared = row.request
+        assert prepared is not None and row.key is not None
+        result = self.rows[row.pos]
+        result.estimated_tokens = prepared.estimated_tokens
+        self.counters.estimated_tokens += prepared.estimated_tokens
         attempt = 0
         while True:
-            if self.draining or self.fatal is not None:
+            if self.stopping:
                 if attempt == 0:
-                    self.error[pos] = INTERRUPTED
+                    result.error = INTERRUPTED
                 else:
-                    self.error[pos] = f"{self.error[pos]} (not retried: interrupted)"
-                return
+                    result.error = f"{result.error} (not retried: interrupted)"
+                return None
             ticket = await self.limiter.acquire()
-            if self.draining or self.fatal is not None:
+            if self.stopping:
                 await self.limiter.release(ticket, "error")
                 continue
             attempt += 1
-            self.attempts[pos] = attempt
+            result.attempts = attempt
             self.counters.requests += 1
             try:
                 # The body goes out verbatim through the SDK's documented ``post`` (auth,
@@ -333,28 +337,28 @@ class Run:
                 )
                 if kind == "auth":
                     self._stop(exc)
-                    return
-                self.error[pos] = describe_error(exc)
+                    return None
+                result.error = describe_error(exc)
                 if kind == "fail":
-                    return
+                    return None
                 if kind == "rate":
                     self.counters.rate_limited += 1
-                if attempt > plan.max_retries:
-                    self.error[pos] = f"{self.error[pos]} (gave up after {attempt} attempts)"
-                    return
+                if attempt > max_retries:
+                    result.error = f"{result.error} (gave up after {attempt} attempts)"
+                    return None
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                    self.error[pos] = (
-                        f"{self.error[pos]} (server asked to wait {retry_after:.0f} s; not retried)"
+                    result.error = (
+                        f"{result.error} (server asked to wait {retry_after:.0f} s; not retried)"
                     )
-                    return
+                    return None
                 delay = retry_delay(attempt, retry_after)
                 self.counters.retries += 1
                 logger.info(
                     "row %r: %s; retry %d of %d in %.2f s",
-                    label,
-                    self.error[pos],
+                    row.label,
+                    result.error,
                     attempt,
-                    plan.max_retries,
+                    max_retries,
                     delay,
                 )
                 await self._sleep(delay)
@@ -363,9 +367,8 @@ class Run:
                 await self.limiter.release(ticket, "error")
                 raise
             await self.limiter.release(ticket, "ok")
-            self.error[pos] = None
-            self._store(pos, key, prepared, response)
-            return
+            result.error = None
+            return self._store(row, response)
 
     def _stop(self, exc: BaseException) -> None:
         """A 401: start nothing more and raise ``exc`` from ``main``.
@@ -383,8 +386,10 @@ class Run:
             assert self._drain is not None
             self._drain.set()
 
-    def _store(self, pos: int, key: str, prepared: Any, response: Any) -> None:
+    def _store(self, row: RowPlan, response: Any) -> CachedAnswer:
+        """Commit a paid answer at once, then record it in the row."""
         plan = self.plan
+        assert row.key is not None and row.request is not None
         choices = getattr(response, "choices", None) or []
         message = choices[0].message if choices else None
         answer = getattr(message, "content", None) if message is not None else None
@@ -393,45 +398,48 @@ class Run:
             answer=answer,
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
-            estimated_tokens=prepared.estimated_tokens,
+            estimated_tokens=row.request.estimated_tokens,
             model=getattr(response, "model", None) or plan.model,
             provider=plan.provider.name,
         )
+        row.request = None  # the body is no longer needed
         if plan.cache is not None:
             try:
-                plan.cache.put(key, entry)
+                plan.save(row.key, entry)
                 self._stores += 1
             except Exception as exc:  # a full disk must not cost the answer in memory
-                logger.error("could not store row %r in the cache: %s", plan.index[pos], exc)
-        self._record(pos, entry, cached=False)
-        self._entries[pos] = entry
+                logger.error("could not store row %r in the cache: %s", row.label, exc)
+        self._record(row.pos, entry, cached=False)
         if answer is None:
             refusal = getattr(message, "refusal", None)
-            self.error[pos] = f"empty reply{f': {refusal}' if refusal else ''}"
+            self.rows[row.pos].error = f"empty reply{f': {refusal}' if refusal else ''}"
+        return entry
 
     # -- the result ------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         plan = self.plan
-        for pos in range(plan.n):
-            if not self.finished[pos] and self.error[pos] is None and self.answer[pos] is None:
-                self.error[pos] = INTERRUPTED
+        rows = self.rows
+        for row in rows:
+            if not row.finished and row.error is None and row.answer is None:
+                row.error = INTERRUPTED
         index = plan.index
         out = pd.DataFrame(
             {
-                "answer": pd.Series(self.answer, index=index, dtype=object),
-                "error": pd.Series(self.error, index=index, dtype=object),
-                "prompt_tokens": pd.array(self.prompt_tokens, dtype="Int64"),
-                "completion_tokens": pd.array(self.completion_tokens, dtype="Int64"),
-                "estimated_tokens": pd.array(self.estimated, dtype="Int64"),
-                "cached": pd.array(self.cached, dtype=bool),
-                "attempts": pd.array(self.attempts, dtype="Int64"),
+                "answer": pd.Series([r.answer for r in rows], index=index, dtype=object),
+                "error": pd.Series([r.error for r in rows], index=index, dtype=object),
+                "prompt_tokens": pd.array([r.prompt_tokens for r in rows], dtype="Int64"),
+                "completion_tokens": pd.array([r.completion_tokens for r in rows], dtype="Int64"),
+                "estimated_tokens": pd.array([r.estimated_tokens for r in rows], dtype="Int64"),
+                "cached": pd.array([r.cached for r in rows], dtype=bool),
+                "attempts": pd.array([r.attempts for r in rows], dtype="Int64"),
             },
             index=index,
         )
         if plan.schema is not None:
             for name in plan.schema.fields:
                 out[name] = pd.Series(
-                    [None if p is None else p.get(name) for p in self.parsed], index=index
+                    [None if r.fields is None else r.fields.get(name) for r in rows],
+                    index=index,
                 )
         c = self.counters
         out.attrs["usage"] = {
@@ -439,14 +447,14 @@ class Run:
             "requests": c.requests,
             "answered": c.answered,
             "cache_hits": c.cache_hits,
-            "failed": int(sum(e is not None for e in self.error)),
+            "failed": int(sum(r.error is not None for r in rows)),
             "retries": c.retries,
             "rate_limited": c.rate_limited,
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
             "estimated_tokens": c.estimated_tokens,
             "elapsed_s": round(self.elapsed, 3),
-            "concurrency": plan.concurrency,
+            "concurrency": plan.options.concurrency,
             "lowest_concurrency": int(self.limiter.lowest),
             "interrupted": self.interrupted,
             "provider": plan.provider.name,
@@ -455,7 +463,7 @@ class Run:
         return out
 
 
-async def _discover_model(sdk: Any) -> str:
+async def discover_model(sdk: Any) -> str:
     """The one model a server serves (for ``connect(base_url=...)`` without ``model=``)."""
     page = await sdk.models.list()
     ids = [m.id for m in page.data]

@@ -16,6 +16,12 @@ What it measures (the goals of issue 3):
    throughput (goal >= 18 req/s), every row answered, 429s under 10 % of requests.
 5. Peak memory of a run at 2,000 rows vs 200 rows, each in a fresh subprocess (Python heap
    peak by ``tracemalloc`` during ``ask``, and the process's peak RSS) (goal <= 1.2x).
+6. A known limit (issue 12): a strict limiter at inference.net's paid rate, 250 requests a
+   minute with no burst (a token bucket of one), 800 ms latency, concurrency 16. Without the
+   limit given, ask finds it by meeting 429s; with ``requests_per_minute=250`` it paces from
+   the first request (goal: under 2 % of requests refused, at least 95 % of the limit used:
+   answered rows per second over the whole run, first send to last answer, against 250/60).
+   The same at the stand-in's default bucket (one second of burst) for comparison.
 
 The server runs in its own process (``python -m visionkit.offline``), like a remote provider
 would, so its image decoding does not compete with the client for the GIL. Every timed
@@ -79,11 +85,15 @@ def make_images(folder: Path, n: int, side: int = 512, seed: int = 0) -> list[st
 
 
 @contextmanager
-def offline_server(latency: float = 0.0, rate_limit: float | None = None):
+def offline_server(
+    latency: float = 0.0, rate_limit: float | None = None, burst: float | None = None
+):
     """``python -m visionkit.offline`` in a subprocess; yields (base_url, stats filled on exit)."""
     cmd = [sys.executable, "-m", "visionkit.offline", "--port", "0", "--latency", str(latency)]
     if rate_limit:
         cmd += ["--rate-limit", str(rate_limit)]
+    if burst:
+        cmd += ["--burst", str(burst)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
@@ -105,6 +115,7 @@ def run_visionkit(
     concurrency: int,
     progress: bool = False,
     transport: str = "auto",
+    **options,
 ):
     df = pd.DataFrame({"path": paths})
     client = vk.connect("offline", base_url=url, api_key="offline", transport=transport)
@@ -116,6 +127,7 @@ def run_visionkit(
             concurrency=concurrency,
             cache=Path(tmp) / "bench.sqlite",
             progress=progress,
+            **options,
         )
         elapsed = time.perf_counter() - start
     assert result["error"].isna().all(), result["error"].dropna().head().tolist()
@@ -218,6 +230,32 @@ def measure_memory(url: str, folder: Path, n: int) -> dict:
         check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_pacing(paths: list[str], burst: float | None) -> list[tuple[str, str, str, str]]:
+    """Item 6: the strict 250/min limiter, without and with the limit given."""
+    rpm, latency, conc = 250, 0.8, 16
+    rows = []
+    label = "no burst" if burst == 1 else "1 s burst"
+    for known in (None, rpm):
+        with offline_server(latency=latency, rate_limit=rpm / 60, burst=burst) as (url, stats):
+            t, usage = run_visionkit(url, paths, conc, requests_per_minute=known)
+        refused = stats.get("status_counts", {}).get("429", usage["rate_limited"])
+        sent = stats.get("chat_requests", usage["requests"])
+        used = len(paths) / t / (rpm / 60)
+        goal = known is not None
+        rows.append(
+            (
+                f"250/min ({label}), 800 ms, c=16, {len(paths)} rows, "
+                + ("requests_per_minute=250" if goal else "limit not given"),
+                f"{t:.1f} s, {len(paths)} answered",
+                f"429s {refused}/{sent} = {refused / sent:.1%}; limit used {used:.1%}",
+                f"< 2%, >= 95% {verdict(refused / sent < 0.02 and used >= 0.95)}"
+                if goal
+                else "(today's behaviour)",
+            )
+        )
+    return rows
 
 
 def verdict(ok: bool) -> str:
@@ -331,6 +369,10 @@ def main() -> int:
                 f"<= 1.2x {verdict(rss_ratio <= 1.2)}",
             )
         )
+
+        n_pace = 40 if args.quick else 160
+        for burst in (1, None):
+            rows.extend(measure_pacing(paths[:n_pace], burst))
 
     print()
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -4,14 +4,22 @@
     ├── ImageError (ValueError)        an image cannot be read, decoded or encoded
     ├── RequestError (ValueError)      a request breaks the provider's rules before it is sent
     ├── BudgetExceeded (RuntimeError)  the estimated tokens exceed ``budget_tokens``
-    └── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
+    ├── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
+    └── CacheError (RuntimeError)      the answer cache file is not SQLite or is damaged
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 """
 
 from __future__ import annotations
 
-__all__ = ["BudgetExceeded", "ImageError", "MissingAPIKey", "RequestError", "VisionError"]
+__all__ = [
+    "BudgetExceeded",
+    "CacheError",
+    "ImageError",
+    "MissingAPIKey",
+    "RequestError",
+    "VisionError",
+]
 
 
 class VisionError(Exception):
@@ -47,3 +55,16 @@ class BudgetExceeded(VisionError, RuntimeError):
 
 class MissingAPIKey(VisionError, RuntimeError):
     """A provider was named explicitly but the environment variable holding its key is unset."""
+
+
+class CacheError(VisionError, RuntimeError):
+    """The answer cache file cannot be used (not SQLite, or damaged); ``path`` names it.
+
+    Raised once, at open or by the run that meets the damage; ``partial`` then holds the
+    result of the rows answered before the run stopped (answers received are never lost).
+    """
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        self.path = path
+        self.partial: object = None
+        super().__init__(message)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Provider",
+    "RateLimits",
     "estimate_tokens",
     "fit_tokens",
     "get_provider",
@@ -35,6 +36,14 @@ __all__ = [
 ]
 
 TokenFunction = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """An account's documented request limits (``None``: not documented, not paced)."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class Provider:
     max_image_bytes: int | None = None
     data_uri_only: bool = True
     notes: str = field(default="", compare=False)
+    # Documented rate limits per account tier (``vk.connect(..., tier="paid")`` paces to them).
+    tiers: Mapping[str, RateLimits] = field(default_factory=dict, compare=False)
 
     def estimate(self, width: Any, height: Any) -> Any:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
@@ -164,6 +175,10 @@ INFERENCE_NET = register_provider(
         default_model="google/gemma-3-27b-instruct/bf-16",
         max_side=1120,
         notes="docs.inference.net vision guide: data URIs only, body under 1 MB, 2 images",
+        # docs.inference.net/api/rate-limits: requests per minute by account tier (custom
+        # teams 500 - 1,000,000 by arrangement; pass requests_per_minute= for those). No
+        # tokens-per-minute limit is documented. The gateway also caps any key at 100 req/s.
+        tiers={"free": RateLimits(requests_per_minute=30), "paid": RateLimits(250)},
     )
 )
 

@@ -45,12 +45,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey
-from ..providers import Provider, get_provider, providers
+from ..providers import Provider, RateLimits, get_provider, providers
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["Client", "OfflineWarning", "aiohttp_available", "cache_identity", "connect"]
+__all__ = [
+    "Client",
+    "OfflineWarning",
+    "aiohttp_available",
+    "cache_identity",
+    "connect",
+    "rate_limits",
+]
 
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
 
@@ -75,6 +82,9 @@ class Client:
     # "aiohttp", "httpx", or "custom" (the caller's http_client). Left out of the repr: it
     # depends on what is installed, and the tutorials' stored outputs must not.
     transport: str = "httpx"
+    # Known limits ``ask`` paces to from the first request (``connect(tier=...)`` or
+    # ``requests_per_minute=``/``tokens_per_minute=``); ``None``: adapt to 429s only.
+    rate_limits: RateLimits | None = None
 
     def http_client(self) -> Any:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
@@ -202,6 +212,9 @@ def connect(
     base_url: str | None = None,
     model: str | None = None,
     transport: str = "auto",
+    tier: str | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
     **client_options: Any,
 ) -> Client:
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
@@ -216,6 +229,11 @@ def connect(
     ``transport``: the HTTP stack ``ask`` sends through: ``"auto"`` (the SDK's aiohttp
     transport when installed, else httpx), ``"aiohttp"`` or ``"httpx"``. An ``http_client=``
     of your own is used instead, as it is (see the module docstring).
+
+    Known rate limits, paced from the first request (``visionkit.query.pacing``): ``tier=``
+    names one of the profile's documented tiers (inference.net: ``"free"``, 30 requests a
+    minute; ``"paid"``, 250); ``requests_per_minute=`` / ``tokens_per_minute=`` give (or
+    override) the numbers. Without them ``ask`` starts at ``concurrency`` and slows down on 429s.
     """
     import openai
 
@@ -223,6 +241,7 @@ def connect(
         return provider.with_model(model)
     kind = _transport(transport, client_options)
     profile = resolve_profile(provider, base_url=base_url)
+    limits = rate_limits(profile, tier, requests_per_minute, tokens_per_minute)
     auto = provider == "auto"
     if profile.name == "offline":
         if base_url is None:
@@ -258,6 +277,37 @@ def connect(
         model=model or profile.default_model,
         base_url=url,
         transport=kind,
+        rate_limits=limits,
+    )
+
+
+def rate_limits(
+    profile: Provider,
+    tier: str | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    base: RateLimits | None = None,
+) -> RateLimits | None:
+    """The limits to pace to: ``base`` (or the profile's ``tier``), overridden by the numbers
+    given; ``None`` when nothing is known."""
+    if tier is not None:
+        if tier not in profile.tiers:
+            known = ", ".join(map(repr, profile.tiers)) or "none documented"
+            raise ValueError(
+                f"{profile.name} has no tier {tier!r} (tiers: {known}); pass "
+                "requests_per_minute= (and tokens_per_minute=) for your account's limits"
+            )
+        base = profile.tiers[tier]
+    if requests_per_minute is None and tokens_per_minute is None:
+        return base
+    base = base or RateLimits()
+    return RateLimits(
+        requests_per_minute=(
+            requests_per_minute if requests_per_minute is not None else base.requests_per_minute
+        ),
+        tokens_per_minute=(
+            tokens_per_minute if tokens_per_minute is not None else base.tokens_per_minute
+        ),
     )
 
 

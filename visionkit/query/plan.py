@@ -61,11 +61,11 @@ import pandas as pd
 
 from ..errors import ImageError, RequestError
 from ..images.cells import image_column, read_bytes
-from ..providers import Provider
+from ..providers import Provider, RateLimits
 from ..types import default_workers, is_missing
 from .body import PreparedRequest, prepare_request
 from .cache import Cache, CachedAnswer, image_digest, request_key
-from .client import Client, cache_identity, default_client, resolve_profile
+from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
 from .messages import describe_error
 from .options import AskOptions
 from .schema import Schema, make_schema
@@ -110,6 +110,9 @@ class Plan:
     schema: Schema | None
     cache: Cache | None
     owns_cache: bool = False  # opened here (from True or a path): closed by close()
+    # schema field -> its result column: the field's name, or ``answer_<field>`` when the
+    # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
+    schema_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -126,6 +129,18 @@ class Plan:
     @property
     def encode_options(self) -> dict[str, Any]:
         return self.options.encode_options
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The known limits to pace to: the client's, overridden by the call's options."""
+        base = self.client.rate_limits if self.client is not None else None
+        return rate_limits(
+            self.provider,
+            None,
+            self.options.requests_per_minute,
+            self.options.tokens_per_minute,
+            base=base,
+        )
 
     def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str:
         """The cache key of row ``pos`` with these image digests (see ``request_key``)."""
@@ -189,6 +204,27 @@ def _fill_prompts(df: pd.DataFrame, prompt: str, fields: list[str]) -> list[str 
     return prompts
 
 
+def _schema_columns(schema: Schema, columns: pd.Index) -> dict[str, str]:
+    """Each schema field's result column: its own name, or ``answer_<name>`` when ``df``
+    already has that column (``width`` from ``read_images``), so that the documented
+    ``df.drop(columns="error").join(result)`` works with any schema."""
+    clash = [f for f in schema.fields if f in RESULT_COLUMNS]
+    if clash:
+        raise ValueError(
+            f"schema field(s) {clash} would collide with ask's result columns "
+            f"{list(RESULT_COLUMNS)}; rename them in the schema"
+        )
+    existing = set(map(str, columns))
+    out = {f: f"answer_{f}" if f in existing else f for f in schema.fields}
+    taken = [c for f, c in out.items() if c != f and (c in existing or c in schema.fields)]
+    if taken:
+        raise ValueError(
+            f"schema field(s) {[c[7:] for c in taken]} are columns of the DataFrame and so "
+            f"would come back as {taken}, but those names are taken too; rename the fields"
+        )
+    return out
+
+
 def make_plan(
     df: pd.DataFrame, prompt: str, options: AskOptions, *, connect_now: bool = True
 ) -> Plan:
@@ -204,13 +240,7 @@ def make_plan(
     columns = _image_columns(df, options.column)
     fields = check_template(prompt, df.columns)
     schema = make_schema(options.schema)
-    if schema is not None:
-        clash = [f for f in schema.fields if f in RESULT_COLUMNS]
-        if clash:
-            raise ValueError(
-                f"schema field(s) {clash} would collide with ask's result columns "
-                f"{list(RESULT_COLUMNS)}; rename them in the schema"
-            )
+    schema_columns = {} if schema is None else _schema_columns(schema, df.columns)
     prompts = _fill_prompts(df, prompt, fields)
 
     client = options.client
@@ -244,6 +274,7 @@ def make_plan(
         schema=schema,
         cache=cache,
         owns_cache=cache is not None and cache is not options.cache,
+        schema_columns=schema_columns,
     )
 
 
@@ -275,6 +306,8 @@ class RowPlan:
     estimated_tokens: int | None = None
     request_bytes: int | None = None
     repeat_of: int | None = None
+    # ``ask``'s runs only: another process holds a live claim on ``key`` and is asking it now.
+    busy: bool = False
     # The image bytes between ``lookup_row`` and ``prepare_row``, then dropped.
     images: list[bytes] | None = field(default=None, repr=False)
 

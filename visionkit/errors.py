@@ -5,7 +5,8 @@
     ├── RequestError (ValueError)      a request breaks the provider's rules before it is sent
     ├── BudgetExceeded (RuntimeError)  the estimated tokens exceed ``budget_tokens``
     ├── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
-    └── CacheError (RuntimeError)      the answer cache file is not SQLite or is damaged
+    ├── CacheError (RuntimeError)      the answer cache file is not SQLite or is damaged
+    └── ReplayError (LookupError)      a replayed run met requests that were never recorded
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 """
@@ -17,6 +18,7 @@ __all__ = [
     "CacheError",
     "ImageError",
     "MissingAPIKey",
+    "ReplayError",
     "RequestError",
     "VisionError",
 ]
@@ -66,5 +68,16 @@ class CacheError(VisionError, RuntimeError):
 
     def __init__(self, message: str, *, path: object = None) -> None:
         self.path = path
+        self.partial: object = None
+        super().__init__(message)
+
+
+class ReplayError(VisionError, LookupError):
+    """A replay (``connect(replay=...)``, strict) met requests its recording does not hold.
+
+    ``partial`` holds the result of the rows that were answered.
+    """
+
+    def __init__(self, message: str) -> None:
         self.partial: object = None
         super().__init__(message)

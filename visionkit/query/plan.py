@@ -40,8 +40,16 @@ stable -- talk to the query owner before changing it)::
                 line = {"custom_id": row.key, "method": "POST",
                         "url": "/v1/chat/completions",
                         "body": json.loads(row.request.payload)}   # or splice the bytes
-        # when results come back: plan.save(key, CachedAnswer(...)) commits each answer
-        # exactly where ask's own answers go (the cache, and a recording when one is on).
+        # when results come back: plan.save(row, CachedAnswer(...)) commits each answer
+        # exactly where ask's own answers go (the cache, and a recording when one is on);
+        # for a row answered by row.hit, plan.used(row, row.hit) records it when recording.
+
+Record/replay (``visionkit.query.replay``) is honoured through the same calls: ``lookup`` reads
+the recording (only the recording, when replaying), ``save`` and ``used`` write to it. A path
+must also send nothing when ``plan.replaying`` is true: there, a row ``plan_rows`` yields
+without ``error`` or ``hit`` was never recorded -- report it with
+``replay.not_recorded_message(plan.recording)``, or raise ``ReplayError`` when
+``plan.recording.strict``.
 
 ``plan_rows(plan, positions)`` plans a subset (a Dask partition's rows, a retry of the rows
 still unanswered); ``lookup_row`` / ``prepare_row`` do one row synchronously. ``plan.model``
@@ -68,6 +76,7 @@ from .cache import Cache, CachedAnswer, image_digest, request_key
 from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
 from .messages import describe_error
 from .options import AskOptions
+from .replay import Recording
 from .schema import Schema, make_schema
 from .template import check_template, fill_template
 
@@ -159,21 +168,75 @@ class Plan:
             images=digests,
         )
 
+    @property
+    def recording(self) -> Recording | None:
+        """The client's record/replay store, if any (``visionkit.query.replay``)."""
+        return self.client.recording if self.client is not None else None
+
+    @property
+    def replaying(self) -> bool:
+        """Answers come from a recording only: nothing may be sent."""
+        return self.recording is not None and self.recording.replaying
+
     def lookup(self, key: str) -> CachedAnswer | None:
-        """The answer already known for ``key``, or ``None`` (send it)."""
+        """The answer already known for ``key``, or ``None`` (send it).
+
+        Replaying: the recording only. Recording: the recording, then the cache. Otherwise
+        the cache.
+        """
+        recording = self.recording
+        if recording is not None:
+            found = recording.get(key)
+            if found is not None or recording.replaying:
+                return found
         if self.cache is None or self.model is None:
             return None
         return self.cache.get(key)
 
-    def save(self, key: str, entry: CachedAnswer) -> None:
-        """Commit an answer that was paid for (the cache; raises if the cache cannot)."""
+    def save(self, row: RowPlan, entry: CachedAnswer, *, attempts: int = 1) -> None:
+        """Commit an answer that was paid for: the cache (raises if the cache cannot), and the
+        recording when one is on. Counts as the row's first use (see ``used``)."""
+        assert row.key is not None
         if self.cache is not None:
-            self.cache.put(key, entry)
+            self.cache.put(row.key, entry)
+        if self.recording is not None:
+            self._record(row, entry, attempts)
+            self.recording.first_use(row.key)
+
+    def used(self, row: RowPlan, entry: CachedAnswer) -> bool:
+        """A row got ``entry`` without a request now (cache, recording, a twin). With a
+        recording on, records it if new and returns True the first time this process uses
+        it -- report it as bought then, so a recording and its replay show the same result."""
+        recording = self.recording
+        if recording is None or row.key is None:
+            return False
+        if not recording.replaying and not recording.has(row.key):
+            self._record(row, entry, 1)
+        return recording.first_use(row.key)
+
+    def _record(self, row: RowPlan, entry: CachedAnswer, attempts: int) -> None:
+        assert self.recording is not None and row.key is not None
+        if self.client is not None:
+            identity = self.client.cache_identity
+        else:
+            identity = cache_identity(self.provider, self.provider.base_url)
+        self.recording.add(
+            row.key,
+            entry,
+            identity=identity,
+            prompt=str(self.prompts[row.pos]),
+            system=self.system,
+            images=row.digests,
+            attempts=attempts,
+        )
 
     def close(self) -> None:
-        """Close what this plan opened (the cache file, unless the caller passed a Cache)."""
+        """Close what this plan opened (the cache file, unless the caller passed a Cache), and
+        sort a recording's store."""
         if self.owns_cache and self.cache is not None:
             self.cache.close()
+        if self.recording is not None:
+            self.recording.close()
 
     def __enter__(self) -> Plan:
         return self
@@ -261,7 +324,9 @@ def make_plan(
             f"column={columns} puts {len(columns)} images in each request, but "
             f"{provider.name} allows at most {provider.max_images}; nothing was sent"
         )
-    cache = Cache.open(options.cache)
+    replaying = client is not None and client.recording is not None and client.recording.replaying
+    # A replay answers from its recording only: the local cache is neither read nor written.
+    cache = None if replaying else Cache.open(options.cache)
     return Plan(
         options=options,
         index=df.index,
@@ -310,6 +375,7 @@ class RowPlan:
     busy: bool = False
     # The image bytes between ``lookup_row`` and ``prepare_row``, then dropped.
     images: list[bytes] | None = field(default=None, repr=False)
+    digests: list[str] = field(default_factory=list, repr=False)  # sha256 of each image
 
     @property
     def status(self) -> RowStatus:
@@ -337,6 +403,7 @@ def lookup_row(plan: Plan, pos: int) -> RowPlan:
     except (ImageError, RequestError) as exc:
         row.error = describe_error(exc)
         return row
+    row.digests = digests
     row.key = plan.key(pos, digests)
     row.hit = plan.lookup(row.key)
     if row.hit is not None:

@@ -27,13 +27,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import CacheError, RequestError
+from ..errors import CacheError, ReplayError, RequestError
 from ..types import default_workers
 from .cache import CachedAnswer
 from .messages import describe_error
 from .pacing import Gate
 from .plan import Plan, RowPlan, lookup_row, prepare_request_for
 from .progress import in_ipython
+from .replay import RECORD_ENV, not_recorded_message
 from .retry import (
     MAX_RETRY_AFTER,
     classify,
@@ -106,6 +107,7 @@ class Run:
         # Who this run is when it claims keys in the cache (see visionkit.query.cache).
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._store_failures = 0
+        self._unrecorded: list[int] = []  # replay: rows the recording lacks
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -147,6 +149,23 @@ class Run:
                 postfix, tokens=f"{c.prompt_tokens + c.completion_tokens:,}", refresh=False
             )
             self.bar.update(1)
+
+    def _hit(self, row: RowPlan, entry: CachedAnswer) -> None:
+        """A row answered without a request now: the cache, a twin's answer, a recording.
+
+        With a recording on, the first use in this process is reported as bought (its
+        recorded attempts and tokens count), so a recorded notebook and its replay match.
+        """
+        plan = self.plan
+        if plan.recording is not None and row.key is not None and plan.used(row, entry):
+            attempts = plan.recording.attempts(row.key)
+            self.rows[row.pos].attempts = attempts
+            self.counters.requests += attempts
+            self.counters.retries += attempts - 1
+            self._record(row.pos, entry, cached=False)
+            return
+        logger.debug("row %r: cache hit", row.label)
+        self._record(row.pos, entry, cached=True)
 
     def _finish_unstarted(self) -> None:
         """Rows the run stopped before reaching: not run (and on the progress bar as such)."""
@@ -192,8 +211,12 @@ class Run:
         # A fresh HTTP client per run, made here inside the loop that uses it (an aiohttp
         # session is bound to its loop) and closed below; a caller's own ``http_client`` is
         # used as it is and left open.
-        http_client = plan.client.http_client()
-        if http_client is None:
+        # A replay sends nothing: no HTTP client at all.
+        http_client = None if plan.replaying else plan.client.http_client()
+        sdk: Any = None
+        if plan.replaying:
+            pass
+        elif http_client is None:
             sdk = plan.client.openai.with_options(max_retries=0, timeout=options.timeout)
         else:
             sdk = plan.client.openai.copy(
@@ -203,6 +226,8 @@ class Run:
         renewer = asyncio.create_task(self._renew_claims(pool)) if plan.cache is not None else None
         try:
             if plan.model is None:
+                if sdk is None:
+                    raise ValueError("pass model=... to replay a server that named its own model")
                 plan.model = await discover_model(sdk)
             for pos in range(plan.n):
                 prompt = plan.prompts[pos]
@@ -239,6 +264,18 @@ class Run:
             pool.shutdown(wait=False, cancel_futures=True)
             if http_client is not None:
                 await sdk.close()
+        recording = plan.recording
+        if recording is not None and recording.strict and self._unrecorded and self.fatal is None:
+            labels = [plan.index[p] for p in sorted(self._unrecorded)]
+            shown = ", ".join(map(repr, labels[:5]))
+            more = f" and {len(self._unrecorded) - 5} more" if len(self._unrecorded) > 5 else ""
+            self.fatal = ReplayError(
+                f"{len(self._unrecorded)} request(s) of this run were never recorded in "
+                f"{recording.path}/ (rows {shown}{more}); a replay sends nothing. Record them "
+                f"where the provider is reachable ({RECORD_ENV}={recording.path}/ and a key) "
+                "and commit the store, or connect with strict=False to get these rows as "
+                "errors instead."
+            )
         if self.fatal is not None:
             # What was answered before the stop is kept on the exception (with cache=False, or
             # a cache that broke, nowhere else holds it).
@@ -282,7 +319,7 @@ class Run:
                 holding = False
                 got = await self._wait_turn(row, pool)
                 if isinstance(got, CachedAnswer):
-                    self._record(pos, got, cached=True)
+                    self._hit(row, got)
                     return
                 if not got:  # the run is stopping
                     result.error = INTERRUPTED
@@ -297,7 +334,7 @@ class Run:
             assert row.key is not None
             if row.hit is not None:
                 logger.debug("row %r: cache hit %s", row.label, row.key[:12])
-                self._record(pos, row.hit, cached=True)
+                self._hit(row, row.hit)
                 return
             if row.request is None:  # the run stopped before this row was encoded
                 result.error = INTERRUPTED
@@ -308,14 +345,14 @@ class Run:
             if twin is not None:
                 entry = await asyncio.shield(twin)
                 if entry is not None:
-                    self._record(pos, entry, cached=True)
+                    self._hit(row, entry)
                     return
             elif self._stores != stamp:
                 # A twin may have been answered, stored and retired between this row's cache
                 # look-up (in the pool) and now: look again rather than pay for it twice.
                 hit = plan.lookup(row.key)
                 if hit is not None:
-                    self._record(pos, hit, cached=True)
+                    self._hit(row, hit)
                     return
             future: asyncio.Future[CachedAnswer | None] = loop.create_future()
             self._pending[row.key] = future
@@ -360,6 +397,11 @@ class Run:
         plan = self.plan
         row = lookup_row(plan, pos)
         if row.images is None:  # an error or a hit
+            return row
+        if plan.recording is not None and plan.replaying:
+            row.images = None
+            row.error = not_recorded_message(plan.recording)
+            self._unrecorded.append(pos)
             return row
         if plan.cache is not None:
             assert row.key is not None
@@ -551,9 +593,9 @@ class Run:
             provider=plan.provider.name,
         )
         row.request = None  # the body is no longer needed
-        if plan.cache is not None:
+        if plan.cache is not None or plan.recording is not None:
             try:
-                plan.save(row.key, entry)
+                plan.save(row, entry, attempts=self.rows[row.pos].attempts)
                 self._stores += 1
             except Exception as exc:  # a full disk must not cost the answer in memory
                 self._store_failures += 1

@@ -100,3 +100,16 @@ def test_a_known_limit_is_not_exceeded_from_the_first_request(tmp_path):
     # The server shares this process (and the GIL) with the client here: a send can reach
     # it a few ms late, the next one on time. Allow for that; the benchmark measures the rest.
     assert results[True] <= 2
+
+
+def test_a_429_while_paced_widens_the_margin_and_successes_win_it_back():
+    pacer = Pacer(requests_per_minute=60, clock=lambda: 0.0)
+    pacer.back_off()
+    pacer.back_off()
+    assert pacer.headroom == pytest.approx(HEADROOM * 0.98 * 0.98)
+    for _ in range(100):
+        pacer.recover()
+    assert pacer.headroom == HEADROOM  # never above where it started
+    for _ in range(100):
+        pacer.back_off()
+    assert pacer.headroom == pytest.approx(0.8)  # never below 80 % of the limit

@@ -51,7 +51,8 @@ __all__ = ["HEADROOM", "Gate", "Pacer", "RateLimits"]
 # Pace at this fraction of a known limit: clocks, network jitter and the provider's own window
 # boundaries make sends land a little early or late; 3 % is enough to stay clear of a strict
 # limiter and still uses 97 % of the limit. A 429 met while paced widens the margin by 2 % (to
-# at most 20 %): the limit is stricter than documented, or arrivals bunch up on the way.
+# at most 20 %): the limit is stricter than documented, or arrivals bunch up on the way; each
+# accepted request wins back a tenth of that, so a moment of jitter does not slow a long run.
 HEADROOM = 0.97
 MIN_HEADROOM = 0.8
 
@@ -72,6 +73,7 @@ class Pacer:
                 raise ValueError(f"{name} must be a number > 0 or None, not {value!r}")
         self._next_request = -math.inf
         self._next_tokens = -math.inf
+        self._initial_headroom = self.headroom
 
     @classmethod
     def from_limits(cls, limits: RateLimits | None, **kwargs: object) -> Pacer | None:
@@ -110,6 +112,11 @@ class Pacer:
         """A 429 although paced: the limit is stricter than we were told, or arrivals bunch up
         on the way (scheduling jitter). Widen the margin by 2 %, down to 80 % of the limit."""
         self.headroom = max(MIN_HEADROOM, self.headroom * 0.98)
+
+    def recover(self) -> None:
+        """An accepted request: win back a tenth of one back-off (up to the initial margin),
+        so a burst of jitter does not slow the rest of a long run."""
+        self.headroom = min(self._initial_headroom, self.headroom + 0.002)
 
     def settle(self, booked: int, used: int | None) -> None:
         """Correct the token schedule once the provider reported what a request used."""
@@ -173,6 +180,7 @@ class Gate:
         """The request with ``ticket`` ended without a 429; ``tokens``: what it really used."""
         if self.pacer is not None and outcome == "ok":
             self.pacer.settle(booked, tokens)
+            self.pacer.recover()
         await self.limiter.release(ticket, outcome)
 
     async def report_429(self, ticket: int, retry_after: float | None = None) -> None:

@@ -22,34 +22,14 @@ import numpy as np
 import openai
 import pydantic
 import pytest
+from offline_helpers import MODEL, data_uri, image_bytes, jpeg_uri, user
 from PIL import Image
 
 from visionkit import offline
+from visionkit.offline.rules import HEADER_PREFIX  # how much of an image header-only mode decodes
 from visionkit.tokens import inference_net_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "visionkit-offline"
-
-
-def image_bytes(size=(64, 48), colour=(30, 150, 40), fmt="JPEG", **save) -> bytes:
-    buf = io.BytesIO()
-    mode = "RGBA" if len(colour) == 4 else "RGB"
-    Image.new(mode, size, colour).save(buf, fmt, **save)
-    return buf.getvalue()
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def jpeg_uri(size=(64, 48), colour=(30, 150, 40)) -> str:
-    return data_uri(image_bytes(size, colour), "image/jpeg")
-
-
-def user(text: str, *urls: str) -> list[dict]:
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": u}} for u in urls]
-    return [{"role": "user", "content": parts}]
 
 
 @pytest.fixture
@@ -619,7 +599,7 @@ def test_pixels_false_reads_headers_only_but_keeps_every_rule():
         buf = io.BytesIO()
         Image.fromarray(noise).save(buf, "JPEG", quality=20)
         big = data_uri(buf.getvalue(), "image/jpeg")
-        assert len(big) > 2 * offline.HEADER_PREFIX  # so only a prefix is decoded
+        assert len(big) > 2 * HEADER_PREFIX  # so only a prefix is decoded
         resp = c.chat.completions.create(model=MODEL, messages=user("", big))
         assert "a 1500x1000 JPEG (pixels not analysed)" in resp.choices[0].message.content
         assert resp.usage.prompt_tokens == inference_net_tokens(1500, 1000)
@@ -710,16 +690,16 @@ def test_a_phones_mpo_file_is_described_as_the_jpeg_it_is():
 
 
 def test_a_second_stop_signal_is_left_to_the_kernel():
-    from visionkit.offline.__main__ import _StopSignals
+    from visionkit.offline.__main__ import StopSignals
 
-    saved = {s: signal.getsignal(s) for s in _StopSignals.signals}
-    stop = _StopSignals()
+    saved = {s: signal.getsignal(s) for s in StopSignals.signals}
+    stop = StopSignals()
     try:
         stop.install()
         signal.raise_signal(signal.SIGTERM)  # the handler records it, raises nothing
         assert stop.wait(poll=0.01) == signal.SIGTERM
         # the next SIGINT/SIGTERM kills the process at once, even if Python is stuck on a lock
-        assert all(signal.getsignal(s) is signal.SIG_DFL for s in _StopSignals.signals)
+        assert all(signal.getsignal(s) is signal.SIG_DFL for s in StopSignals.signals)
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)

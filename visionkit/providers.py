@@ -1,13 +1,13 @@
 """Provider profiles: each provider's documented limits and token formula, as plain data.
 
 ``visionkit.providers`` is the registry; ``register_provider`` adds your own, e.g. for a local
-vLLM or Ollama server::
+vLLM or Ollama server, most simply derived from a profile whose rules it shares::
 
-    vk.register_provider(vk.Provider(
+    vk.register_provider(vk.get_provider("inference.net").derive(
         name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
-        formats=("png", "jpeg"), max_body_bytes=None, max_images=4,
-        tokens=vk.tokens.inference_net_tokens, default_model="Qwen/Qwen2.5-VL-7B-Instruct",
-        max_side=1120))
+        max_images=4, default_model="Qwen/Qwen2.5-VL-7B-Instruct"))
+
+``DEFAULT_PROVIDER`` ("inference.net") is what every ``provider=`` default names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from . import tokens as _tokens
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "DEFAULT_PROVIDER",
+    "BatchLimits",
     "Provider",
     "RateLimits",
     "estimate_tokens",
@@ -44,6 +46,26 @@ class RateLimits:
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """A provider's Batch API (OpenAI's shape: upload a JSONL file, create a batch, download).
+
+    ``base_url`` is where the Files and Batches endpoints live (``None``: the provider's own
+    ``base_url``). ``max_file_bytes`` and ``max_requests_per_file`` cap one input file;
+    ``upload_interval`` is the seconds to leave between two file uploads. Where the provider's
+    docs disagree with each other, the conservative value is the default: pass your own
+    ``BatchLimits`` (``dataclasses.replace``) when your account has been told otherwise.
+    """
+
+    base_url: str | None = None
+    max_file_bytes: int | None = None
+    max_requests_per_file: int | None = None
+    upload_interval: float = 0.0
+    completion_window: str = "24h"
+    endpoint: str = "/v1/chat/completions"
+    notes: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,17 @@ class Provider:
     notes: str = field(default="", compare=False)
     # Documented rate limits per account tier (``vk.connect(..., tier="paid")`` paces to them).
     tiers: Mapping[str, RateLimits] = field(default_factory=dict, compare=False)
+    batch: BatchLimits | None = None  # the Batch API, if the provider has one
+
+    def derive(self, **changes: Any) -> Provider:
+        """A new profile with ``changes`` (field=value) over this one's rules, e.g. a local
+        vLLM server under inference.net's limits::
+
+            vk.register_provider(vk.get_provider("inference.net").derive(
+                name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
+                default_model="Qwen/Qwen2.5-VL-7B-Instruct", max_images=4))
+        """
+        return replace(self, **changes)
 
     def estimate(self, width: Any, height: Any) -> Any:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
@@ -155,17 +188,19 @@ def register_provider(provider: Provider, *, replace: bool = False) -> Provider:
 
 
 def get_provider(provider: str | Provider | None) -> Provider:
-    """Resolve a name (or a Provider, returned as is); ``None`` means inference.net."""
+    """Resolve a name (or a Provider, returned as is); ``None`` means ``DEFAULT_PROVIDER``."""
     if provider is None:
-        return providers["inference.net"]
+        return providers[DEFAULT_PROVIDER]
     if isinstance(provider, Provider):
         return provider
     return providers[provider]
 
 
+DEFAULT_PROVIDER = "inference.net"  # the provider visionkit targets first: every default names it
+
 INFERENCE_NET = register_provider(
     Provider(
-        name="inference.net",
+        name=DEFAULT_PROVIDER,
         base_url="https://api.inference.net/v1",
         api_key_env="INFERENCE_API_KEY",
         formats=("png", "jpeg", "webp", "gif"),
@@ -179,10 +214,24 @@ INFERENCE_NET = register_provider(
         # teams 500 - 1,000,000 by arrangement; pass requests_per_minute= for those). No
         # tokens-per-minute limit is documented. The gateway also caps any key at 100 req/s.
         tiers={"free": RateLimits(requests_per_minute=30), "paid": RateLimits(250)},
+        batch=BatchLimits(
+            # docs.inference.net's Batch API page: "Use https://batch.inference.net/v1 for all
+            # Batch API requests"; an older page of the same docs says api.inference.net.
+            base_url="https://batch.inference.net/v1",
+            # Not documented by inference.net; OpenAI's Batch API (whose shape it copies)
+            # takes files "up to 200 MB" -- read as 200,000,000 bytes, the smaller reading.
+            max_file_bytes=200_000_000,
+            # inference.net's pages say 50,000 requests per batch on one and 1,000,000 on
+            # another; OpenAI's limit is 50,000. The smaller is the default.
+            max_requests_per_file=50_000,
+            # docs.inference.net rate limits: "Batch file upload: 1 per minute".
+            upload_interval=60.0,
+            notes="docs.inference.net Batch API and rate-limits pages; file size from OpenAI",
+        ),
     )
 )
 
-register_provider(
+OPENAI = register_provider(
     Provider(
         name="openai",
         base_url="https://api.openai.com/v1",
@@ -196,21 +245,20 @@ register_provider(
         max_side=2048,
         data_uri_only=False,
         notes="GPT-4o tile formula, detail=high; non-animated GIF only",
+        batch=BatchLimits(
+            # The openai SDK's batches.create docs: "up to 50,000 requests ... up to 200 MB".
+            max_file_bytes=200_000_000,
+            max_requests_per_file=50_000,
+            notes="openai SDK docstring of batches.create",
+        ),
     )
 )
 
 register_provider(
-    Provider(
+    OPENAI.derive(
         name="openai-low",
-        base_url="https://api.openai.com/v1",
-        api_key_env="OPENAI_API_KEY",
-        formats=("png", "jpeg", "webp", "gif"),
-        max_body_bytes=50 * 1024 * 1024,
-        max_images=500,
         tokens=functools.partial(_tokens.openai_tokens, detail="low"),
-        default_model="gpt-4o-mini",
         max_side=512,
-        data_uri_only=False,
         notes="detail=low: a flat 85 tokens at 512 x 512",
     )
 )
@@ -234,22 +282,19 @@ register_provider(
 )
 
 register_provider(
-    Provider(
+    INFERENCE_NET.derive(
         name="offline",
         base_url=None,  # set when visionkit.offline starts its server on 127.0.0.1
         api_key_env=None,
-        formats=INFERENCE_NET.formats,
-        max_body_bytes=INFERENCE_NET.max_body_bytes,
-        max_images=INFERENCE_NET.max_images,
-        tokens=_tokens.inference_net_tokens,
         default_model="visionkit-offline",
-        max_side=INFERENCE_NET.max_side,
         notes="the local stand-in: inference.net's rules, answers describe pixels only",
+        # The stand-in serves its Batch API on its own base URL, with inference.net's limits.
+        batch=replace(INFERENCE_NET.batch, base_url=None) if INFERENCE_NET.batch else None,
     )
 )
 
 
-def estimate_tokens(width: Any, height: Any, provider: str | Provider = "inference.net") -> Any:
+def estimate_tokens(width: Any, height: Any, provider: str | Provider = DEFAULT_PROVIDER) -> Any:
     """Estimated image tokens for ``width x height`` under ``provider``'s formula.
 
     Scalars give an ``int``; arrays and Series give the same shape (a Series keeps its index).

@@ -11,9 +11,10 @@ Usage::
 or from a shell, for any OpenAI client: ``python -m visionkit.offline --port 8000 --latency 0.2``.
 
 It is a real HTTP/1.1 server on 127.0.0.1 (stdlib ``ThreadingHTTPServer``, one thread per
-keep-alive connection) serving ``POST /v1/chat/completions`` and ``GET /v1/models``. Its answers
-are honest: a deterministic description of the pixels (size, format, dominant named colours,
-brightness), never a pretend understanding of the content; in JSON mode the same facts as fields.
+keep-alive connection) serving ``POST /v1/chat/completions``, ``GET /v1/models`` and the Batch
+API (``/v1/files``, ``/v1/batches``; see below). Its answers are honest: a deterministic
+description of the pixels (size, format, dominant named colours, brightness), never a pretend
+understanding of the content; in JSON mode the same facts as fields.
 
 What it enforces, in this order, with OpenAI-shaped errors (``{"error": {"message", "type",
 "param", "code"}}``) -- these are inference.net's documented rules (its vision guide), taken from
@@ -59,11 +60,28 @@ happened (requests, connections, statuses, peak concurrency, image bytes, retrie
 more than once, server CPU per request); it is updated *before* the answer is sent, so a client
 holding an answer can trust the stats to include it.
 
+The Batch API (``visionkit.offline.batches`` has the details) is inference.net's, which is
+OpenAI's: ``files.create(purpose="batch")`` (streamed to disk, at most ``max_file_bytes``,
+paced to one upload per ``upload_interval`` -- 60 s, inference.net's "1 per minute", unless
+set -- with 429 and ``Retry-After``), ``batches.create/retrieve/list/cancel`` with the real
+statuses, ``request_counts``, and output and error files matched by ``custom_id``. Every line
+is answered by the same pipeline as the synchronous endpoint (``chat.ChatEngine``), under the
+same rules, so a body gets the same answer both ways. Knobs: ``batch_validate_time``,
+``batch_time`` (lines spread over it), ``batch_finalize_time``, ``batch_cancel_time``,
+``batch_expire_fraction`` (the last lines left unrun: the batch expires and delivers what
+completed), ``line_fail_rate``; ``pause_batches()``/``resume_batches()``; and
+``inject_batch(expire_fraction=..., fail_lines=..., fail_status=..., message=...)`` for the next
+batch. ``stats`` counts uploads, batches and lines run/answered/failed, and
+``stats.paid_twice`` lists bodies answered with 200 more than once, synchronously or in a batch.
+
 Where the code lives: ``api`` (``serve``, ``shared``, ``start``), ``server`` (``OfflineServer``:
-lifecycle, controls, the chat pipeline), ``handler`` (HTTP: body reading and draining, routes),
-``rules`` (the checks above and OpenAI-shaped errors), ``describe`` (pixels to facts),
-``answers`` (text, JSON and schema answers, usage, streaming), ``faults`` (injected faults, rate
-limit), ``stats`` (counters), ``__main__`` (the command line).
+lifecycle, controls, routes, the synchronous chat endpoint), ``handler`` (HTTP only: the
+``Request`` it hands the server -- body read, drained or streamed on demand -- and the
+``Response`` it writes; ``App`` is the whole contract between the two), ``chat`` (one body in,
+one completion or error out), ``files`` and ``batches`` (the Batch API), ``rules`` (the checks
+above and OpenAI-shaped errors), ``describe`` (pixels to facts), ``answers`` (text, JSON and
+schema answers, usage, streaming), ``faults`` (injected faults, rate limit), ``stats``
+(counters), ``__main__`` (the command line).
 
 Surprises met while building it (measured on the 2-core CI machine):
 
@@ -82,16 +100,23 @@ Surprises met while building it (measured on the 2-core CI machine):
   as much as the JSON parse and HTTP handling together. Header-only mode therefore checks the
   alphabet with ``bytes.translate`` (~0.15 ms) and decodes only the first 64 KiB.
 - The guide's token formula has ``min``/``max`` swapped; see ``visionkit.tokens``.
+- inference.net's docs disagree with themselves about the Batch API: its Batch API page says
+  to use ``https://batch.inference.net/v1`` and an older page says ``api.inference.net``; one
+  page allows 50,000 requests per batch and another 1,000,000; its file-format reference says a
+  line's ``url`` is not required while the Batch API page requires it. No page gives a file-size
+  limit (OpenAI's is 200 MB). The provider profile (``Provider.batch``, a ``BatchLimits``)
+  holds the conservative values; the stand-in accepts a line without ``url``.
+- The openai SDK's ``files.list`` follows ``has_more``/``after`` cursors: a list endpoint that
+  ignores ``after`` and omits ``has_more`` makes it ask for the same page forever.
+- The SDK reads a ``Path`` given to ``files.create`` into memory whole; an open file object is
+  streamed (httpx reads it in chunks, with a Content-Length).
 """
 
 from __future__ import annotations
 
-from .answers import answer_text, fill_schema
 from .api import BaseURL, serve, shared, start
-from .describe import MAX_ANALYSED_PIXELS, PREFIX, ImageFacts, describe_image
-from .faults import Fault
-from .handler import DRAIN_LIMIT
-from .rules import HEADER_PREFIX, MIMETYPES
+from .batches import BatchRecord
+from .describe import PREFIX, ImageFacts, describe_image
 from .server import DEFAULT_MODEL, OfflineServer
 from .stats import RequestRecord, ServerStats
 
@@ -100,20 +125,14 @@ from .stats import RequestRecord, ServerStats
 
 __all__ = [
     "DEFAULT_MODEL",
-    "DRAIN_LIMIT",
-    "HEADER_PREFIX",
-    "MAX_ANALYSED_PIXELS",
-    "MIMETYPES",
     "PREFIX",
     "BaseURL",
-    "Fault",
+    "BatchRecord",
     "ImageFacts",
     "OfflineServer",
     "RequestRecord",
     "ServerStats",
-    "answer_text",
     "describe_image",
-    "fill_schema",
     "serve",
     "shared",
     "start",

@@ -13,7 +13,7 @@ from typing import Any
 from .server import DEFAULT_MODEL, OfflineServer
 
 
-class _StopSignals:
+class StopSignals:
     """SIGINT/SIGTERM handling that never raises and never takes a lock.
 
     The first signal only records itself; the main thread, which does nothing but poll that
@@ -72,6 +72,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read image headers only (size, format), not colours: far less CPU per request",
     )
     parser.add_argument("--seed", type=int, default=0)
+    batch = parser.add_argument_group("Batch API")
+    batch.add_argument(
+        "--upload-interval",
+        type=float,
+        default=None,
+        help="seconds between accepted file uploads (default: the profile's, 60 for inference.net)",
+    )
+    batch.add_argument("--max-file-bytes", type=int, default=None)
+    batch.add_argument("--max-requests-per-file", type=int, default=None)
+    batch.add_argument(
+        "--batch-time", type=float, default=0.0, help="seconds a batch spends in progress"
+    )
+    batch.add_argument(
+        "--batch-expire-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of each batch's lines left unrun (the batch expires)",
+    )
+    batch.add_argument("--line-fail-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = OfflineServer(
@@ -86,12 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         pixels=args.pixels,
         profile=args.profile,
         seed=args.seed,
+        upload_interval=args.upload_interval,
+        max_file_bytes=args.max_file_bytes,
+        max_requests_per_file=args.max_requests_per_file,
+        batch_time=args.batch_time,
+        batch_expire_fraction=args.batch_expire_fraction,
+        line_fail_rate=args.line_fail_rate,
         host=args.host,
         port=args.port,
     )
     # `kill` / Popen.terminate() stop it as cleanly as Ctrl-C (and print the stats); installed
     # before the serving threads start, so no signal can come in between.
-    stop = _StopSignals()
+    stop = StopSignals()
     stop.install()
     server.start()
     key_note = "any key" if server.api_key is None else "the key given by --api-key"

@@ -40,6 +40,16 @@ def serve(
     max_images: int | None = None,
     pixels: bool = True,
     port: int = 0,
+    upload_interval: float | None = None,
+    max_file_bytes: int | None = None,
+    max_requests_per_file: int | None = None,
+    batch_validate_time: float = 0.0,
+    batch_time: float = 0.0,
+    batch_finalize_time: float = 0.0,
+    batch_cancel_time: float = 0.0,
+    batch_expire_fraction: float = 0.0,
+    line_fail_rate: float = 0.0,
+    line_fail_status: int = 500,
 ) -> Iterator[BaseURL]:
     """Run an OfflineServer for the ``with`` block; yields its base URL ``http://127.0.0.1:P/v1``.
 
@@ -50,6 +60,8 @@ def serve(
             client = openai.OpenAI(base_url=url, api_key="offline")
             ...
             assert url.server.stats.duplicates == {}
+
+    Every keyword is the ``OfflineServer`` field of the same name.
     """
     server = OfflineServer(
         latency=latency,
@@ -65,6 +77,16 @@ def serve(
         max_images=max_images,
         pixels=pixels,
         port=port,
+        upload_interval=upload_interval,
+        max_file_bytes=max_file_bytes,
+        max_requests_per_file=max_requests_per_file,
+        batch_validate_time=batch_validate_time,
+        batch_time=batch_time,
+        batch_finalize_time=batch_finalize_time,
+        batch_cancel_time=batch_cancel_time,
+        batch_expire_fraction=batch_expire_fraction,
+        line_fail_rate=line_fail_rate,
+        line_fail_status=line_fail_status,
     )
     server.start()
     try:

@@ -27,6 +27,7 @@ __all__ = [
     "ImagePart",
     "Parsed",
     "Reply",
+    "body_too_large",
     "check_key",
     "model_not_found",
     "parse_request",
@@ -343,4 +344,14 @@ def model_not_found(name: str, known: Sequence[str]) -> Reply:
         f"{', '.join(known)} (start it with any_model=True / --any-model to accept any name).",
         param="model",
         code="model_not_found",
+    )
+
+
+def body_too_large(length: int, limit: int) -> Reply:
+    """The 413 for a body of ``length`` bytes where bodies must be smaller than ``limit``."""
+    return Reply(
+        413,
+        f"Request body too large: {length:,} bytes; the limit is {limit:,} bytes "
+        "(the body must be smaller than that).",
+        code="request_too_large",
     )

@@ -1,25 +1,29 @@
-"""``OfflineServer``: lifecycle, test controls (faults, stats) and the chat pipeline."""
+"""``OfflineServer``: lifecycle, test controls (faults, stats, batches) and the routes."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from ..providers import Provider, get_provider, providers
-from ..tokens import text_tokens
-from .answers import completion, sse_body
-from .describe import FactsCache, ImageFacts
+from ..providers import BatchLimits, Provider, get_provider, providers
+from .answers import sse_body
+from .batches import BatchKnobs, BatchPlan, BatchRecord, BatchService
+from .chat import ChatEngine
+from .describe import PREFIX
 from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
-from .handler import Handler, HTTPServer
-from .rules import Reply, check_key, model_not_found, parse_request
+from .files import FileStore, UploadPacer
+from .handler import Handler, HTTPServer, Request, Response
+from .rules import Reply, check_key, model_not_found
 from .stats import RequestRecord, ServerStats
 
 __all__ = ["DEFAULT_MODEL", "OfflineServer"]
@@ -32,7 +36,8 @@ class OfflineServer:
     """A local OpenAI-compatible server enforcing a provider profile's rules (inference.net's).
 
     ``start()``/``stop()`` or ``with OfflineServer(latency=0.2) as server: server.base_url``.
-    See ``visionkit.offline``'s docstring for what it enforces and answers.
+    See ``visionkit.offline``'s docstring for what it enforces and answers, and
+    ``visionkit.offline.batches`` for the Batch API and its knobs (the ``batch_*`` fields).
     """
 
     latency: float = 0.0
@@ -49,15 +54,33 @@ class OfflineServer:
     pixels: bool = True  # False: read image headers only (size, format), for cheap benchmarks
     host: str = "127.0.0.1"
     port: int = 0
+    # The Batch API: limits (None: the profile's) and how batches run.
+    upload_interval: float | None = None  # seconds between accepted file uploads
+    max_file_bytes: int | None = None
+    max_requests_per_file: int | None = None
+    batch_validate_time: float = 0.0  # seconds a batch spends validating
+    batch_time: float = 0.0  # seconds in progress; the lines are spread evenly over it
+    batch_finalize_time: float = 0.0
+    batch_cancel_time: float = 0.0  # seconds from cancelling to cancelled
+    batch_expire_fraction: float = 0.0  # the last lines of every batch left unrun: it expires
+    line_fail_rate: float = 0.0  # batch lines answered with line_fail_status
+    line_fail_status: int = 500
     stats: ServerStats = field(default_factory=ServerStats, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fail_rate <= 1.0:
-            raise ValueError(
-                f"fail_rate must be between 0 and 1, but {self.fail_rate!r} was passed"
-            )
-        if self.latency < 0:
-            raise ValueError(f"latency must be >= 0, but {self.latency!r} was passed")
+        for name in ("fail_rate", "batch_expire_fraction", "line_fail_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, but {value!r} was passed")
+        for name in (
+            "latency",
+            "batch_validate_time",
+            "batch_time",
+            "batch_finalize_time",
+            "batch_cancel_time",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, but {getattr(self, name)!r} was passed")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0, but {self.rate_limit!r} was passed")
         self.provider = get_provider(self.profile)
@@ -73,7 +96,27 @@ class OfflineServer:
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._created = int(time.time())
-        self._facts = FactsCache(pixels=self.pixels)
+        self.engine = ChatEngine(
+            self.provider,
+            lambda: [m["id"] for m in self.model_list()],
+            any_model=self.any_model,
+            max_images=self.max_images,
+            pixels=self.pixels,
+        )
+        self.batch_limits = self._batch_limits()
+        self._pacer = UploadPacer(self.batch_limits.upload_interval)
+        self._storage: tempfile.TemporaryDirectory[str] | None = None
+        self._files: FileStore | None = None
+        self._batches: BatchService | None = None
+
+    def _batch_limits(self) -> BatchLimits:
+        limits = self.provider.batch or BatchLimits()
+        overrides = {
+            name: getattr(self, name)
+            for name in ("upload_interval", "max_file_bytes", "max_requests_per_file")
+            if getattr(self, name) is not None
+        }
+        return replace(limits, base_url=None, **overrides)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -101,6 +144,27 @@ class OfflineServer:
         httpd = HTTPServer((self.host, self.port), Handler)
         httpd.app = self
         self._stopping.clear()
+        # Files and batches live in a temporary directory for as long as the server runs.
+        self._storage = tempfile.TemporaryDirectory(prefix="visionkit-offline-")
+        self._files = FileStore(Path(self._storage.name))
+        self._batches = BatchService(
+            engine=self.engine,
+            files=self._files,
+            limits=self.batch_limits,
+            knobs=BatchKnobs(
+                validate_time=self.batch_validate_time,
+                batch_time=self.batch_time,
+                finalize_time=self.batch_finalize_time,
+                cancel_time=self.batch_cancel_time,
+                expire_fraction=self.batch_expire_fraction,
+                line_fail_rate=self.line_fail_rate,
+                line_fail_status=self.line_fail_status,
+                seed=self.seed,
+            ),
+            stats=lambda: self.stats,
+            lock=self._lock,
+            stopping=self._stopping,
+        )
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -128,6 +192,11 @@ class OfflineServer:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._batches is not None:
+            self._batches.join()
+        if self._storage is not None:
+            self._storage.cleanup()
+            self._storage = None
 
     def serve_forever(self) -> None:
         """Serve in the foreground until interrupted (used by ``python -m visionkit.offline``)."""
@@ -198,27 +267,127 @@ class OfflineServer:
             for name in names
         ]
 
-    # -- internals -----------------------------------------------------------------------
+    def pause_batches(self) -> None:
+        """Hold every batch where it is (status, lines run) until ``resume_batches()``."""
+        self._batch_service().pause()
 
-    def _track(self, conn: socket.socket, opened: bool) -> None:
+    def resume_batches(self) -> None:
+        self._batch_service().resume()
+
+    def inject_batch(
+        self,
+        *,
+        expire_fraction: float | None = None,
+        fail_lines: Collection[str] = (),
+        fail_status: int = 500,
+        message: str | None = None,
+    ) -> None:
+        """Shape the next created batch only: ``expire_fraction`` of its lines (the last ones)
+        left unrun so it expires; the lines whose ``custom_id`` is in ``fail_lines`` answered
+        with ``fail_status`` and ``message``."""
+        if expire_fraction is not None and not 0.0 <= expire_fraction <= 1.0:
+            raise ValueError(f"expire_fraction must be between 0 and 1, not {expire_fraction!r}")
+        plan = BatchPlan(expire_fraction, frozenset(fail_lines), fail_status, message)
+        self._batch_service().inject(plan)
+
+    def batch(self, batch_id: str) -> BatchRecord:
+        """The stand-in's record of a batch (also what the API does not show: ``webhook_url``)."""
+        try:
+            return self._batch_service().get(batch_id)
+        except Reply as reply:
+            raise KeyError(batch_id) from reply
+
+    def _batch_service(self) -> BatchService:
+        if self._batches is None:
+            raise RuntimeError("the offline server is not running; call start() first")
+        return self._batches
+
+    # -- the HTTP application (see handler.App) --------------------------------------------
+
+    def connection_opened(self, conn: socket.socket) -> None:
         with self._lock:
-            if opened:
-                self._connections.add(conn)
-                self.stats.connections += 1
-            else:
-                self._connections.discard(conn)
+            self._connections.add(conn)
+            self.stats.connections += 1
 
-    def _count_request(self) -> None:
+    def connection_closed(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    def handle(self, request: Request) -> Response:
+        """Route one request; every answer, error or not, is counted in ``stats``."""
         with self._lock:
             self.stats.requests += 1
-
-    def _count_status(self, status: int) -> None:
+        if request.method == "POST" and request.path == "/v1/chat/completions":
+            return self._chat(request)  # counts its own status, before answering
+        try:
+            response = self._route(request)
+        except Reply as reply:
+            request.refuse_body(reply)
+            response = Response.error(reply)
         with self._lock:
-            self.stats.status_counts[status] += 1
+            self.stats.status_counts[response.status] += 1
+        return response
 
-    def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
+    def _route(self, request: Request) -> Response:
+        method, path = request.method, request.path
+        if method == "GET" and path in ("", "/health"):  # a liveness probe needs no key
+            return Response.json(200, {"status": "ok", "service": PREFIX})
+        check_key(request.headers.get("Authorization"), self.api_key)
+        parts = path.split("/")[1:]  # "/v1/files/ID/content" -> ["v1", "files", "ID", "content"]
+        if parts[:2] == ["v1", "models"] and method == "GET":
+            return self._models(parts[2:])
+        if parts[:2] == ["v1", "files"]:
+            return self._files_route(request, method, parts[2:])
+        if parts[:2] == ["v1", "batches"]:
+            batches = self._batch_service()
+            if method == "POST" and len(parts) == 2:
+                return batches.create(request)
+            if method == "GET" and len(parts) == 2:
+                return batches.list(request)
+            if method == "GET" and len(parts) == 3:
+                return batches.retrieve(parts[2])
+            if method == "POST" and len(parts) == 4 and parts[3] == "cancel":
+                return batches.cancel(parts[2])
+        raise Reply(404, f"Unknown path {method} {path!r}.", code="unknown_url")
+
+    def _models(self, rest: list[str]) -> Response:
+        if not rest:
+            return Response.json(200, {"object": "list", "data": self.model_list()})
+        name = "/".join(rest)
+        for entry in self.model_list():
+            if entry["id"] == name or self.any_model:
+                return Response.json(200, {**entry, "id": name})
+        raise model_not_found(name, [m["id"] for m in self.model_list()])
+
+    def _files_route(self, request: Request, method: str, rest: list[str]) -> Response:
+        files = self._files
+        if files is None:
+            raise RuntimeError("the offline server is not running")
+        if method == "POST" and not rest:
+            try:
+                record = files.upload(request, self._pacer, self.batch_limits.max_file_bytes)
+            except Reply as reply:
+                if reply.status == 429:
+                    with self._lock:
+                        self.stats.uploads_refused += 1
+                raise
+            with self._lock:
+                self.stats.uploads += 1
+                self.stats.upload_bytes += record.bytes
+            return Response.json(200, record.as_dict())
+        if method == "GET" and not rest:
+            return Response.json(200, files.page(request.query))
+        if method == "GET" and len(rest) == 1:
+            return Response.json(200, files.get(rest[0]).as_dict())
+        if method == "GET" and len(rest) == 2 and rest[1] == "content":
+            record = files.get(rest[0])
+            return Response(200, content_type="application/octet-stream", file=record.path)
+        if method == "DELETE" and len(rest) == 1:
+            files.delete(rest[0])
+            return Response.json(200, {"id": rest[0], "object": "file", "deleted": True})
+        raise Reply(404, f"Unknown path {method} {request.path!r}.", code="unknown_url")
+
+    # -- the synchronous chat endpoint -----------------------------------------------------
 
     def _rate_check(self) -> Reply | None:
         if self._bucket is None:
@@ -242,17 +411,21 @@ class OfflineServer:
         h = hashlib.blake2b(f"{self.seed}:{digest}:{attempt}".encode(), digest_size=8).digest()
         return struct.unpack(">Q", h)[0] / 2**64 < self.fail_rate
 
-    def _chat(self, handler: Handler) -> None:
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _chat(self, request: Request) -> Response:
         """Answer one chat request; stats are recorded *before* the answer is sent, so a client
         that has its answer can trust ``stats`` to include it."""
         rec = RequestRecord(
-            request_id=handler._request_id,
+            request_id=request.request_id,
             status=0,
             digest="",
             body_bytes=0,
             images=0,
             image_bytes=0,
-            retry_count=_int_header(handler.headers.get("x-stainless-retry-count")),
+            retry_count=request.retry_count,
             started=time.monotonic(),
             elapsed=0.0,
         )
@@ -262,19 +435,13 @@ class OfflineServer:
             s.chat_requests += 1
             s.in_flight += 1
             s.max_in_flight = max(s.max_in_flight, s.in_flight)
-        reply: Reply | None = None
-        sse = False
-        payload = b""
-        headers: dict[str, str] = {}
         try:
             try:
-                answer = self._answer(handler, rec)
-                if answer is not None:
-                    sse, payload, headers = answer
-                    rec.status = 200
-            except Reply as r:
-                reply = r
-                rec.status = r.status
+                response = self._answer(request, rec)
+                rec.status = 0 if response.drop else 200
+            except Reply as reply:
+                response = Response.error(request.refuse_body(reply))
+                rec.status = reply.status
         finally:
             rec.elapsed = time.monotonic() - rec.started
             with self._lock:
@@ -286,29 +453,15 @@ class OfflineServer:
                     s.status_counts[rec.status] += 1
                 else:
                     s.dropped += 1
-        if reply is not None:
-            handler._send_error_reply(reply, close=handler.close_connection)
-        elif rec.status == 0:
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
-        elif sse:
-            handler._send(
-                200, payload, content_type="text/event-stream; charset=utf-8", headers=headers
-            )
-        else:
-            handler._send(200, payload, headers=headers)
+                if rec.status == 200:
+                    s.answered_bodies[rec.digest] += 1
+        return response
 
-    def _answer(
-        self, handler: Handler, rec: RequestRecord
-    ) -> tuple[bool, bytes, dict[str, str]] | None:
-        """Check one chat request and build its answer: (is SSE, body, headers).
-
-        Raises Reply for an error answer; returns None to drop the connection unanswered.
-        """
+    def _answer(self, request: Request, rec: RequestRecord) -> Response:
+        """Check one chat request and answer it (raises Reply for an error answer)."""
         # The body is read (or drained) first so a keep-alive connection stays in sync.
-        body = handler._read_body()
-        check_key(handler.headers.get("Authorization"), self.api_key)
+        body = request.read_body(self.max_body_bytes)
+        check_key(request.headers.get("Authorization"), self.api_key)
         rec.body_bytes = len(body)
         rec.digest = hashlib.sha256(body).hexdigest()
         with self._lock:
@@ -322,33 +475,15 @@ class OfflineServer:
             rec.fault = fault_name(fault)
             self._sleep(fault.delay)
             if fault.drop:
-                return None
+                return Response(0, drop=True)
             if fault.status is not None:
                 raise fault_reply(fault)
         limited = self._rate_check()
         if limited is not None:
             raise limited
-        parsed = parse_request(body, self.provider, self.max_images, full=self.pixels)
-        known = [m["id"] for m in self.model_list()]
-        if not self.any_model and parsed.model not in known:
-            raise model_not_found(parsed.model, known)
-        rec.images = len(parsed.images) + len(parsed.urls)
-        rec.image_bytes = sum(part.size for part in parsed.images)
-        facts: list[ImageFacts] = []
-        image_tokens = 0
-        for part in parsed.images:
-            try:
-                f = self._facts.get(part)
-            except Exception as exc:
-                raise Reply(
-                    400,
-                    f"The image in {part.param} could not be decoded ({type(exc).__name__}).",
-                    param=part.param,
-                    code="invalid_image",
-                ) from None
-            facts.append(f)
-            image_tokens += int(self.provider.estimate(f.width, f.height))
-        image_tokens += len(parsed.urls) * int(self.provider.estimate(1, 1))
+        answer = self.engine.answer(body, request.request_id)
+        rec.images = answer.images
+        rec.image_bytes = answer.image_bytes
         with self._lock:
             self.stats.images += rec.images
             self.stats.image_bytes += rec.image_bytes
@@ -361,24 +496,19 @@ class OfflineServer:
                 type="server_error",
                 code="internal_error" if self.fail_status >= 500 else None,
             )
-        response, completion_tokens = completion(parsed, facts, handler._request_id)
-        prompt_tokens = image_tokens + text_tokens(*parsed.texts)
-        response["usage"] = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
         with self._lock:
-            self.stats.prompt_tokens += prompt_tokens
-            self.stats.completion_tokens += completion_tokens
+            self.stats.prompt_tokens += answer.prompt_tokens
+            self.stats.completion_tokens += answer.completion_tokens
         headers = {
-            "x-request-id": handler._request_id,
             "openai-processing-ms": str(int((time.monotonic() - rec.started) * 1000)),
             **self._ratelimit_headers(),
         }
-        if parsed.stream:
-            return True, sse_body(response, parsed.include_usage), headers
-        return False, json.dumps(response, ensure_ascii=False).encode(), headers
+        if answer.parsed.stream:
+            body_out = sse_body(answer.response, answer.parsed.include_usage)
+            return Response(
+                200, body_out, content_type="text/event-stream; charset=utf-8", headers=headers
+            )
+        return Response.json(200, answer.response, headers=headers)
 
     def _ratelimit_headers(self) -> dict[str, str]:
         if self._bucket is None:
@@ -389,7 +519,3 @@ class OfflineServer:
             "x-ratelimit-limit-requests": f"{self.rate_limit:g}/s",
             "x-ratelimit-remaining-requests": str(max(0, remaining)),
         }
-
-
-def _int_header(value: str | None) -> int:
-    return int(value) if value and value.isdigit() else 0

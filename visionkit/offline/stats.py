@@ -1,4 +1,5 @@
-"""Counters of what an OfflineServer saw: one ``RequestRecord`` per chat request, and totals."""
+"""Counters of what an OfflineServer saw: one ``RequestRecord`` per chat request, totals, and the
+Batch API's uploads, batches and lines."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ class ServerStats:
     cpu_seconds: float = 0.0  # CPU time the handler threads spent on chat requests
     bodies: Counter[str] = field(default_factory=Counter, repr=False)
     records: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+    # The Batch API
+    uploads: int = 0  # files accepted by POST /v1/files
+    uploads_refused: int = 0  # uploads refused with 429 by the upload pacing
+    upload_bytes: int = 0  # bytes of the files accepted
+    batches_created: int = 0
+    batch_lines: int = 0  # lines run (answered or failed); lines left unrun are not counted
+    batch_lines_answered: int = 0  # lines answered with 200: what a provider bills
+    batch_lines_failed: int = 0  # lines run that got an error answer
+    # SHA-256 of every body answered with 200, synchronously or as a batch line -> how often:
+    # a body answered twice was paid for twice.
+    answered_bodies: Counter[str] = field(default_factory=Counter, repr=False)
 
     @property
     def answered(self) -> int:
@@ -55,6 +67,11 @@ class ServerStats:
     def duplicates(self) -> dict[str, int]:
         """Bodies (by SHA-256) sent more than once -> how many times."""
         return {d: n for d, n in self.bodies.items() if n > 1}
+
+    @property
+    def paid_twice(self) -> dict[str, int]:
+        """Bodies (by SHA-256) answered with 200 more than once, either way -> how many times."""
+        return {d: n for d, n in self.answered_bodies.items() if n > 1}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +91,14 @@ class ServerStats:
             "cpu_ms_per_request": round(1000 * self.cpu_seconds / max(1, self.chat_requests), 3),
             "duplicate_bodies": sum(n - 1 for n in self.bodies.values() if n > 1),
             "answered_span_s": round(self.answered_span, 3),
+            "uploads": self.uploads,
+            "uploads_refused": self.uploads_refused,
+            "upload_bytes": self.upload_bytes,
+            "batches_created": self.batches_created,
+            "batch_lines": self.batch_lines,
+            "batch_lines_answered": self.batch_lines_answered,
+            "batch_lines_failed": self.batch_lines_failed,
+            "paid_twice": sum(n - 1 for n in self.answered_bodies.values() if n > 1),
         }
 
     @property

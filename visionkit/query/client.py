@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey
-from ..providers import Provider, RateLimits, get_provider, providers
+from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
@@ -127,16 +127,12 @@ def cache_identity(provider: Provider, base_url: str | None) -> tuple[str, str |
     return (provider.name, _norm(base_url))
 
 
-GENERIC = Provider(
+GENERIC = providers[DEFAULT_PROVIDER].derive(
     name="openai-compatible",
     base_url=None,
     api_key_env=None,
-    formats=providers["inference.net"].formats,
-    max_body_bytes=providers["inference.net"].max_body_bytes,
-    max_images=providers["inference.net"].max_images,
-    tokens=providers["inference.net"].tokens,
     default_model=None,
-    max_side=providers["inference.net"].max_side,
+    batch=None,  # whether an arbitrary server has a Batch API is not known
     notes="any OpenAI-compatible server: inference.net's conservative rules, no default model",
 )
 
@@ -185,13 +181,16 @@ def _offline_server() -> tuple[str, str]:
     return server.base_url, server.api_key or NO_KEY
 
 
-def offline_notice(url: str) -> str:
-    """What ``connect("auto")`` says when it falls back to the offline stand-in."""
+def offline_notice(
+    url: str,
+    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...)",
+) -> str:
+    """What ``connect("auto")`` says when it falls back to the offline stand-in; ``how`` says
+    how to get a real model (the command line has its own way)."""
     return (
-        "INFERENCE_API_KEY is not set, so visionkit.connect() uses the offline stand-in at "
-        f"{url}. Its answers describe the pixels only (size, format, colours, brightness), not "
-        "what the image shows. Set INFERENCE_API_KEY, or call "
-        "vk.connect('inference.net', api_key=...), for a real vision model."
+        f"INFERENCE_API_KEY is not set, so visionkit uses the offline stand-in at {url}. Its "
+        "answers describe the pixels only (size, format, colours, brightness), not what the "
+        f"image shows. {how}, for a real vision model."
     )
 
 
@@ -205,7 +204,7 @@ def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None =
                 if p.base_url and _norm(p.base_url) == _norm(base_url):
                     return p
             return GENERIC
-        return providers["inference.net" if os.environ.get("INFERENCE_API_KEY") else "offline"]
+        return providers[DEFAULT_PROVIDER if os.environ.get("INFERENCE_API_KEY") else "offline"]
     return get_provider(provider)
 
 

@@ -197,7 +197,7 @@ def test_schema_types_from_a_json_schema_dict():
         "n": "Int64",
         "ok": "boolean",
         "x": "Float64",
-        "kind": "string",
+        "kind": "string[python]",
         "any": "object",
     }
 

@@ -104,7 +104,16 @@ def _validate(value: Any, schema: Mapping[str, Any], where: str) -> None:
             _validate(item, schema["items"], f"{where}[{i}]")
 
 
-_DTYPES = {"integer": "Int64", "number": "Float64", "boolean": "boolean", "string": "string"}
+# "string[python]": pandas' nullable string dtype (shown as ``string``). Its default storage in
+# pandas 3 is pyarrow when installed, and then value_counts() and friends return
+# ``int64[pyarrow]`` where every other column gives plain or nullable ints: a surprise in a
+# notebook for no gain on columns of short answers.
+_DTYPES = {
+    "integer": "Int64",
+    "number": "Float64",
+    "boolean": "boolean",
+    "string": "string[python]",
+}
 
 
 def _dtype(prop: Any) -> str:

@@ -272,10 +272,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
     parser.add_argument("--memory-child", nargs=3, metavar=("URL", "FOLDER", "N"))
+    parser.add_argument("--pacing", action="store_true", help="only item 6, the known limit")
     args = parser.parse_args()
     if args.memory_child:
         url, folder, n = args.memory_child
         memory_child(url, folder, int(n))
+        return 0
+    if args.pacing:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = make_images(Path(tmp) / "set", 40 if args.quick else 160)
+            rows = [r for burst in (1, None) for r in measure_pacing(paths, burst)]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
         return 0
 
     n, conc, latency = (96, 32, 0.2) if args.quick else (400, 32, 0.2)

@@ -16,6 +16,13 @@ What it measures (the goals of issue 3):
    throughput (goal >= 18 req/s), every row answered, 429s under 10 % of requests.
 5. Peak memory of a run at 2,000 rows vs 200 rows, each in a fresh subprocess (Python heap
    peak by ``tracemalloc`` during ``ask``, and the process's peak RSS) (goal <= 1.2x).
+6. A known limit (issue 12): a strict limiter at inference.net's paid rate, 250 requests a
+   minute with no burst (a token bucket of one), 800 ms latency, concurrency 16. Without the
+   limit given, ask finds it by meeting 429s; with ``requests_per_minute=250`` it paces from
+   the first request (goal: under 2 % of requests refused, at least 95 % of the limit used:
+   accepted requests per second as the server saw them, first to last, against 250/60; the
+   rate over the whole run, start-up and the last 800 ms answer included, is shown beside it).
+   The same at the stand-in's default bucket (one second of burst) for comparison.
 
 The server runs in its own process (``python -m visionkit.offline``), like a remote provider
 would, so its image decoding does not compete with the client for the GIL. Every timed
@@ -79,11 +86,15 @@ def make_images(folder: Path, n: int, side: int = 512, seed: int = 0) -> list[st
 
 
 @contextmanager
-def offline_server(latency: float = 0.0, rate_limit: float | None = None):
+def offline_server(
+    latency: float = 0.0, rate_limit: float | None = None, burst: float | None = None
+):
     """``python -m visionkit.offline`` in a subprocess; yields (base_url, stats filled on exit)."""
     cmd = [sys.executable, "-m", "visionkit.offline", "--port", "0", "--latency", str(latency)]
     if rate_limit:
         cmd += ["--rate-limit", str(rate_limit)]
+    if burst:
+        cmd += ["--burst", str(burst)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
@@ -105,6 +116,7 @@ def run_visionkit(
     concurrency: int,
     progress: bool = False,
     transport: str = "auto",
+    **options,
 ):
     df = pd.DataFrame({"path": paths})
     client = vk.connect("offline", base_url=url, api_key="offline", transport=transport)
@@ -116,6 +128,7 @@ def run_visionkit(
             concurrency=concurrency,
             cache=Path(tmp) / "bench.sqlite",
             progress=progress,
+            **options,
         )
         elapsed = time.perf_counter() - start
     assert result["error"].isna().all(), result["error"].dropna().head().tolist()
@@ -220,6 +233,37 @@ def measure_memory(url: str, folder: Path, n: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def measure_pacing(paths: list[str], burst: float | None) -> list[tuple[str, str, str, str]]:
+    """Item 6: the strict 250/min limiter, without and with the limit given."""
+    rpm, latency, conc = 250, 0.8, 16
+    rows = []
+    label = "no burst" if burst == 1 else "1 s burst"
+    for known in (None, rpm):
+        with offline_server(latency=latency, rate_limit=rpm / 60, burst=burst) as (url, stats):
+            t, usage = run_visionkit(url, paths, conc, requests_per_minute=known)
+        refused = stats.get("status_counts", {}).get("429", usage["rate_limited"])
+        sent = stats.get("chat_requests", usage["requests"])
+        # What the limiter saw: accepted requests per second from the first to the last one
+        # it let through; and over the whole run (start-up and the last answer's 800 ms too).
+        span = stats.get("answered_span_s") or t
+        used = (len(paths) - 1) / span / (rpm / 60)
+        whole = len(paths) / t / (rpm / 60)
+        goal = known is not None
+        rows.append(
+            (
+                f"250/min ({label}), 800 ms, c=16, {len(paths)} rows, "
+                + ("requests_per_minute=250" if goal else "limit not given"),
+                f"{t:.1f} s, {len(paths)} answered",
+                f"429s {refused}/{sent} = {refused / sent:.1%}; limit used {used:.1%} "
+                f"({whole:.1%} of the whole run)",
+                f"< 2%, >= 95% {verdict(refused / sent < 0.02 and used >= 0.95)}"
+                if goal
+                else "(today's behaviour)",
+            )
+        )
+    return rows
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -228,10 +272,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
     parser.add_argument("--memory-child", nargs=3, metavar=("URL", "FOLDER", "N"))
+    parser.add_argument("--pacing", action="store_true", help="only item 6, the known limit")
     args = parser.parse_args()
     if args.memory_child:
         url, folder, n = args.memory_child
         memory_child(url, folder, int(n))
+        return 0
+    if args.pacing:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = make_images(Path(tmp) / "set", 40 if args.quick else 160)
+            rows = [r for burst in (1, None) for r in measure_pacing(paths, burst)]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
         return 0
 
     n, conc, latency = (96, 32, 0.2) if args.quick else (400, 32, 0.2)
@@ -331,6 +384,10 @@ def main() -> int:
                 f"<= 1.2x {verdict(rss_ratio <= 1.2)}",
             )
         )
+
+        n_pace = 40 if args.quick else 160
+        for burst in (1, None):
+            rows.extend(measure_pacing(paths[:n_pace], burst))
 
     print()
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

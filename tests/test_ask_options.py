@@ -149,3 +149,72 @@ def test_df_vision_ask_shows_every_option_of_ask():
         assert name in params
     assert "budget_tokens" in df.vision.ask.__doc__
     assert "budget_tokens" in inspect.signature(df.vision.ask_async).parameters
+
+
+class Counts(pydantic.BaseModel):
+    people: int
+    outdoor: bool
+    score: float
+    caption: str
+    tags: list[str]
+    maybe: int | None = None
+
+
+def test_schema_columns_keep_their_type_when_a_row_fails(frame, client, tmp_path):
+    frame.loc["e"] = [str(tmp_path / "missing.png")]  # this row fails: no answer at all
+    result = frame.vision.ask(
+        "Describe.", client=client, schema=Counts, cache=False, progress=False
+    )
+    assert result.loc["e", "error"].startswith("ImageError")
+    dtypes = {c: str(result[c].dtype) for c in ["people", "outdoor", "score", "caption"]}
+    assert dtypes == {
+        "people": "Int64",
+        "outdoor": "boolean",
+        "score": "Float64",
+        "caption": "string",
+    }
+    assert str(result["maybe"].dtype) == "Int64"  # Optional[int]
+    assert result["tags"].dtype == object
+    assert result["people"].isna().loc["e"] and (result["people"].drop("e") == 0).all()
+    assert result["outdoor"].isna().loc["e"] and not result["outdoor"].drop("e").any()
+
+
+def test_schema_types_from_a_json_schema_dict():
+    from visionkit.query.schema import make_schema
+
+    schema = make_schema(
+        {
+            "properties": {
+                "n": {"type": "integer"},
+                "ok": {"type": ["boolean", "null"]},
+                "x": {"type": "number"},
+                "kind": {"enum": ["cat", "dog"]},
+                "any": {},
+            }
+        }
+    )
+    assert schema.dtypes == {
+        "n": "Int64",
+        "ok": "boolean",
+        "x": "Float64",
+        "kind": "string[python]",
+        "any": "object",
+    }
+
+
+def test_schema_fields_named_like_frame_columns_are_prefixed_so_the_join_works(tmp_path, client):
+    df = vk.read_images(make_images(tmp_path / "r", 3, size=(64, 40)))
+    result = df.vision.ask("Describe.", client=client, schema=Facts, cache=False, progress=False)
+    assert {"answer_width", "answer_height", "answer_format", "description"} <= set(result)
+    assert "width" not in result and (result["answer_width"] == 64).all()
+    table = df.drop(columns="error").join(result)  # the documented join
+    assert (table["width"] == table["answer_width"]).all()
+
+
+def test_a_literal_brace_error_says_how_to_write_one(frame, client):
+    with pytest.raises(vk.RequestError, match=r"double it: \{\{ and \}\}"):
+        frame.vision.ask('Reply as JSON like {"x": 1}', client=client, progress=False)
+    ok = frame.iloc[:1].vision.ask(
+        'Reply as JSON like {{"x": 1}}', client=client, cache=False, progress=False
+    )
+    assert 'Reply as JSON like {\\"x\\": 1}' in ok["answer"].iloc[0] or ok["error"].isna().all()

@@ -7,7 +7,15 @@ import sqlite3
 
 import pytest
 
-from visionkit.query.cache import Cache, CachedAnswer, default_cache_path, image_digest, request_key
+from visionkit.query.cache import (
+    Cache,
+    CachedAnswer,
+    CacheError,
+    CacheWarning,
+    default_cache_path,
+    image_digest,
+    request_key,
+)
 
 BASE = dict(
     provider="inference.net",
@@ -116,3 +124,117 @@ def test_cache_file_holds_no_secret_when_given_one(tmp_path):
     cols = [r[1] for r in con.execute("PRAGMA table_info(answers)")]
     con.close()
     assert not any("key" in c and c != "key" for c in cols)
+
+
+# -- integrity ------------------------------------------------------------------------------
+
+
+def _flip_byte_in(path, needle: bytes) -> None:
+    """Change one byte of ``needle`` where it is stored in the database file itself."""
+    data = bytearray(path.read_bytes())
+    at = data.find(needle)
+    assert at >= 0, "the answer is not in the main file (still in the WAL?)"
+    data[at] ^= 0x20
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_is_a_miss_with_one_warning(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with Cache(path) as cache:
+        cache.put("k1", CachedAnswer("a red square on grey", 1610, 7, 1605, "m", "offline"))
+        cache.put("k2", CachedAnswer("a blue circle on white", 1610, 7, 1605, "m", "offline"))
+        cache.put("k3", CachedAnswer("a green line on black", 1610, 7, 1605, "m", "offline"))
+    _flip_byte_in(path, b"a red square")  # closing checkpointed the WAL into the file
+    _flip_byte_in(path, b"a blue circle")
+    with Cache(path) as cache:
+        with pytest.warns(CacheWarning, match="failed its checksum") as caught:
+            assert cache.get("k1") is None
+            assert cache.get("k2") is None
+            assert cache.get_many(["k1", "k2", "k3"]).keys() == {"k3"}
+        assert len(caught) == 1 and cache.corrupt == 4
+        assert cache.get("k3").answer == "a green line on black"
+        # the fresh answer replaces the damaged one
+        cache.put("k1", CachedAnswer("a red square on grey", 1610, 7, 1605, "m", "offline"))
+        assert cache.get("k1").answer == "a red square on grey"
+
+
+def test_a_cache_from_before_checksums_keeps_its_answers(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE answers (key TEXT PRIMARY KEY, answer TEXT, prompt_tokens INTEGER, "
+        "completion_tokens INTEGER, estimated_tokens INTEGER, model TEXT, provider TEXT, "
+        "created REAL NOT NULL)"
+    )
+    con.execute("INSERT INTO answers VALUES ('k', 'old answer', 1, 2, 3, 'm', 'p', 0)")
+    con.commit()
+    con.close()
+    with Cache(path) as cache:
+        assert cache.get("k") == CachedAnswer("old answer", 1, 2, 3, "m", "p")
+        cache.put("k2", CachedAnswer("new"))
+        assert cache.get("k2").answer == "new"
+
+
+def test_a_file_that_is_not_sqlite_is_one_clear_error(tmp_path):
+    path = tmp_path / "answers.sqlite"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    with pytest.raises(CacheError, match=r"answers\.sqlite.*not a SQLite database") as info:
+        Cache(path)
+    assert info.value.path == path
+    assert path.read_bytes().startswith(b"these are my notes")  # left as it was
+
+
+def _damage_pages(path, first_page: int, pages: int = 3) -> None:
+    page = 4096
+    data = bytearray(path.read_bytes())
+    assert len(data) > (first_page + pages) * page
+    data[first_page * page : (first_page + pages) * page] = b"\xa5" * (pages * page)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with Cache(path) as cache:
+        for i in range(400):
+            cache.put(f"k{i:04d}", CachedAnswer("x" * 200 + str(i), i))
+    _damage_pages(path, 2)
+    with pytest.raises(CacheError, match=r"c\.sqlite.*damaged"), Cache(path) as cache:
+        cache.get_many(f"k{i:04d}" for i in range(400))
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+
+def test_claims_let_one_owner_ask_and_the_others_wait(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with Cache(path, lease=30) as a, Cache(path, lease=30) as b:
+        assert a.claim("k", "A") is True
+        assert a.claim("k", "A") is True  # re-entrant for the same owner
+        assert b.claim("k", "B") is False
+        assert b.peek("k", "B") is False
+        a.put("k", CachedAnswer("the answer"))  # storing ends the claim
+        assert b.peek("k", "B") == CachedAnswer("the answer")
+        assert b.claim("k", "B") == CachedAnswer("the answer")
+        # a failed request gives the key up: the next owner may ask it
+        assert a.claim("j", "A") is True
+        a.release("j", "A")
+        assert b.peek("j", "B") is True and a.claim("j", "A") is False
+
+
+def test_a_dead_owners_claim_expires_unless_renewed(tmp_path, monkeypatch):
+    import visionkit.query.cache as cache_module
+
+    now = [1000.0]
+    monkeypatch.setattr(cache_module.time, "time", lambda: now[0])
+    path = tmp_path / "c.sqlite"
+    with Cache(path, lease=10) as a, Cache(path, lease=10) as b:
+        assert a.claim("k", "A") is True and a.claim("j", "A") is True
+        now[0] += 8
+        assert a.renew("A") == 2  # alive: both leases start again
+        now[0] += 8
+        assert b.claim("k", "B") is False
+        now[0] += 3  # A stopped renewing (it died): its lease ran out
+        assert b.peek("k", "B") is True
+        assert a.claim("k", "A") is False  # B owns it now
+        a.release(None, "A")
+        assert b.claim("j", "B") is True

@@ -5,7 +5,9 @@
     │   ├── ImageError                 an image cannot be read, decoded or encoded
     │   └── RequestError               a request breaks the provider's rules before it is sent
     ├── BudgetExceeded (RuntimeError)  the estimated tokens exceed ``budget_tokens``
-    └── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
+    ├── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
+    ├── CacheError (RuntimeError)      the answer cache file is not SQLite or is damaged
+    └── ReplayError (LookupError)      a replayed run met requests that were never recorded
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 A row's failure never stops a batch: it becomes that row's ``error`` text.
@@ -17,8 +19,10 @@ from typing import Any
 
 __all__ = [
     "BudgetExceeded",
+    "CacheError",
     "ImageError",
     "MissingAPIKey",
+    "ReplayError",
     "RequestError",
     "RowError",
     "VisionError",
@@ -71,3 +75,27 @@ class BudgetExceeded(VisionError, RuntimeError):
 
 class MissingAPIKey(VisionError, RuntimeError):
     """A provider was named explicitly but the environment variable holding its key is unset."""
+
+
+class CacheError(VisionError, RuntimeError):
+    """The answer cache file cannot be used (not SQLite, or damaged); ``path`` names it.
+
+    Raised once, at open or by the run that meets the damage; ``partial`` then holds the
+    result of the rows answered before the run stopped (answers received are never lost).
+    """
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        self.path = path
+        self.partial: object = None
+        super().__init__(message)
+
+
+class ReplayError(VisionError, LookupError):
+    """A replay (``connect(replay=...)``, strict) met requests its recording does not hold.
+
+    ``partial`` holds the result of the rows that were answered.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.partial: object = None
+        super().__init__(message)

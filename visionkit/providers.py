@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_PROVIDER",
     "BatchLimits",
     "Provider",
+    "RateLimits",
     "estimate_tokens",
     "fit_tokens",
     "get_provider",
@@ -37,6 +38,14 @@ __all__ = [
 ]
 
 TokenFunction = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """An account's documented request limits (``None``: not documented, not paced)."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class Provider:
     max_image_bytes: int | None = None
     data_uri_only: bool = True
     notes: str = field(default="", compare=False)
+    # Documented rate limits per account tier (``vk.connect(..., tier="paid")`` paces to them).
+    tiers: Mapping[str, RateLimits] = field(default_factory=dict, compare=False)
     batch: BatchLimits | None = None  # the Batch API, if the provider has one
 
     def derive(self, **changes: Any) -> Provider:
@@ -199,6 +210,10 @@ INFERENCE_NET = register_provider(
         default_model="google/gemma-3-27b-instruct/bf-16",
         max_side=1120,
         notes="docs.inference.net vision guide: data URIs only, body under 1 MB, 2 images",
+        # docs.inference.net/api/rate-limits: requests per minute by account tier (custom
+        # teams 500 - 1,000,000 by arrangement; pass requests_per_minute= for those). No
+        # tokens-per-minute limit is documented. The gateway also caps any key at 100 req/s.
+        tiers={"free": RateLimits(requests_per_minute=30), "paid": RateLimits(250)},
         batch=BatchLimits(
             # docs.inference.net's Batch API page: "Use https://batch.inference.net/v1 for all
             # Batch API requests"; an older page of the same docs says api.inference.net.

@@ -90,6 +90,7 @@ class ServerStats:
             "dropped": self.dropped,
             "cpu_ms_per_request": round(1000 * self.cpu_seconds / max(1, self.chat_requests), 3),
             "duplicate_bodies": sum(n - 1 for n in self.bodies.values() if n > 1),
+            "answered_span_s": round(self.answered_span, 3),
             "uploads": self.uploads,
             "uploads_refused": self.uploads_refused,
             "upload_bytes": self.upload_bytes,
@@ -99,3 +100,10 @@ class ServerStats:
             "batch_lines_failed": self.batch_lines_failed,
             "paid_twice": sum(n - 1 for n in self.answered_bodies.values() if n > 1),
         }
+
+    @property
+    def answered_span(self) -> float:
+        """Seconds from the first to the last answered request's arrival (a rate over it is
+        what a rate limiter saw: benchmarks/bench_ask.py measures pacing with it)."""
+        starts = [r.started for r in self.records if r.status == 200]
+        return max(starts) - min(starts) if len(starts) > 1 else 0.0

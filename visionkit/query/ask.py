@@ -128,6 +128,8 @@ def ask(
     dry_run: bool = False,
     budget_tokens: int | None = None,
     progress: bool = True,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
     max_side: int | None = None,
     **request_options: Any,
 ) -> pd.DataFrame:
@@ -166,6 +168,8 @@ async def ask_async(
     dry_run: bool = False,
     budget_tokens: int | None = None,
     progress: bool = True,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
     max_side: int | None = None,
     **request_options: Any,
 ) -> pd.DataFrame:

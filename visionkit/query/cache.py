@@ -10,6 +10,20 @@ The file lives under ``$VISIONKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/visionkit`
 several processes (two notebooks, a CLI run) can read and write one file at once, and every
 ``put`` is its own transaction: a crash or a kernel interrupt loses nothing already received.
 
+Integrity: each answer is stored with a sha256 checksum of its key and fields. An entry whose
+checksum does not match (a flipped byte on disk, a hand edit) is treated as a miss -- the run
+asks again and the fresh answer replaces it -- with one ``CacheWarning`` per ``Cache``. Entries
+written before checksums existed (no checksum) are trusted as they are. A file that is not a
+SQLite database, or whose pages are damaged, raises one ``CacheError`` naming the file (at open,
+or at the first read that meets the damage), never a raw ``sqlite3`` error per row.
+
+Claims, so two processes never pay for one answer: before a run sends a request it claims the
+key (``claim``): in one transaction it checks for an answer, then for another owner's live
+claim, and only then writes its own, with a lease (``lease`` seconds, renewed by the owner while
+it runs). A second process that finds a live claim does not send: it waits for the answer to
+appear (``peek``), and takes the claim over if the owner gives it up (a failed request) or
+dies (the lease runs out). Storing the answer removes the claim in the same transaction.
+
 Usage::
 
     cache = Cache.open(True)          # the default file; Cache.open("run.sqlite") for your own
@@ -21,34 +35,67 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cache", "CachedAnswer", "default_cache_path", "image_digest", "request_key"]
+from ..errors import CacheError
+
+__all__ = [
+    "Cache",
+    "CacheError",
+    "CacheWarning",
+    "CachedAnswer",
+    "default_cache_path",
+    "image_digest",
+    "request_key",
+]
+
+logger = logging.getLogger("visionkit")
 
 FILENAME = "answers.sqlite"
 KEY_VERSION = 1  # bump when the key's recipe changes, so old entries are never misread
+LEASE = 30.0  # seconds a claim lives unless its owner renews it
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS answers (
-    key TEXT PRIMARY KEY,
-    answer TEXT,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    estimated_tokens INTEGER,
-    model TEXT,
-    provider TEXT,
-    created REAL NOT NULL
+_TABLES = (
+    """
+    CREATE TABLE IF NOT EXISTS answers (
+        key TEXT PRIMARY KEY,
+        answer TEXT,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        estimated_tokens INTEGER,
+        model TEXT,
+        provider TEXT,
+        created REAL NOT NULL,
+        checksum TEXT
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS claims (
+        key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires REAL NOT NULL
+    )
+    """,
 )
-"""
+_FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider"
+
+
+class CacheWarning(UserWarning):
+    """Cached answers failed their checksum and were treated as missing (asked again)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +108,12 @@ class CachedAnswer:
     estimated_tokens: int | None = None
     model: str | None = None
     provider: str | None = None
+
+    def checksum(self, key: str) -> str:
+        """sha256 over the key and every field: what ``Cache.get`` verifies."""
+        fields = [key, *dataclasses.astuple(self)]
+        text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def default_cache_path() -> Path:
@@ -105,21 +158,68 @@ def request_key(
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class Cache:
-    """A thread-safe handle on one SQLite answer file (``Cache.open(True | False | path)``)."""
+def _damaged(exc: BaseException) -> bool:
+    """A ``sqlite3`` error that means the file is not (or no longer) a sound database."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "malformed" in text or "not a database" in text or "disk i/o" in text
+    return isinstance(exc, sqlite3.DatabaseError)
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+
+class Cache:
+    """A thread-safe handle on one SQLite answer file (``Cache.open(True | False | path)``).
+
+    ``lease``: seconds a claim made through this handle lives without renewal (see the module
+    docstring); the owner renews it every ``lease / 3`` seconds while its run lasts.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, lease: float = LEASE
+    ) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lease = float(lease)
+        self.corrupt = 0  # entries that failed their checksum through this handle
         self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: autocommit, so every put is durable when it returns.
         self._db = sqlite3.connect(
             self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._retry_locked(lambda: self._db.execute(_SCHEMA))
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            for table in _TABLES:
+                self._retry_locked(functools.partial(self._db.execute, table))
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+            if "checksum" not in columns:  # a cache from before checksums: keep its answers
+                self._retry_locked(
+                    lambda: self._db.execute("ALTER TABLE answers ADD COLUMN checksum TEXT")
+                )
+            self._db.execute("SELECT COUNT(*) FROM answers").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if not _damaged(exc):
+                raise
+            raise self._error(exc) from None
+
+    def _error(self, exc: BaseException) -> CacheError:
+        return CacheError(
+            f"the answer cache {str(self.path)!r} cannot be used: {exc} (it is not a SQLite "
+            "database, or it is damaged). Move it away -- only cached answers are lost, and "
+            "`sqlite3 FILE .recover` may save them -- or pass cache= another path.",
+            path=self.path,
+        )
+
+    def _run(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` under the lock; a damaged file becomes one ``CacheError``."""
+        with self._lock:
+            try:
+                return self._retry_locked(fn)
+            except sqlite3.DatabaseError as exc:
+                if _damaged(exc):
+                    raise self._error(exc) from None
+                raise
 
     @classmethod
     def open(cls, cache: bool | str | os.PathLike[str] | Cache | None) -> Cache | None:
@@ -138,7 +238,7 @@ class Cache:
             path = path / FILENAME
         return cls(path)
 
-    def _retry_locked(self, fn: Any, attempts: int = 50) -> Any:
+    def _retry_locked(self, fn: Callable[[], Any], attempts: int = 50) -> Any:
         # busy_timeout covers normal contention; switching to WAL and creating the table can
         # still report "locked" while another process does the same, so retry briefly.
         for i in range(attempts):
@@ -150,50 +250,140 @@ class Cache:
                 time.sleep(0.02 * (i + 1))
         return None
 
+    def _verified(self, key: str, row: Sequence[Any]) -> CachedAnswer | None:
+        """The entry from a row (its fields then its checksum), or None if it is corrupt."""
+        entry = CachedAnswer(*row[:6])
+        stored = row[6]
+        if stored is None or stored == entry.checksum(key):
+            return entry
+        self.corrupt += 1
+        logger.warning(
+            "cache entry %s in %s failed its checksum; asking again", key[:12], self.path
+        )
+        if self.corrupt == 1:
+            warnings.warn(
+                f"a cached answer in {self.path} failed its checksum (the file was changed or "
+                "damaged); it is treated as missing and asked again. Further ones are logged.",
+                CacheWarning,
+                stacklevel=4,
+            )
+        return None
+
+    def _fetch_all(self, query: str, args: Sequence[Any]) -> list[Any]:
+        return self._db.execute(query, args).fetchall()
+
     def get(self, key: str) -> CachedAnswer | None:
-        """The stored answer for ``key``, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT answer, prompt_tokens, completion_tokens, estimated_tokens, model, "
-                "provider FROM answers WHERE key = ?",
-                (key,),
+        """The stored answer for ``key``, or ``None`` (also when it fails its checksum)."""
+        row = self._run(
+            lambda: self._db.execute(
+                f"SELECT {_FIELDS}, checksum FROM answers WHERE key = ?", (key,)
             ).fetchone()
-        return None if row is None else CachedAnswer(*row)
+        )
+        return None if row is None else self._verified(key, row)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
-        """Stored answers for any of ``keys`` (missing keys are absent from the result)."""
+        """Stored answers for any of ``keys`` (missing or corrupt keys are absent)."""
         keys = list(dict.fromkeys(keys))
         out: dict[str, CachedAnswer] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT key, answer, prompt_tokens, completion_tokens, estimated_tokens, "
-                    f"model, provider FROM answers WHERE key IN ({marks})",
-                    chunk,
-                ).fetchall()
-            out.update({r[0]: CachedAnswer(*r[1:]) for r in rows})
+            query = f"SELECT key, {_FIELDS}, checksum FROM answers WHERE key IN ({marks})"
+            rows = self._run(functools.partial(self._fetch_all, query, chunk))
+            for r in rows:
+                entry = self._verified(r[0], r[1:])
+                if entry is not None:
+                    out[r[0]] = entry
         return out
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (no deadlock between two upgrading readers)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def put(self, key: str, entry: CachedAnswer) -> None:
-        """Store ``entry`` under ``key`` and commit at once (one transaction per answer)."""
-        with self._lock:
-            self._retry_locked(
+        """Store ``entry`` under ``key`` and commit at once (one transaction per answer); any
+        claim on ``key`` is removed in the same transaction."""
+
+        def write() -> None:
+            with self._transaction():
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, *dataclasses.astuple(entry), time.time(), entry.checksum(key)),
+                )
+                self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
+        self._run(write)
+
+    # -- claims: one process pays, the others wait ----------------------------------------
+    def claim(self, key: str, owner: str) -> CachedAnswer | bool:
+        """Claim ``key`` for ``owner`` before sending its request.
+
+        Returns the answer if one is stored (send nothing), ``True`` if ``owner`` now holds
+        the claim (send; ``put`` or ``release`` ends it), ``False`` if another owner's claim
+        is live (wait: ``peek`` until the answer appears or the claim is gone).
+        """
+
+        def attempt() -> CachedAnswer | bool:
+            with self._transaction():
+                row = self._db.execute(
+                    f"SELECT {_FIELDS}, checksum FROM answers WHERE key = ?", (key,)
+                ).fetchone()
+                entry = None if row is None else self._verified(key, row)
+                if entry is not None:
+                    return entry
+                now = time.time()
+                held = self._db.execute(
+                    "SELECT owner, expires FROM claims WHERE key = ?", (key,)
+                ).fetchone()
+                if held is not None and held[0] != owner and held[1] > now:
+                    return False
+                self._db.execute(
+                    "INSERT OR REPLACE INTO claims (key, owner, expires) VALUES (?, ?, ?)",
+                    (key, owner, now + self.lease),
+                )
+                return True
+
+        result: CachedAnswer | bool = self._run(attempt)
+        return result
+
+    def peek(self, key: str, owner: str) -> CachedAnswer | bool:
+        """For a waiter: the answer if stored, ``True`` if no other owner holds a live claim
+        any more (it is now ``owner``'s: send), ``False`` to keep waiting. Reads only, unless
+        something changed."""
+        held = self._run(
+            lambda: self._db.execute(
+                "SELECT owner, expires FROM claims WHERE key = ?", (key,)
+            ).fetchone()
+        )
+        if held is not None and held[0] != owner and held[1] > time.time():
+            return False
+        return self.claim(key, owner)
+
+    def renew(self, owner: str) -> int:
+        """Extend every claim ``owner`` holds by one lease; returns how many it holds."""
+        cur = self._run(
+            lambda: self._db.execute(
+                "UPDATE claims SET expires = ? WHERE owner = ?", (time.time() + self.lease, owner)
+            )
+        )
+        return int(cur.rowcount)
+
+    def release(self, key: str | None, owner: str) -> None:
+        """Give up ``owner``'s claim on ``key`` (every claim of ``owner`` when ``key`` is None)."""
+        if key is None:
+            self._run(lambda: self._db.execute("DELETE FROM claims WHERE owner = ?", (owner,)))
+        else:
+            self._run(
                 lambda: self._db.execute(
-                    "INSERT OR REPLACE INTO answers (key, answer, prompt_tokens, "
-                    "completion_tokens, estimated_tokens, model, provider, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key,
-                        entry.answer,
-                        entry.prompt_tokens,
-                        entry.completion_tokens,
-                        entry.estimated_tokens,
-                        entry.model,
-                        entry.provider,
-                        time.time(),
-                    ),
+                    "DELETE FROM claims WHERE key = ? AND owner = ?", (key, owner)
                 )
             )
 
@@ -201,13 +391,14 @@ class Cache:
         return self.get(key) is not None
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        return int(
+            self._run(lambda: self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        )
 
     def clear(self) -> None:
-        """Delete every stored answer."""
-        with self._lock:
-            self._db.execute("DELETE FROM answers")
+        """Delete every stored answer (and claim)."""
+        self._run(lambda: self._db.execute("DELETE FROM answers"))
+        self._run(lambda: self._db.execute("DELETE FROM claims"))
 
     def close(self) -> None:
         with self._lock:

@@ -42,15 +42,24 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey
-from ..providers import DEFAULT_PROVIDER, Provider, get_provider, providers
+from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
+from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["Client", "OfflineWarning", "aiohttp_available", "cache_identity", "connect"]
+__all__ = [
+    "Client",
+    "OfflineWarning",
+    "aiohttp_available",
+    "cache_identity",
+    "connect",
+    "rate_limits",
+]
 
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
 
@@ -75,6 +84,11 @@ class Client:
     # "aiohttp", "httpx", or "custom" (the caller's http_client). Left out of the repr: it
     # depends on what is installed, and the tutorials' stored outputs must not.
     transport: str = "httpx"
+    # Known limits ``ask`` paces to from the first request (``connect(tier=...)`` or
+    # ``requests_per_minute=``/``tokens_per_minute=``); ``None``: adapt to 429s only.
+    rate_limits: RateLimits | None = None
+    # Record answers to, or replay them from, a store (``visionkit.query.replay``).
+    recording: Recording | None = None
 
     def http_client(self) -> Any:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
@@ -201,6 +215,12 @@ def connect(
     base_url: str | None = None,
     model: str | None = None,
     transport: str = "auto",
+    tier: str | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    record: str | os.PathLike[str] | None = None,
+    replay: str | os.PathLike[str] | None = None,
+    strict: bool | None = None,
     **client_options: Any,
 ) -> Client:
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
@@ -215,13 +235,36 @@ def connect(
     ``transport``: the HTTP stack ``ask`` sends through: ``"auto"`` (the SDK's aiohttp
     transport when installed, else httpx), ``"aiohttp"`` or ``"httpx"``. An ``http_client=``
     of your own is used instead, as it is (see the module docstring).
+
+    Known rate limits, paced from the first request (``visionkit.query.pacing``): ``tier=``
+    names one of the profile's documented tiers (inference.net: ``"free"``, 30 requests a
+    minute; ``"paid"``, 250); ``requests_per_minute=`` / ``tokens_per_minute=`` give (or
+    override) the numbers. Without them ``ask`` starts at ``concurrency`` and slows down on 429s.
+
+    Record and replay (``visionkit.query.replay``), for notebooks in CI: ``record="answers/"``
+    (or ``VISIONKIT_RECORD``) also writes every answer a run uses to that store;
+    ``replay="answers/"`` (or ``VISIONKIT_REPLAY``) answers every request from it, under the
+    provider identity it was recorded with, sending nothing and needing no key. ``strict``
+    (default: ``True`` when the ``CI`` variable is set) makes a request that was never
+    recorded raise ``ReplayError`` instead of being that row's error.
     """
     import openai
 
     if isinstance(provider, Client):
         return provider.with_model(model)
     kind = _transport(transport, client_options)
+    record = record if record is not None else (os.environ.get(RECORD_ENV) or None)
+    replay = replay if replay is not None else (os.environ.get(REPLAY_ENV) or None)
+    if record and replay:
+        raise ValueError(
+            f"record= and replay= cannot both be on (check {RECORD_ENV} and {REPLAY_ENV})"
+        )
+    if replay:
+        strict = ci_default() if strict is None else strict
+        store = Recording(Path(replay), "replay", strict=strict)
+        return _replay_client(store, provider, base_url, model, kind, client_options)
     profile = resolve_profile(provider, base_url=base_url)
+    limits = rate_limits(profile, tier, requests_per_minute, tokens_per_minute)
     auto = provider == "auto"
     if profile.name == "offline":
         if base_url is None:
@@ -257,6 +300,87 @@ def connect(
         model=model or profile.default_model,
         base_url=url,
         transport=kind,
+        rate_limits=limits,
+        recording=Recording(Path(record), "record") if record else None,
+    )
+
+
+REPLAY_URL = "http://replay.invalid/v1"  # never contacted: a replaying run sends nothing
+
+
+def _replay_client(
+    store: Recording,
+    provider: str | Provider,
+    base_url: str | None,
+    model: str | None,
+    transport: str,
+    client_options: dict[str, Any],
+) -> Client:
+    """A client answering from ``store`` under the identity its answers were recorded with."""
+    import openai
+
+    found = store.identities()
+    name = provider.name if isinstance(provider, Provider) else provider
+    candidates = found if name == "auto" else [i for i in found if i[0] == name]
+    if base_url is not None and len(candidates) > 1:
+        candidates = [i for i in candidates if i[1] == _norm(base_url)] or candidates
+    if len(candidates) != 1:
+        listed = ", ".join(f"{p} at {u or 'the offline stand-in'}" for p, u in found) or "none"
+        wanted = "any provider" if name == "auto" else repr(name)
+        raise ValueError(
+            f"cannot replay {wanted} from {store.file}: it holds answers from {listed}. "
+            + (
+                "Name the provider (and base_url=) to replay."
+                if len(candidates) > 1
+                else "Record this provider first (VISIONKIT_RECORD=...)."
+            )
+        )
+    recorded_name, recorded_url = candidates[0]
+    profile = provider if isinstance(provider, Provider) else get_provider(recorded_name)
+    if model is None and profile.default_model is None:
+        models = store.models(recorded_name)
+        model = models[0] if len(models) == 1 else None
+    client_options = {k: v for k, v in client_options.items() if k != "http_client"}
+    sdk = openai.AsyncOpenAI(
+        api_key="replay", base_url=recorded_url or REPLAY_URL, **client_options
+    )
+    return Client(
+        openai=sdk,
+        provider=profile,
+        model=model or profile.default_model,
+        base_url=recorded_url or REPLAY_URL,
+        transport="httpx" if transport == "custom" else transport,
+        recording=store,
+    )
+
+
+def rate_limits(
+    profile: Provider,
+    tier: str | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    base: RateLimits | None = None,
+) -> RateLimits | None:
+    """The limits to pace to: ``base`` (or the profile's ``tier``), overridden by the numbers
+    given; ``None`` when nothing is known."""
+    if tier is not None:
+        if tier not in profile.tiers:
+            known = ", ".join(map(repr, profile.tiers)) or "none documented"
+            raise ValueError(
+                f"{profile.name} has no tier {tier!r} (tiers: {known}); pass "
+                "requests_per_minute= (and tokens_per_minute=) for your account's limits"
+            )
+        base = profile.tiers[tier]
+    if requests_per_minute is None and tokens_per_minute is None:
+        return base
+    base = base or RateLimits()
+    return RateLimits(
+        requests_per_minute=(
+            requests_per_minute if requests_per_minute is not None else base.requests_per_minute
+        ),
+        tokens_per_minute=(
+            tokens_per_minute if tokens_per_minute is not None else base.tokens_per_minute
+        ),
     )
 
 
@@ -266,8 +390,10 @@ _default: dict[str, Client] = {}
 
 
 def default_client() -> Client:
-    """``connect()`` made once per process (and again if ``INFERENCE_API_KEY`` changes)."""
-    state = hashlib.sha256(os.environ.get("INFERENCE_API_KEY", "").encode()).hexdigest()
+    """``connect()`` made once per process (and again if ``INFERENCE_API_KEY``,
+    ``VISIONKIT_RECORD`` or ``VISIONKIT_REPLAY`` change)."""
+    env = (os.environ.get(name, "") for name in ("INFERENCE_API_KEY", RECORD_ENV, REPLAY_ENV))
+    state = hashlib.sha256("\0".join(env).encode()).hexdigest()
     with _default_lock:
         client = _default.get(state)
         if client is None:

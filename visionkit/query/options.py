@@ -111,6 +111,21 @@ class AskOptions:
     progress: bool = field(
         default=True, metadata=_doc("a ``tqdm.auto`` bar with cache hits, failures and tokens.")
     )
+    requests_per_minute: float | None = field(
+        default=None,
+        metadata=_doc(
+            "a known limit to pace sends to from the first request, spaced evenly just under "
+            'it (default: the client\'s, from ``vk.connect(..., tier="paid")`` or its own '
+            "``requests_per_minute=``; without one, sends slow down only after a 429)."
+        ),
+    )
+    tokens_per_minute: float | None = field(
+        default=None,
+        metadata=_doc(
+            "the same for tokens: each request books its estimated prompt tokens (plus "
+            "``max_tokens`` if set), corrected by the usage the provider reports."
+        ),
+    )
     max_side: int | None = field(
         default=None,
         metadata=_doc("downscale images so their longest side is at most this (fewer tokens)."),
@@ -129,6 +144,12 @@ class AskOptions:
             raise ValueError(f"concurrency must be an integer >= 1, but {c!r} was passed")
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:
             raise ValueError(f"max_retries must be an integer >= 0 (0 disables retries), not {r!r}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+            ):
+                raise ValueError(f"{name} must be a number > 0 or None, not {value!r}")
         for reserved in RESERVED_REQUEST_OPTIONS:
             if reserved in self.request_options:
                 hint = "pass model=..." if reserved == "model" else "it is built from the row"

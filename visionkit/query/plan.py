@@ -40,8 +40,16 @@ stable -- talk to the query owner before changing it)::
                 line = {"custom_id": row.key, "method": "POST",
                         "url": "/v1/chat/completions",
                         "body": json.loads(row.request.payload)}   # or splice the bytes
-        # when results come back: plan.save(key, CachedAnswer(...)) commits each answer
-        # exactly where ask's own answers go (the cache, and a recording when one is on).
+        # when results come back: plan.save(row, CachedAnswer(...)) commits each answer
+        # exactly where ask's own answers go (the cache, and a recording when one is on);
+        # for a row answered by row.hit, plan.used(row, row.hit) records it when recording.
+
+Record/replay (``visionkit.query.replay``) is honoured through the same calls: ``lookup`` reads
+the recording (only the recording, when replaying), ``save`` and ``used`` write to it. A path
+must also send nothing when ``plan.replaying`` is true: there, a row ``plan_rows`` yields
+without ``error`` or ``hit`` was never recorded -- report it with
+``replay.not_recorded_message(plan.recording)``, or raise ``ReplayError`` when
+``plan.recording.strict``.
 
 ``plan_rows(plan, positions)`` plans a subset (a Dask partition's rows, a retry of the rows
 still unanswered); ``lookup_row`` / ``prepare_row`` do one row synchronously. ``plan.model``
@@ -61,13 +69,14 @@ import pandas as pd
 
 from ..errors import ImageError, RequestError
 from ..images.cells import image_column, read_bytes
-from ..providers import Provider
+from ..providers import Provider, RateLimits
 from ..types import default_workers, is_missing
 from .body import PreparedRequest, prepare_request
 from .cache import Cache, CachedAnswer, image_digest, request_key
-from .client import Client, cache_identity, default_client, resolve_profile
+from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
 from .messages import describe_error
 from .options import AskOptions
+from .replay import Recording
 from .schema import Schema, make_schema
 from .template import check_template, fill_template
 
@@ -110,6 +119,9 @@ class Plan:
     schema: Schema | None
     cache: Cache | None
     owns_cache: bool = False  # opened here (from True or a path): closed by close()
+    # schema field -> its result column: the field's name, or ``answer_<field>`` when the
+    # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
+    schema_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -126,6 +138,18 @@ class Plan:
     @property
     def encode_options(self) -> dict[str, Any]:
         return self.options.encode_options
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """The known limits to pace to: the client's, overridden by the call's options."""
+        base = self.client.rate_limits if self.client is not None else None
+        return rate_limits(
+            self.provider,
+            None,
+            self.options.requests_per_minute,
+            self.options.tokens_per_minute,
+            base=base,
+        )
 
     def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str:
         """The cache key of row ``pos`` with these image digests (see ``request_key``)."""
@@ -144,21 +168,75 @@ class Plan:
             images=digests,
         )
 
+    @property
+    def recording(self) -> Recording | None:
+        """The client's record/replay store, if any (``visionkit.query.replay``)."""
+        return self.client.recording if self.client is not None else None
+
+    @property
+    def replaying(self) -> bool:
+        """Answers come from a recording only: nothing may be sent."""
+        return self.recording is not None and self.recording.replaying
+
     def lookup(self, key: str) -> CachedAnswer | None:
-        """The answer already known for ``key``, or ``None`` (send it)."""
+        """The answer already known for ``key``, or ``None`` (send it).
+
+        Replaying: the recording only. Recording: the recording, then the cache. Otherwise
+        the cache.
+        """
+        recording = self.recording
+        if recording is not None:
+            found = recording.get(key)
+            if found is not None or recording.replaying:
+                return found
         if self.cache is None or self.model is None:
             return None
         return self.cache.get(key)
 
-    def save(self, key: str, entry: CachedAnswer) -> None:
-        """Commit an answer that was paid for (the cache; raises if the cache cannot)."""
+    def save(self, row: RowPlan, entry: CachedAnswer, *, attempts: int = 1) -> None:
+        """Commit an answer that was paid for: the cache (raises if the cache cannot), and the
+        recording when one is on. Counts as the row's first use (see ``used``)."""
+        assert row.key is not None
         if self.cache is not None:
-            self.cache.put(key, entry)
+            self.cache.put(row.key, entry)
+        if self.recording is not None:
+            self._record(row, entry, attempts)
+            self.recording.first_use(row.key)
+
+    def used(self, row: RowPlan, entry: CachedAnswer) -> bool:
+        """A row got ``entry`` without a request now (cache, recording, a twin). With a
+        recording on, records it if new and returns True the first time this process uses
+        it -- report it as bought then, so a recording and its replay show the same result."""
+        recording = self.recording
+        if recording is None or row.key is None:
+            return False
+        if not recording.replaying and not recording.has(row.key):
+            self._record(row, entry, 1)
+        return recording.first_use(row.key)
+
+    def _record(self, row: RowPlan, entry: CachedAnswer, attempts: int) -> None:
+        assert self.recording is not None and row.key is not None
+        if self.client is not None:
+            identity = self.client.cache_identity
+        else:
+            identity = cache_identity(self.provider, self.provider.base_url)
+        self.recording.add(
+            row.key,
+            entry,
+            identity=identity,
+            prompt=str(self.prompts[row.pos]),
+            system=self.system,
+            images=row.digests,
+            attempts=attempts,
+        )
 
     def close(self) -> None:
-        """Close what this plan opened (the cache file, unless the caller passed a Cache)."""
+        """Close what this plan opened (the cache file, unless the caller passed a Cache), and
+        sort a recording's store."""
         if self.owns_cache and self.cache is not None:
             self.cache.close()
+        if self.recording is not None:
+            self.recording.close()
 
     def __enter__(self) -> Plan:
         return self
@@ -189,6 +267,27 @@ def _fill_prompts(df: pd.DataFrame, prompt: str, fields: list[str]) -> list[str 
     return prompts
 
 
+def _schema_columns(schema: Schema, columns: pd.Index) -> dict[str, str]:
+    """Each schema field's result column: its own name, or ``answer_<name>`` when ``df``
+    already has that column (``width`` from ``read_images``), so that the documented
+    ``df.drop(columns="error").join(result)`` works with any schema."""
+    clash = [f for f in schema.fields if f in RESULT_COLUMNS]
+    if clash:
+        raise ValueError(
+            f"schema field(s) {clash} would collide with ask's result columns "
+            f"{list(RESULT_COLUMNS)}; rename them in the schema"
+        )
+    existing = set(map(str, columns))
+    out = {f: f"answer_{f}" if f in existing else f for f in schema.fields}
+    taken = [c for f, c in out.items() if c != f and (c in existing or c in schema.fields)]
+    if taken:
+        raise ValueError(
+            f"schema field(s) {[c[7:] for c in taken]} are columns of the DataFrame and so "
+            f"would come back as {taken}, but those names are taken too; rename the fields"
+        )
+    return out
+
+
 def make_plan(
     df: pd.DataFrame, prompt: str, options: AskOptions, *, connect_now: bool = True
 ) -> Plan:
@@ -204,13 +303,7 @@ def make_plan(
     columns = _image_columns(df, options.column)
     fields = check_template(prompt, df.columns)
     schema = make_schema(options.schema)
-    if schema is not None:
-        clash = [f for f in schema.fields if f in RESULT_COLUMNS]
-        if clash:
-            raise ValueError(
-                f"schema field(s) {clash} would collide with ask's result columns "
-                f"{list(RESULT_COLUMNS)}; rename them in the schema"
-            )
+    schema_columns = {} if schema is None else _schema_columns(schema, df.columns)
     prompts = _fill_prompts(df, prompt, fields)
 
     client = options.client
@@ -231,7 +324,9 @@ def make_plan(
             f"column={columns} puts {len(columns)} images in each request, but "
             f"{provider.name} allows at most {provider.max_images}; nothing was sent"
         )
-    cache = Cache.open(options.cache)
+    replaying = client is not None and client.recording is not None and client.recording.replaying
+    # A replay answers from its recording only: the local cache is neither read nor written.
+    cache = None if replaying else Cache.open(options.cache)
     return Plan(
         options=options,
         index=df.index,
@@ -244,6 +339,7 @@ def make_plan(
         schema=schema,
         cache=cache,
         owns_cache=cache is not None and cache is not options.cache,
+        schema_columns=schema_columns,
     )
 
 
@@ -275,8 +371,11 @@ class RowPlan:
     estimated_tokens: int | None = None
     request_bytes: int | None = None
     repeat_of: int | None = None
+    # ``ask``'s runs only: another process holds a live claim on ``key`` and is asking it now.
+    busy: bool = False
     # The image bytes between ``lookup_row`` and ``prepare_row``, then dropped.
     images: list[bytes] | None = field(default=None, repr=False)
+    digests: list[str] = field(default_factory=list, repr=False)  # sha256 of each image
 
     @property
     def status(self) -> RowStatus:
@@ -304,6 +403,7 @@ def lookup_row(plan: Plan, pos: int) -> RowPlan:
     except (ImageError, RequestError) as exc:
         row.error = describe_error(exc)
         return row
+    row.digests = digests
     row.key = plan.key(pos, digests)
     row.hit = plan.lookup(row.key)
     if row.hit is not None:

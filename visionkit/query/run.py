@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
+import socket
 import threading
 import time
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,15 +27,16 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import RequestError
+from ..errors import CacheError, ReplayError, RequestError
 from ..types import default_workers
 from .cache import CachedAnswer
 from .messages import describe_error
+from .pacing import Gate
 from .plan import Plan, RowPlan, lookup_row, prepare_request_for
 from .progress import in_ipython
+from .replay import RECORD_ENV, not_recorded_message
 from .retry import (
     MAX_RETRY_AFTER,
-    AdaptiveLimiter,
     classify,
     headers_of,
     parse_retry_after,
@@ -44,6 +49,7 @@ logger = logging.getLogger("visionkit")
 
 
 INTERRUPTED = "not run: interrupted (re-run to resume from the cache)"
+CLAIM_POLL = 0.25  # seconds between looks at a key another process is asking (jittered)
 
 
 @dataclass
@@ -57,6 +63,8 @@ class _Counters:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_tokens: int = 0
+    not_run: int = 0
+    waited: int = 0  # rows another process was asking when this run reached them
 
 
 @dataclass(slots=True)
@@ -86,7 +94,8 @@ class Run:
         self.rows = [RowResult() for _ in range(self.plan.n)]
         self.fatal: BaseException | None = None
         self.interrupted = False
-        self.limiter = AdaptiveLimiter(self.plan.options.concurrency)
+        # Every send asks the gate first: known-limit pacing and adaptive concurrency.
+        self.gate = Gate(self.plan.options.concurrency, self.plan.rate_limits)
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +104,10 @@ class Run:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending: dict[str, asyncio.Future[CachedAnswer | None]] = {}
         self._stores = 0  # answers stored in the cache so far (see _row's repeat check)
+        # Who this run is when it claims keys in the cache (see visionkit.query.cache).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._store_failures = 0
+        self._unrecorded: list[int] = []  # replay: rows the recording lacks
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -102,7 +115,7 @@ class Run:
         self.interrupted = True
         if self._loop is not None and self._drain is not None:
             self._loop.call_soon_threadsafe(self._drain.set)
-        return self.limiter.in_flight
+        return self.gate.in_flight
 
     def request_cancel(self) -> None:
         """Abandon everything now (requests in flight are cancelled)."""
@@ -124,16 +137,42 @@ class Run:
         row = self.rows[pos]
         row.finished = True
         c = self.counters
-        if row.error is not None:
+        if row.error == INTERRUPTED:
+            c.not_run += 1
+        elif row.error is not None:
             c.failed += 1
         if self.bar is not None:
+            postfix = {"cached": c.cache_hits, "failed": c.failed}
+            if c.not_run:
+                postfix["not run"] = c.not_run
             self.bar.set_postfix(
-                cached=c.cache_hits,
-                failed=c.failed,
-                tokens=f"{c.prompt_tokens + c.completion_tokens:,}",
-                refresh=False,
+                postfix, tokens=f"{c.prompt_tokens + c.completion_tokens:,}", refresh=False
             )
             self.bar.update(1)
+
+    def _hit(self, row: RowPlan, entry: CachedAnswer) -> None:
+        """A row answered without a request now: the cache, a twin's answer, a recording.
+
+        With a recording on, the first use in this process is reported as bought (its
+        recorded attempts and tokens count), so a recorded notebook and its replay match.
+        """
+        plan = self.plan
+        if plan.recording is not None and row.key is not None and plan.used(row, entry):
+            attempts = plan.recording.attempts(row.key)
+            self.rows[row.pos].attempts = attempts
+            self.counters.requests += attempts
+            self.counters.retries += attempts - 1
+            self._record(row.pos, entry, cached=False)
+            return
+        logger.debug("row %r: cache hit", row.label)
+        self._record(row.pos, entry, cached=True)
+
+    def _finish_unstarted(self) -> None:
+        """Rows the run stopped before reaching: not run (and on the progress bar as such)."""
+        for pos, row in enumerate(self.rows):
+            if not row.finished and row.error is None and row.answer is None:
+                row.error = INTERRUPTED
+                self._finish(pos)
 
     def _record(
         self, pos: int, entry: CachedAnswer, *, cached: bool, estimated: int | None = None
@@ -172,16 +211,23 @@ class Run:
         # A fresh HTTP client per run, made here inside the loop that uses it (an aiohttp
         # session is bound to its loop) and closed below; a caller's own ``http_client`` is
         # used as it is and left open.
-        http_client = plan.client.http_client()
-        if http_client is None:
+        # A replay sends nothing: no HTTP client at all.
+        http_client = None if plan.replaying else plan.client.http_client()
+        sdk: Any = None
+        if plan.replaying:
+            pass
+        elif http_client is None:
             sdk = plan.client.openai.with_options(max_retries=0, timeout=options.timeout)
         else:
             sdk = plan.client.openai.copy(
                 max_retries=0, timeout=options.timeout, http_client=http_client
             )
         window = asyncio.Semaphore(options.concurrency + 2 * workers)
+        renewer = asyncio.create_task(self._renew_claims(pool)) if plan.cache is not None else None
         try:
             if plan.model is None:
+                if sdk is None:
+                    raise ValueError("pass model=... to replay a server that named its own model")
                 plan.model = await discover_model(sdk)
             for pos in range(plan.n):
                 prompt = plan.prompts[pos]
@@ -207,11 +253,50 @@ class Run:
                 raise
         finally:
             self.elapsed = time.perf_counter() - self.started
+            self._finish_unstarted()
+            if renewer is not None:
+                renewer.cancel()
+                with contextlib.suppress(BaseException):
+                    await renewer
+            if plan.cache is not None:
+                with contextlib.suppress(CacheError):
+                    plan.cache.release(None, self.owner)  # claims of rows never sent
             pool.shutdown(wait=False, cancel_futures=True)
             if http_client is not None:
                 await sdk.close()
+        recording = plan.recording
+        if recording is not None and recording.strict and self._unrecorded and self.fatal is None:
+            labels = [plan.index[p] for p in sorted(self._unrecorded)]
+            shown = ", ".join(map(repr, labels[:5]))
+            more = f" and {len(self._unrecorded) - 5} more" if len(self._unrecorded) > 5 else ""
+            self.fatal = ReplayError(
+                f"{len(self._unrecorded)} request(s) of this run were never recorded in "
+                f"{recording.path}/ (rows {shown}{more}); a replay sends nothing. Record them "
+                f"where the provider is reachable ({RECORD_ENV}={recording.path}/ and a key) "
+                "and commit the store, or connect with strict=False to get these rows as "
+                "errors instead."
+            )
         if self.fatal is not None:
+            # What was answered before the stop is kept on the exception (with cache=False, or
+            # a cache that broke, nowhere else holds it).
+            with contextlib.suppress(Exception):
+                self.fatal.partial = self.frame()  # type: ignore[attr-defined]
             raise self.fatal
+
+    async def _renew_claims(self, pool: ThreadPoolExecutor) -> None:
+        """Keep this run's claims alive (a third of a lease at a time) while it runs."""
+        cache = self.plan.cache
+        assert cache is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(cache.lease / 3)
+            try:
+                await loop.run_in_executor(pool, cache.renew, self.owner)
+            except CacheError as exc:
+                self._stop(exc)
+                return
+            except Exception as exc:  # a busy file: the next round tries again
+                logger.debug("could not renew claims: %s", exc)
 
     async def _row(
         self, pos: int, sdk: Any, pool: ThreadPoolExecutor, window: asyncio.Semaphore
@@ -219,18 +304,37 @@ class Run:
         plan = self.plan
         result = self.rows[pos]
         loop = asyncio.get_running_loop()
+        holding = True  # the dispatcher's window slot, given back while waiting on another process
         try:
             # Answers stored before the look-up starts; if more are stored by the time this row
             # would send, a twin may have been answered meanwhile (see below).
             stamp = self._stores
             row = await loop.run_in_executor(pool, self._prepare, pos)
+            if row.busy:
+                self.counters.waited += 1
+            while row.busy:
+                # Another process is asking this key: wait for its answer without holding a
+                # slot, so this run goes on with rows nobody has claimed.
+                window.release()
+                holding = False
+                got = await self._wait_turn(row, pool)
+                if isinstance(got, CachedAnswer):
+                    self._hit(row, got)
+                    return
+                if not got:  # the run is stopping
+                    result.error = INTERRUPTED
+                    return
+                await window.acquire()  # the claim is ours now: plan it as any miss
+                holding = True
+                stamp = self._stores
+                row = await loop.run_in_executor(pool, self._prepare, pos)
             if row.error is not None:
                 result.error = row.error
                 return
             assert row.key is not None
             if row.hit is not None:
                 logger.debug("row %r: cache hit %s", row.label, row.key[:12])
-                self._record(pos, row.hit, cached=True)
+                self._hit(row, row.hit)
                 return
             if row.request is None:  # the run stopped before this row was encoded
                 result.error = INTERRUPTED
@@ -241,14 +345,14 @@ class Run:
             if twin is not None:
                 entry = await asyncio.shield(twin)
                 if entry is not None:
-                    self._record(pos, entry, cached=True)
+                    self._hit(row, entry)
                     return
             elif self._stores != stamp:
                 # A twin may have been answered, stored and retired between this row's cache
                 # look-up (in the pool) and now: look again rather than pay for it twice.
                 hit = plan.lookup(row.key)
                 if hit is not None:
-                    self._record(pos, hit, cached=True)
+                    self._hit(row, hit)
                     return
             future: asyncio.Future[CachedAnswer | None] = loop.create_future()
             self._pending[row.key] = future
@@ -264,27 +368,74 @@ class Run:
                 if not keep and self._pending.get(row.key) is future:
                     del self._pending[row.key]
                 future.set_result(entry)
+                if entry is None and plan.cache is not None:
+                    # Not answered: give the key up so another process may try it (the run's
+                    # end releases every claim it still holds in any case).
+                    with contextlib.suppress(Exception):
+                        plan.cache.release(row.key, self.owner)
         except asyncio.CancelledError:
             if result.error is None and result.answer is None:
                 result.error = INTERRUPTED
             raise
+        except CacheError as exc:  # the cache file broke mid-run: one error for the run
+            if result.error is None and result.answer is None:
+                result.error = INTERRUPTED
+            self._stop(exc)
         except Exception as exc:  # a bug or an unexpected library error: this row only
             logger.exception("row %r failed unexpectedly", plan.index[pos])
             result.error = describe_error(exc)
         finally:
-            window.release()
+            if holding:
+                window.release()
             self._finish(pos)
 
     def _prepare(self, pos: int) -> RowPlan:
-        """Read, hash, look up the cache, and on a miss encode and check (in the thread pool).
+        """Read, hash, look up and claim the key, and on a miss encode and check (in the pool).
 
         Once the run is stopping, a miss is not encoded (``request`` stays ``None``).
         """
-        row = lookup_row(self.plan, pos)
-        if row.images is None or self.stopping:
+        plan = self.plan
+        row = lookup_row(plan, pos)
+        if row.images is None:  # an error or a hit
+            return row
+        if plan.recording is not None and plan.replaying:
+            row.images = None
+            row.error = not_recorded_message(plan.recording)
+            self._unrecorded.append(pos)
+            return row
+        if plan.cache is not None:
+            assert row.key is not None
+            got = plan.cache.claim(row.key, self.owner)
+            if got is not True:
+                row.images = None
+                if isinstance(got, CachedAnswer):  # answered since the look-up
+                    row.hit = got
+                else:
+                    row.busy = True
+                return row
+        if self.stopping:
             row.images = None
             return row
-        return prepare_request_for(self.plan, row)
+        return prepare_request_for(plan, row)
+
+    async def _wait_turn(self, row: RowPlan, pool: ThreadPoolExecutor) -> CachedAnswer | bool:
+        """Wait while another process asks ``row.key``: its answer, or ``True`` once the key
+        is this run's to ask (the other gave up or died and its lease ran out), or ``False``
+        if this run is stopping."""
+        cache = self.plan.cache
+        assert cache is not None and row.key is not None
+        loop = asyncio.get_running_loop()
+        logger.debug("row %r: another process is asking %s; waiting", row.label, row.key[:12])
+        while not self.stopping:
+            await self._sleep(CLAIM_POLL * (0.5 + random.random()))
+            if self.stopping:
+                break
+            got: CachedAnswer | bool = await loop.run_in_executor(
+                pool, cache.peek, row.key, self.owner
+            )
+            if got is not False:
+                return got
+        return False
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early if the run is interrupted."""
@@ -304,6 +455,10 @@ class Run:
         result = self.rows[row.pos]
         result.estimated_tokens = prepared.estimated_tokens
         self.counters.estimated_tokens += prepared.estimated_tokens
+        # What a tokens-per-minute limit is booked for before the answer says: the prompt's
+        # estimate plus the completion the request allows at most, if it says.
+        max_tokens = plan.options.request_options.get("max_tokens")
+        booked = prepared.estimated_tokens + (max_tokens if isinstance(max_tokens, int) else 0)
         attempt = 0
         while True:
             if self.stopping:
@@ -312,9 +467,11 @@ class Run:
                 else:
                     result.error = f"{result.error} (not retried: interrupted)"
                 return None
-            ticket = await self.limiter.acquire()
+            ticket = await self._acquire(booked)
+            if ticket is None:  # stopping: the top of the loop says why
+                continue
             if self.stopping:
-                await self.limiter.release(ticket, "error")
+                await self.gate.release(ticket, "error")
                 continue
             attempt += 1
             result.attempts = attempt
@@ -332,9 +489,10 @@ class Run:
             except openai.APIError as exc:
                 kind = classify(exc)
                 retry_after = parse_retry_after(headers_of(exc))
-                await self.limiter.release(
-                    ticket, "rate" if kind == "rate" else "error", retry_after
-                )
+                if kind == "rate":
+                    await self.gate.report_429(ticket, retry_after)
+                else:
+                    await self.gate.release(ticket, "error")
                 if kind == "auth":
                     self._stop(exc)
                     return None
@@ -344,7 +502,7 @@ class Run:
                 if kind == "rate":
                     self.counters.rate_limited += 1
                 if attempt > max_retries:
-                    result.error = f"{result.error} (gave up after {attempt} attempts)"
+                    result.error = f"{result.error} ({_gave_up(attempt, max_retries)})"
                     return None
                 if retry_after is not None and retry_after > MAX_RETRY_AFTER:
                     result.error = (
@@ -364,27 +522,59 @@ class Run:
                 await self._sleep(delay)
                 continue
             except BaseException:
-                await self.limiter.release(ticket, "error")
+                await self.gate.release(ticket, "error")
                 raise
-            await self.limiter.release(ticket, "ok")
+            usage = getattr(response, "usage", None)
+            used = getattr(usage, "total_tokens", None)
+            await self.gate.release(ticket, "ok", booked=booked, tokens=used)
             result.error = None
             return self._store(row, response)
 
+    async def _acquire(self, tokens: int) -> int | None:
+        """The gate's ticket for a send, or ``None`` if the run stops while waiting for it
+        (a pacing slot or a Retry-After pause can be long: an interrupt must not wait)."""
+        assert self._drain is not None
+        if self.stopping:
+            return None
+        acquire = asyncio.ensure_future(self.gate.acquire(tokens))
+        stop = asyncio.ensure_future(self._drain.wait())
+        try:
+            await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not acquire.done():
+                acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        if acquire.cancelled():
+            return None
+        return acquire.result()
+
     def _stop(self, exc: BaseException) -> None:
-        """A 401: start nothing more and raise ``exc`` from ``main``.
+        """A 401 or a broken cache: start nothing more and raise ``exc`` from ``main``.
 
         Requests already in flight are let finish (they were sent with a key the server may
-        have accepted, so their answers may be paid for) but are not retried.
+        have accepted, so their answers may be paid for) but are not retried. What was
+        answered is kept: in the cache, and on the exception as ``partial`` (a DataFrame).
         """
-        if self.fatal is None:
-            self.fatal = exc
-            logger.error(
-                "authentication failed (%s); stopping the run. Answers received so far "
-                "are in the cache.",
-                getattr(exc, "status_code", "?"),
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        if isinstance(exc, CacheError):
+            logger.error("%s; stopping the run", exc)
+        else:
+            kept = (
+                "are in the cache"
+                if self.plan.cache is not None
+                else "are in the exception's .partial DataFrame (cache=False)"
             )
-            assert self._drain is not None
-            self._drain.set()
+            logger.error(
+                "authentication failed (%s); stopping the run. Answers received so far %s.",
+                getattr(exc, "status_code", "?"),
+                kept,
+            )
+        assert self._drain is not None
+        self._drain.set()
 
     def _store(self, row: RowPlan, response: Any) -> CachedAnswer:
         """Commit a paid answer at once, then record it in the row."""
@@ -403,12 +593,21 @@ class Run:
             provider=plan.provider.name,
         )
         row.request = None  # the body is no longer needed
-        if plan.cache is not None:
+        if plan.cache is not None or plan.recording is not None:
             try:
-                plan.save(row.key, entry)
+                plan.save(row, entry, attempts=self.rows[row.pos].attempts)
                 self._stores += 1
             except Exception as exc:  # a full disk must not cost the answer in memory
-                logger.error("could not store row %r in the cache: %s", row.label, exc)
+                self._store_failures += 1
+                if self._store_failures == 1:
+                    logger.error(
+                        "could not store row %r in the cache (the answer is kept in the "
+                        "result): %s",
+                        row.label,
+                        exc,
+                    )
+                if isinstance(exc, CacheError):
+                    self._stop(exc)
         self._record(row.pos, entry, cached=False)
         if answer is None:
             refusal = getattr(message, "refusal", None)
@@ -436,18 +635,18 @@ class Run:
             index=index,
         )
         if plan.schema is not None:
-            for name in plan.schema.fields:
-                out[name] = pd.Series(
-                    [None if r.fields is None else r.fields.get(name) for r in rows],
-                    index=index,
-                )
+            for name, column in plan.schema_columns.items():
+                values = [None if r.fields is None else r.fields.get(name) for r in rows]
+                out[column] = schema_column(values, plan.schema.dtypes[name], index)
         c = self.counters
         out.attrs["usage"] = {
             "rows": plan.n,
             "requests": c.requests,
             "answered": c.answered,
             "cache_hits": c.cache_hits,
-            "failed": int(sum(r.error is not None for r in rows)),
+            "failed": int(sum(r.error is not None and r.error != INTERRUPTED for r in rows)),
+            "not_run": int(sum(r.error == INTERRUPTED for r in rows)),
+            "waited": c.waited,
             "retries": c.retries,
             "rate_limited": c.rate_limited,
             "prompt_tokens": c.prompt_tokens,
@@ -455,12 +654,26 @@ class Run:
             "estimated_tokens": c.estimated_tokens,
             "elapsed_s": round(self.elapsed, 3),
             "concurrency": plan.options.concurrency,
-            "lowest_concurrency": int(self.limiter.lowest),
+            "lowest_concurrency": int(self.gate.lowest),
             "interrupted": self.interrupted,
             "provider": plan.provider.name,
             "model": plan.model,
         }
         return out
+
+
+def schema_column(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
+    """A schema field's column in its nullable dtype (``object`` if a value does not fit)."""
+    try:
+        return pd.Series(pd.array(values, dtype=dtype), index=index)
+    except (TypeError, ValueError):
+        return pd.Series(values, index=index, dtype=object)
+
+
+def _gave_up(attempts: int, max_retries: int) -> str:
+    """``gave up after 3 attempts``; ``gave up after 1 attempt; max_retries=0``."""
+    text = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+    return f"{text}; max_retries=0" if max_retries == 0 else text
 
 
 async def discover_model(sdk: Any) -> str:

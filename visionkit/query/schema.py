@@ -2,6 +2,12 @@
 ``response_format`` and parse each reply into fields, with a short reason when it fails.
 
 A failed parse is that row's error; the raw reply stays in ``answer`` (see ``visionkit.ask``).
+
+Each field becomes a column whose dtype comes from the schema, not from the values that
+happened to arrive, so a failed row (``<NA>``) does not turn ``int`` into ``float64`` or
+``bool`` into ``object``: integer -> ``Int64``, number -> ``Float64``, boolean -> ``boolean``,
+string -> ``string`` (pandas' nullable dtypes); anything else (lists, objects, unions) stays
+``object``. ``Optional[int]`` (``anyOf`` with ``null``) is still ``Int64``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ class Schema:
     json_schema: dict[str, Any]
     fields: list[str]
     model: Any = None  # a pydantic model class, if given
+
+    @property
+    def dtypes(self) -> dict[str, str]:
+        """The pandas dtype of each field's column (see the module docstring)."""
+        properties = self.json_schema.get("properties") or {}
+        return {f: _dtype(properties.get(f)) for f in self.fields}
 
     @property
     def response_format(self) -> dict[str, Any]:
@@ -90,6 +102,44 @@ def _validate(value: Any, schema: Mapping[str, Any], where: str) -> None:
     if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for i, item in enumerate(value):
             _validate(item, schema["items"], f"{where}[{i}]")
+
+
+# "string[python]": pandas' nullable string dtype (shown as ``string``). Its default storage in
+# pandas 3 is pyarrow when installed, and then value_counts() and friends return
+# ``int64[pyarrow]`` where every other column gives plain or nullable ints: a surprise in a
+# notebook for no gain on columns of short answers.
+_DTYPES = {
+    "integer": "Int64",
+    "number": "Float64",
+    "boolean": "boolean",
+    "string": "string[python]",
+}
+
+
+def _dtype(prop: Any) -> str:
+    """A nullable pandas dtype for one JSON-schema property, or ``object``."""
+    if not isinstance(prop, Mapping):
+        return "object"
+    kinds: list[Any] = []
+    if "type" in prop:
+        kinds = [prop["type"]] if isinstance(prop["type"], str) else list(prop["type"])
+    elif isinstance(prop.get("anyOf"), list):
+        for option in prop["anyOf"]:
+            if not isinstance(option, Mapping) or not isinstance(option.get("type"), str):
+                return "object"
+            kinds.append(option["type"])
+    elif isinstance(prop.get("enum"), list) and prop["enum"]:
+        values = prop["enum"]
+        if all(isinstance(v, str) for v in values):
+            kinds = ["string"]
+        elif all(isinstance(v, bool) for v in values):
+            kinds = ["boolean"]
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            kinds = ["integer"]
+    kinds = [k for k in kinds if k != "null"]
+    if len(kinds) == 1 and kinds[0] in _DTYPES:
+        return _DTYPES[kinds[0]]
+    return "object"
 
 
 def make_schema(schema: Any) -> Schema | None:

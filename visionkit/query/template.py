@@ -15,7 +15,13 @@ import pandas as pd
 
 from ..errors import RequestError
 
-__all__ = ["check_template", "fill_template", "template_fields"]
+__all__ = ["BRACES", "check_template", "fill_template", "template_fields"]
+
+BRACES = (
+    "A {name} in the prompt is filled from that column; to write a literal brace, double "
+    "it: {{ and }} "
+    "(e.g. 'Reply as JSON like {{\"x\": 1}}' sends 'Reply as JSON like {\"x\": 1}')"
+)
 
 # A format field's name is its root, then ``.attr`` or ``[key]`` parts (str.format's grammar).
 _FIELD_PARTS = re.compile(r"[.\[]")
@@ -27,7 +33,7 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ValueError(f"prompt template {template!r} is not valid: {exc}") from None
+        raise ValueError(f"prompt template {template!r} is not valid: {exc}. {BRACES}") from None
     for _, field, spec, _ in parsed:
         if field is None:
             continue
@@ -52,7 +58,7 @@ def check_template(template: str, columns: Sequence[Any]) -> list[str]:
         raise RequestError(
             f"prompt template {template!r} needs {', '.join(map(repr, missing))}, which "
             f"{'is not a column' if len(missing) == 1 else 'are not columns'}; "
-            f"columns are {list(columns)}"
+            f"columns are {list(columns)}. {BRACES}"
         )
     return fields
 

@@ -1,0 +1,265 @@
+"""Record answers once, replay them anywhere: notebooks with real answers in CI, without a key.
+
+Recording (``vk.connect(..., record="answers/")`` or ``VISIONKIT_RECORD=answers/``): every
+answer a run uses -- bought now, or found in the answer cache -- is also written to
+``answers/answers.jsonl``, a small store meant to be committed next to the notebook. One JSON
+object per line, sorted by key, so a re-recording shows in a diff as the answers that changed::
+
+    {"key": "3f2a...", "provider": "inference.net", "base_url": "https://api.inference.net/v1",
+     "model": "...", "prompt": "Describe this image.", "system": null,
+     "images": ["sha256 of the image bytes"], "answer": "A red bicycle ...",
+     "prompt_tokens": 1610, "completion_tokens": 12, "estimated_tokens": 1606, "attempts": 1}
+
+It holds answers and usage, never the images (only their sha256) and never the API key.
+
+Replaying (``vk.connect(..., replay="answers/")`` or ``VISIONKIT_REPLAY=answers/``): the
+client answers every request from the store, under the provider identity it was recorded with
+(provider name and base URL, so the cache keys match), sends nothing and needs no key. A
+request that was never recorded is that row's error saying how to record it -- or, with
+``strict=True`` (the default when the ``CI`` environment variable is set), ``ReplayError``
+for the whole run, listing the rows. The local answer cache is neither read nor written.
+
+What a result shows, so a recorded notebook and its replay print the same thing: the first
+time a process uses an answer it is reported as bought -- ``cached`` False, its recorded
+``attempts``, its tokens counted in ``attrs["usage"]`` (a replayed run's usage is what the live
+run cost) -- even when, while recording, it came from the local cache; later uses of the same
+answer in that process are cache hits. ``elapsed_s`` and the rate-limit counters describe the
+transport and may differ.
+
+For other paths (batch ``submit``, Dask): they go through the planner, whose ``Plan.lookup`` /
+``Plan.save`` / ``Plan.used`` already consult this store (see ``visionkit.query.plan``); a path
+must also not send anything when ``plan.replaying`` is true, and report rows
+``plan.lookup`` cannot answer with ``not_recorded_message``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .cache import CachedAnswer
+
+__all__ = [
+    "FILENAME",
+    "RECORD_ENV",
+    "REPLAY_ENV",
+    "Recording",
+    "ci_default",
+    "not_recorded_message",
+]
+
+RECORD_ENV = "VISIONKIT_RECORD"
+REPLAY_ENV = "VISIONKIT_REPLAY"
+FILENAME = "answers.jsonl"
+
+_FIELDS = (
+    "key",
+    "provider",
+    "base_url",
+    "model",
+    "prompt",
+    "system",
+    "images",
+    "answer",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_tokens",
+    "attempts",
+)
+
+
+def ci_default() -> bool:
+    """Whether this looks like CI (the ``CI`` variable most CI services set)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@dataclass
+class Recording:
+    """One answer store (a directory) in ``record`` or ``replay`` mode; see the module doc."""
+
+    path: Path
+    mode: Literal["record", "replay"]
+    strict: bool = False
+    _records: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _seen: set[str] = field(default_factory=set, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _dirty: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).expanduser()
+        if self.mode == "replay" and not self.file.exists():
+            raise FileNotFoundError(
+                f"nothing to replay: {self.file} does not exist. Record it first, where the "
+                f"provider is reachable: {RECORD_ENV}={self.path}/ (or vk.connect(..., "
+                f"record={str(self.path)!r}))"
+            )
+
+    @property
+    def file(self) -> Path:
+        return self.path / FILENAME
+
+    @property
+    def replaying(self) -> bool:
+        return self.mode == "replay"
+
+    # -- reading ------------------------------------------------------------------------------
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._records is None:
+            records: dict[str, dict[str, Any]] = {}
+            if self.file.exists():
+                with self.file.open(encoding="utf-8") as f:
+                    for number, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            record = json.loads(line)
+                            records[str(record["key"])] = record
+                        except (ValueError, KeyError, TypeError) as exc:
+                            raise ValueError(
+                                f"{self.file}, line {number}, is not an answer record: {exc}"
+                            ) from None
+            self._records = records
+        return self._records
+
+    def identities(self) -> list[tuple[str, str | None]]:
+        """The (provider, base URL) pairs answers were recorded under."""
+        with self._lock:
+            found = {(r.get("provider"), r.get("base_url")) for r in self._load().values()}
+        return sorted((str(p), b) for p, b in found)
+
+    def models(self, provider: str) -> list[str]:
+        with self._lock:
+            return sorted(
+                {str(r["model"]) for r in self._load().values() if r.get("provider") == provider}
+            )
+
+    def get(self, key: str) -> CachedAnswer | None:
+        with self._lock:
+            record = self._load().get(key)
+        if record is None:
+            return None
+        return CachedAnswer(
+            answer=record.get("answer"),
+            prompt_tokens=record.get("prompt_tokens"),
+            completion_tokens=record.get("completion_tokens"),
+            estimated_tokens=record.get("estimated_tokens"),
+            model=record.get("model"),
+            provider=record.get("provider"),
+        )
+
+    def attempts(self, key: str) -> int:
+        with self._lock:
+            record = self._load().get(key) or {}
+        value = record.get("attempts")
+        return value if isinstance(value, int) and value > 0 else 1
+
+    def first_use(self, key: str) -> bool:
+        """True the first time this process uses ``key``'s answer (report it as bought)."""
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+            return True
+
+    # -- writing (record mode) ----------------------------------------------------------------
+    def add(
+        self,
+        key: str,
+        entry: CachedAnswer,
+        *,
+        identity: tuple[str, str | None],
+        prompt: str,
+        system: str | None,
+        images: Sequence[str],
+        attempts: int = 1,
+    ) -> None:
+        """Record ``entry`` (appended at once, so a crash keeps it; ``close`` sorts the file)."""
+        if self.mode != "record":
+            return
+        record = {
+            "key": key,
+            "provider": identity[0],
+            "base_url": identity[1],
+            "model": entry.model,
+            "prompt": prompt,
+            "system": system,
+            "images": list(images),
+            "answer": entry.answer,
+            "prompt_tokens": entry.prompt_tokens,
+            "completion_tokens": entry.completion_tokens,
+            "estimated_tokens": entry.estimated_tokens,
+            "attempts": attempts,
+        }
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with self._lock:
+            records = self._load()
+            if records.get(key) == record:
+                return
+            records[key] = record
+            self.path.mkdir(parents=True, exist_ok=True)
+            with _file_lock(self.path), self.file.open("a", encoding="utf-8") as f:
+                f.write(line)
+            self._dirty = True
+
+    def has(self, key: str) -> bool:
+        with self._lock:
+            return key in self._load()
+
+    def close(self) -> None:
+        """Rewrite the store sorted by key, one record per line (atomically)."""
+        with self._lock:
+            if not self._dirty:
+                return
+            with _file_lock(self.path):
+                self._records = None  # re-read: another process may have appended
+                records = self._load()
+                fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".answers-", suffix=".jsonl")
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        for key in sorted(records):
+                            record = {k: records[key].get(k) for k in _FIELDS}
+                            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    os.replace(tmp, self.file)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            self._dirty = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # For Dask: a worker gets the store's place and mode, and reads it itself.
+        return (Recording, (self.path, self.mode, self.strict))
+
+
+@contextlib.contextmanager
+def _file_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the store's folder itself (no lock file to commit by mistake), so
+    several processes can record into one store: appends and the final sort never interleave."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one recording process at a time
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def not_recorded_message(recording: Recording) -> str:
+    """A row's error when a replay has no answer for its request."""
+    return (
+        f"ReplayError: not recorded in {recording.path}/ (replay sends nothing). Record it "
+        f"where the provider is reachable: run with {RECORD_ENV}={recording.path}/ and a key, "
+        "then commit the store"
+    )

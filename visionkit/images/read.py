@@ -311,6 +311,83 @@ def _left_out(source: _Source, row: dict[str, Any]) -> bool:
     )
 
 
+@dataclass
+class Listing:
+    """What ``read_images`` will read, listed but not yet read: ``read_listing(listing[a:b])``
+    reads a slice, so a listing can be split into partitions (``visionkit.dask``)."""
+
+    sources: list[_Source]
+    sizes: dict[str, int | None]
+    unsure: set[str]  # remote objects only their bytes can call images
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, part: slice) -> Listing:
+        sources = self.sources[part]
+        paths = {s.path for s in sources}
+        return Listing(
+            sources,
+            {p: n for p, n in self.sizes.items() if p in paths},
+            {u for u in self.unsure if u in paths},
+        )
+
+
+def list_sources(
+    source: Any, *, recursive: bool = True, storage_options: Mapping[str, Any] | None = None
+) -> Listing:
+    """``read_images``' first half: expand folders, globs and prefixes into the files to read."""
+    top = isinstance(source, (str, os.PathLike))
+    if top:
+        items: Iterable[Any] = [source]
+    elif isinstance(source, (pd.Series, pd.Index)):
+        items = source.tolist()
+    else:
+        items = list(source)
+    sources: list[_Source] = []
+    sizes: dict[str, int | None] = {}
+    unsure: set[str] = set()
+    for item in items:
+        if cell_kind(item) == "remote":
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top)
+            sources.extend(_Source(u) for u in urls)
+            sizes.update(found)
+            unsure |= maybe
+        else:
+            sources.extend(_expand(item, recursive, top=top))
+    return Listing(sources, sizes, unsure)
+
+
+def read_listing(
+    listing: Listing,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """``read_images``' second half: the rows of the listed files (headers only), their
+    positions in the listing, and the names of the files a walk found that are not images
+    (left out)."""
+    sources = listing.sources
+    rows = _rows(
+        [s.path for s in sources],
+        sizes=listing.sizes,
+        storage_options=storage_options,
+        concurrency=concurrency,
+    )
+    kept: list[dict[str, Any]] = []
+    positions: list[int] = []
+    skipped: list[str] = []
+    for i, (s, r) in enumerate(zip(sources, rows, strict=True)):
+        if r["path"] in listing.unsure and r["format"] is None:
+            continue  # an object with no telling extension that turned out not to be an image
+        if _left_out(s, r):
+            skipped.append(os.path.basename(s.path))
+        else:
+            kept.append(r)
+            positions.append(i)
+    return kept, positions, skipped
+
+
 def _map(func: Any, items: list[Any], *, threads: bool) -> list[Any]:
     if threads and len(items) > 1:
         with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
@@ -424,35 +501,10 @@ def read_images(
 
     if column is not None or is_dataset(source):
         return read_table_images(source, column, storage_options=storage_options)
-    top = isinstance(source, (str, os.PathLike))
-    if top:
-        items: Iterable[Any] = [source]
-    elif isinstance(source, (pd.Series, pd.Index)):
-        items = source.tolist()
-    else:
-        items = list(source)
-    sources: list[_Source] = []
-    sizes: dict[str, int | None] = {}
-    unsure: set[str] = set()
-    for item in items:
-        if cell_kind(item) == "remote":
-            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top)
-            sources.extend(_Source(u) for u in urls)
-            sizes.update(found)
-            unsure |= maybe
-        else:
-            sources.extend(_expand(item, recursive, top=top))
-    rows = _rows(
-        [s.path for s in sources],
-        sizes=sizes,
-        storage_options=storage_options,
-        concurrency=concurrency,
+    listing = list_sources(source, recursive=recursive, storage_options=storage_options)
+    kept, _, skipped = read_listing(
+        listing, storage_options=storage_options, concurrency=concurrency
     )
-    pairs = list(zip(sources, rows, strict=True))
-    if unsure:  # objects with no telling extension that turned out not to be images
-        pairs = [(s, r) for s, r in pairs if r["path"] not in unsure or r["format"] is not None]
-    kept = [r for s, r in pairs if not _left_out(s, r)]
-    skipped = [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
     if skipped:
         shown = ", ".join(skipped[:5])
         shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""

@@ -197,7 +197,7 @@ def _run(part: pd.DataFrame, job: AskJob) -> pd.DataFrame:
     assert job.client is not None
     line = link()
     owner = owner_id(uuid.uuid4().hex[:12])
-    cache = ClusterCache.for_worker(job.cache, line, scope=job.job)
+    cache = ClusterCache.for_worker(job.cache, line, job.job)
     client = job.client.connect()
     try:
         with make_plan(part, job.prompt, options.replace(client=client, cache=cache)) as plan:

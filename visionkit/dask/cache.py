@@ -55,17 +55,21 @@ class ClusterCache(Cache):
         # Cache.__init__, which would open one).
         self.local = local
         self.link = line
-        self.scope = scope  # without a cache file, remembered answers are this call's only
+        self.scope = scope  # which remembered answers this cache may use (see for_worker)
         self.path = local.path if local is not None else default_cache_path().parent / FILENAME
         self.lease = local.lease if local is not None else 30.0
         self.corrupt = 0
 
     @classmethod
-    def for_worker(cls, path: str | None, line: Link, scope: str) -> ClusterCache:
+    def for_worker(cls, path: str | None, line: Link, job: str) -> ClusterCache:
+        """The cache a task of call ``job`` uses: ``path`` ("" for the default file) or none.
+
+        Answers the coordinator remembers serve only runs with the same cache setting (one
+        call, without a cache), so a fresh cache file is never answered from another's."""
         if path is None:
-            return cls(None, line, scope=scope)
+            return cls(None, line, scope=f"job:{job}|")
         local = Cache.open(True if path == "" else path)
-        return cls(local, line)
+        return cls(local, line, scope=f"cache:{path}|")
 
     def get(self, key: str) -> CachedAnswer | None:
         return self.local.get(key) if self.local is not None else None

@@ -11,7 +11,7 @@ import pytest
 from dask_helpers import image_folder, jpeg
 
 import visionkit as vk
-import visionkit.dask  # noqa: F401  (registers ddf.vision)
+import visionkit.dask  # registers ddf.vision
 
 
 def _plain(df: pd.DataFrame) -> pd.DataFrame:

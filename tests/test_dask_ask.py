@@ -63,6 +63,17 @@ def test_one_window_for_the_whole_cluster(tmp_path, dask_client):
         assert slow.stats.max_in_flight == 3
 
 
+def test_a_wide_window_with_many_rows_waiting_does_not_stall(tmp_path, dask_client):
+    """More requests waiting for a slot than a worker has connections to the coordinator:
+    the releases that free slots must still get through (this once deadlocked)."""
+    folder = image_folder(tmp_path / "imgs", 80)
+    with OfflineServer(latency=0.2) as slow:
+        ddf = vk.dask.read_images(folder, partition_size=40)
+        got = ddf.vision.ask(PROMPT, client=_connect(slow), cache=False, concurrency=24).compute()
+        assert got["error"].isna().all() and len(got) == 80
+        assert 1 < slow.stats.max_in_flight <= 24
+
+
 def test_a_429_seen_by_one_worker_slows_every_worker(tmp_path, dask_client, server):
     folder = image_folder(tmp_path / "imgs", 16)
     server.inject(status=429, retry_after=0.2)
@@ -193,3 +204,32 @@ def test_ask_needs_a_distributed_client_and_checks_arguments_first(tmp_path, das
         ddf.vision.ask("Is this a {label}?")
     with pytest.raises(ValueError, match="concurrency"):
         ddf.vision.ask(PROMPT, concurrency=0)
+
+
+def test_a_worker_dying_mid_run_loses_at_most_its_requests_in_flight(tmp_path, dask_client):
+    import os
+    import signal
+    import time
+
+    folder = image_folder(tmp_path / "imgs", 16)
+    ddf = vk.dask.read_images(folder, partition_size=8)
+    with OfflineServer(latency=0.4) as slow:
+        lazy = ddf.vision.ask(
+            "What is this, worker?", client=_connect(slow), cache=tmp_path / "c.sqlite"
+        )
+        answers = lazy.persist()
+        deadline = time.monotonic() + 60
+        while slow.stats.answered < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        busy = [w for w, tasks in dask_client.processing().items() if tasks]
+        victim = busy[0]
+        in_flight = slow.stats.in_flight
+        pid = dask_client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # the worker process dies mid-run
+        got = answers.compute()  # Dask runs the lost partition again on a new process
+        assert got["error"].isna().all() and len(got) == 16
+        # answers received before the death were committed: only requests in flight are lost
+        assert slow.stats.chat_requests <= 16 + in_flight + 1
+        assert victim not in dask_client.scheduler_info()["workers"]  # it did die
+    gates = _coordinator(dask_client)
+    assert all(g["in_flight"] == 0 for name, g in gates.items() if name != "calls")

@@ -299,12 +299,16 @@ class Link:
         self._thread.start()
         ready.wait()
 
-        async def make() -> Any:
-            pool = ConnectionPool(limit=POOL_LIMIT, connection_args=connection_args or {})
+        async def make(limit: int) -> Any:
+            pool = ConnectionPool(limit=limit, connection_args=connection_args or {})
             await pool.start()
             return pool
 
-        self.pool = asyncio.run_coroutine_threadsafe(make(), self.loop).result()
+        # Two pools: an acquire holds its connection until the coordinator grants a slot, so
+        # if releases queued behind waiting acquires for a connection, the slots they would
+        # free could never be granted (this deadlocked a 2,000-row run at 16 connections).
+        self.waits = asyncio.run_coroutine_threadsafe(make(POOL_LIMIT), self.loop).result()
+        self.pool = asyncio.run_coroutine_threadsafe(make(POOL_LIMIT), self.loop).result()
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
@@ -312,7 +316,8 @@ class Link:
         self.loop.run_forever()
 
     async def _call(self, op: str, **kwargs: Any) -> Any:
-        return await getattr(self.pool(self.address), f"visionkit_{op}")(**kwargs)
+        pool = self.waits if op == "gate_acquire" else self.pool
+        return await getattr(pool(self.address), f"visionkit_{op}")(**kwargs)
 
     def call(self, op: str, **kwargs: Any) -> Any:
         """Call handler ``op`` and wait (from a thread that is not this link's)."""
@@ -395,8 +400,10 @@ class ClusterGate:
         booked: int = 0,
         tokens: int | None = None,
     ) -> None:
+        # Sent without waiting for the reply: the slot is free once the message arrives, and
+        # the row need not wait a round trip more to finish.
         self.in_flight -= 1
-        got = await self.link.acall(
+        self.link.send(
             "gate_release",
             name=self.name,
             ticket=ticket,
@@ -404,16 +411,15 @@ class ClusterGate:
             booked=int(booked),
             tokens=tokens,
         )
-        self.lowest = min(self.lowest, float(got["lowest"]))
 
     async def report_429(self, ticket: int, retry_after: float | None = None) -> None:
         self.in_flight -= 1
-        got = await self.link.acall(
-            "gate_429", name=self.name, ticket=ticket, retry_after=retry_after
-        )
-        self.lowest = min(self.lowest, float(got["lowest"]))
+        self.link.send("gate_429", name=self.name, ticket=ticket, retry_after=retry_after)
 
     def close(self) -> None:
-        """Give back anything this run still holds (tickets granted after it stopped)."""
+        """Give back anything this run still holds (tickets granted after it stopped), and
+        learn the lowest the shared window went (for ``attrs["usage"]``)."""
         with contextlib.suppress(Exception):
             self.link.call("forget", owner=self.owner)
+            stats = self.link.call("gate_stats", name=self.name)
+            self.lowest = min(self.lowest, float(stats[self.name]["lowest"]))

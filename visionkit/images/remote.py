@@ -227,7 +227,10 @@ def read_object(
 ) -> bytes:
     """The whole object at ``url``: one GET of at most ``max_bytes`` + 1 bytes (a bigger
     object is refused without being read further)."""
-    fs, path = filesystem(url, storage_options)
+    try:
+        fs, path = filesystem(url, storage_options)
+    except ValueError as exc:  # an unknown scheme ("c://x.jpg"): this row's problem only
+        raise ImageError(str(exc)) from None
     data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
     if len(data) > max_bytes:
         raise ImageError(f"object over the {_size_text(max_bytes)} cap")

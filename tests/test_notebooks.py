@@ -50,6 +50,9 @@ NOT_TAUGHT = {
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
 PENDING: set[str] = {
+    # issue 14: notebooks/06-batch-jobs teaches them (it lands in the next piece)
+    "BatchJob",
+    "batch_jobs",
     # issue 13: notebook 04 teaches them once the BoxAnnotator lands
     "BoxAgreement",
     "RaterAgreement",

@@ -42,6 +42,8 @@ _LAZY = {
     "rater_agreement": ".annotation",
     "read_annotations": ".annotation",
     "ask": ".query.ask",
+    "BatchJob": ".batch",
+    "batch_jobs": ".batch",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
     "Client": ".query.client",
@@ -66,6 +68,7 @@ register_accessor()  # df.vision, once pandas is loaded
 __all__ = [
     "Agreement",
     "Annotator",
+    "BatchJob",
     "BoxAgreement",
     "BudgetExceeded",
     "Cache",
@@ -83,6 +86,7 @@ __all__ = [
     "agreement",
     "ask",
     "ask_async",
+    "batch_jobs",
     "box_agreement",
     "cohen_kappa",
     "connect",
@@ -128,6 +132,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         rater_agreement,
         read_annotations,
     )
+    from .batch import BatchJob, batch_jobs
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.thumbnails import thumbnail

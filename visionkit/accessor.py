@@ -102,6 +102,13 @@ class VisionAccessor:
 
         return await ask_async(self._df, prompt, **kwargs)
 
+    def submit(self, prompt: str, **kwargs: Any) -> Any:
+        """Submit one batch-API request per row: ``job = df.vision.submit(prompt)``; see
+        ``visionkit.batch.submit`` for the options, ``job.wait()`` and ``job.result()``."""
+        from .batch import submit
+
+        return submit(self._df, prompt, **kwargs)
+
     def encode(
         self,
         provider: str | Provider = "inference.net",
@@ -196,7 +203,9 @@ def _borrow_signature(method: Any, function: Any) -> None:
 @functools.cache
 def _borrow_ask_signatures() -> None:
     """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
+    from .batch import submit
     from .query.ask import ask, ask_async
 
     _borrow_signature(VisionAccessor.ask, ask)
     _borrow_signature(VisionAccessor.ask_async, ask_async)
+    _borrow_signature(VisionAccessor.submit, submit)

@@ -1,4 +1,5 @@
-"""Widget speed: paging a Gallery through 1,000 images, cold and cached; labelling with saves.
+"""Widget speed: paging a Gallery through 1,000 images, cold and cached; labelling with saves;
+drawing a box and saving it (BoxAnnotator) with 1,000 rows.
 
     python benchmarks/bench_widgets.py [N]
 
@@ -7,6 +8,7 @@ Prints times measured side by side and their ratios (no targets asserted: machin
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -44,7 +46,11 @@ def page_through(gallery) -> None:
         gallery.page = page
 
 
-def main(n: int = 1000) -> None:
+def main(n: int = 1000, only_boxes: bool = False) -> None:
+    if only_boxes:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_boxes(make_images(Path(tmp), n), Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         df = make_images(Path(tmp), n)
         clear_thumbnail_cache()
@@ -89,7 +95,42 @@ def main(n: int = 1000) -> None:
                 f"(atomic write included) vs {without / LABELS * 1000:.1f} ms without a file "
                 f"({with_save / without:.1f}x)"
             )
+        bench_boxes(df, Path(tmp))
+
+
+def bench_boxes(df: pd.DataFrame, tmp: Path, draws: int = 40) -> None:
+    """Goal (issue 13): a drawn box is on disk <= 50 ms after the mouse is released, with
+    1,000 rows. Timed from the front end's "draw" message reaching the kernel to the save file
+    replaced on disk (the widget writes before it returns); the browser-to-kernel hop on
+    localhost adds about a millisecond. The file also holds a colleague's boxes for every row,
+    as a team's file does."""
+    n = len(df)
+    for suffix in ("csv", "parquet"):
+        save = tmp / f"boxes.{suffix}"
+        colleague = vk.BoxAnnotator(df.copy(), "boxes", ["cat", "dog"], save=save, annotator="ben")
+        for pos in range(n):  # ben's boxes everywhere, written once at the end
+            colleague._put(pos, [{"label": "cat", "x": 10.0, "y": 10.0, "w": 50.0, "h": 40.0}])
+            colleague._file.set(colleague._keys[pos], colleague._encode(colleague._get(pos)))
+        colleague._file.write()
+        ann = vk.BoxAnnotator(df.copy(), "boxes", ["cat", "dog"], save=save, annotator="ana")
+        times = []
+        for k in range(draws):
+            if k % 4 == 0 and k:
+                ann.next()
+            box = {"x": 20.0 + k, "y": 30.0, "w": 100.0, "h": 80.0}
+            start = time.perf_counter()
+            ann.view._handle_custom_msg({"type": "draw", "box": box}, [])
+            times.append(time.perf_counter() - start)
+            assert "added" in ann.view.message, ann.view.message
+        ms = np.array(times) * 1000
+        print(
+            f"BoxAnnotator, {n} rows (+{n} of a colleague's in the file), save={suffix}: draw to "
+            f"disk median {np.median(ms):.1f} ms, 90th pct {np.percentile(ms, 90):.1f} ms, "
+            f"max {ms.max():.1f} ms over {draws} boxes (goal <= 50 ms; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    args = [a for a in sys.argv[1:] if a != "--boxes"]
+    main(int(args[0]) if args else 1000, only_boxes="--boxes" in sys.argv)

@@ -72,8 +72,8 @@ def test_estimate_writes_plot_and_csv_creating_folders(folder, tmp_path, capsys)
     assert code == 0
     with Image.open(plot) as im:
         assert im.format == "PNG" and im.width > 600
-    with table.open() as f:
-        rows = {r["path"]: r for r in csv.DictReader(f)}
+    with table.open() as f:  # paths as read_images gives them (joinable with ask --out)
+        rows = {Path(r["path"]).relative_to(folder).as_posix(): r for r in csv.DictReader(f)}
     assert rows["mid.jpg"]["tokens"] == str(inference_net_tokens(840, 560))
     assert rows["notes.png"]["tokens"] == "" and rows["notes.png"]["error"]
     assert list(next(iter(rows.values()))) == [
@@ -139,3 +139,57 @@ def test_python_dash_m_visionkit_runs_the_same_cli(folder, tmp_path):
         [sys.executable, "-m", "visionkit", "--version"], capture_output=True, text=True, env=env
     )
     assert version.stdout.strip().startswith("visionkit ")
+
+
+def test_estimate_csv_and_ask_out_join_on_path(folder, tmp_path):
+    """Their paths differed (folder-relative vs as given), so the two files could not be joined."""
+    tokens, answers = tmp_path / "tokens.csv", tmp_path / "plan.csv"
+    assert cli.main(["estimate", str(folder), "-q", "--csv", str(tokens)]) == 0
+    argv = ["ask", str(folder), "Describe.", "--out", str(answers), "--dry-run", "--no-progress"]
+    cli.main([*argv, "--cache", str(tmp_path / "c.sqlite")])
+    joined = pd.read_csv(tokens).merge(pd.read_csv(answers), on="path", how="outer")
+    assert len(joined) == 4 and joined["tokens"].notna().sum() == 3
+    assert joined["estimated_tokens"].notna().sum() == 3  # the same three images, one row each
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "answers.txt"], "use a .csv, .parquet or .jsonl"),
+        (["--out", "a.csv", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--out", "a.csv", "--schema", "missing.json"], "--schema 'missing.json'"),
+        (["--out", "a.csv", "--cache", "c.sqlite", "--no-cache"], "either --cache"),
+    ],
+)
+def test_ask_checks_every_argument_before_sending_anything(
+    folder, tmp_path, extra, message, capsys, monkeypatch
+):
+    """A wrong --out suffix was found after every request had been sent and paid (issue 8)."""
+    from visionkit import offline
+
+    monkeypatch.chdir(tmp_path)
+    with offline.serve() as url:
+        argv = ["ask", str(folder), "Describe.", "--provider", "offline", "--base-url", url]
+        assert cli.main([*argv, "--no-progress", *extra]) == 1
+        assert url.server.stats.requests == 0
+    assert message in capsys.readouterr().err
+
+
+def test_ask_without_a_key_says_the_command_lines_way(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("INFERENCE_API_KEY", raising=False)
+    out = tmp_path / "a.csv"
+    code = cli.main(
+        ["ask", str(folder), "Describe.", "--out", str(out), "--provider", "inference.net"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "export INFERENCE_API_KEY=" in err and "api_key=" not in err
+    assert not out.exists()
+
+
+def test_counts_are_singular_for_one(tmp_path, capsys):
+    Image.new("RGB", (20, 20), "red").save(tmp_path / "one.png")
+    out = tmp_path / "a.csv"
+    argv = ["ask", str(tmp_path / "one.png"), "Describe.", "--out", str(out), "--dry-run"]
+    cli.main([*argv, "--no-progress", "--cache", str(tmp_path / "c.sqlite")])
+    err = capsys.readouterr().err
+    assert "1 request to send" in err and "1 requests" not in err

@@ -162,3 +162,18 @@ def test_usage_error_without_usable_rows_and_without_the_columns():
     assert "no rows" in fit.describe()
     with pytest.raises(KeyError, match="prompt_tokens"):
         costs.usage_error(pd.DataFrame({"estimated_tokens": [1]}))
+
+
+def test_max_tokens_is_the_most_any_image_costs_not_the_most_a_square_costs():
+    """openai's profile said 765 while its own plot reached 1,445 (issue 8): one answer."""
+    openai = vk.get_provider("openai")
+    tiers = costs.token_tiers("openai")
+    assert tiers.max_tokens == openai.estimate(2048, 768) == 1445  # 4 x 2 tiles + 85
+    assert openai.estimate(1800, 1197) == 1105 <= tiers.max_tokens  # what TokenExplorer says
+    rng = np.random.default_rng(0)
+    for name in ["inference.net", "openai", "anthropic"]:
+        profile = vk.get_provider(name)
+        w, h = rng.integers(1, 8193, size=(2, 20_000))
+        found = np.asarray(profile.estimate(w, h))
+        t = costs.token_tiers(name)
+        assert t.min_tokens <= found.min() and found.max() <= t.max_tokens, name

@@ -21,7 +21,9 @@ REQUIRED = {
     "01-getting-started.ipynb",
     "02-batched-queries.ipynb",
     "03-structured-answers.ipynb",
+    "04-annotating.ipynb",
     "05-token-budgets.ipynb",
+    "06-annotating-as-a-team.ipynb",
 }
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])(/work|/home|/tmp|/root|/Users|/var/folders)/|[A-Z]:\\\\")
@@ -50,20 +52,9 @@ NOT_TAUGHT = {
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
 PENDING: set[str] = {
-    # issue 14: notebooks/06-batch-jobs teaches them (it lands in the next piece)
+    # issue 14: notebooks/07-batch-jobs teaches them (it lands in the next piece)
     "BatchJob",
     "batch_jobs",
-    # issue 13: notebook 04 teaches them once the BoxAnnotator lands
-    "BoxAgreement",
-    "RaterAgreement",
-    "box_agreement",
-    "cohen_kappa",
-    "fleiss_kappa",
-    "krippendorff_alpha",
-    "plot_box_agreement",
-    "plot_class_agreement",
-    "plot_rater_agreement",
-    "rater_agreement",
 }
 
 

@@ -212,3 +212,47 @@ def test_plot_tokens_inspects_the_image_column_when_sizes_are_missing(tmp_path):
     ax = pd.DataFrame({"path": paths}).vision.plot_tokens()
     np.testing.assert_array_equal(_scatter(ax).get_offsets(), [[300, 200], [1500, 900]])
     assert "1 without a known size" in ax.get_title(loc="left")
+
+
+def _sample_calls(sizes: pd.DataFrame) -> dict:
+    labels = pd.DataFrame(
+        {"label": ["cat", "dog", "cat", "dog"], "answer": ["cat", "cat", "cat", "dog"]}
+    )
+    raters = pd.DataFrame(
+        {"ann": ["a", "b", "a", "a"], "bob": ["a", "b", "b", "a"], "cy": ["a", "b", "a", "b"]}
+    )
+    boxes = pd.DataFrame(
+        {
+            "truth": [[{"label": "cat", "x": 0, "y": 0, "w": 10, "h": 10}]],
+            "pred": [[{"label": "cat", "x": 1, "y": 1, "w": 10, "h": 10}]],
+        }
+    )
+    return {
+        "plot_tokens": lambda **kw: vk.plot_tokens(sizes, **kw),
+        "plot_token_curve": lambda **kw: vk.plot_token_curve(**kw),
+        "plot_usage": lambda **kw: vk.plot_usage(
+            pd.DataFrame({"estimated_tokens": [10, 20], "prompt_tokens": [11, 19]}), **kw
+        ),
+        "plot_agreement": lambda **kw: vk.plot_agreement(labels, **kw),
+        "plot_rater_agreement": lambda **kw: vk.plot_rater_agreement(raters, **kw),
+        "plot_class_agreement": lambda **kw: vk.plot_class_agreement(raters, **kw),
+        "plot_box_agreement": lambda **kw: vk.plot_box_agreement(
+            vk.box_agreement(boxes, "truth", "pred"), **kw
+        ),
+    }
+
+
+def test_every_plot_function_draws_on_a_new_figure_without_ax_and_returns_the_axes(sizes):
+    """plot_agreement drew on plt.gca(), over the previous plot (issue 8): the rule is for all."""
+    calls = _sample_calls(sizes)
+    public = sorted(n for n in vk.__all__ if n.startswith("plot_"))
+    assert public == sorted(calls), "add the new plot function to _sample_calls"
+    for name, call in calls.items():
+        before = plt.figure()
+        ax = call()
+        assert ax.figure is not before and plt.gcf() is ax.figure, name
+        again = call()
+        assert again.figure is not ax.figure, name
+        given = plt.figure().subplots()
+        assert call(ax=given) is given, name
+        plt.close("all")

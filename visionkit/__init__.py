@@ -41,6 +41,12 @@ _LAZY = {
     "plot_rater_agreement": ".annotation",
     "rater_agreement": ".annotation",
     "read_annotations": ".annotation",
+    "propose_boxes": ".annotation",
+    "BOX_SCHEMA": ".annotation",
+    "to_coco": ".annotation",
+    "to_hf_dataset": ".annotation",
+    "to_long": ".annotation",
+    "to_yolo": ".annotation",
     "ask": ".query.ask",
     "BatchJob": ".batch",
     "batch_jobs": ".batch",
@@ -57,6 +63,7 @@ _LAZY = {
     "plot_tokens": ".plots",
     "plot_usage": ".plots",
     "Annotator": ".widgets",
+    "BoxAnnotator": ".widgets",
     "Gallery": ".widgets",
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
@@ -66,10 +73,12 @@ _SUBMODULES = ("costs", "tokens")
 register_accessor()  # df.vision, once pandas is loaded
 
 __all__ = [
+    "BOX_SCHEMA",
     "Agreement",
     "Annotator",
     "BatchJob",
     "BoxAgreement",
+    "BoxAnnotator",
     "BudgetExceeded",
     "Cache",
     "Client",
@@ -104,12 +113,17 @@ __all__ = [
     "plot_token_curve",
     "plot_tokens",
     "plot_usage",
+    "propose_boxes",
     "providers",
     "rater_agreement",
     "read_annotations",
     "read_images",
     "register_provider",
     "thumbnail",
+    "to_coco",
+    "to_hf_dataset",
+    "to_long",
+    "to_yolo",
     "tokens",
 ]
 
@@ -117,10 +131,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from . import costs, tokens
     from .accessor import VisionAccessor
     from .annotation import (
+        BOX_SCHEMA,
         Agreement,
         BoxAgreement,
         RaterAgreement,
-        agreement,
         box_agreement,
         cohen_kappa,
         fleiss_kappa,
@@ -129,9 +143,18 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         plot_box_agreement,
         plot_class_agreement,
         plot_rater_agreement,
+        propose_boxes,
         rater_agreement,
         read_annotations,
+        to_coco,
+        to_hf_dataset,
+        to_long,
+        to_yolo,
     )
+
+    # Not through .annotation: the package has a submodule of the same name, which mypy binds
+    # instead of the function when proposals.py closes an import cycle through .query.
+    from .annotation.agreement import agreement
     from .batch import BatchJob, batch_jobs
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
@@ -140,7 +163,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from .query.ask import ask, ask_async
     from .query.cache import Cache
     from .query.client import Client, OfflineWarning, connect
-    from .widgets import Annotator, Gallery, TokenExplorer
+    from .widgets import Annotator, BoxAnnotator, Gallery, TokenExplorer
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .providers import DEFAULT_PROVIDER
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -41,7 +43,7 @@ class VisionAccessor:
         return image_column(self._df, column)
 
     def estimate_tokens(
-        self, provider: str | Provider = "inference.net", *, column: str | None = None
+        self, provider: str | Provider = DEFAULT_PROVIDER, *, column: str | None = None
     ) -> pd.Series:
         """Estimated image tokens per row, as an ``Int64`` Series (NA where the size is unknown).
 
@@ -111,7 +113,7 @@ class VisionAccessor:
 
     def encode(
         self,
-        provider: str | Provider = "inference.net",
+        provider: str | Provider = DEFAULT_PROVIDER,
         *,
         max_side: int | None = None,
         max_tokens: int | None = None,

@@ -29,6 +29,7 @@ downscales (never upscales), each keeping the aspect ratio:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,10 @@ class TokenTiers:
     (inference.net: 560). ``cap_side``: the longest side past which the estimate stops growing
     (inference.net: 1120): the profile's ``max_side`` (what ``encode`` downscales to), or, for a
     profile without one, the side from which a square image costs ``max_tokens``; ``None`` if
-    the estimate is flat or still growing at 8192 px. ``min_tokens``/``max_tokens`` are for
-    square images (a long strip can cost more under openai's tiles).
+    the estimate is flat or still growing at 8192 px. ``min_tokens``/``max_tokens`` are the
+    least and most one image can cost at any size and aspect ratio up to 8192 px a side: for
+    openai's tiles a 2048 x 768 image (1,445) costs more than any square one (765); and every
+    number visionkit shows (plots, the TokenExplorer, the CLI) agrees with this one.
     """
 
     provider: str
@@ -122,7 +125,18 @@ def token_tiers(provider: str | Provider | None = None) -> TokenTiers:
         cap_side = None  # still growing at the end of the scan
     else:
         cap_side = int(sides[not_max[-1] + 1])
-    return TokenTiers(profile.name, floor_side, cap_side, int(tokens.min()), int(tokens.max()))
+    lowest, highest = _extremes(profile)
+    return TokenTiers(profile.name, floor_side, cap_side, lowest, highest)
+
+
+@functools.lru_cache(maxsize=64)
+def _extremes(profile: Provider) -> tuple[int, int]:
+    """The least and most one image can cost, over every size and aspect ratio on a 16 px grid
+    up to ``_SCAN_LIMIT`` a side (plus 1 px), in one vectorised pass (cached per profile)."""
+    sides = np.concatenate([[1], np.arange(16, _SCAN_LIMIT + 1, 16)])
+    w, h = np.meshgrid(sides, sides)
+    tokens = np.rint(np.asarray(profile.estimate(w, h), dtype="float64"))
+    return int(tokens.min()), int(tokens.max())
 
 
 def fit_sides(width: Any, height: Any, max_side: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,13 @@
 """Provider profiles: each provider's documented limits and token formula, as plain data.
 
 ``visionkit.providers`` is the registry; ``register_provider`` adds your own, e.g. for a local
-vLLM or Ollama server::
+vLLM or Ollama server, most simply derived from a profile whose rules it shares::
 
-    vk.register_provider(vk.Provider(
+    vk.register_provider(vk.get_provider("inference.net").derive(
         name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
-        formats=("png", "jpeg"), max_body_bytes=None, max_images=4,
-        tokens=vk.tokens.inference_net_tokens, default_model="Qwen/Qwen2.5-VL-7B-Instruct",
-        max_side=1120))
+        max_images=4, default_model="Qwen/Qwen2.5-VL-7B-Instruct"))
+
+``DEFAULT_PROVIDER`` ("inference.net") is what every ``provider=`` default names.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "DEFAULT_PROVIDER",
     "BatchLimits",
     "Provider",
     "estimate_tokens",
@@ -80,6 +81,16 @@ class Provider:
     data_uri_only: bool = True
     notes: str = field(default="", compare=False)
     batch: BatchLimits | None = None  # the Batch API, if the provider has one
+
+    def derive(self, **changes: Any) -> Provider:
+        """A new profile with ``changes`` (field=value) over this one's rules, e.g. a local
+        vLLM server under inference.net's limits::
+
+            vk.register_provider(vk.get_provider("inference.net").derive(
+                name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
+                default_model="Qwen/Qwen2.5-VL-7B-Instruct", max_images=4))
+        """
+        return replace(self, **changes)
 
     def estimate(self, width: Any, height: Any) -> Any:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
@@ -166,17 +177,19 @@ def register_provider(provider: Provider, *, replace: bool = False) -> Provider:
 
 
 def get_provider(provider: str | Provider | None) -> Provider:
-    """Resolve a name (or a Provider, returned as is); ``None`` means inference.net."""
+    """Resolve a name (or a Provider, returned as is); ``None`` means ``DEFAULT_PROVIDER``."""
     if provider is None:
-        return providers["inference.net"]
+        return providers[DEFAULT_PROVIDER]
     if isinstance(provider, Provider):
         return provider
     return providers[provider]
 
 
+DEFAULT_PROVIDER = "inference.net"  # the provider visionkit targets first: every default names it
+
 INFERENCE_NET = register_provider(
     Provider(
-        name="inference.net",
+        name=DEFAULT_PROVIDER,
         base_url="https://api.inference.net/v1",
         api_key_env="INFERENCE_API_KEY",
         formats=("png", "jpeg", "webp", "gif"),
@@ -203,7 +216,7 @@ INFERENCE_NET = register_provider(
     )
 )
 
-register_provider(
+OPENAI = register_provider(
     Provider(
         name="openai",
         base_url="https://api.openai.com/v1",
@@ -227,19 +240,11 @@ register_provider(
 )
 
 register_provider(
-    Provider(
+    OPENAI.derive(
         name="openai-low",
-        base_url="https://api.openai.com/v1",
-        api_key_env="OPENAI_API_KEY",
-        formats=("png", "jpeg", "webp", "gif"),
-        max_body_bytes=50 * 1024 * 1024,
-        max_images=500,
         tokens=functools.partial(_tokens.openai_tokens, detail="low"),
-        default_model="gpt-4o-mini",
         max_side=512,
-        data_uri_only=False,
         notes="detail=low: a flat 85 tokens at 512 x 512",
-        batch=providers["openai"].batch,
     )
 )
 
@@ -262,16 +267,11 @@ register_provider(
 )
 
 register_provider(
-    Provider(
+    INFERENCE_NET.derive(
         name="offline",
         base_url=None,  # set when visionkit.offline starts its server on 127.0.0.1
         api_key_env=None,
-        formats=INFERENCE_NET.formats,
-        max_body_bytes=INFERENCE_NET.max_body_bytes,
-        max_images=INFERENCE_NET.max_images,
-        tokens=_tokens.inference_net_tokens,
         default_model="visionkit-offline",
-        max_side=INFERENCE_NET.max_side,
         notes="the local stand-in: inference.net's rules, answers describe pixels only",
         # The stand-in serves its Batch API on its own base URL, with inference.net's limits.
         batch=replace(INFERENCE_NET.batch, base_url=None) if INFERENCE_NET.batch else None,
@@ -279,7 +279,7 @@ register_provider(
 )
 
 
-def estimate_tokens(width: Any, height: Any, provider: str | Provider = "inference.net") -> Any:
+def estimate_tokens(width: Any, height: Any, provider: str | Provider = DEFAULT_PROVIDER) -> Any:
     """Estimated image tokens for ``width x height`` under ``provider``'s formula.
 
     Scalars give an ``int``; arrays and Series give the same shape (a Series keeps its index).

@@ -83,6 +83,15 @@ def _wait_until(check: Callable[[], object], timeout: float, what: str) -> objec
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
+def _exif_photo(path: Path) -> None:
+    """A 1800x1200 JPEG stored sideways (EXIF orientation 6): shown upright as 1200x1800."""
+    stored = Image.new("RGB", (1800, 1200), (70, 110, 160))
+    stored.paste((230, 200, 40), (1700, 0, 1800, 100))  # a mark: bottom right once upright
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(path, "JPEG", exif=exif, quality=90)
+
+
 def _notebook(path: Path, save: Path) -> None:
     cells = [
         f"""import sys
@@ -98,6 +107,11 @@ images["answer"] = 'an animal, probably'""",
 ann""",
         """gallery = vk.Gallery(images, caption="name", page_size=8, thumb_size=140)
 gallery""",
+        f"""import pandas as pd
+photos = pd.DataFrame({{"path": [{str(save.parent / "sideways.jpg")!r}]}})
+boxes = vk.BoxAnnotator(photos, "boxes", ["cat", "dog"], annotator="ana",
+                        save={str(save.parent / "boxes.csv")!r}, view_size=400)
+boxes""",
     ]
     nb = {
         "cells": [
@@ -135,6 +149,7 @@ def lab(tmp_path_factory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("lab")
     home = tmp_path_factory.mktemp("jupyter-home")
     save = root / "labels.csv"
+    _exif_photo(root / "sideways.jpg")
     _notebook(root / "widgets.ipynb", save)
     config = home / "config"
     config.mkdir()
@@ -229,6 +244,7 @@ def _run_notebook(pg, lab) -> None:
         )
     pg.wait_for_selector(".vk-annotator-view img.vk-ann-image[src]", timeout=45_000)
     pg.wait_for_selector(".vk-gallery .vk-tile img", timeout=45_000)
+    pg.wait_for_selector(".vk-box-view img.vk-box-image[src]", timeout=45_000)
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +297,7 @@ def _progress_says(view, text: str) -> None:
 
 def test_annotator_takes_keys_only_after_a_click_and_never_with_modifiers(page, lab, shots):
     save = lab["save"]
-    view = page.locator(".vk-annotator-view")
+    view = page.locator(".vk-annotator .vk-annotator-view")
     widget = page.locator(".vk-annotator")
     badge = view.locator(".vk-keys-badge")
     assert view.locator("img.vk-ann-image").evaluate("i => i.complete && i.naturalWidth > 0")
@@ -360,10 +376,10 @@ def test_annotator_takes_keys_only_after_a_click_and_never_with_modifiers(page, 
 
 def test_annotator_controls_stay_put_between_images(page):
     # Images of different heights must not move the buttons a mouse user aims at.
-    view = page.locator(".vk-annotator-view")
-    view.locator(".vk-ann-stage").click()
-    button = page.get_by_role("button", name="next → [→]")
     widget = page.locator(".vk-annotator")
+    view = widget.locator(".vk-annotator-view")
+    view.locator(".vk-ann-stage").click()
+    button = widget.get_by_role("button", name="next → [→]")
     places = set()
     for _ in range(4):
         box, top = button.bounding_box(), widget.bounding_box()
@@ -440,3 +456,91 @@ def test_gallery_thumbnails_render_and_select(page, shots):
     assert not page.errors  # type: ignore[attr-defined]
     missing = [m for m in page.console_errors if "ERR_FILE_NOT_FOUND" in m]  # type: ignore[attr-defined]
     assert not missing, missing
+
+
+def _screen_point(canvas, x: float, y: float, natural: tuple[int, int]) -> tuple[float, float]:
+    """Where the full-size image pixel (x, y) is on the screen, from the canvas' own rect."""
+    r = canvas.bounding_box()
+    return r["x"] + x * r["width"] / natural[0], r["y"] + y * r["height"] / natural[1]
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    for k in range(1, 6):  # several moves, as a hand makes
+        t = k / 5
+        page.mouse.move(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+    page.mouse.up()
+
+
+def _saved_boxes(path: Path) -> list[dict] | None:
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return json.loads(frame["boxes"].iloc[0]) if len(frame) and frame["boxes"].iloc[0] else None
+
+
+def test_box_drawn_with_the_mouse_is_saved_in_original_pixels(page, lab, shots):
+    save = lab["root"] / "boxes.csv"
+    widget = page.locator(".vk-box-annotator")
+    widget.scroll_into_view_if_needed()
+    view = widget.locator(".vk-box-view")
+    image = view.locator("img.vk-box-image")
+    canvas = view.locator(".vk-box-canvas")
+    _wait_until(lambda: image.evaluate("i => i.complete && i.naturalWidth > 0"), 15, "preview")
+    # The preview is upright (EXIF applied) and smaller than the photo; shown smaller still.
+    nw, nh = image.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert nh > nw and max(nw, nh) <= 1600 and abs(nw / nh - 1200 / 1800) < 0.01
+    shown = canvas.bounding_box()
+    assert abs(shown["height"] - 400) < 2 and abs(shown["width"] - 400 * 1200 / 1800) < 2
+    assert "1200×1800" in view.locator(".vk-ann-title").inner_text()
+    natural = (1200, 1800)
+
+    # Before a click the keys do nothing; the first mouse press gives them.
+    page.keyboard.press("2")
+    assert view.locator(".vk-box-chip.vk-on").inner_text() == "1 cat"
+    start = _screen_point(canvas, 300, 450, natural)
+    end = _screen_point(canvas, 900, 1350, natural)
+    _drag(page, start, end)
+    boxes = _wait_until(lambda: _saved_boxes(save), 15, "the drawn box in the save file")
+    (box,) = boxes
+    tolerance = 1800 / 400 + 0.5  # one screen pixel, in image pixels
+    assert box["label"] == "cat"
+    for k, want in {"x": 300, "y": 450, "w": 600, "h": 900}.items():
+        assert abs(box[k] - want) <= tolerance, (k, box)
+    assert view.locator(".vk-keys-badge").inner_text().startswith("keys: on")
+    view.screenshot(path=str(shots / "boxes-drawn.png"))
+
+    # The selected box takes a class from a key; zoomed in, a second box still lands in
+    # original pixels.
+    page.keyboard.press("2")
+    _wait_until(lambda: _saved_boxes(save)[0]["label"] == "dog", 15, "the relabelled box")
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    _wait_until(lambda: "zoom" in view.locator(".vk-box-zoom").inner_text(), 5, "zoom")
+    zoomed = canvas.bounding_box()
+    assert zoomed["height"] > 600
+    stage = view.locator(".vk-box-stage").bounding_box()
+    # a box of 60 x 60 image pixels left of the first box, half way down the part in view
+    top, bottom = (
+        max(stage["y"], zoomed["y"]),
+        min(stage["y"] + stage["height"], zoomed["y"] + zoomed["height"]),
+    )
+    cx = 150
+    cy = ((top + bottom) / 2 - zoomed["y"]) * 1800 / zoomed["height"]
+    _drag(
+        page,
+        _screen_point(canvas, cx - 30, cy - 30, natural),
+        _screen_point(canvas, cx + 30, cy + 30, natural),
+    )
+    boxes = _wait_until(
+        lambda: b if (b := _saved_boxes(save)) and len(b) == 2 else None, 15, "the second box"
+    )
+    second = boxes[1]
+    fine = 1800 / zoomed["height"] + 0.5
+    assert second["label"] == "dog"
+    assert abs(second["x"] - (cx - 30)) <= fine and abs(second["w"] - 60) <= 2 * fine, second
+    view.screenshot(path=str(shots / "boxes-zoomed.png"))
+    page.keyboard.press("Backspace")  # undo
+    _wait_until(lambda: len(_saved_boxes(save)) == 1, 15, "undo in the file")
+    assert not page.errors  # type: ignore[attr-defined]

@@ -171,7 +171,7 @@ def plot_class_agreement(
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_xlim(min(-0.1, float(np.nanmin(table[columns].to_numpy(dtype=float))) - 0.05), 1.0)
     ax.set_xlabel("agreement beyond chance (1 = perfect, 0 = chance)")
-    ax.legend(loc="lower left", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     ax.set_title("agreement per label", fontsize=10)
     return ax
 

@@ -174,6 +174,7 @@ class AnnotationFile:
         self._stamp: tuple[int, int] | None = None
         self._touched: dict[Key, tuple[str | None, str]] = {}
         self._pending: dict[Key, tuple[str | None, str]] = {}
+        self.generation = 0  # counts reloads: what others() says changes only then
         self.reload()
 
     # -- reading ---------------------------------------------------------------------------
@@ -207,6 +208,7 @@ class AnnotationFile:
         rows = zip(*(keys[c].astype(str) for c in self.key_columns), who.astype(str), strict=True)
         self._where = {tuple(r): i for i, r in enumerate(rows)}
         self._stamp = stamp
+        self.generation += 1
 
     def labels(self) -> dict[Key, str]:
         """This annotator's labels in the file, by row key (blank ones left out)."""

@@ -4,7 +4,7 @@ Each subcommand is a module of this package with one ``add_NAME_parser(subparser
 that declares its arguments and sets ``func`` to a ``run_NAME(args) -> int`` function;
 ``COMMANDS`` lists them in help order. To add a subcommand, write the pair (heavy imports inside
 ``run_NAME``, so ``visionkit --help`` stays fast) and append ``add_NAME_parser`` to
-``COMMANDS``. ``visionkit.cli.options`` keeps the shared options spelled the same everywhere.
+``COMMANDS``. ``visionkit.cli.shared`` keeps shared options and wording the same everywhere.
 
 Errors that are the user's (a missing file, an unknown provider) print one line on stderr and
 exit with status 1, never a traceback; ``VISIONKIT_DEBUG=1`` shows the traceback.

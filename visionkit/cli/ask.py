@@ -18,7 +18,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_ask_parser", "run_ask", "write_table"]
+from .shared import KEY_ADVICE, count
+
+__all__ = ["add_ask_parser", "check_arguments", "output_format", "run_ask", "write_table"]
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -71,12 +73,49 @@ def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def output_format(out: str | Path) -> str:
+    """The format ``--out``'s extension names (raises ``ValueError`` for any other)."""
+    kind = FORMATS.get(Path(out).suffix.lower())
+    if kind is None:
+        raise ValueError(f"--out {str(out)!r}: use a .csv, .parquet or .jsonl file name")
+    return kind
+
+
+def check_arguments(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Every argument checked before an image is read or a request sent (a wrong ``--out``
+    found after a paid run costs the whole run); returns the parsed ``--schema``."""
+    output_format(args.out)
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out!r} is a folder; name a file")
+    for name, value, low in [
+        ("--concurrency", args.concurrency, 1),
+        ("--max-retries", args.max_retries, 0),
+        ("--max-side", args.max_side, 16),
+        ("--budget-tokens", args.budget_tokens, 0),
+    ]:
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be at least {low}, not {value}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise ValueError(f"--timeout must be a number of seconds above 0, not {args.timeout}")
+    if args.no_cache and args.cache:
+        raise ValueError("pass either --cache PATH or --no-cache, not both")
+    if not args.schema:
+        return None
+    try:
+        schema = json.loads(Path(args.schema).read_text())
+    except OSError as exc:
+        raise ValueError(f"--schema {args.schema!r}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--schema {args.schema!r} is not valid JSON: {exc}") from None
+    if not isinstance(schema, dict):
+        raise ValueError(f"--schema {args.schema!r} must hold a JSON object (a JSON schema)")
+    return schema
+
+
 def write_table(table: Any, out: str | Path) -> Path:
     """Write ``table`` to ``out`` in the format its extension names."""
     path = Path(out)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise ValueError(f"--out {out!r}: use a .csv, .parquet or .jsonl file name")
+    kind = output_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "csv":
         table.to_csv(path, index=False)
@@ -90,23 +129,32 @@ def write_table(table: Any, out: str | Path) -> Path:
 def run_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from ..errors import MissingAPIKey
     from ..images.read import read_images
     from ..query.ask import ask
     from ..query.client import OfflineWarning, connect, offline_notice
 
+    schema = check_arguments(args)
     paths = args.paths if len(args.paths) > 1 else args.paths[0]
     images = read_images(paths)
     if images.empty:
         raise ValueError(f"no images found in {', '.join(args.paths)}")
-    schema = json.loads(Path(args.schema).read_text()) if args.schema else None
     cache: Any = False if args.no_cache else (args.cache or True)
     client = None
     if not args.dry_run or args.base_url or args.provider != "auto":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OfflineWarning)  # said below, as one plain line
-            client = connect(args.provider, base_url=args.base_url, model=args.model)
+            try:
+                client = connect(args.provider, base_url=args.base_url, model=args.model)
+            except MissingAPIKey as exc:
+                env = client_key_variable(args.provider)
+                raise MissingAPIKey(
+                    f"provider {args.provider!r} needs an API key: "
+                    + KEY_ADVICE.replace("INFERENCE_API_KEY", env or "INFERENCE_API_KEY")
+                ) from exc
         if args.provider == "auto" and client.provider.name == "offline":
-            print(f"note: {offline_notice(client.base_url)}", file=sys.stderr)
+            how = f"Use {KEY_ADVICE}"
+            print(f"note: {offline_notice(client.base_url, how)}", file=sys.stderr)
     result = ask(
         images,
         args.prompt,
@@ -129,17 +177,25 @@ def run_ask(args: argparse.Namespace) -> int:
     usage = result.attrs["usage"]
     if args.dry_run:
         print(
-            f"dry run: {usage['requests']} requests to send, ~{usage['estimated_tokens']:,} "
-            f"tokens, {usage['request_bytes']:,} bytes; {usage['cache_hits']} cached, "
-            f"{usage['failed']} would fail -> {out}",
+            f"dry run: {count(usage['requests'], 'request')} to send, "
+            f"~{usage['estimated_tokens']:,} tokens, {usage['request_bytes']:,} bytes; "
+            f"{usage['cache_hits']} cached, {usage['failed']} would fail -> {out}",
             file=sys.stderr,
         )
     else:
         print(
-            f"{usage['rows']} rows: {usage['answered']} answered, {usage['cache_hits']} from "
-            f"the cache, {usage['failed']} failed; {usage['prompt_tokens']:,} prompt + "
-            f"{usage['completion_tokens']:,} completion tokens in {usage['elapsed_s']:.1f} s "
-            f"-> {out}",
+            f"{count(usage['rows'], 'row')}: {usage['answered']} answered, "
+            f"{usage['cache_hits']} from the cache, {usage['failed']} failed; "
+            f"{usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion "
+            f"tokens in {usage['elapsed_s']:.1f} s -> {out}",
             file=sys.stderr,
         )
     return 1 if usage["failed"] else 0
+
+
+def client_key_variable(provider: str) -> str | None:
+    """The environment variable holding ``provider``'s key (None for unknown names)."""
+    from ..providers import providers
+
+    profile = providers.get(provider)
+    return profile.api_key_env if profile is not None else None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .options import add_provider_option
+from .shared import add_provider_option
 
 __all__ = ["add_estimate_parser", "run_estimate"]
 
@@ -81,7 +81,11 @@ def _estimate_table(df: Any, provider: str, roots: Sequence[str]) -> Any:
 
 
 def _print_table(table: Any) -> None:
-    """Text left-aligned, numbers right-aligned, blanks for unknowns; one line per image."""
+    """Text left-aligned, numbers right-aligned, blanks for unknowns; one line per image.
+
+    Kept rather than ``DataFrame.to_string``, which right-aligns text columns and prints
+    ``<NA>`` for nullable integers whatever ``na_rep`` says (pandas 2.x and 3.0).
+    """
     import pandas as pd
 
     right = {"width", "height", "tokens"}
@@ -124,6 +128,10 @@ def run_estimate(args: argparse.Namespace) -> int:
     from ..providers import get_provider
 
     provider = get_provider(args.provider).name
+    if args.csv and Path(args.csv).is_dir():
+        raise ValueError(f"--csv {args.csv!r} is a folder; name a file")
+    if args.plot and not Path(args.plot).suffix:
+        raise ValueError(f"--plot {args.plot!r}: name an image file (.png, .svg, .pdf)")
     source = args.paths[0] if len(args.paths) == 1 else list(args.paths)
     df = read_images(source, recursive=args.recursive)
     resize_to = "floor" if args.resize_to is None else args.resize_to
@@ -134,9 +142,12 @@ def run_estimate(args: argparse.Namespace) -> int:
         print()
     print(summary.describe() if len(table) else f"no images found in {' '.join(args.paths)}")
     if args.csv:
+        # The file keeps each path as read_images gives it (as given, or under the folder
+        # given), like `visionkit ask --out`, so the two files join on `path`; only the
+        # printed table shortens paths for reading.
         out = Path(args.csv)
         out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out, index=False)
+        table.assign(path=df["path"]).to_csv(out, index=False)
         print(f"wrote {args.csv}")
     if args.plot:
         _write_plot(df, provider, Path(args.plot), resize_to)

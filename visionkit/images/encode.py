@@ -60,7 +60,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import ImageError
-from ..providers import Provider, fit_tokens, get_provider
+from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider
 from ..tokens import fit_within
 from ..types import default_workers
 from .bombs import decode_refusal
@@ -263,7 +263,7 @@ def _encode_to_budget(
 def encode_image(
     cell: Any,
     *,
-    provider: str | Provider = "inference.net",
+    provider: str | Provider = DEFAULT_PROVIDER,
     max_side: int | None = None,
     max_tokens: int | None = None,
     max_bytes: int | None = None,
@@ -332,7 +332,7 @@ def encode_image(
 def encode_series(
     images: pd.Series | Iterable[Any],
     *,
-    provider: str | Provider = "inference.net",
+    provider: str | Provider = DEFAULT_PROVIDER,
     max_side: int | None = None,
     max_tokens: int | None = None,
     max_bytes: int | None = None,

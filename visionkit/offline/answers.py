@@ -97,13 +97,46 @@ def _fits(value: Any, schema: dict[str, Any]) -> bool:
     return any(checks.get(k, lambda v: False)(value) for k in kinds)
 
 
+_BOX_LISTS = ("boxes", "regions", "objects", "detections")
+_CORNERS = ("x_min", "y_min", "x_max", "y_max")
+
+
+def _central_box(
+    name: str, schema: dict[str, Any], facts: dict[str, Any], root: dict[str, Any]
+) -> dict[str, Any] | None:
+    """For a list of boxes (``boxes: [{label, x_min, y_min, x_max, y_max}]`` or ``x, y, w,
+    h``): one box around the central half of the image received, in its pixels. The stand-in
+    cannot see objects; a fixed, checkable region lets tests follow coordinates end to end."""
+    if str(name).lower() not in _BOX_LISTS or schema.get("type") != "array":
+        return None
+    item = _resolve(schema.get("items", {}), root)
+    props = item.get("properties") or {}
+    width, height = facts.get("width"), facts.get("height")
+    if not isinstance(width, int) or not isinstance(height, int):
+        return None
+    if set(_CORNERS) <= set(props):
+        box: dict[str, Any] = dict(
+            zip(_CORNERS, (width / 4, height / 4, width * 3 / 4, height * 3 / 4), strict=True)
+        )
+    elif set("xywh") <= set(props):
+        box = {"x": width / 4, "y": height / 4, "w": width / 2, "h": height / 2}
+    else:
+        return None
+    if "label" in props:
+        label = _resolve(props["label"], root)
+        box["label"] = label["enum"][0] if label.get("enum") else "region"
+    return box
+
+
 def fill_schema(
     schema: Any, facts: dict[str, Any], *, root: dict[str, Any] | None = None, depth: int = 0
 ) -> Any:
     """A value valid for a JSON schema, filled best-effort from ``facts``.
 
     Known property names (width, height, format, dominant_colours/colors, brightness,
-    description/caption/summary/answer) take the facts; anything else gets a type-correct
+    description/caption/summary/answer) take the facts; a list of boxes named ``boxes``
+    (``regions``, ``objects``, ``detections``) gets one box around the central half of the
+    image; anything else gets a type-correct
     default: the schema's ``default`` if it has one, else strings the description, numbers 0 (or
     their minimum), booleans false, enums their first value, arrays ``[]`` (or ``minItems``
     items), objects filled recursively.
@@ -146,6 +179,8 @@ def fill_schema(
                 value = upper[0] if upper else value
             if value is not None and _fits(value, sub):
                 out[name] = value
+            elif (box := _central_box(name, sub, facts, root)) is not None:
+                out[name] = [box]
             elif sub.get("type") == "array" and fact == "images" and isinstance(value, list):
                 item = sub.get("items", {})
                 out[name] = [fill_schema(item, v, root=root, depth=depth + 1) for v in value]

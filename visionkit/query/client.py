@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey
-from ..providers import Provider, get_provider, providers
+from ..providers import DEFAULT_PROVIDER, Provider, get_provider, providers
 
 if TYPE_CHECKING:
     import openai
@@ -136,16 +136,12 @@ def cache_identity(provider: Provider, base_url: str | None) -> tuple[str, str |
     return (provider.name, _norm(base_url))
 
 
-GENERIC = Provider(
+GENERIC = providers[DEFAULT_PROVIDER].derive(
     name="openai-compatible",
     base_url=None,
     api_key_env=None,
-    formats=providers["inference.net"].formats,
-    max_body_bytes=providers["inference.net"].max_body_bytes,
-    max_images=providers["inference.net"].max_images,
-    tokens=providers["inference.net"].tokens,
     default_model=None,
-    max_side=providers["inference.net"].max_side,
+    batch=None,  # whether an arbitrary server has a Batch API is not known
     notes="any OpenAI-compatible server: inference.net's conservative rules, no default model",
 )
 
@@ -194,13 +190,16 @@ def _offline_server() -> tuple[str, str]:
     return server.base_url, server.api_key or NO_KEY
 
 
-def offline_notice(url: str) -> str:
-    """What ``connect("auto")`` says when it falls back to the offline stand-in."""
+def offline_notice(
+    url: str,
+    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...)",
+) -> str:
+    """What ``connect("auto")`` says when it falls back to the offline stand-in; ``how`` says
+    how to get a real model (the command line has its own way)."""
     return (
-        "INFERENCE_API_KEY is not set, so visionkit.connect() uses the offline stand-in at "
-        f"{url}. Its answers describe the pixels only (size, format, colours, brightness), not "
-        "what the image shows. Set INFERENCE_API_KEY, or call "
-        "vk.connect('inference.net', api_key=...), for a real vision model."
+        f"INFERENCE_API_KEY is not set, so visionkit uses the offline stand-in at {url}. Its "
+        "answers describe the pixels only (size, format, colours, brightness), not what the "
+        f"image shows. {how}, for a real vision model."
     )
 
 
@@ -214,7 +213,7 @@ def resolve_profile(provider: str | Provider = "auto", *, base_url: str | None =
                 if p.base_url and _norm(p.base_url) == _norm(base_url):
                     return p
             return GENERIC
-        return providers["inference.net" if os.environ.get("INFERENCE_API_KEY") else "offline"]
+        return providers[DEFAULT_PROVIDER if os.environ.get("INFERENCE_API_KEY") else "offline"]
     return get_provider(provider)
 
 

@@ -1,4 +1,5 @@
-"""Notebook widgets: ``Gallery`` (browse), ``Annotator`` (label), ``TokenExplorer`` (costs).
+"""Notebook widgets: ``Gallery`` (browse), ``Annotator`` (label), ``BoxAnnotator`` (regions),
+``TokenExplorer`` (costs).
 
 Importing this package needs ``ipywidgets`` and ``anywidget`` (both visionkit dependencies);
 ``import visionkit`` alone does not import them: ``vk.Gallery`` loads this package on first use.
@@ -7,7 +8,8 @@ Importing this package needs ``ipywidgets`` and ``anywidget`` (both visionkit de
 from __future__ import annotations
 
 from .annotator import Annotator
+from .box_annotator import BoxAnnotator
 from .gallery import Gallery
 from .token_explorer import TokenExplorer, fit_budget
 
-__all__ = ["Annotator", "Gallery", "TokenExplorer", "fit_budget"]
+__all__ = ["Annotator", "BoxAnnotator", "Gallery", "TokenExplorer", "fit_budget"]

@@ -81,6 +81,7 @@ class LabelSession:
         self._keys: list[Key] = row_keys(df, self._keyed())
         self._file: AnnotationFile | None = None
         self._others: dict[str, dict[Key, str]] | None = None
+        self._others_generation: int | None = None
         self.restored = 0
         if save is not None:
             self._file = AnnotationFile(save, column, self.annotator, keyed=self._keyed())
@@ -177,10 +178,13 @@ class LabelSession:
         return out
 
     def _others_cache(self) -> dict[str, dict[Key, str]]:
+        """Everyone else's labels, read again only when the file was (someone else wrote)."""
+        generation = None if self._file is None else self._file.generation
         others = self._others
-        if others is None:
+        if others is None or self._others_generation != generation:
             others = self._file.others() if self._file is not None else {}
             self._others = others
+            self._others_generation = generation
         return others
 
     @property
@@ -389,8 +393,7 @@ class LabelSession:
         if self._file is None:
             return
         self._file.set(self._keys[pos], self._encode(self._get(pos)))
-        self._file.write()
-        self._others = None  # the file was re-read if others wrote
+        self._file.write()  # re-reads the file first if someone else wrote
 
     # -- messages --------------------------------------------------------------------------
     def _safe(self, action: Callable[..., None]) -> Callable[..., None]:

@@ -1,19 +1,19 @@
-"""Options shared by subcommands, so they are spelled the same everywhere."""
+"""What subcommands share, so it is spelled the same everywhere: options, counts, key advice."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_model_options", "add_provider_option"]
+__all__ = ["KEY_ADVICE", "add_model_options", "add_provider_option", "count"]
 
 
 def add_provider_option(parser: argparse.ArgumentParser) -> None:
     """``--provider NAME``: any name in ``visionkit.providers`` (default inference.net)."""
-    from ..providers import providers
+    from ..providers import DEFAULT_PROVIDER, providers
 
     parser.add_argument(
         "--provider",
-        default="inference.net",
+        default=DEFAULT_PROVIDER,
         metavar="NAME",
         help=f"provider profile whose rules and token formula apply: {', '.join(providers)} "
         "(default: %(default)s)",
@@ -26,3 +26,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
     )
+
+
+# The command line takes keys from the environment only: a key typed as an argument would be
+# kept in the shell's history and shown by ps to every user of the machine.
+KEY_ADVICE = (
+    "export INFERENCE_API_KEY=... (the command line reads keys from the environment only, "
+    "never from an argument)"
+)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``count(1, "row")`` -> "1 row"; ``count(3, "row")`` -> "3 rows"."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

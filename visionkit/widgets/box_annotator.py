@@ -1,0 +1,488 @@
+"""``BoxAnnotator``: draw, move, resize and label boxes on a DataFrame's images with the mouse.
+
+Usage::
+
+    ann = vk.BoxAnnotator(df, "boxes", ["cat", "dog"], save="boxes.csv", annotator="ana",
+                          suggestions="proposed")      # e.g. from vk.propose_boxes
+    ann                       # click the image, then drag to draw; 1-9 pick the class (of the
+                              # selected box, and of the next one drawn); drag a box to move
+                              # it, a corner to resize it; Delete removes the selected box;
+                              # Backspace undo; a accept the model's boxes, x hide them;
+                              # e "no boxes here"; → ← next/previous, s skip; wheel or + - 0
+                              # zoom, Space+drag (or the middle button) pans
+    df["boxes"]               # [{"label": "cat", "x": 12.0, "y": 40.5, "w": 200.0, "h": 150.0}]
+
+Coordinates are pixels of the image *as displayed* (after EXIF rotation) at its *full* size,
+whatever the zoom and however small the preview: the front end draws a preview of at most
+``preview_size`` px and maps the mouse through the full size that ``vk.inspect_images``
+reports. A cell is a list of ``{"label", "x", "y", "w", "h"}`` (``x``/``y`` the top-left
+corner); ``[]`` means "looked, nothing to box" (the ``e`` key) and NA "not done yet". Every
+change goes to ``df[column]`` and the save file at once (long form, one row per image and
+annotator, the boxes as JSON text; see :mod:`visionkit.annotation.savefile`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import ipywidgets
+import numpy as np
+import pandas as pd
+import traitlets
+
+from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
+from ._assets import HERE, esm
+from ._frame import format_value
+from ._frame import image_column as find_image_column
+from ._session import LabelSession, bind_keys
+from ._thumbs import ThumbnailCache
+
+__all__ = ["BoxAnnotator"]
+
+DEFAULT_KEYS: dict[str, list[str]] = {
+    "next": ["ArrowRight"],
+    "previous": ["ArrowLeft"],
+    "skip": ["s"],
+    "undo": ["Backspace"],
+    "delete": ["Delete"],
+    "accept": ["a"],
+    "reject": ["x"],
+    "empty": ["e"],
+    "zoom_in": ["+", "="],
+    "zoom_out": ["-"],
+    "zoom_reset": ["0"],
+    "pan": [" "],
+}
+# Handled in the browser alone (they change the view, not the data).
+VIEW_ACTIONS = ("zoom_in", "zoom_out", "zoom_reset", "pan")
+KEY_NAMES = {"ArrowRight": "→", "ArrowLeft": "←", "Backspace": "⌫", "Delete": "Del", " ": "Space"}
+
+
+class BoxView(anywidget.AnyWidget):
+    """The BoxAnnotator's front end: the image, the boxes, the mouse and the keyboard."""
+
+    _esm = esm("box_annotator.js")
+    _css = (HERE / "annotator.css").read_text() + (HERE / "box_annotator.css").read_text()
+
+    image = traitlets.Bytes(b"").tag(sync=True)
+    mime = traitlets.Unicode("").tag(sync=True)
+    image_error = traitlets.Unicode("").tag(sync=True)
+    natural_width = traitlets.Int(0).tag(sync=True)  # the full displayed size: box units
+    natural_height = traitlets.Int(0).tag(sync=True)
+    view_size = traitlets.Int(560).tag(sync=True)
+    boxes = traitlets.List(traitlets.Dict()).tag(sync=True)
+    suggestions = traitlets.List(traitlets.Dict()).tag(sync=True)
+    others = traitlets.List(traitlets.Dict()).tag(sync=True)
+    labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    current_label = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Int(-1).tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    progress = traitlets.Unicode("").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    message_kind = traitlets.Unicode("info").tag(sync=True)
+    bindings = traitlets.Dict().tag(sync=True)  # key -> action
+    key_help = traitlets.Unicode("").tag(sync=True)
+    row_id = traitlets.Int(0).tag(sync=True)
+
+
+def _rounded(box: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in box.items() if k not in ("x", "y", "w", "h")}
+    out.update({k: round(float(box[k]), 1) for k in ("x", "y", "w", "h")})
+    return out
+
+
+class BoxAnnotator(LabelSession, ipywidgets.VBox):
+    """Box ``df[column]`` image by image; see the module docstring for the mouse and keys.
+
+    ``labels`` are the classes (keys 1-9 pick the first nine). ``suggestions`` names a column
+    of boxes proposed by a model (``vk.propose_boxes``), shown dashed: click one to take it,
+    ``a`` takes them all, ``x`` hides them. ``annotator``, ``blind``, ``save``, ``filter``,
+    ``order`` (``"disagreement"``: rows whose annotators' boxes agree least first) and
+    ``keys`` (``{"delete": ["Delete", "d"], "zoom_in": "i"}``; actions: next, previous, skip,
+    undo, delete, accept, reject, empty, zoom_in, zoom_out, zoom_reset, pan) work as in the
+    ``Annotator``. ``view_size`` is the height of the drawing area in screen pixels,
+    ``preview_size`` the largest side of the image sent to the browser (zoom shows it sharp
+    up to that).
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        column: str = "boxes",
+        labels: Sequence[str] = (),
+        *,
+        save: str | Path | None = None,
+        annotator: str | None = None,
+        suggestions: str | None = None,
+        blind: bool = False,
+        filter: Any = "all",
+        order: str = "index",
+        keys: Mapping[str, str | Sequence[str]] | None = None,
+        image_column: str | None = None,
+        view_size: int = 560,
+        preview_size: int = 1600,
+    ) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"BoxAnnotator needs a DataFrame, not {type(df).__name__}")
+        labels = [str(x) for x in labels]
+        if not labels:
+            raise ValueError("BoxAnnotator needs labels=[...], the classes of the boxes")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct: {labels}")
+        if suggestions is not None and suggestions not in df.columns:
+            raise KeyError(f"suggestions={suggestions!r} is not a column: {list(df.columns)}")
+        self.labels = labels
+        self.suggestions = suggestions
+        self._image_column = find_image_column(df, image_column)
+        if column in (self._image_column, suggestions):
+            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
+        self._bindings = bind_keys(DEFAULT_KEYS, keys)
+        digits = {str(i) for i in range(1, min(len(labels), 9) + 1)}
+        clash = sorted(digits & set(self._bindings))
+        if clash:
+            raise ValueError(f"keys: {clash} already pick labels (1-9); choose other keys")
+        self._sizes: dict[int, tuple[int, int] | None] = {}
+        self._rejected: set[int] = set()
+        self._shown: int | None = None
+        self._taken: dict[int, list[dict[str, Any]]] = {}
+        self._start(df, column, annotator=annotator, save=save, blind=blind)
+        self._parse_column()
+        self._images = ThumbnailCache(
+            df[self._image_column].to_numpy(dtype=object), preview_size, rows=df.index, maxsize=16
+        )
+        self.view = BoxView(
+            view_size=view_size,
+            labels=labels,
+            current_label=labels[0],
+            bindings=self._bindings,
+            key_help=self._key_help(),
+        )
+        self.view.on_msg(self._on_msg)
+        self.view.observe(self._on_select, names=["selected"])
+        buttons = [
+            ("previous", "← previous", "go back one image"),
+            ("next", "next →", "go on one image"),
+            ("skip", "skip", "go to the next image without boxes"),
+            ("empty", "no boxes here", "mark this image as having nothing to box, go on"),
+            ("delete", "delete box", "delete the selected box"),
+            ("undo", "undo", "undo the last change"),
+        ]
+        if suggestions is not None:
+            buttons.insert(0, ("accept", "accept model's boxes", "take every proposed box"))
+            buttons.insert(1, ("reject", "hide model's boxes", "hide the proposed boxes"))
+        self.buttons: dict[str, ipywidgets.Button] = {}
+        for name, description, tooltip in buttons:
+            bound = [k for k, a in self._bindings.items() if a == name]
+            hint = f" [{KEY_NAMES.get(bound[0], bound[0])}]" if bound else ""
+            button = ipywidgets.Button(
+                description=description + hint,
+                tooltip=tooltip,
+                layout=ipywidgets.Layout(width="auto"),
+            )
+            button.on_click(self._safe(lambda _b, n=name: getattr(self, n)()))
+            self.buttons[name] = button
+        super().__init__(
+            children=[
+                self.view,
+                ipywidgets.HBox(
+                    list(self.buttons.values()), layout=ipywidgets.Layout(flex_flow="row wrap")
+                ),
+            ]
+        )
+        self.add_class("vk-box-annotator")
+        self._set_rows(filter, order)
+        if self.restored:
+            name = self.save_path.name if self.save_path else ""
+            self._say(f"resumed from {name}: boxes of {self.restored} images restored")
+
+    # -- cells -----------------------------------------------------------------------------
+    def _parse_column(self) -> None:
+        """Every cell as a list of boxes (JSON text from a file is parsed), or None."""
+        values = [
+            parse_boxes(v, row=i) for v, i in zip(self.df[self.column], self.df.index, strict=True)
+        ]
+        for pos, value in enumerate(values):
+            self._put(pos, value)
+
+    def _decode(self, text: str, pos: int) -> Any:
+        return parse_boxes(text, row=self.df.index[pos])
+
+    def _encode(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps([_rounded(b) for b in value], separators=(",", ":"))
+
+    def _get(self, pos: int) -> list[dict[str, Any]] | None:
+        value = self.df.iat[pos, self._col]
+        if isinstance(value, list):
+            return value
+        if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+            return None
+        return parse_boxes(value, row=self.df.index[pos])
+
+    def _put(self, pos: int, value: Any) -> None:
+        self.df.iat[pos, self._col] = None if value is None else copy.deepcopy(value)
+
+    def _missing(self) -> np.ndarray:
+        values = self.df.iloc[:, self._col]
+        return np.fromiter(
+            (
+                not isinstance(v, list) and (v is None or bool(np.ndim(v) == 0 and pd.isna(v)))
+                for v in values
+            ),
+            dtype=bool,
+            count=len(values),
+        )
+
+    def _same(self, a: Any, b: Any) -> bool:
+        return a == b
+
+    def _describe(self, value: Any) -> str:
+        if value is None:
+            return "not done"
+        return f"{len(value)} box{'es' if len(value) != 1 else ''}"
+
+    def boxes(self, pos: int | None = None) -> list[dict[str, Any]]:
+        """The boxes of row ``pos`` (default: the current row), a copy."""
+        pos = self._require_row() if pos is None else pos
+        return copy.deepcopy(self._get(pos) or [])
+
+    # -- sizes and suggestions -------------------------------------------------------------
+    def full_size(self, pos: int) -> tuple[int, int] | None:
+        """(width, height) of row ``pos``'s image as displayed at full size (box units)."""
+        if pos not in self._sizes:
+            from ..images.read import inspect_images
+
+            info = inspect_images([self.df.iat[pos, self.df.columns.get_loc(self._image_column)]])
+            w, h = info["width"].iat[0], info["height"].iat[0]
+            self._sizes[pos] = None if pd.isna(w) or pd.isna(h) else (int(w), int(h))
+        return self._sizes[pos]
+
+    def _suggested(self, pos: int) -> list[dict[str, Any]]:
+        if self.suggestions is None or pos in self._rejected:
+            return []
+        value = self.df.iat[pos, self.df.columns.get_loc(self.suggestions)]
+        taken = self._taken.get(pos, [])
+        return [b for b in parse_boxes(value, row=self.df.index[pos]) or [] if b not in taken]
+
+    def _disagreement(self, pos: int) -> float:
+        """1 - the mean F1 (IoU 0.5, same label) over pairs of box sets of this row."""
+        sets = [self._get(pos), *self.others(pos).values()]
+        if self.suggestions is not None:
+            sets.append(parse_boxes(self.df.iat[pos, self.df.columns.get_loc(self.suggestions)]))
+        sets = [s for s in sets if s is not None]
+        if len(sets) < 2:
+            return -1.0
+        scores = []
+        for i in range(len(sets)):
+            for j in range(i + 1, len(sets)):
+                a, b = sets[i], sets[j]
+                if not a and not b:
+                    scores.append(1.0)
+                    continue
+                matched = len(match_boxes(a, b))
+                scores.append(2 * matched / (len(a) + len(b)))
+        return 1.0 - float(np.mean(scores))
+
+    # -- actions ---------------------------------------------------------------------------
+    def _checked(self, box: Mapping[str, Any], pos: int) -> dict[str, Any]:
+        box = check_boxes([dict(box)], row=self.df.index[pos])[0]
+        if box["label"] not in self.labels:
+            raise ValueError(f"{box['label']!r} is not one of the labels {self.labels}")
+        size = self.full_size(pos)
+        if size is not None:  # keep it on the image
+            w, h = size
+            x0, y0 = min(max(box["x"], 0.0), w), min(max(box["y"], 0.0), h)
+            x1, y1 = min(box["x"] + box["w"], w), min(box["y"] + box["h"], h)
+            if x1 - x0 <= 0 or y1 - y0 <= 0:
+                raise ValueError(f"the box {box} lies outside the {w}x{h} image")
+            box.update(x=x0, y=y0, w=x1 - x0, h=y1 - y0)
+        return _rounded(box)
+
+    def _set_boxes(self, pos: int, boxes: list[dict[str, Any]], message: str) -> None:
+        self._write(pos, boxes)
+        self._show(f"{self._row_name(pos)}: {message}")
+
+    def add_box(self, x: float, y: float, w: float, h: float, label: str | None = None) -> None:
+        """Add a box to the current row (``label`` defaults to the current class)."""
+        pos = self._require_row()
+        box = self._checked(
+            {"label": label or self.view.current_label, "x": x, "y": y, "w": w, "h": h}, pos
+        )
+        boxes = [*self.boxes(pos), box]
+        self.view.selected = len(boxes) - 1
+        self._set_boxes(pos, boxes, f"added {box['label']!r} box {len(boxes)}")
+
+    def set_box(self, i: int, **changes: Any) -> None:
+        """Change box ``i`` of the current row: ``x``, ``y``, ``w``, ``h`` and/or ``label``."""
+        pos = self._require_row()
+        boxes = self.boxes(pos)
+        if not 0 <= i < len(boxes):
+            raise IndexError(f"row {self.df.index[pos]!r} has {len(boxes)} boxes, no box {i + 1}")
+        unknown = set(changes) - {"label", "x", "y", "w", "h"}
+        if unknown:
+            raise TypeError(f"set_box: unknown fields {sorted(unknown)}")
+        boxes[i] = self._checked({**boxes[i], **changes}, pos)
+        what = "relabelled" if set(changes) == {"label"} else "changed"
+        self._set_boxes(pos, boxes, f"{what} box {i + 1} ({boxes[i]['label']!r})")
+
+    def delete(self, i: int | None = None) -> None:
+        """Delete box ``i`` of the current row (default: the selected box)."""
+        pos = self._require_row()
+        boxes = self.boxes(pos)
+        i = self.view.selected if i is None else i
+        if not 0 <= i < len(boxes):
+            raise ValueError("select a box first (click it), then delete it")
+        gone = boxes.pop(i)
+        self.view.selected = -1
+        self._set_boxes(pos, boxes, f"deleted {gone['label']!r} box {i + 1}")
+
+    def select_label(self, label: str) -> None:
+        """Make ``label`` the class of the next box drawn, and of the selected box."""
+        if label not in self.labels:
+            raise ValueError(f"{label!r} is not one of the labels {self.labels}")
+        self.view.current_label = label
+        pos = self.position
+        if pos is not None and 0 <= self.view.selected < len(self.boxes(pos)):
+            self.set_box(self.view.selected, label=label)
+        else:
+            self._say(f"next box: {label!r}")
+
+    def accept(self, i: int | None = None) -> None:
+        """Take the model's proposed box ``i`` (default: all of them) into the row's boxes."""
+        pos = self._require_row()
+        proposed = self._suggested(pos)
+        if not proposed:
+            raise ValueError(f"row {self.df.index[pos]!r} has no proposed boxes to accept")
+        chosen = proposed if i is None else [proposed[i]]
+        taken = [self._checked(b, pos) for b in chosen]
+        boxes = [*self.boxes(pos), *taken]
+        self._taken.setdefault(pos, []).extend(chosen)  # shown once: as boxes now
+        self._set_boxes(pos, boxes, f"accepted {len(taken)} proposed box(es)")
+
+    def reject(self) -> None:
+        """Hide the model's proposed boxes of the current row."""
+        pos = self._require_row()
+        self._rejected.add(pos)
+        self._show(f"{self._row_name(pos)}: proposed boxes hidden")
+
+    def empty(self) -> None:
+        """Mark the current row "nothing to box" (an empty list) and go on."""
+        pos = self._require_row()
+        if self.boxes(pos):
+            raise ValueError("this image has boxes; delete them first to mark it empty")
+        self._write(pos, [])
+        self._move(+1, f"{self._row_name(pos)}: no boxes")
+
+    # -- front end -------------------------------------------------------------------------
+    def _on_select(self, change: dict) -> None:
+        pos = self.position
+        i = change["new"]
+        if pos is not None and 0 <= i < len(self.boxes(pos)):
+            self.view.current_label = self.boxes(pos)[i]["label"]
+
+    def _on_key(self, key: str) -> None:
+        if len(key) == 1 and key.isdigit() and key != "0":
+            i = int(key) - 1
+            if i < len(self.labels):
+                self.select_label(self.labels[i])
+            return
+        action = self._bindings.get(key)
+        if action is not None and action not in VIEW_ACTIONS:
+            if action in ("accept", "reject") and self.suggestions is None:
+                return
+            getattr(self, action)()
+
+    def _on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        box = content.get("box") or {}
+        if kind == "key":
+            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
+        elif kind == "draw":
+            self._safe(lambda: self.add_box(box["x"], box["y"], box["w"], box["h"]))()
+        elif kind == "edit":
+            coords = {k: box[k] for k in ("x", "y", "w", "h") if k in box}
+            self._safe(lambda: self.set_box(int(content.get("index", -1)), **coords))()
+        elif kind == "take":
+            self._safe(lambda: self.accept(int(content.get("index", -1))))()
+
+    def _key_help(self) -> str:
+        n = min(len(self.labels), 9)
+        parts = ["drag: draw · drag a box: move · corner: resize"]
+        parts.append(f"1–{n} class" if n > 1 else "1 class")
+        names = {
+            "delete": "delete box",
+            "accept": "accept model",
+            "reject": "hide model",
+            "empty": "no boxes",
+            "zoom_in": "zoom",
+            "zoom_out": "out",
+            "zoom_reset": "fit",
+            "pan": "+drag pan",
+        }
+        for action in DEFAULT_KEYS:
+            if action in ("accept", "reject") and self.suggestions is None:
+                continue
+            bound = [KEY_NAMES.get(k, k) for k, a in self._bindings.items() if a == action]
+            if bound:
+                parts.append(f"{' / '.join(bound)} {names.get(action, action)}")
+        return " · ".join(parts)
+
+    def _say(self, message: str, *, error: bool = False) -> None:
+        self.view.message = message
+        self.view.message_kind = "error" if error else "info"
+
+    def _show(self, message: str = "") -> None:
+        view = self.view
+        pos = self.position
+        if pos is None:
+            with view.hold_sync():
+                view.image, view.mime, view.image_error = b"", "", ""
+                view.boxes, view.suggestions, view.others = [], [], []
+                view.title = "no rows match the filter"
+                view.progress = self._progress()
+                self._say(message)
+            return
+        thumb = self._images.get(pos)
+        self._images.prefetch(int(p) for p in self._order[self._i + 1 : self._i + 3])
+        size = self.full_size(pos)
+        title = format_value(self.df.index[pos])
+        source = self.df.iat[pos, self.df.columns.get_loc(self._image_column)]
+        if isinstance(source, str | Path):
+            title += f" · {source}"
+        if size is not None:
+            title += f" · {size[0]}×{size[1]}"
+        others = []
+        if not self.blind:
+            for name, boxes in self.others(pos).items():
+                others += [{**b, "annotator": name or "(no name)"} for b in boxes or []]
+        moved = self._shown != pos
+        self._shown = pos
+        with view.hold_sync():
+            if moved:  # a new image: nothing selected, the view's zoom reset
+                view.selected = -1
+                view.row_id = view.row_id + 1
+            view.image, view.mime = thumb.data, thumb.mime
+            error = thumb.error or ("" if size is not None else "size unknown")
+            view.image_error = error
+            view.natural_width, view.natural_height = size if size is not None else (0, 0)
+            view.boxes = self.boxes(pos)
+            view.suggestions = self._suggested(pos)
+            view.others = others
+            view.title = title
+            view.progress = self._progress()
+            self._say(message)
+
+    def __repr__(self) -> str:
+        who = f" by {self.annotator!r}" if self.annotator else ""
+        return (
+            f"<BoxAnnotator {self.column!r}{who}: {self.labelled} / {len(self.df)} images done, "
+            f"position {self.position}>"
+        )

@@ -266,3 +266,33 @@ def test_the_key_is_never_written_to_the_manifest(images, cache):
     for path in cache.parent.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_same_tokens_size_drops_only_pixels_the_formula_does_not_price():
+    from visionkit.providers import floor_side, same_tokens_size
+
+    inet, oai = vk.get_provider("inference.net"), vk.get_provider("openai")
+    assert (floor_side(inet), floor_side(oai)) == (560, 512)
+    # inference.net prices every pixel between 560 and 1,120 px: nothing to drop
+    assert same_tokens_size(1120, 747, inet) == (1120, 747)
+    assert same_tokens_size(400, 300, inet) == (400, 300)  # never below what it has
+    # OpenAI's 512 px tiles: 1000 x 700 and 733 x 513 are both 2 x 2 tiles
+    assert same_tokens_size(1000, 700, oai) == (733, 513)
+    for w, h in [(1000, 700), (2048, 1536), (640, 480), (1500, 300)]:
+        small = same_tokens_size(w, h, oai)
+        assert oai.estimate(*small) == oai.estimate(w, h) and small[0] <= w
+
+
+def test_compact_encoding_is_smaller_at_the_same_token_estimate(images, cache):
+    from visionkit.query.body import image_tokens
+
+    path = images.path.iloc[0]
+    default = vk.encode_image(path)
+    compact = vk.encode_image(path, compact=True)
+    provider = vk.get_provider("inference.net")
+    assert len(compact) < len(default)  # these test photos are saved at quality 75 already
+    assert image_tokens([compact], provider) == image_tokens([default], provider)
+    plain = images.vision.submit(PROMPT, cache=cache, dry_run=True, progress=False)
+    small = images.vision.submit(PROMPT, cache=cache, dry_run=True, progress=False, compact=True)
+    assert small.estimated_tokens.tolist() == plain.estimated_tokens.tolist()
+    assert small.attrs["usage"]["request_bytes"] < plain.attrs["usage"]["request_bytes"]

@@ -51,11 +51,7 @@ NOT_TAUGHT = {
     "tokens",
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
-PENDING: set[str] = {
-    # issue 14: notebooks/07-batch-jobs teaches them (it lands in the next piece)
-    "BatchJob",
-    "batch_jobs",
-}
+PENDING: set[str] = set()
 
 
 def _load(path: Path) -> dict:

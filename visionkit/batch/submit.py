@@ -51,6 +51,19 @@ _ROW_CHUNK = 1000  # job rows recorded per transaction
 
 
 @dataclass(frozen=True)
+class BatchAskOptions(AskOptions):
+    """``AskOptions`` plus ``compact`` encoding, which reaches ``encode_image`` (and the cache
+    key) through ``encode_options``, the planner's own channel for encoding settings."""
+
+    compact: bool = False
+
+    @property
+    def encode_options(self) -> dict[str, Any]:
+        options = super().encode_options
+        return {**options, "compact": True} if self.compact else options
+
+
+@dataclass(frozen=True)
 class BatchSettings:
     """What only a batch job decides (``AskOptions`` carries everything ``ask`` shares)."""
 
@@ -127,7 +140,7 @@ class Preparation:
         }
 
 
-def _prepare(
+def prepare(
     plan: Plan,
     limits: BatchLimits,
     manifest: Manifest | None,
@@ -138,7 +151,12 @@ def _prepare(
     progress: bool,
     keep_rows: bool,
 ) -> Preparation:
-    """One pass over the rows: plan each (as ``ask`` does), write the lines to send."""
+    """One pass over the rows: plan each (as ``ask`` does), write the lines to send.
+
+    ``directory=None`` writes nothing (a dry run's plan); ``manifest`` (optional) answers which
+    keys are already submitted and records the job's rows and files. ``submit`` is the entry
+    point; this is the pass itself, for benchmarks and the Dask path.
+    """
     covered: set[int] = set()
     lock = threading.Lock()
 
@@ -270,6 +288,7 @@ def submit(
     max_requests_per_file: int | None = None,
     upload_interval: float | None = None,
     metadata: Mapping[str, str] | None = None,
+    compact: bool = False,
     dry_run: bool = False,
     budget_tokens: int | None = None,
     progress: bool = True,
@@ -282,8 +301,15 @@ def submit(
     like ``ask``'s dry run plus each row's ``file``, with ``attrs["usage"]`` holding the plan
     (files, bytes, ``upload_seconds`` at the profile's pace) and ``attrs["files"]`` the files.
     Calling it again with the same arguments continues the same job (see the module docs).
+
+    Batch-only options: ``max_file_bytes``, ``max_requests_per_file`` and ``upload_interval``
+    (seconds between uploads) override the provider profile's ``BatchLimits``; ``metadata``
+    (up to 16 string pairs) is attached to each batch; ``compact=True`` encodes each image as
+    small as it can be at the same token estimate (``encode_image(compact=True)``: fewer bytes
+    to upload, a little JPEG quality lost; the answers are cached under their own key).
     """
-    options = AskOptions(
+    options = BatchAskOptions(
+        compact=compact,
         client=client,
         model=model,
         column=column,
@@ -304,7 +330,7 @@ def submit(
             path = manifest_path(plan.cache.path) if plan.cache is not None else None
             manifest = Manifest(path) if path is not None and path.exists() else None
             try:
-                prep = _prepare(
+                prep = prepare(
                     plan,
                     limits,
                     manifest,
@@ -351,7 +377,7 @@ def submit(
                 manifest.update_shard(old["shard_id"], state="lost")
         manifest.reset_rows(job_id)
         directory = plan.cache.path.parent / "batch-files" / job_id
-        prep = _prepare(
+        prep = prepare(
             plan,
             limits,
             manifest,

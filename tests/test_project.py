@@ -33,7 +33,10 @@ def _conda_packages() -> dict[str, str]:
 
 # conda has no pip extras: a ``pkg[extra]`` requirement is the package (with the same bound)
 # plus the conda packages its extra pulls in, listed here.
-CONDA_FOR_PIP_EXTRAS = {"openai[aiohttp]": {"aiohttp"}}
+CONDA_FOR_PIP_EXTRAS = {
+    "openai[aiohttp]": {"aiohttp"},
+    "moto[server]": {"flask", "flask-cors"},
+}
 
 
 def _spec(requirement: str) -> str:

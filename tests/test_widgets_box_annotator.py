@@ -109,6 +109,10 @@ def test_suggestions_take_one_take_all_hide(df):
     assert [b["label"] for b in ann.view.suggestions] == ["cat"]  # no longer offered
     msg(ann, type="key", key="a")  # take the rest
     assert [b["label"] for b in df["boxes"].iloc[0]] == ["dog", "cat"] and not ann.view.suggestions
+    msg(ann, type="key", key="Backspace")  # undo the accept: the cat is offered again
+    assert [b["label"] for b in df["boxes"].iloc[0]] == ["dog"]
+    assert [b["label"] for b in ann.view.suggestions] == ["cat"]
+    msg(ann, type="key", key="a")
     ann.next()
     msg(ann, type="key", key="x")  # hide them: nothing taken
     assert ann.view.suggestions == [] and pd.isna(df["boxes"].iloc[1])

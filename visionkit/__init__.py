@@ -58,6 +58,7 @@ _LAZY = {
     "encode_image": ".images.encode",
     "inspect_images": ".images.read",
     "read_images": ".images.read",
+    "set_storage_options": ".images.remote",
     "thumbnail": ".images.thumbnails",
     "plot_token_curve": ".plots",
     "plot_tokens": ".plots",
@@ -119,6 +120,7 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "set_storage_options",
     "thumbnail",
     "to_coco",
     "to_hf_dataset",
@@ -158,6 +160,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from .batch import BatchJob, batch_jobs
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
+    from .images.remote import set_storage_options
     from .images.thumbnails import thumbnail
     from .plots import plot_token_curve, plot_tokens, plot_usage
     from .query.ask import ask, ask_async

@@ -1,7 +1,8 @@
 """Image cells: what a DataFrame cell holding an image may be, and its bytes.
 
 An image cell is a path (``str`` or ``Path``), raw ``bytes``, a ``PIL.Image.Image``, a
-``data:`` URI (base64) or an ``http(s)://`` URL. ``read_bytes`` turns any of them into the
+``data:`` URI (base64), an ``http(s)://`` URL or an fsspec URL (``s3://``, ``gs://``, ``hf://``...,
+see ``visionkit.images.remote``). ``read_bytes`` turns any of them into the
 encoded file's bytes; failures raise ``visionkit.ImageError`` naming the row and the reason.
 ``image_column`` is the one rule for which DataFrame column holds the images.
 
@@ -19,6 +20,7 @@ import io
 import os
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from ..errors import ImageError
 from ..types import is_missing
 from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download
 from .pil_errors import pil_errors
+from .remote import REMOTE_TIMEOUT, is_remote_url, read_object
+from .tables import is_table_ref, read_ref, struct_bytes
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -65,7 +69,9 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 
 
 def cell_kind(cell: Any) -> str:
-    """One of "missing", "pil", "bytes", "data", "url", "path" (or "unknown")."""
+    """One of "missing", "pil", "bytes", "data", "url" (http/https), "remote" (an fsspec URL:
+    s3://, gs://, ...), "ref" (a row of a table: ``x.parquet#image[3]``), "struct" (a
+    ``{bytes, path}`` dict, as Parquet image columns read into pandas), "path" (or "unknown")."""
     if is_missing(cell):
         return "missing"
     if isinstance(cell, Image.Image):
@@ -74,12 +80,18 @@ def cell_kind(cell: Any) -> str:
         return "bytes"
     if isinstance(cell, os.PathLike):
         return "path"
+    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
+        return "struct"
     if isinstance(cell, str):
+        if is_table_ref(cell):
+            return "ref"
         low = cell[:8].lower()
         if low.startswith("data:"):
             return "data"
         if low.startswith(("http://", "https://")):
             return "url"
+        if is_remote_url(cell):
+            return "remote"
         return "path"
     return "unknown"
 
@@ -99,16 +111,20 @@ def read_bytes(
     row: object = None,
     timeout: float | None = None,
     max_bytes: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The encoded bytes of an image cell (file contents, decoded data URI, download, ...).
 
     A PIL image is saved losslessly as PNG. Empty content is an error ("empty file (0 bytes)").
     URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``) and refused past
-    ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB).
+    ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB). ``storage_options`` are for an
+    fsspec URL (default: those remembered for its prefix, see ``visionkit.images.remote``).
     """
     source = source_label(cell)
     try:
-        data = _read_raw(cell, row=row, timeout=timeout, max_bytes=max_bytes)
+        data = _read_raw(
+            cell, row=row, timeout=timeout, max_bytes=max_bytes, storage_options=storage_options
+        )
     except ImageError as exc:
         if exc.row is None or exc.source is None:
             raise ImageError(exc.reason, row=row, source=source) from exc
@@ -118,7 +134,14 @@ def read_bytes(
     return data
 
 
-def _read_raw(cell: Any, *, row: object, timeout: float | None, max_bytes: int | None) -> bytes:
+def _read_raw(
+    cell: Any,
+    *,
+    row: object,
+    timeout: float | None,
+    max_bytes: int | None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> bytes:
     kind = cell_kind(cell)
     if kind == "missing":
         raise ImageError("no image (missing value)")
@@ -140,6 +163,17 @@ def _read_raw(cell: Any, *, row: object, timeout: float | None, max_bytes: int |
             timeout=DOWNLOAD_TIMEOUT if timeout is None else timeout,
             max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         )
+    if kind == "ref":
+        return read_ref(cell, row=row)
+    if kind == "struct":
+        return struct_bytes(cell, row=row)
+    if kind == "remote":
+        return read_object(
+            cell,
+            timeout=REMOTE_TIMEOUT if timeout is None else timeout,
+            max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
+            storage_options=storage_options,
+        )
     if kind == "path":
         with pil_errors(row, source_label(cell)):
             path = local_path(cell)
@@ -149,7 +183,7 @@ def _read_raw(cell: Any, *, row: object, timeout: float | None, max_bytes: int |
                 return fh.read()
     raise ImageError(
         f"unsupported image cell of type {type(cell).__name__} "
-        "(expected a path, bytes, a PIL image, a data: URI or an http(s) URL)"
+        "(expected a path, bytes, a PIL image, a data: URI, an http(s) URL or an s3://-style URL)"
     )
 
 
@@ -158,8 +192,10 @@ def source_label(cell: Any) -> object:
     kind = cell_kind(cell)
     if kind == "path":
         return os.fspath(cell)
-    if kind == "url":
+    if kind in ("url", "remote", "ref"):
         return cell
+    if kind == "struct":
+        return cell.get("path") or f"<{len(cell.get('bytes') or b'')} bytes>"
     if kind == "data":
         return cell[:40] + "..." if len(cell) > 40 else cell
     if kind == "bytes":
@@ -174,8 +210,10 @@ def path_of(cell: Any) -> str | None:
     kind = cell_kind(cell)
     if kind == "path":
         return str(Path(os.fspath(cell)))
-    if kind == "url":
+    if kind in ("url", "remote", "ref"):
         return cell
+    if kind == "struct" and isinstance(cell.get("path"), str):
+        return cell["path"]
     return None
 
 

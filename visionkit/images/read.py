@@ -20,7 +20,7 @@ import contextlib
 import glob
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -269,7 +269,71 @@ def _map(func: Any, items: list[Any], *, threads: bool) -> list[Any]:
     return [func(item) for item in items]
 
 
-def read_images(source: Any, *, recursive: bool = True) -> pd.DataFrame:
+def _image_name(name: str) -> bool | None:
+    """True/False by extension, None when only the bytes can tell."""
+    ext = os.path.splitext(name)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return True
+    return False if ext in _NOT_IMAGE_EXTENSIONS else None
+
+
+def _rows(
+    cells: list[Any],
+    *,
+    sizes: Mapping[str, int | None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> list[dict[str, Any]]:
+    """Rows for ``cells``: remote ones (fsspec and http(s) URLs) from their leading bytes,
+    concurrently (``remote_headers``); the rest here."""
+    from .remote_headers import remote_header_rows
+
+    remote = [i for i, c in enumerate(cells) if cell_kind(c) in ("url", "remote")]
+    rows: list[Any] = [None] * len(cells)
+    if remote:
+        urls = [cells[i] for i in remote]
+        found = remote_header_rows(
+            urls,
+            sizes=[(sizes or {}).get(u) for u in urls],
+            storage_options=storage_options,
+            concurrency=concurrency,
+        )
+        for i, row in zip(remote, found, strict=True):
+            rows[i] = row
+    local = [i for i in range(len(cells)) if rows[i] is None]
+    local_rows = _map(_cell_row, [cells[i] for i in local], threads=False)
+    for i, row in zip(local, local_rows, strict=True):
+        rows[i] = row
+    return rows
+
+
+def _expand_remote(
+    item: str, recursive: bool, storage_options: Mapping[str, Any] | None, in_list: bool
+) -> tuple[list[str], dict[str, int | None], set[str]]:
+    """A remote source's objects, their sizes, and those only the bytes can call images."""
+    from .remote import list_images, remember_options
+
+    remember_options(item, storage_options)
+    found = list_images(
+        item,
+        recursive=recursive,
+        storage_options=storage_options,
+        is_image_name=_image_name,
+        trust_name=in_list,
+    )
+    found.sort(key=lambda pair: _natural_key(pair[0]))
+    unsure = {u for u, _ in found if _image_name(u.rsplit("/", 1)[-1]) is None}
+    return [u for u, _ in found], dict(found), unsure if len(found) > 1 else set()
+
+
+def read_images(
+    source: Any,
+    *,
+    recursive: bool = True,
+    column: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> pd.DataFrame:
     """A DataFrame with one row per image file, read from headers only.
 
     ``source`` is a folder (walked recursively unless ``recursive=False``; hidden files are
@@ -282,9 +346,27 @@ def read_images(source: Any, *, recursive: bool = True) -> pd.DataFrame:
     ``mode``, ``frames``, ``bytes`` and ``error`` (None, or why the file cannot be used). A bad
     or missing file is a row with ``error`` set, never an exception for the whole call.
 
+    Remote sources (``s3://bucket/photos/``, ``gs://.../*.jpg``, ``hf://...``, http(s) URLs;
+    see ``visionkit.images.remote``) are listed and only the leading bytes of each object are
+    read (``concurrency`` at once, default 32). ``storage_options`` go to fsspec as in pandas,
+    and are remembered in memory for the source's prefix so later reads of these cells
+    (``encode``, ``ask``, thumbnails) use them too. In a bucket, objects with an image
+    extension count as images; those without a known extension count if their bytes say so.
+
+    Tables: ``read_images("data/*.parquet", column="image")`` or ``read_images(dataset,
+    column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
+    ({bytes, path} structs, binary or path strings); ``path`` is then a reference such as
+    ``data/train.parquet#image[17]`` that every visionkit reader resolves, so the frame never
+    copies the images, and the table's other columns come along (see
+    ``visionkit.images.tables``).
+
     >>> df = read_images("datasets/")                            # doctest: +SKIP
     >>> df.vision.estimate_tokens().sum()                        # doctest: +SKIP
     """
+    from .tables import is_dataset, read_table_images
+
+    if column is not None or is_dataset(source):
+        return read_table_images(source, column, storage_options=storage_options)
     if isinstance(source, (str, os.PathLike)):
         items: Iterable[Any] = [source]
     elif isinstance(source, (pd.Series, pd.Index)):
@@ -292,19 +374,34 @@ def read_images(source: Any, *, recursive: bool = True) -> pd.DataFrame:
     else:
         items = list(source)
     paths: list[str] = []
+    sizes: dict[str, int | None] = {}
+    unsure: set[str] = set()
     for item in items:
-        paths.extend(_expand(item, recursive))
-    has_urls = any(cell_kind(p) == "url" for p in paths)
-    rows = _map(_cell_row, paths, threads=has_urls)
+        if cell_kind(item) == "remote":
+            in_list = not isinstance(source, (str, os.PathLike))
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, in_list)
+            paths.extend(urls)
+            sizes.update(found)
+            unsure |= maybe
+        else:
+            paths.extend(_expand(item, recursive))
+    rows = _rows(paths, sizes=sizes, storage_options=storage_options, concurrency=concurrency)
+    if unsure:  # objects with no telling extension that turned out not to be images
+        rows = [r for r in rows if r["path"] not in unsure or r["format"] is not None]
     return _frame(rows)
 
 
-def inspect_images(images: pd.Series | Iterable[Any]) -> pd.DataFrame:
+def inspect_images(
+    images: pd.Series | Iterable[Any],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> pd.DataFrame:
     """``read_images``'s columns for any column of image cells (paths, bytes, PIL images,
-    data URIs, URLs), with the same index. Headers only; URLs are downloaded (in parallel).
+    data URIs, http(s) and fsspec URLs), with the same index. Headers only: of a URL only the
+    leading bytes are read, ``concurrency`` at once (default 32).
     """
     series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
     cells = series.tolist()
-    has_urls = any(cell_kind(c) == "url" for c in cells)
-    rows = _map(_cell_row, cells, threads=has_urls)
+    rows = _rows(cells, storage_options=storage_options, concurrency=concurrency)
     return _frame(rows, index=series.index)

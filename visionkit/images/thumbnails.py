@@ -98,7 +98,7 @@ def _cache_key(cell: Any, size: int) -> Hashable | None:
         except OSError:
             return None
         return ("path", path, st.st_mtime_ns, st.st_size, size)
-    if kind == "url":
+    if kind in ("url", "remote", "ref"):  # the URL alone: never the options used to read it
         return ("url", cell, size)
     if kind == "bytes":
         return ("bytes", hashlib.blake2b(bytes(cell), digest_size=16).digest(), size)

@@ -55,6 +55,8 @@ class Change:
 class LabelSession:
     """The row walking, saving and undo behind both annotators (not a widget by itself)."""
 
+    _done_word = "labelled"  # the progress line: "3 / 20 labelled"
+
     df: pd.DataFrame
     column: str
 
@@ -410,7 +412,7 @@ class LabelSession:
 
     def _progress(self) -> str:
         total, labelled = len(self.df), self.labelled
-        text = f"{labelled} / {total} labelled"
+        text = f"{labelled} / {total} {self._done_word}"
         if self.annotator:
             text = f"{self.annotator}: {text}"
         pos = self.position

@@ -59,11 +59,9 @@ function render({ model, el }) {
     const fit = Math.min(sw / nw, sh / nh);
     scale = fit * zoom;
     const w = nw * scale, h = nh * scale;
-    if (zoom <= 1) { panX = (sw - w) / 2; panY = (sh - h) / 2; }
-    else {
-      panX = Math.min(Math.max(panX, sw - w), 0);
-      panY = Math.min(Math.max(panY, sh - h), 0);
-    }
+    // Centred along a side that fits the stage; along one that does not, kept covering it.
+    panX = w <= sw ? (sw - w) / 2 : Math.min(Math.max(panX, sw - w), 0);
+    panY = h <= sh ? (sh - h) / 2 : Math.min(Math.max(panY, sh - h), 0);
     canvas.style.width = `${w}px`;
     canvas.style.height = `${h}px`;
     canvas.style.transform = `translate(${panX}px, ${panY}px)`;

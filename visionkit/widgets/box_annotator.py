@@ -110,6 +110,8 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     up to that).
     """
 
+    _done_word = "done"
+
     def __init__(
         self,
         df: pd.DataFrame,
@@ -150,6 +152,8 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self._rejected: set[int] = set()
         self._shown: int | None = None
         self._taken: dict[int, list[dict[str, Any]]] = {}
+        # (history length after an accept, row, boxes taken): undo offers them again
+        self._accepted: list[tuple[int, int, list[dict[str, Any]]]] = []
         self._start(df, column, annotator=annotator, save=save, blind=blind)
         self._parse_column()
         self._images = ThumbnailCache(
@@ -363,7 +367,18 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         taken = [self._checked(b, pos) for b in chosen]
         boxes = [*self.boxes(pos), *taken]
         self._taken.setdefault(pos, []).extend(chosen)  # shown once: as boxes now
+        self._accepted.append((len(self._history) + 1, pos, chosen))
         self._set_boxes(pos, boxes, f"accepted {len(taken)} proposed box(es)")
+
+    def undo(self) -> None:
+        """Undo the last change; an undone accept offers the model's boxes again."""
+        if self._accepted and self._accepted[-1][0] == len(self._history):
+            _, pos, chosen = self._accepted.pop()
+            taken = self._taken.get(pos, [])
+            for box in chosen:
+                if box in taken:
+                    taken.remove(box)
+        super().undo()
 
     def reject(self) -> None:
         """Hide the model's proposed boxes of the current row."""

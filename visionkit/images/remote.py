@@ -1,0 +1,346 @@
+"""Images in object stores and other fsspec filesystems: ``s3://``, ``gs://``, ``az://``, ``hf://``...
+
+An image cell or ``read_images`` source that is a URL with a scheme other than ``http(s)``,
+``data`` or ``file`` is read through `fsspec <https://filesystem-spec.readthedocs.io>`_ and the
+filesystem package for its scheme, installed by an extra: ``visionkit[s3]`` (s3fs),
+``visionkit[gcs]`` (gcsfs), ``visionkit[azure]`` (adlfs), ``visionkit[hf]`` (huggingface_hub,
+with ``datasets``). Plain ``http(s)`` URLs are *not* read through fsspec but by
+``visionkit.images.download`` (one deadline, a size cap, redirects only to http(s)): fsspec's
+HTTP filesystem has none of those guards.
+
+Credentials come from where each package looks for them (``AWS_*`` variables and
+``~/.aws``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``, ``HF_TOKEN``, fsspec's
+``FSSPEC_<PROTOCOL>_<OPTION>`` variables), or from ``storage_options=`` as in pandas. Options
+given to ``read_images`` (or ``set_storage_options``) are remembered *in this process's memory
+only* for that source's prefix, so ``encode``, ``ask`` and the widgets read the same cells
+with the same options later. They never appear in a repr, an error, a log or a cache key (the
+answer cache keys on image *content*).
+
+Reading one object (``read_object``, what ``encode`` and ``ask`` do) is one ranged GET of at
+most ``max_bytes`` + 1 bytes within one deadline, retried twice on transient errors; a missing
+object is "file not found", a forbidden one "access denied", each that row's error.
+
+What surprised us (also in the README):
+
+- fsspec caches directory listings per filesystem instance; ``list_images`` invalidates the
+  prefix first, so a second ``read_images`` on a bucket sees objects added since.
+- fsspec caches filesystem instances per *thread* (the cache key includes the thread id), so a
+  thread pool builds one S3 client per thread: 32 header threads cost 175 MB for 1,000
+  objects before ``filesystem`` kept one instance per bucket and options for all threads.
+- An instance's ``repr`` is harmless only because s3fs does not print its options:
+  ``fs.storage_options`` holds the secret, so visionkit never formats a filesystem object.
+- s3fs retries some errors itself (its own loop for connection errors, botocore's for 5xx and
+  throttling), so a transient S3 failure may be retried more than the twice said here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+import re
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ImageError
+
+__all__ = [
+    "REMOTE_TIMEOUT",
+    "filesystem",
+    "is_remote_url",
+    "list_images",
+    "read_object",
+    "set_storage_options",
+]
+
+REMOTE_TIMEOUT = 60.0  # seconds: one deadline per object read (s3fs itself waits up to 60 s)
+
+_RETRIES = 2
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
+_LOCAL_SCHEMES = frozenset({"http", "https", "file", "data"})
+
+# scheme -> (package that implements it, visionkit extra that installs it)
+_EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+    "adl": ("adlfs", "azure"),
+    "hf": ("huggingface_hub", "hf"),
+}
+
+
+def is_remote_url(text: object) -> bool:
+    """True for a string URL read through fsspec (``s3://``, ``gs://``, ``memory://``...)."""
+    if not isinstance(text, str):
+        return False
+    m = _URL.match(text)
+    return m is not None and m.group(1).lower() not in _LOCAL_SCHEMES
+
+
+def scheme_of(url: str) -> str:
+    m = _URL.match(url)
+    return m.group(1).lower() if m else ""
+
+
+# --------------------------------------------------------------------------------------------
+# storage options, remembered per prefix
+
+
+_OPTIONS: dict[str, dict[str, Any]] = {}
+_OPTIONS_LOCK = threading.Lock()
+
+
+def set_storage_options(prefix: str, options: Mapping[str, Any] | None = None, **kw: Any) -> None:
+    """Use these fsspec ``storage_options`` for every image URL that starts with ``prefix``.
+
+    >>> set_storage_options("s3://bucket/", endpoint_url="http://127.0.0.1:9000")  # doctest: +SKIP
+
+    Kept in memory for this process only (never written anywhere); the longest matching prefix
+    wins. ``read_images(source, storage_options=...)`` calls this for its source. ``None`` and
+    no keywords forget the prefix.
+    """
+    if not is_remote_url(prefix):
+        raise ValueError("set_storage_options needs a URL prefix such as 's3://bucket/'")
+    merged = {**(options or {}), **kw}
+    with _OPTIONS_LOCK:
+        if merged:
+            _OPTIONS[prefix] = merged
+        else:
+            _OPTIONS.pop(prefix, None)
+
+
+def options_for(url: str) -> dict[str, Any]:
+    with _OPTIONS_LOCK:
+        best = max((p for p in _OPTIONS if url.startswith(p)), key=len, default=None)
+        return dict(_OPTIONS[best]) if best is not None else {}
+
+
+def remember_options(source: str, options: Mapping[str, Any] | None) -> None:
+    """Remember ``options`` for ``source``'s bucket (``s3://bucket/``): its other objects are
+    read with the same credentials and endpoint."""
+    if options:
+        m = re.match(r"^([^:]+://[^/]*)", source)
+        set_storage_options((m.group(1) if m else source) + "/", options)
+
+
+_FILESYSTEMS: dict[tuple[str, str, str], Any] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """``(fsspec filesystem, path within it)`` for ``url``; a missing package is an
+    ``ImportError`` naming the extra to install.
+
+    One filesystem object per scheme, bucket and options, shared by every thread: fsspec's own
+    instance cache is per *thread* (its key includes ``threading.get_ident()``), so the 32
+    threads reading headers would otherwise each build an S3 client (about 5 MB and 0.1 s
+    each).
+    """
+    options = dict(storage_options) if storage_options else options_for(url)
+    scheme = scheme_of(url)
+    m = re.match(r"^[^:]+://([^/]*)", url)
+    secret = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()
+    key = (scheme, m.group(1) if m else "", secret)  # the options only as a hash
+    with _FILESYSTEMS_LOCK:
+        fs = _FILESYSTEMS.get(key)
+    if fs is not None and "::" not in url:
+        return fs, fs._strip_protocol(url)
+    try:
+        import fsspec.core
+    except ImportError:
+        raise ImportError(_hint(scheme)) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **options)
+    except ImportError:
+        raise ImportError(_hint(scheme)) from None
+    except ValueError as exc:
+        if "Protocol not known" in str(exc) or "not known" in str(exc):
+            raise ValueError(f"{scheme}:// is not a filesystem fsspec knows") from None
+        raise
+    with _FILESYSTEMS_LOCK:
+        _FILESYSTEMS.setdefault(key, fs)
+    return fs, path
+
+
+def _hint(scheme: str) -> str:
+    package, extra = _EXTRAS.get(scheme, ("fsspec", "s3"))
+    return (
+        f"reading {scheme}:// images needs {package}: pip install 'visionkit[{extra}]'"
+        if scheme in _EXTRAS
+        else f"reading {scheme}:// images needs fsspec: pip install fsspec"
+    )
+
+
+def full_url(fs: Any, path: str) -> str:
+    """A path from ``fs`` as a URL with its protocol (fsspec's listings drop it)."""
+    return fs.unstrip_protocol(path)
+
+
+# --------------------------------------------------------------------------------------------
+# reading objects
+
+
+def fetch(
+    fs: Any, path: str, start: int, end: int | None, *, timeout: float = REMOTE_TIMEOUT
+) -> bytes:
+    """Bytes ``start``..``end`` of one object, within ``timeout``, retried on transient errors.
+
+    Raises ``ImageError`` with a plain reason (never the options or the exception's repr).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    for attempt in range(_RETRIES + 1):
+        left = max(0.1, deadline - time.monotonic())
+        try:
+            kwargs = {"timeout": left} if _is_async(fs) else {}
+            return fs.cat_file(path, start=start, end=end, **kwargs)
+        except FileNotFoundError:
+            raise ImageError("file not found (no such object)") from None
+        except PermissionError:
+            raise ImageError("access denied (the credentials may not read this object)") from None
+        except IsADirectoryError:
+            raise ImageError("is a directory, not an image file") from None
+        except ImportError:
+            raise
+        except Exception as exc:
+            reason = _reason(exc)
+            if not _transient(exc) or attempt == _RETRIES or time.monotonic() >= deadline:
+                raise ImageError(f"download failed: {reason}") from None
+        time.sleep(min(delay * (1 + random.random()), max(0.0, deadline - time.monotonic())))
+        delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def read_object(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float = REMOTE_TIMEOUT,
+    storage_options: Mapping[str, Any] | None = None,
+) -> bytes:
+    """The whole object at ``url``: one GET of at most ``max_bytes`` + 1 bytes (a bigger
+    object is refused without being read further)."""
+    fs, path = filesystem(url, storage_options)
+    data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
+    if len(data) > max_bytes:
+        raise ImageError(f"object over the {_size_text(max_bytes)} cap")
+    return data
+
+
+def object_size(fs: Any, path: str, *, timeout: float = REMOTE_TIMEOUT) -> int | None:
+    try:
+        kwargs = {"timeout": timeout} if _is_async(fs) else {}
+        size = fs.size(path, **kwargs)
+    except FileNotFoundError:
+        raise ImageError("file not found (no such object)") from None
+    except PermissionError:
+        raise ImageError("access denied (the credentials may not read this object)") from None
+    except Exception:
+        return None
+    return int(size) if size is not None else None
+
+
+def _is_async(fs: Any) -> bool:
+    return bool(getattr(fs, "async_impl", False))
+
+
+_PERMANENT = (
+    "InvalidRange",
+    "NoSuchBucket",
+    "400",
+    "Bad Request",
+    "credentials",
+    "Credentials",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ValueError, TypeError, NotImplementedError)):
+        return False
+    return not any(s in f"{type(exc).__name__} {exc}" for s in _PERMANENT)
+
+
+def _reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if name == "NoCredentialsError":
+        return "no credentials found (set them in the environment or ~/.aws, or storage_options=)"
+    if name == "FSTimeoutError" or isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = re.sub(r"https?://\S+", "<endpoint>", text)[:200]  # no endpoint URLs with tokens
+    return f"{name}: {text}" if text else name
+
+
+def _size_text(n: int) -> str:
+    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MB"
+    return f"{n:,} bytes"
+
+
+# --------------------------------------------------------------------------------------------
+# listing
+
+
+def list_images(
+    source: str,
+    *,
+    recursive: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+    is_image_name: Any = None,
+    trust_name: bool = False,
+) -> list[tuple[str, int | None]]:
+    """``(url, size)`` of the objects a remote source stands for: a prefix (a "folder", walked
+    recursively unless ``recursive=False``), a glob, or one object.
+
+    Hidden names (``.``-prefixed) are skipped; ``is_image_name(name)`` (True, False or None for
+    "unknown: look at the bytes") filters by extension. A prefix or object that does not exist
+    raises ``FileNotFoundError``; a glob matching nothing warns and gives ``[]``.
+    ``trust_name``: a source named like an image file is taken to be one without asking the
+    store (one request less per item of a long list; a missing one becomes its row's error).
+    """
+    fs, path = filesystem(source, storage_options)
+    base = source.rstrip("/").rsplit("/", 1)[-1]
+    named_like_image = is_image_name is not None and is_image_name(base)
+    if trust_name and named_like_image and re.search(r"[*?\[/]$|[*?\[]", source) is None:
+        return [(source, None)]
+    glob_chars = re.search(r"[*?\[]", path) is not None
+    root = re.split(r"[*?\[]", path, maxsplit=1)[0].rsplit("/", 1)[0] if glob_chars else path
+    with contextlib.suppress(Exception):  # a filesystem without a listings cache
+        fs.invalidate_cache(root)
+    if glob_chars:
+        found = fs.glob(path, detail=True)
+        if not found:
+            warnings.warn(f"read_images: {source} matches no file", UserWarning, stacklevel=3)
+    else:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"read_images: no such object or prefix: {source}") from None
+        if info.get("type") != "directory":
+            return [(source, _size(info))]
+        found = fs.find(path, maxdepth=None if recursive else 1, detail=True)
+    out = []
+    for name, info in found.items():
+        if info.get("type") == "directory":
+            continue
+        base = name.rstrip("/").rsplit("/", 1)[-1]
+        if base.startswith("."):
+            continue
+        if is_image_name is not None and is_image_name(base) is False:
+            continue
+        out.append((full_url(fs, name), _size(info)))
+    return out
+
+
+def _size(info: Mapping[str, Any]) -> int | None:
+    size = info.get("size")
+    return int(size) if isinstance(size, (int, float)) else None

@@ -296,3 +296,10 @@ def test_compact_encoding_is_smaller_at_the_same_token_estimate(images, cache):
     small = images.vision.submit(PROMPT, cache=cache, dry_run=True, progress=False, compact=True)
     assert small.estimated_tokens.tolist() == plain.estimated_tokens.tolist()
     assert small.attrs["usage"]["request_bytes"] < plain.attrs["usage"]["request_bytes"]
+
+
+def test_a_frame_of_image_bytes_is_one_job_across_calls(images, client, cache):
+    frame = pd.DataFrame({"image": [Path(p).read_bytes() for p in images.path]})
+    job = run(frame, client, cache).wait(progress=False)
+    assert job.result().error.isna().all()
+    assert run(frame, client, cache).id == job.id

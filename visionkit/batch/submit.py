@@ -87,6 +87,17 @@ class BatchSettings:
         return dataclasses.replace(base, **changes)
 
 
+def _cell_identity(cell: Any) -> str:
+    """What names an image cell in the job id: a path or URL as it is, bytes by their digest.
+    Other cells (PIL images) by ``repr``: a new session makes a new job id for them, but their
+    rows are still never submitted twice (coverage is decided by each row's cache key)."""
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(cell).hexdigest()
+    if isinstance(cell, str):
+        return cell
+    return "" if cell is None else repr(cell)
+
+
 def _identity(df: pd.DataFrame, plan: Plan, prompt: str, settings: BatchSettings) -> str:
     """The job id: a hash of the arguments that decide what the job sends."""
     h = hashlib.sha256()
@@ -103,7 +114,9 @@ def _identity(df: pd.DataFrame, plan: Plan, prompt: str, settings: BatchSettings
         "columns": plan.columns,
     }
     h.update(json.dumps(recipe, sort_keys=True, default=repr).encode())
-    cells = df[plan.columns].astype(str)
+    cells = pd.DataFrame(
+        {c: [_cell_identity(x) for x in df[c]] for c in plan.columns}, index=df.index
+    )
     h.update(pd.util.hash_pandas_object(cells, index=True).to_numpy().tobytes())
     return "job-" + h.hexdigest()[:20]
 

@@ -41,6 +41,7 @@ NOT_TAUGHT = {
     "ImageError",
     "MissingAPIKey",
     "RequestError",
+    "RowError",
     "VisionAccessor",
     "VisionError",
     "Provider",

@@ -20,7 +20,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._register import register_accessor
-from .errors import BudgetExceeded, ImageError, MissingAPIKey, RequestError, VisionError
+from .errors import (
+    BudgetExceeded,
+    ImageError,
+    MissingAPIKey,
+    RequestError,
+    RowError,
+    VisionError,
+)
 from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
 
 __version__ = "0.1.0"
@@ -90,6 +97,7 @@ __all__ = [
     "Provider",
     "RaterAgreement",
     "RequestError",
+    "RowError",
     "TokenExplorer",
     "VisionAccessor",
     "VisionError",

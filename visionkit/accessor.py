@@ -115,37 +115,20 @@ class VisionAccessor:
         self,
         provider: str | Provider = DEFAULT_PROVIDER,
         *,
-        max_side: int | None = None,
-        max_tokens: int | None = None,
-        max_bytes: int | None = None,
-        format: str = "auto",
-        strip_metadata: bool = True,
-        errors: str = "coerce",
         column: str | None = None,
-        workers: int | None = None,
-        progress: bool = True,
+        **kwargs: Any,
     ) -> pd.Series:
         """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
 
-        See ``visionkit.encode`` for what happens to each image; one warning names the failing
-        rows; ``errors="raise"`` raises ``ImageError`` naming the first. EXIF (GPS included),
-        XMP and comments are not sent unless ``strip_metadata=False``. ``progress=False``
-        hides the progress bar (shown only when encoding takes over a second).
+        Takes ``visionkit.images.encode.encode_series``' options (shown by help() and
+        Shift+Tab), plus ``column``. One warning names the failing rows; ``errors="raise"``
+        raises ``ImageError`` naming the first. EXIF (GPS included), XMP and comments are not
+        sent unless ``strip_metadata=False``. ``progress=False`` hides the progress bar (shown
+        only when encoding takes over a second).
         """
         from .images.encode import encode_series
 
-        return encode_series(
-            self._df[self._column(column)],
-            provider=provider,
-            max_side=max_side,
-            max_tokens=max_tokens,
-            max_bytes=max_bytes,
-            format=format,
-            strip_metadata=strip_metadata,
-            errors=errors,
-            workers=workers,
-            progress=progress,
-        )
+        return encode_series(self._df[self._column(column)], provider=provider, **kwargs)
 
     def show(
         self,
@@ -193,21 +176,39 @@ class VisionAccessor:
         )
 
 
-def _borrow_signature(method: Any, function: Any) -> None:
-    """Give ``method`` the parameters and docstring of ``function`` (less its DataFrame), so
-    help() and Jupyter's Shift+Tab show every option of ``df.vision.ask`` in one place."""
+def _borrow_signature(
+    method: Any, function: Any, *, doc: bool = True, column: bool = False, first: str = ""
+) -> None:
+    """Give ``method`` the parameters (and docstring) of ``function`` less its first one, the
+    data, so help() and Jupyter's Shift+Tab show every option in one place. ``column`` adds
+    the accessor's own ``column=`` keyword; ``first`` names a keyword the method also takes
+    positionally (``df.vision.encode("openai")``)."""
     sig = inspect.signature(function)
-    me = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    method.__signature__ = sig.replace(parameters=[me, *list(sig.parameters.values())[1:]])
-    method.__doc__ = function.__doc__
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    rest = list(sig.parameters.values())[1:]
+    lead = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in rest if p.name == first]
+    params += lead + [p for p in rest if p.name != first]
+    if column:
+        keyword = inspect.Parameter(
+            "column", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
+        )
+        at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+        params.insert(at, keyword)
+    method.__signature__ = sig.replace(parameters=params)
+    if doc:
+        method.__doc__ = function.__doc__
 
 
 @functools.cache
 def _borrow_ask_signatures() -> None:
     """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
     from .batch import submit
+    from .images.encode import encode_series
     from .query.ask import ask, ask_async
 
     _borrow_signature(VisionAccessor.ask, ask)
     _borrow_signature(VisionAccessor.ask_async, ask_async)
     _borrow_signature(VisionAccessor.submit, submit)
+    _borrow_signature(
+        VisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
+    )

@@ -1,44 +1,68 @@
 """The visionkit exception tree.
 
     VisionError
-    ├── ImageError (ValueError)        an image cannot be read, decoded or encoded
-    ├── RequestError (ValueError)      a request breaks the provider's rules before it is sent
+    ├── RowError (ValueError)          one row cannot be used (``row``: which, ``reason``: why)
+    │   ├── ImageError                 an image cannot be read, decoded or encoded
+    │   └── RequestError               a request breaks the provider's rules before it is sent
     ├── BudgetExceeded (RuntimeError)  the estimated tokens exceed ``budget_tokens``
     └── MissingAPIKey (RuntimeError)   a provider was named but its key variable is unset
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
+A row's failure never stops a batch: it becomes that row's ``error`` text.
 """
 
 from __future__ import annotations
 
-__all__ = ["BudgetExceeded", "ImageError", "MissingAPIKey", "RequestError", "VisionError"]
+from typing import Any
+
+__all__ = [
+    "BudgetExceeded",
+    "ImageError",
+    "MissingAPIKey",
+    "RequestError",
+    "RowError",
+    "VisionError",
+]
 
 
 class VisionError(Exception):
     """Base class of every error visionkit raises itself."""
 
 
-class ImageError(VisionError, ValueError):
-    """An image cannot be read, decoded or encoded; ``row`` names the DataFrame row if known."""
+class RowError(VisionError, ValueError):
+    """One row cannot be used: ``row`` names the DataFrame row (if known), ``reason`` says why.
 
-    def __init__(self, message: str, *, row: object = None, source: object = None) -> None:
-        self.row = row
-        self.source = source
-        self.reason = message
-        if row is not None:
-            message = f"row {row!r}: {message}"
-        super().__init__(message)
-
-
-class RequestError(VisionError, ValueError):
-    """A request would break the provider's documented rules (formats, image count, body size)."""
+    ``str(exc)`` is ``"row 'r3': <reason>"``; the batch keeps ``reason`` as the row's error.
+    """
 
     def __init__(self, message: str, *, row: object = None) -> None:
         self.row = row
         self.reason = message
-        if row is not None:
-            message = f"row {row!r}: {message}"
-        super().__init__(message)
+        super().__init__(f"row {row!r}: {message}" if row is not None else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt with its keywords, so row, reason (and source) survive pickling: errors
+        # cross process boundaries in process pools and on Dask workers.
+        return (_rebuild, (type(self), self.reason, dict(self.__dict__)))
+
+
+class ImageError(RowError):
+    """An image cannot be read, decoded or encoded; ``source`` is where it came from, if known."""
+
+    def __init__(self, message: str, *, row: object = None, source: object = None) -> None:
+        self.source = source
+        super().__init__(message, row=row)
+
+
+class RequestError(RowError):
+    """A request would break the provider's documented rules (formats, image count, body size)."""
+
+
+def _rebuild(cls: type[RowError], reason: str, state: dict[str, Any]) -> RowError:
+    keywords = {k: state.pop(k) for k in ("row", "source") if k in state}
+    error = cls(reason, **keywords)
+    error.__dict__.update(state)
+    return error
 
 
 class BudgetExceeded(VisionError, RuntimeError):

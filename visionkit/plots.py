@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from . import costs
+from ._axes import message as _message
+from ._axes import new_axes as _new_axes
 from .providers import Provider, get_provider
 
 if TYPE_CHECKING:
@@ -35,31 +37,6 @@ TIER_STYLE: dict[str, Any] = {
     "linewidth": 1.0,
     "zorder": 3,
 }
-
-
-def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
-
-
-def _message(ax: Axes, text: str) -> Axes:
-    """Say why nothing is drawn, in the middle of the axes."""
-    ax.text(
-        0.5,
-        0.5,
-        text,
-        transform=ax.transAxes,
-        ha="center",
-        va="center",
-        color="0.35",
-        fontsize=11,
-        gid="visionkit-message",
-    )
-    return ax
 
 
 def _extent(sizes: pd.DataFrame, tiers: costs.TokenTiers) -> float:

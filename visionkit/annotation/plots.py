@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .._axes import message as _message
+from .._axes import new_axes as _new_axes
 from .agreement import Agreement, Match, agreement
 from .boxes import BoxAgreement
 from .reliability import RaterAgreement, rater_agreement
@@ -24,20 +26,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["plot_agreement", "plot_box_agreement", "plot_class_agreement", "plot_rater_agreement"]
-
-
-def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
-
-
-def _message(ax: Axes, text: str) -> Axes:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35")
-    return ax
 
 
 def _heatmap(ax: Axes, table: pd.DataFrame, fmt: str, cmap: str, **kwargs: Any) -> None:

@@ -38,7 +38,7 @@ import pandas as pd
 import traitlets
 
 from ..annotation.agreement import match_option, normalise
-from ._assets import esm
+from ._assets import css, esm
 from ._frame import format_value
 from ._frame import image_column as find_image_column
 from ._session import LabelSession, bind_keys
@@ -46,7 +46,6 @@ from ._thumbs import ThumbnailCache
 
 __all__ = ["Annotator"]
 
-_HERE = Path(__file__).parent
 FILTERS = ("all", "unlabelled", "disagree")
 DEFAULT_KEYS: dict[str, list[str]] = {
     "next": ["ArrowRight"],
@@ -62,8 +61,8 @@ class AnnotatorView(anywidget.AnyWidget):
     """The Annotator's own front end: the large image, the model's answer, the progress line,
     the free-text box, and the keyboard (keys are sent to Python as ``{"type": "key"}``)."""
 
-    _esm = esm("annotator.js")
-    _css = _HERE / "annotator.css"
+    _esm = esm("_keys.js", "annotator.js")
+    _css = css("annotator.css")
 
     image = traitlets.Bytes(b"").tag(sync=True)
     mime = traitlets.Unicode("").tag(sync=True)

@@ -36,7 +36,7 @@ import pandas as pd
 import traitlets
 
 from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
-from ._assets import HERE, esm
+from ._assets import css, esm
 from ._frame import format_value
 from ._frame import image_column as find_image_column
 from ._session import LabelSession, bind_keys
@@ -66,8 +66,8 @@ KEY_NAMES = {"ArrowRight": "→", "ArrowLeft": "←", "Backspace": "⌫", "Delet
 class BoxView(anywidget.AnyWidget):
     """The BoxAnnotator's front end: the image, the boxes, the mouse and the keyboard."""
 
-    _esm = esm("box_annotator.js")
-    _css = (HERE / "annotator.css").read_text() + (HERE / "box_annotator.css").read_text()
+    _esm = esm("_keys.js", "box_annotator.js")
+    _css = css("annotator.css", "box_annotator.css")
 
     image = traitlets.Bytes(b"").tag(sync=True)
     mime = traitlets.Unicode("").tag(sync=True)

@@ -9,6 +9,13 @@ function el_(tag, cls, text) {
   return e;
 }
 
+// An element holding `children`.
+function wrap_(tag, cls, ...children) {
+  const e = el_(tag, cls);
+  e.append(...children);
+  return e;
+}
+
 // Calls fn on a change of any of the model's traits named.
 function vkOnChange(model, names, fn) {
   for (const name of names) model.on(`change:${name}`, fn);
@@ -23,15 +30,11 @@ function vkRevokeLater(urls) {
 // message line and a footer (keys badge + key line). drawText() shows the traits they share
 // (title, progress, message, message_kind, key_help).
 function vkAnnotatorFrame(model) {
-  const head = el_("div", "vk-ann-head");
   const title = el_("span", "vk-ann-title");
   const progress = el_("span", "vk-ann-progress");
-  head.append(title, progress);
   const message = el_("div", "vk-ann-line vk-ann-message");
   const badge = el_("span", "vk-keys-badge");
   const hint = el_("span", "vk-ann-hint");
-  const foot = el_("div", "vk-ann-foot");
-  foot.append(badge, hint);
 
   function drawText() {
     title.textContent = model.get("title");
@@ -43,18 +46,32 @@ function vkAnnotatorFrame(model) {
     hint.title = model.get("key_help");
   }
 
-  return { head, message, foot, badge, drawText,
-           textTraits: ["title", "progress", "message", "message_kind", "key_help"] };
+  return {
+    head: wrap_("div", "vk-ann-head", title, progress),
+    message,
+    foot: wrap_("div", "vk-ann-foot", badge, hint),
+    badge,
+    drawText,
+    textTraits: ["title", "progress", "message", "message_kind", "key_help"],
+  };
 }
 
-// The row's image: `img` shows the model's `image` bytes (of type `mime`), `shown` is what
-// hides when there is none, `errorBox` says why. One object URL per row: draw() returns false,
-// drawing nothing, while the same bytes are on show. With quietWhenEmpty, no image and no
-// error (no rows match) leave errorBox hidden instead of saying "no image".
-function vkRowImage(model, { img, shown, errorBox, quietWhenEmpty = false }) {
+// The row's image: `img` (class `cls`) shows the model's `image` bytes (of type `mime`),
+// `shown` (default: img) is what hides when there is none, `errorBox` says why. One object URL
+// per row: draw() returns false, drawing nothing, while the same bytes are on show. With
+// quietWhenEmpty, no image and no error (no rows match) leave errorBox hidden instead of
+// saying "no image".
+function vkRowImage(model, { cls, shown = null, quietWhenEmpty = false }) {
+  const img = el_("img", cls);
+  img.alt = "";
+  img.draggable = false;
+  const errorBox = el_("div", "vk-ann-image-error");
+  shown = shown || img;
   let url = null;
   let drawn = null;
   return {
+    img,
+    errorBox,
     draw() {
       const data = model.get("image");
       const error = model.get("image_error");

@@ -6,25 +6,18 @@
 function render({ model, el }) {
   const root = el_("div", "vk-annotator-view");
   const frame = vkAnnotatorFrame(model);
-  const stage = el_("div", "vk-ann-stage");
-  const img = el_("img", "vk-ann-image");
-  img.alt = "";
-  img.draggable = false;
-  const imgError = el_("div", "vk-ann-image-error");
-  stage.append(img, imgError);
+  const image = vkRowImage(model, { cls: "vk-ann-image", quietWhenEmpty: true });
+  const stage = wrap_("div", "vk-ann-stage", image.img, image.errorBox);
   const current = el_("div", "vk-ann-current");
   const suggestion = el_("div", "vk-ann-line vk-ann-suggestion");
   const others = el_("div", "vk-ann-line vk-ann-others");
-  const textRow = el_("div", "vk-ann-text");
   const input = el_("input");
   input.type = "text";
   input.placeholder = "type a label, Enter to save";
-  textRow.append(input);
+  const textRow = wrap_("div", "vk-ann-text", input);
   root.append(frame.head, stage, current, suggestion, others, textRow, frame.message, frame.foot);
   el.append(root);
   el.tabIndex = 0;
-
-  const image = vkRowImage(model, { img, shown: img, errorBox: imgError, quietWhenEmpty: true });
 
   function drawImage() {
     stage.style.setProperty("--vk-size", `${model.get("image_size")}px`);

@@ -13,21 +13,16 @@ function render({ model, el }) {
   const root = el_("div", "vk-annotator-view vk-box-view");
   const frame = vkAnnotatorFrame(model);
   const chips = el_("div", "vk-box-chips");
-  const stage = el_("div", "vk-box-stage");
   const canvas = el_("div", "vk-box-canvas");
-  const img = el_("img", "vk-box-image");
-  img.alt = "";
-  img.draggable = false;
+  const image = vkRowImage(model, { cls: "vk-box-image", shown: canvas });
   const layer = el_("div", "vk-box-layer");
-  canvas.append(img, layer);
-  const imgError = el_("div", "vk-ann-image-error");
+  canvas.append(image.img, layer);
   const zoomInfo = el_("div", "vk-box-zoom");
-  stage.append(canvas, imgError, zoomInfo);
+  const stage = wrap_("div", "vk-box-stage", canvas, image.errorBox, zoomInfo);
   root.append(frame.head, chips, stage, frame.message, frame.foot);
   el.append(root);
   el.tabIndex = 0;
 
-  const image = vkRowImage(model, { img, shown: canvas, errorBox: imgError });
   let zoom = 1, panX = 0, panY = 0, scale = 1;
   let drag = null; // {mode: "draw"|"move"|"resize"|"pan", ...}
   let spaceDown = false;

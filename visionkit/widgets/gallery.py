@@ -22,7 +22,7 @@ import pandas as pd
 import traitlets
 
 from ._assets import css, esm
-from ._frame import format_value, image_column, row_mask
+from ._frame import format_value, image_column, require_frame, row_mask
 from ._thumbs import CacheInfo, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -66,8 +66,7 @@ class Gallery(anywidget.AnyWidget):
         *,
         filter: Any = None,
     ) -> None:
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"Gallery needs a DataFrame, not {type(df).__name__}")
+        require_frame(df, "Gallery")
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self._df = df

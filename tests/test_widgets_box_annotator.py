@@ -135,6 +135,11 @@ def test_keys_can_be_rebound(df):
     assert "d / Del" in ann.view.key_help or "Del / d" in ann.view.key_help
     with pytest.raises(ValueError, match="pick labels"):
         vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": "1"})
+    # Two labels: "3" is free for an action.
+    ann = vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": ["3", "ArrowRight"]})
+    before = ann.position
+    msg(ann, type="key", key="3")
+    assert ann.position == before + 1
 
 
 def test_two_annotators_blind_order_and_box_agreement(df, tmp_path):

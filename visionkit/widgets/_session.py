@@ -535,11 +535,10 @@ class LabelSession:
         return buttons
 
     def _on_key(self, key: str) -> None:
-        """A key from the front end: 1-9 pick a choice; the others do their action."""
-        if len(key) == 1 and key.isdigit() and key != "0":
-            i = int(key) - 1
-            if i < len(self._choices):
-                self._choose(self._choices[i])
+        """A key from the front end: 1-9 pick a choice (a digit past the choices is free for
+        an action); the others do their action."""
+        if len(key) == 1 and key.isdigit() and 0 < int(key) <= len(self._choices):
+            self._choose(self._choices[int(key) - 1])
             return
         action = self._active_bindings().get(key)
         if action is not None and action not in self._view_actions:

@@ -19,7 +19,9 @@ photographs upscaled with sensor-like grain, some with an EXIF rotation) into
       costs to hold the URIs in pandas' string dtype instead of object;
   (d) one 108 MP phone JPEG (12000x9000, over Pillow's 89 MP limit): peak RSS and CPU time of
       encode_image (draft mode at 1/8) vs the naive path with the limit switched off, each in
-      a fresh subprocess.
+      a fresh subprocess;
+  (e) the same camera photos as JPEG, HEIC (pillow-heif) and AVIF (Pillow): CPU per encode
+      and per header read. Neither HEIC nor AVIF has a draft mode, so each is decoded in full.
 """
 
 from __future__ import annotations
@@ -492,6 +494,57 @@ def bench_phone() -> list[tuple]:
     ]
 
 
+def make_phone_formats(unique: list[Path], n: int) -> dict[str, list[Path]]:
+    """The first ``n`` camera photos as JPEG (themselves), HEIC and AVIF at quality 90, cached
+    in benchmarks/_data/formats/ (HEIC needs pillow-heif, the visionkit[heif] extra)."""
+    from visionkit.images.plugins import ensure_plugins, heif_available
+
+    ensure_plugins()
+    folder = DATA / "formats"
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[Path]] = {"jpeg": list(unique[:n])}
+    for fmt, save_as in (("heic", "HEIF"), ("avif", "AVIF")):
+        if fmt == "heic" and not heif_available():
+            continue
+        out[fmt] = []
+        for src in unique[:n]:
+            path = folder / f"{src.stem}.{fmt}"
+            if not path.exists():
+                with Image.open(src) as im:
+                    exif = im.getexif()
+                    im.save(path, save_as, quality=90, exif=exif.tobytes())
+            out[fmt].append(path)
+    return out
+
+
+def bench_phone_formats(unique: list[Path], n: int) -> list[tuple]:
+    """read_images and encode_image of the same camera photos as JPEG, HEIC and AVIF."""
+    sets = make_phone_formats(unique, n)
+    rows = []
+    base = None
+    for fmt, paths in sets.items():
+        size = sum(p.stat().st_size for p in paths) / len(paths) / 2**20
+        cpu = time.process_time()
+        df = read_images([str(p) for p in paths])
+        read_ms = (time.process_time() - cpu) / len(paths) * 1000
+        assert df["error"].isna().all(), df["error"].tolist()
+        cpu = time.process_time()
+        for p in paths:
+            encode_image(p)
+        per = (time.process_time() - cpu) / len(paths)
+        base = base or per
+        rows.append(
+            (
+                f"{fmt.upper()} ({size:.1f} MB a file)",
+                f"{per * 1000:.0f} ms CPU",
+                f"per encode = {per / base:.1f}x JPEG; header read {read_ms:.1f} ms",
+            )
+        )
+    if "heic" not in sets:
+        rows.append(("HEIC", "skipped", "pillow-heif not installed (visionkit[heif])"))
+    return rows
+
+
 def table(title: str, rows: list[tuple]) -> None:
     print(f"\n{title}")
     w0 = max(len(r[0]) for r in rows)
@@ -504,7 +557,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (under a minute)")
     parser.add_argument(
-        "--only", choices=["read", "encode", "memory", "phone"], help="run one of the parts"
+        "--only",
+        choices=["read", "encode", "memory", "phone", "formats"],
+        help="run one of the parts",
     )
     args = parser.parse_args()
     n_read, n_naive, n_encode, n_mem = (300, 60, 48, 1000) if not args.quick else (100, 12, 12, 100)
@@ -526,6 +581,12 @@ def main() -> None:
         table(f"(c) memory: encode_series over {n_mem} camera-size images", rows)
     if args.only in (None, "phone"):
         table("(d) one 108 MP phone JPEG -> 1120 px (fresh subprocess each)", bench_phone())
+    if args.only in (None, "formats"):
+        n_formats = 3 if args.quick else 8
+        table(
+            f"(e) phone formats: the same {n_formats} camera photos -> 1120 px JPEG, CPU per image",
+            bench_phone_formats(unique, n_formats),
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nmax RSS of this process: {rss:.0f} MB; took {time.perf_counter() - t0:.0f} s")
 

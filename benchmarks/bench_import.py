@@ -5,10 +5,11 @@ Run: ``python benchmarks/bench_import.py`` (``--repeat N``, default 15; ``--befo
 Issue 9 made ``visionkit/__init__`` a lazy facade: names load on first use, and ``df.vision``
 is registered when pandas loads rather than by importing pandas. This measures what that
 bought, side by side in one run: each command runs in a fresh interpreter (after one
-warm-up run per side, which also writes the bytecode), alternating between this checkout and the package as it was at
-``--before`` (default: b08d84e, the last commit before the reshape; checked out with ``git
-worktree`` into benchmarks/_data, which git ignores). Reports the median wall time of each, the
-ratio, and which heavy libraries each one loaded. No time is asserted anywhere.
+warm-up run per side, which also writes the bytecode), alternating between this checkout and
+the package as it was at ``--before`` (default: b08d84e, the last commit before the reshape;
+checked out with ``git worktree`` into benchmarks/_data, which git ignores). Reports the
+median wall time of each, the ratio, and which heavy libraries each one loaded. No time is
+asserted anywhere.
 """
 
 from __future__ import annotations

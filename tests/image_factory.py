@@ -278,3 +278,25 @@ def icc_profile(size: int) -> bytes:
     padded = bytearray(base + b"\0" * max(0, size - len(base)))
     padded[0:4] = struct.pack(">I", len(padded))
     return bytes(padded)
+
+
+def phone_photo(path: Path, fmt: str = "HEIF", orientation: int = 1, size=(400, 100)) -> Path:
+    """A real HEIC (``fmt="HEIF"``, written by pillow-heif) or AVIF (Pillow's own plugin):
+    left half red, right half blue, with grain, and an EXIF orientation tag like a phone
+    held sideways.
+
+    The two plugins store the orientation differently (see visionkit/images/plugins.py).
+    """
+    from visionkit.images.plugins import ensure_plugins
+
+    ensure_plugins()
+    halves = np.zeros((size[1], size[0], 3), np.uint8)
+    halves[:, : size[0] // 2] = (225, 0, 0)
+    halves[:, size[0] // 2 :] = (0, 0, 225)
+    grain = np.asarray(photo(*size), np.uint8) // 8  # camera noise: a photo, not a graphic
+    im = Image.fromarray(halves + grain)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "PhoneMaker"  # some EXIF besides the orientation, as a camera writes
+    im.save(path, fmt, exif=exif.tobytes(), quality=90)
+    return path

@@ -21,6 +21,7 @@ from image_factory import (
     dds_dx10,
     exif_rotated_jpeg,
     gradient16,
+    icc_profile,
     palette_with_transparency,
     phone_jpeg,
     photo,
@@ -883,3 +884,42 @@ def test_a_failing_set_peaks_no_higher_than_a_passing_one(tmp_path):
     failing = _peak_mb(tmp_path / "cut.png", 8, cut=True)
     assert passing > 20  # the measurement sees the decodes at all
     assert failing <= passing + 20, (failing, passing)
+
+
+# --- ICC profiles and the byte budget (issue 8 item 8) ----------------------------------------
+
+
+def test_a_small_jpeg_with_a_huge_icc_profile_fits_once_converted_to_srgb():
+    buf = io.BytesIO()
+    original = photo(64, 48)
+    original.save(buf, "JPEG", quality=95, icc_profile=icc_profile(400_000))
+    data = buf.getvalue()
+    assert len(data) > 400_000  # 4/3 of it as base64 is over inference.net's 491,807 budget
+    uri = encode_image(data)  # was: "cannot fit within 491,807 bytes even at 16x8"
+    assert len(uri) <= INET.image_budget()
+    im = decode(uri)
+    assert im.size == (64, 48) and "icc_profile" not in im.info
+    source = Image.open(io.BytesIO(data))
+    diff = np.abs(np.asarray(im, int) - np.asarray(source, int)).mean()
+    assert diff < 4  # sRGB to sRGB: the colours are unchanged (JPEG noise only)
+
+
+def test_a_profile_that_would_force_a_shrink_is_dropped_first():
+    im = photo(500, 375)
+    plain = io.BytesIO()
+    im.save(plain, "JPEG", quality=50)
+    budget = len(plain.getvalue()) * 4 // 3 + 1000  # fits at quality 50 without a profile...
+    profile = icc_profile(budget // 10 - 64)  # ...small enough to be kept at first
+    buf = io.BytesIO()
+    im.save(buf, "PNG", icc_profile=profile)  # not a JPEG: nothing passes through
+    out = decode(encode_image(buf.getvalue(), max_bytes=budget))
+    assert out.size == (500, 375)  # the profile went, not the resolution
+    assert "icc_profile" not in out.info
+
+
+def test_a_profile_that_fits_is_still_kept():
+    profile = icc_profile(20_000)
+    buf = io.BytesIO()
+    photo(300, 200).save(buf, "PNG", icc_profile=profile)
+    out = decode(encode_image(buf.getvalue()))
+    assert out.info.get("icc_profile") == profile

@@ -25,7 +25,10 @@ from image_factory import (
 from PIL import Image
 
 import visionkit as vk
-from visionkit.images.read import COLUMNS, inspect_images, read_images
+from visionkit.images.read import COLUMNS, ReadImagesWarning, inspect_images, read_images
+
+# The folder fixture holds notes.txt and table.csv: the tests that check the warning ask for it.
+pytestmark = pytest.mark.filterwarnings("ignore::visionkit.images.read.ReadImagesWarning")
 
 
 @pytest.fixture
@@ -57,12 +60,18 @@ def _by_name(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_read_images_columns_dtypes_and_order(folder):
-    df = read_images(folder)
+    with pytest.warns(ReadImagesWarning) as record:
+        df = read_images(folder)
+    assert [str(w.message) for w in record] == [
+        "read_images left out 2 files that are not images: notes.txt, table.csv (Pillow cannot "
+        "open them; name a file on its own to get its row and reason)"
+    ]
     assert list(df.columns) == COLUMNS
     for col in ("width", "height", "frames", "bytes"):
         assert str(df[col].dtype) == "Int64"
     names = [Path(p).relative_to(folder).as_posix() for p in df["path"]]
-    # natural order (img2 before img10), hidden and non-image files skipped, recursive
+    # natural order (img2 before img10), hidden and non-image files skipped, recursive; a
+    # broken file whose name claims an image keeps its row (text.jpg, empty.png)
     assert names == [
         "anim.gif",
         "bomb.png",
@@ -200,7 +209,8 @@ def test_read_images_with_urls():
 
 
 def test_empty_folder_and_consistent_dtypes(tmp_path):
-    empty = read_images(tmp_path)
+    with pytest.warns(ReadImagesWarning, match="holds no files"):
+        empty = read_images(tmp_path)
     assert list(empty.columns) == COLUMNS and len(empty) == 0
     one = read_images([tmp_path / "missing.png"])
     for df in (empty, one):
@@ -263,3 +273,49 @@ def test_a_file_pillow_raises_anything_for_is_a_row_not_an_escape(tmp_path):
     assert df.loc["layers.psd", "error"] is None and df.loc["ok.png", "error"] is None
     inspected = inspect_images(pd.Series([dds_dx10(dxgi_format=2)]))
     assert inspected.loc[0, "error"].startswith("unsupported DDS variant")
+
+
+def test_folder_walk_decides_by_content_not_by_extension(tmp_path):
+    """Issue 8: DDS, SGI, QOI, PCX, ICNS, BLP... were skipped for their extensions."""
+    im = Image.new("RGB", (20, 10), "red")
+    saved = {
+        "texture": "DDS",  # no extension at all
+        "scan.sgi": "SGI",
+        "sprite.qoi": "QOI",
+        "old.pcx": "PCX",
+        "app.icns": "ICNS",
+        "game.blp": "BLP",
+        "frame.data": "TGA",  # an extension that says nothing
+    }
+    for name, fmt in saved.items():
+        (im.convert("P") if fmt == "BLP" else im).save(tmp_path / name, fmt)
+    (tmp_path / "notes.txt").write_text("field notes")
+    (tmp_path / "README").write_text("what these are")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)))
+    with pytest.warns(ReadImagesWarning, match=r"left out 4 files") as record:
+        df = read_images(tmp_path)
+    assert len(record) == 1
+    assert "blob.bin, notes.txt, README, table.csv" in str(record[0].message)
+    found = _by_name(df)
+    assert sorted(found.index) == sorted(saved)
+    assert found["error"].isna().all(), found["error"].to_dict()
+    assert found["format"].to_dict() == {n: f.lower() for n, f in saved.items()}
+    assert (found["width"].drop("app.icns") == 20).all()  # ICNS holds icons up to 1024 px
+    # named on its own, a non-image still gets a row saying why
+    alone = read_images(tmp_path / "notes.txt")
+    assert alone["error"].tolist() == ["not an image (looks like text)"]
+
+
+def test_a_missing_source_raises_and_an_empty_glob_warns(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such file or folder: .*photos"):
+        read_images(tmp_path / "photos")
+    with pytest.raises(FileNotFoundError):
+        read_images(str(tmp_path / "photo.jpg"))
+    with pytest.warns(ReadImagesWarning, match=r"no files match '.*\*\.jpg'"):
+        empty = read_images(str(tmp_path / "*.jpg"))
+    assert list(empty.columns) == COLUMNS and len(empty) == 0
+    # inside a list a missing path is one row's error: the rest of the batch is read
+    photo(20, 10).save(tmp_path / "ok.png")
+    both = read_images([tmp_path / "ok.png", tmp_path / "gone.png"])
+    assert both["error"].tolist() == [None, "file not found"]

@@ -75,13 +75,29 @@ def test_thumbnail_cache_hits_and_invalidates_on_change(tmp_path, monkeypatch):
     assert len(calls) == 3  # bytes are keyed by content
 
 
-def test_cache_is_bounded():
-    lru = display_module._LRU(max_entries=3, max_bytes=10)
-    for i in range(5):
-        lru.put(i, b"xx")
-    assert len(lru) == 3 and lru.get(0) is None and lru.get(4) == b"xx"
-    lru.put("big", b"x" * 9)
-    assert lru._bytes <= 10
+def test_cache_is_bounded_by_entries_and_bytes(tmp_path, monkeypatch):
+    calls = []
+    real = display_module.decode_image
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(display_module, "decode_image", counting)
+    monkeypatch.setattr(display_module, "_cache", display_module._new_cache(2, 10**6))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.jpg")
+        photo(64, 48, seed=i).save(paths[-1])
+        thumbnail(paths[-1])
+    assert len(display_module._cache) == 2  # at most 2 entries
+    thumbnail(paths[2])
+    assert len(calls) == 3  # the newest is cached
+    thumbnail(paths[0])
+    assert len(calls) == 4  # the oldest was evicted
+    small = display_module._new_cache(1000, 3000)  # at most 3,000 bytes
+    small["a"], small["b"] = b"x" * 2000, b"y" * 2000
+    assert list(small) == ["b"]
 
 
 def test_thumbnail_errors_name_the_row(tmp_path):

@@ -28,6 +28,7 @@ from .cells import cell_kind, local_path, read_bytes, source_label
 from .formats import image_format, sniff_format
 from .pil_errors import pil_errors
 from .pil_messages import WARNINGS_LOCK
+from .plugins import ensure_plugins
 
 __all__ = [
     "decode_image",
@@ -38,6 +39,7 @@ __all__ = [
     "open_header",
     "open_image",
     "orientation",
+    "to_srgb",
 ]
 
 
@@ -63,6 +65,7 @@ def _open_lazy(fp: Any, *, check: bool) -> ImageFile.ImageFile:
     Pillow warns past ``MAX_IMAGE_PIXELS`` and refuses past twice that at open time, before
     anyone could ask for a draft-mode decode; the format plugin alone parses the header.
     """
+    ensure_plugins()  # HEIC/HEIF through pillow-heif, when installed
     try:
         with WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -260,6 +263,17 @@ def _scale_to_8bit(im: Image.Image) -> Image.Image:
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
     """CMYK to sRGB through the embedded ICC profile if any; the CMYK profile is dropped."""
+    return to_srgb(im, "RGB")
+
+
+def to_srgb(im: Image.Image, mode: str | None = None) -> Image.Image:
+    """``im`` converted from its embedded ICC profile to sRGB (in ``mode``, default its own),
+    without the profile: sRGB is what an image without one is taken to be.
+
+    A profile lcms cannot read (broken, or for another colour space than the pixels') is
+    dropped without converting: the plain conversion is the best left to do.
+    """
+    mode = mode or im.mode
     icc = im.info.get("icc_profile")
     out = None
     if icc:
@@ -268,12 +282,12 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             dst = ImageCms.createProfile("sRGB")
-            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode=mode)
         except Exception:  # a broken or unusual profile: fall back to the plain conversion
             out = None
     if out is None:
-        out = im.convert("RGB")
-    out.info.pop("icc_profile", None)  # never label RGB pixels with a CMYK profile
+        out = im.convert(mode) if mode != im.mode else im.copy()
+    out.info.pop("icc_profile", None)  # never label converted pixels with the old profile
     return out
 
 

@@ -64,10 +64,19 @@ from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider
 from ..tokens import fit_within
 from ..types import default_workers
 from .bombs import decode_refusal
-from .decode import decode_opened, display_size, frame_count, open_cell, orientation
+from .decode import (
+    decode_opened,
+    display_size,
+    frame_count,
+    open_cell,
+    orientation,
+    to_srgb,
+)
 from .formats import MIME_TYPES, image_format, png_chunks
 from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
+from .prefetch import close as close_prefetch
+from .prefetch import prefetched
 
 __all__ = ["EncodeWarning", "encode_image", "encode_series"]
 
@@ -208,6 +217,18 @@ def _prepare(im: Image.Image, fmt: str) -> Image.Image:
     return im
 
 
+# An ICC profile over a tenth of the byte budget is converted away before encoding (the pixels
+# to sRGB, the profile dropped); a smaller one is kept, unless dropping it is what lets the
+# image fit without shrinking.
+_ICC_SHARE = 10
+
+
+def _icc_size(im: Image.Image) -> int:
+    """Bytes of the ICC profile ``_save`` would write with ``im`` (0 when none is written)."""
+    icc = im.info.get("icc_profile")
+    return len(icc) if icc and im.mode in ("RGB", "RGBA") else 0
+
+
 def _save(im: Image.Image, fmt: str, quality: int | None, strip: bool = True) -> bytes:
     buf = io.BytesIO()
     kwargs: dict[str, Any] = {}
@@ -249,13 +270,22 @@ def _encode_to_budget(
                     return _encode_to_budget(
                         _prepare(im, other), other, budget, other, allowed, strip
                     )
-        w, h = im.size
         assert budget is not None
+        icc = _icc_size(im)
+        if icc and _uri_length(max(len(data) - icc, 0), mime) <= budget:
+            # The colour profile is all that stands between this size and the budget (it rides
+            # on every re-encode): convert the pixels to sRGB and drop it, rather than shrink.
+            return _encode_to_budget(to_srgb(im), fmt, budget, requested, allowed, strip)
+        w, h = im.size
         ratio = math.sqrt(max(budget - 64, 1) / (4 / 3 * max(len(data), 1)))
         scale = min(0.9, max(0.5, ratio * 0.95))
         nw, nh = max(1, int(w * scale)), max(1, int(h * scale))
         if max(nw, nh) < _MIN_SIDE:
-            raise ImageError(f"cannot fit within {budget:,} bytes even at {w}x{h}")
+            raise ImageError(
+                f"cannot fit within {budget:,} bytes even at {w}x{h} "
+                f"({len(data):,} bytes as {fmt.upper()}"
+                + (f", {icc:,} of them its ICC profile)" if icc else ")")
+            )
         im = im.resize((nw, nh), Image.Resampling.LANCZOS)
         qualities = qualities[2:] or qualities  # start lower after shrinking
 
@@ -318,6 +348,8 @@ def encode_image(
                 return _data_uri(payload, real)
 
         pixels = decode_opened(im, (tw, th), orient, own=data is not None)
+        if budget is not None and _icc_size(pixels) * _ICC_SHARE > budget:
+            pixels = to_srgb(pixels)  # a profile this big would crowd out the pixels
         fmt = _choose_format(pixels, requested, prov.formats)
         uri = _encode_to_budget(
             _prepare(pixels, fmt), fmt, budget, requested, prov.formats, strip_metadata
@@ -372,9 +404,11 @@ def encode_series(
         "strip_metadata": strip_metadata,
     }
 
+    source = prefetched(cells, rows=labels)  # remote images read ahead of the decoders
+
     def one(i: int) -> str | _Failed:
         try:
-            return encode_image(cells[i], row=labels[i], **options)
+            return encode_image(source[i], row=labels[i], **options)
         except ImageError as exc:
             if errors == "raise":
                 raise
@@ -403,6 +437,7 @@ def encode_series(
                     raise
     finally:
         bar.close()
+        close_prefetch(source)
 
     failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, _Failed)}
     values = [None if isinstance(r, _Failed) else r for r in results]

@@ -19,6 +19,7 @@ __all__ = [
     "format_from_mime",
     "header_size",
     "image_format",
+    "is_not_an_image",
     "jpeg_segments",
     "png_chunks",
     "sniff_format",
@@ -40,13 +41,13 @@ MIME_TYPES = {
 _MIME_TO_FORMAT = {v: k for k, v in MIME_TYPES.items()} | {"image/jpg": "jpeg"}
 
 # Pillow's format names that mean the same file type to everyone else.
-_FORMAT_ALIASES = {"mpo": "jpeg", "jpeg2000": "jp2"}
+_FORMAT_ALIASES = {"mpo": "jpeg", "jpeg2000": "jp2", "heif": "heic"}
 
 
 def sniff_format(head: bytes) -> str | None:
     """The image format named by ``head``'s magic bytes ("png", "jpeg", ...), or None.
 
-    Only looks at the first 32 bytes; says nothing about whether the rest is intact.
+    Looks at the first 32 bytes at most; says nothing about whether the rest is intact.
     """
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
@@ -66,7 +67,11 @@ def sniff_format(head: bytes) -> str | None:
         brand = head[8:12]
         if brand in (b"avif", b"avis"):
             return "avif"
-        if brand in (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
+        if brand in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
+            # mif1/msf1 are HEIF's generic brands: an AVIF may use them too, and then says
+            # "avif" among the compatible brands that follow
+            if brand in (b"mif1", b"msf1") and b"avif" in head[16:64]:
+                return "avif"
             return "heic"
     if head.startswith(b"\x00\x00\x00\x0cjP  ") or head.startswith(b"\xff\x4f\xff\x51"):
         return "jp2"
@@ -198,7 +203,9 @@ def describe_non_image(head: bytes) -> str:
     if not head:
         return "empty file (0 bytes)"
     fmt = sniff_format(head)
-    if fmt in ("avif", "heic", "jp2"):
+    if fmt == "heic":
+        return "unsupported image format 'heic' (install visionkit[heif] to read it)"
+    if fmt in ("avif", "jp2"):
         return f"unsupported image format {fmt!r} (this Pillow cannot decode it)"
     if fmt is not None:
         return f"corrupt {fmt.upper()} (header not readable)"
@@ -218,6 +225,12 @@ def describe_non_image(head: bytes) -> str:
     if text is not None and all(c.isprintable() or c.isspace() for c in text[:200]):
         return "not an image (looks like text)"
     return f"not an image (unrecognised content starting {head[:8]!r})"
+
+
+def is_not_an_image(reason: str | None) -> bool:
+    """True for a reason ``describe_non_image`` gives a file that is no image at all (empty,
+    text, a PDF, unrecognised bytes), as opposed to a broken or unsupported image."""
+    return reason is not None and reason.startswith(("not an image", "empty file"))
 
 
 def image_format(im: Image.Image) -> str | None:

@@ -20,8 +20,10 @@ import contextlib
 import glob
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -31,14 +33,23 @@ from ..errors import ImageError
 from .bombs import decode_refusal
 from .cells import cell_kind, local_path, path_of, read_bytes
 from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
-from .formats import image_format, sniff_format
+from .formats import image_format, is_not_an_image, sniff_format
 from .pil_errors import pil_errors
 
-__all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "inspect_images", "read_images"]
+__all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "ReadImagesWarning", "inspect_images", "read_images"]
+
+
+class ReadImagesWarning(UserWarning):
+    """``read_images`` left non-image files out of a folder walk, or a folder or glob found
+    nothing."""
+
 
 COLUMNS = ["path", "format", "width", "height", "mode", "frames", "bytes", "error"]
 _INT_COLUMNS = ["width", "height", "frames", "bytes"]
 
+# Names that claim an image format. A folder walk decides by content (every file Pillow can open
+# gets a row); a file Pillow cannot open still gets a row, with its reason, when its name says it
+# is an image (a failed download saved as "photo.jpg"): it is a broken image, not a stray file.
 IMAGE_EXTENSIONS = frozenset(
     [
         ".jpg",
@@ -54,22 +65,49 @@ IMAGE_EXTENSIONS = frozenset(
         ".tif",
         ".tiff",
         ".ico",
+        ".cur",
         ".avif",
+        ".avifs",
         ".heic",
         ".heif",
+        ".hif",
         ".jp2",
         ".j2k",
         ".jpx",
+        ".jpc",
+        ".jpf",
         ".ppm",
         ".pgm",
         ".pbm",
         ".pnm",
+        ".pfm",
         ".tga",
         ".psd",
         ".mpo",
+        ".dds",
+        ".sgi",
+        ".rgb",
+        ".rgba",
+        ".bw",
+        ".qoi",
+        ".pcx",
+        ".dcx",
+        ".icns",
+        ".blp",
+        ".ras",
+        ".xbm",
+        ".xpm",
+        ".msp",
+        ".ftc",
+        ".ftu",
+        ".pxr",
+        ".fits",
+        ".fit",
     ]
 )
-# Files with these extensions are never sniffed when walking a folder (saves an open each).
+# Object-store listings (``_image_name``) decide by name first: reading every object's leading
+# bytes costs a request each. Objects with these extensions are never read there. (Local walks
+# decide by content; see IMAGE_EXTENSIONS.)
 _NOT_IMAGE_EXTENSIONS = frozenset(
     [
         ".txt",
@@ -208,58 +246,69 @@ def _natural_key(path: str) -> tuple:
     return ([int(p) if p.isdigit() else p.lower() for p in parts], path)
 
 
-def _looks_like_image(path: str, name: str) -> bool:
-    ext = os.path.splitext(name)[1].lower()
-    if ext in IMAGE_EXTENSIONS:
-        return True
-    if ext in _NOT_IMAGE_EXTENSIONS:
-        return False
-    return _sniff_file(path) is not None
-
-
 def _walk(folder: str, recursive: bool) -> list[str]:
+    """Every non-hidden file under ``folder`` (following symbolic links, each real folder once,
+    so a link back up the tree ends), in natural order: ``img2`` before ``img10``."""
     found: list[str] = []
-    stack = [folder]
-    seen: set[str] = set()  # real paths of folders walked: symlink loops end here
-    while stack:
-        current = stack.pop()
-        real = os.path.realpath(current)
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
         if real in seen:
+            dirs[:] = []
             continue
         seen.add(real)
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files, .ipynb_checkpoints, macOS ._ resource forks
-            try:
-                if entry.is_dir():
-                    if recursive:
-                        stack.append(entry.path)
-                elif entry.is_file() and _looks_like_image(entry.path, entry.name):
-                    found.append(entry.path)
-            except OSError:
-                continue
+        # hidden files and folders: .ipynb_checkpoints, .git, macOS ._ resource forks
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        for name in files:
+            path = os.path.join(top, name)
+            if not name.startswith(".") and os.path.isfile(path):  # not a dangling link
+                found.append(path)
     return sorted(found, key=_natural_key)
 
 
-def _expand(item: Any, recursive: bool) -> list[str]:
-    """The files one source item stands for: a folder's images, a glob's matches, or itself."""
+@dataclass
+class _Source:
+    """One file to read, and whether it was found by a folder walk or a glob (then a file that
+    is not an image is left out) or named on its own (then it always gets a row)."""
+
+    path: str
+    found: bool = False
+
+
+def _expand(item: Any, recursive: bool, *, top: bool) -> list[_Source]:
+    """The files one source item stands for: a folder's files, a glob's matches, or itself.
+
+    ``top``: ``item`` is the whole ``source`` (not one entry of a list), so a path that does
+    not exist is a ``FileNotFoundError`` rather than a row saying so.
+    """
     if cell_kind(item) == "url":
-        return [item]
+        return [_Source(item)]
     text = os.fspath(item)
     local = os.path.expanduser(text)
     if os.path.isdir(local):
-        return _walk(text, recursive)
+        files = _walk(text, recursive)
+        if not files:
+            warnings.warn(f"read_images: {text!r} holds no files", ReadImagesWarning, stacklevel=3)
+        return [_Source(f, found=True) for f in files]
     if _GLOB_CHARS.search(text) and not os.path.exists(local):
         matches = glob.glob(local, recursive=True)
-        files = [
-            m for m in matches if os.path.isfile(m) and _looks_like_image(m, os.path.basename(m))
-        ]
-        return sorted(files, key=_natural_key)
-    return [text]
+        files = sorted((m for m in matches if os.path.isfile(m)), key=_natural_key)
+        if not files:
+            warnings.warn(f"read_images: no files match {text!r}", ReadImagesWarning, stacklevel=3)
+        return [_Source(f, found=True) for f in files]
+    if top and not os.path.exists(local):
+        raise FileNotFoundError(f"read_images: no such file or folder: {text!r}")
+    return [_Source(text)]
+
+
+def _left_out(source: _Source, row: dict[str, Any]) -> bool:
+    """A file found by a walk or glob that is not an image: Pillow cannot open it, nothing in
+    its bytes names an image format, and its name does not claim one."""
+    return (
+        source.found
+        and is_not_an_image(row["error"])
+        and os.path.splitext(source.path)[1].lower() not in IMAGE_EXTENSIONS
+    )
 
 
 def _map(func: Any, items: list[Any], *, threads: bool) -> list[Any]:
@@ -336,15 +385,23 @@ def read_images(
 ) -> pd.DataFrame:
     """A DataFrame with one row per image file, read from headers only.
 
-    ``source`` is a folder (walked recursively unless ``recursive=False``; hidden files are
-    skipped; files count as images by extension or, failing that, by their magic bytes), a glob
-    (``"photos/**/*.jpg"``), one path or URL, or a list of them (kept in the given order;
-    folders and globs within it are expanded in natural order: ``img2`` before ``img10``).
+    ``source`` is a folder (walked recursively unless ``recursive=False``, following symbolic
+    links once; hidden files and folders are skipped), a glob (``"photos/**/*.jpg"``), one
+    path or URL, or a list of them (kept in the given order; folders and globs within it are
+    expanded in natural order: ``img2`` before ``img10``).
+
+    What a folder walk or glob includes is decided by content: every file Pillow can open gets
+    a row, whatever its name (DDS, SGI, QOI, PCX, ICNS, BLP, ... and HEIC/AVIF), and so does a
+    broken file whose bytes or name say image (a truncated PNG, text saved as ``.jpg``). Other
+    files (notes, CSVs, archives) are left out with one ``ReadImagesWarning`` saying how many
+    and which; a file named on its own always gets a row.
 
     Columns: ``path``, ``format`` (sniffed from the content, not the extension: a PNG named
     ``.jpg`` says "png"), ``width``/``height`` (as displayed, after EXIF orientation),
     ``mode``, ``frames``, ``bytes`` and ``error`` (None, or why the file cannot be used). A bad
-    or missing file is a row with ``error`` set, never an exception for the whole call.
+    file, or a missing one in a list, is a row with ``error`` set, never an exception for the
+    whole call. A ``source`` that does not exist at all raises ``FileNotFoundError``; a folder
+    or glob that finds nothing warns (``ReadImagesWarning``) and gives an empty frame.
 
     Remote sources (``s3://bucket/photos/``, ``gs://.../*.jpg``, ``hf://...``, http(s) URLs;
     see ``visionkit.images.remote``) are listed and only the leading bytes of each object are
@@ -367,28 +424,47 @@ def read_images(
 
     if column is not None or is_dataset(source):
         return read_table_images(source, column, storage_options=storage_options)
-    if isinstance(source, (str, os.PathLike)):
+    top = isinstance(source, (str, os.PathLike))
+    if top:
         items: Iterable[Any] = [source]
     elif isinstance(source, (pd.Series, pd.Index)):
         items = source.tolist()
     else:
         items = list(source)
-    paths: list[str] = []
+    sources: list[_Source] = []
     sizes: dict[str, int | None] = {}
     unsure: set[str] = set()
     for item in items:
         if cell_kind(item) == "remote":
-            in_list = not isinstance(source, (str, os.PathLike))
-            urls, found, maybe = _expand_remote(item, recursive, storage_options, in_list)
-            paths.extend(urls)
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top)
+            sources.extend(_Source(u) for u in urls)
             sizes.update(found)
             unsure |= maybe
         else:
-            paths.extend(_expand(item, recursive))
-    rows = _rows(paths, sizes=sizes, storage_options=storage_options, concurrency=concurrency)
+            sources.extend(_expand(item, recursive, top=top))
+    rows = _rows(
+        [s.path for s in sources],
+        sizes=sizes,
+        storage_options=storage_options,
+        concurrency=concurrency,
+    )
+    pairs = list(zip(sources, rows, strict=True))
     if unsure:  # objects with no telling extension that turned out not to be images
-        rows = [r for r in rows if r["path"] not in unsure or r["format"] is not None]
-    return _frame(rows)
+        pairs = [(s, r) for s, r in pairs if r["path"] not in unsure or r["format"] is not None]
+    kept = [r for s, r in pairs if not _left_out(s, r)]
+    skipped = [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
+    if skipped:
+        shown = ", ".join(skipped[:5])
+        shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        many = len(skipped) != 1
+        warnings.warn(
+            f"read_images left out {len(skipped)} file{'s' if many else ''} that "
+            f"{'are not images' if many else 'is not an image'}: {shown} (Pillow cannot open "
+            f"{'them' if many else 'it'}; name a file on its own to get its row and reason)",
+            ReadImagesWarning,
+            stacklevel=2,
+        )
+    return _frame(kept)
 
 
 def inspect_images(

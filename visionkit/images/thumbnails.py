@@ -1,8 +1,9 @@
 """Look at an image set in a notebook: ``thumbnail`` bytes and the ``df.vision.show()`` grid.
 
 Thumbnails are small JPEGs (PNG when the image has transparency), decoded in JPEG draft mode,
-and cached in a bounded LRU keyed by path + modification time + size (or by a hash of the
-bytes), so showing the same frame twice is instant.
+and cached in a bounded LRU (``cachetools.LRUCache``: 64 MB and 4,096 thumbnails at most) keyed
+by path + modification time + size (or by a hash of the bytes), so showing the same frame twice
+is instant.
 
 Usage::
 
@@ -13,22 +14,24 @@ Usage::
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from cachetools import LRUCache
 
 from ..errors import ImageError
-from .cells import cell_kind, local_path, path_of
+from .cells import cell_kind, local_path, path_of, source_label
 from .decode import decode_image
+from .pil_errors import pil_errors
 
 __all__ = ["ImageGrid", "clear_thumbnail_cache", "show_images", "thumbnail"]
 
@@ -38,55 +41,21 @@ _CACHE_MAX_ENTRIES = 4096
 _CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 
-class _LRU:
-    """A small thread-safe LRU of bytes values, bounded by entries and total bytes."""
-
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._data: OrderedDict[Hashable, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: Hashable) -> bytes | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Hashable, value: bytes) -> None:
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old)
-            self._data[key] = value
-            self._bytes += len(value)
-            while self._data and (
-                len(self._data) > self.max_entries or self._bytes > self.max_bytes
-            ):
-                _, evicted = self._data.popitem(last=False)
-                self._bytes -= len(evicted)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-            self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
+def _new_cache(max_entries: int, max_bytes: int) -> LRUCache:
+    """An LRU of thumbnail bytes bounded by total bytes *and* entries: each entry counts as at
+    least ``max_bytes / max_entries`` bytes, so no more than ``max_entries`` fit."""
+    floor = max(1, max_bytes // max_entries)
+    return LRUCache(maxsize=max_bytes, getsizeof=lambda value: max(len(value), floor))
 
 
-_cache = _LRU(_CACHE_MAX_ENTRIES, _CACHE_MAX_BYTES)
+_cache = _new_cache(_CACHE_MAX_ENTRIES, _CACHE_MAX_BYTES)
+_cache_lock = threading.Lock()  # cachetools' caches are not thread-safe; show() uses a pool
 
 
 def clear_thumbnail_cache() -> None:
     """Forget every cached thumbnail."""
-    _cache.clear()
+    with _cache_lock:
+        _cache.clear()
 
 
 def _cache_key(cell: Any, size: int) -> Hashable | None:
@@ -114,18 +83,21 @@ def thumbnail(cell: Any, size: int = 160, *, row: object = None) -> bytes:
     """
     key = _cache_key(cell, size)
     if key is not None:
-        hit = _cache.get(key)
+        with _cache_lock:
+            hit = _cache.get(key)
         if hit is not None:
             return hit
     im = decode_image(cell, max_side=size, row=row)
     buf = io.BytesIO()
-    if im.mode in ("RGBA", "LA"):
-        im.save(buf, "PNG")
-    else:
-        im.save(buf, "JPEG", quality=THUMBNAIL_QUALITY)
+    with pil_errors(row, source_label(cell)):
+        if im.mode in ("RGBA", "LA"):
+            im.save(buf, "PNG")
+        else:
+            im.save(buf, "JPEG", quality=THUMBNAIL_QUALITY)
     data = buf.getvalue()
     if key is not None:
-        _cache.put(key, data)
+        with _cache_lock, contextlib.suppress(ValueError):  # ValueError: larger than the cache
+            _cache[key] = data
     return data
 
 

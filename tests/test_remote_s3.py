@@ -230,3 +230,11 @@ def test_the_cli_reads_a_bucket_with_credentials_from_the_environment(s3, bucket
     assert main(["estimate", f"s3://{name}/photos/*.jpg"]) == 0
     text = out.getvalue()
     assert "img10.jpg" in text and "3 images" in text
+
+
+def test_an_unknown_scheme_is_that_rows_error():
+    with pytest.warns(EncodeWarning, match="row 1: nosuchfs:// is not a filesystem"):
+        uris = encode_series(pd.Series([png(), "nosuchfs://bucket/a.png"]), progress=False)
+    assert uris.notna().tolist() == [True, False]
+    info = vk.inspect_images(["nosuchfs://bucket/a.png"])
+    assert info.error[0] == "cannot open: nosuchfs:// is not a filesystem fsspec knows"

@@ -75,6 +75,8 @@ from .decode import (
 from .formats import MIME_TYPES, image_format, png_chunks
 from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
+from .prefetch import close as close_prefetch
+from .prefetch import prefetched
 
 __all__ = ["EncodeWarning", "encode_image", "encode_series"]
 
@@ -402,9 +404,11 @@ def encode_series(
         "strip_metadata": strip_metadata,
     }
 
+    source = prefetched(cells, rows=labels)  # remote images read ahead of the decoders
+
     def one(i: int) -> str | _Failed:
         try:
-            return encode_image(cells[i], row=labels[i], **options)
+            return encode_image(source[i], row=labels[i], **options)
         except ImageError as exc:
             if errors == "raise":
                 raise
@@ -433,6 +437,7 @@ def encode_series(
                     raise
     finally:
         bar.close()
+        close_prefetch(source)
 
     failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, _Failed)}
     values = [None if isinstance(r, _Failed) else r for r in results]

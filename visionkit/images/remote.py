@@ -24,9 +24,10 @@ What surprised us (also in the README):
 
 - fsspec caches directory listings per filesystem instance; ``list_images`` invalidates the
   prefix first, so a second ``read_images`` on a bucket sees objects added since.
-- fsspec caches filesystem instances per *thread* (the cache key includes the thread id), so a
-  thread pool builds one S3 client per thread: 32 header threads cost 175 MB for 1,000
-  objects before ``filesystem`` kept one instance per bucket and options for all threads.
+- fsspec caches a *synchronous* filesystem's instances per thread (the cache key includes the
+  thread id; async ones such as s3fs, gcsfs and adlfs are shared), and ``url_to_fs`` parses
+  the URL and options on every call: ``filesystem`` keeps one instance per bucket and options
+  for all threads.
 - An instance's ``repr`` is harmless only because s3fs does not print its options:
   ``fs.storage_options`` holds the secret, so visionkit never formats a filesystem object.
 - s3fs retries some errors itself (its own loop for connection errors, botocore's for 5xx and
@@ -139,9 +140,8 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     ``ImportError`` naming the extra to install.
 
     One filesystem object per scheme, bucket and options, shared by every thread: fsspec's own
-    instance cache is per *thread* (its key includes ``threading.get_ident()``), so the 32
-    threads reading headers would otherwise each build an S3 client (about 5 MB and 0.1 s
-    each).
+    instance cache is per thread for synchronous filesystems (its key includes
+    ``threading.get_ident()``), which the 32 header threads would multiply.
     """
     options = dict(storage_options) if storage_options else options_for(url)
     scheme = scheme_of(url)
@@ -227,7 +227,10 @@ def read_object(
 ) -> bytes:
     """The whole object at ``url``: one GET of at most ``max_bytes`` + 1 bytes (a bigger
     object is refused without being read further)."""
-    fs, path = filesystem(url, storage_options)
+    try:
+        fs, path = filesystem(url, storage_options)
+    except ValueError as exc:  # an unknown scheme ("c://x.jpg"): this row's problem only
+        raise ImageError(str(exc)) from None
     data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
     if len(data) > max_bytes:
         raise ImageError(f"object over the {_size_text(max_bytes)} cap")

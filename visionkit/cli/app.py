@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,6 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``visionkit`` exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # One plain line per warning ("visionkit estimate: warning: no files match ..."), not
+        # Python's file:line and source excerpt, which mean nothing to a shell user.
+        warnings.showwarning = _plain_warning(args.command)
+        return _run(args)
+
+
+def _plain_warning(command: str) -> Callable[..., None]:
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"visionkit {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (VisionError, KeyError, OSError, ValueError) as exc:

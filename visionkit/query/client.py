@@ -169,14 +169,15 @@ def _offline_server() -> tuple[str, str]:
 
 def offline_notice(
     url: str,
-    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...)",
+    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...), for a "
+    "real vision model.",
 ) -> str:
     """What ``connect("auto")`` says when it falls back to the offline stand-in; ``how`` says
     how to get a real model (the command line has its own way)."""
     return (
         f"INFERENCE_API_KEY is not set, so visionkit uses the offline stand-in at {url}. Its "
         "answers describe the pixels only (size, format, colours, brightness), not what the "
-        f"image shows. {how}, for a real vision model."
+        f"image shows. {how}"
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from .. import __version__
 from ..errors import VisionError
 from .ask import add_ask_parser
+from .batch import add_batch_parser
 from .estimate import add_estimate_parser
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -31,6 +32,7 @@ Subparsers = Any  # argparse._SubParsersAction, which argparse does not export
 COMMANDS: list[Callable[[Subparsers], argparse.ArgumentParser]] = [
     add_estimate_parser,
     add_ask_parser,
+    add_batch_parser,
 ]
 
 

@@ -49,6 +49,7 @@ from ..providers import DEFAULT_PROVIDER, Provider, get_provider, providers
 
 if TYPE_CHECKING:
     import openai
+    from openai import OpenAI as SyncOpenAI
 
 __all__ = ["Client", "OfflineWarning", "aiohttp_available", "cache_identity", "connect"]
 
@@ -75,6 +76,28 @@ class Client:
     # "aiohttp", "httpx", or "custom" (the caller's http_client). Left out of the repr: it
     # depends on what is installed, and the tutorials' stored outputs must not.
     transport: str = "httpx"
+    # Where the provider's Batch API (files, batches) lives: its profile's batch URL, or the
+    # same server for a custom base_url (``connect(..., batch_base_url=...)`` overrides).
+    batch_base_url: str | None = None
+
+    def batch_sdk(self, **options: Any) -> SyncOpenAI:
+        """A synchronous ``openai.OpenAI`` on ``batch_base_url`` with this client's key (for
+        batch jobs: uploads, batches, downloads). Raises ``ValueError`` without a batch URL."""
+        import openai
+
+        if not self.batch_base_url:
+            raise ValueError(
+                f"provider {self.provider.name!r} has no Batch API in its profile; pass "
+                "connect(..., batch_base_url=...) if the server has one"
+            )
+        sdk = self.openai
+        return openai.OpenAI(
+            api_key=sdk.api_key,
+            base_url=self.batch_base_url,
+            organization=sdk.organization,
+            project=sdk.project,
+            **options,
+        )
 
     def http_client(self) -> Any:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
@@ -202,6 +225,7 @@ def connect(
     base_url: str | None = None,
     model: str | None = None,
     transport: str = "auto",
+    batch_base_url: str | None = None,
     **client_options: Any,
 ) -> Client:
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
@@ -216,6 +240,10 @@ def connect(
     ``transport``: the HTTP stack ``ask`` sends through: ``"auto"`` (the SDK's aiohttp
     transport when installed, else httpx), ``"aiohttp"`` or ``"httpx"``. An ``http_client=``
     of your own is used instead, as it is (see the module docstring).
+
+    ``batch_base_url``: where batch jobs (``df.vision.submit``) upload files and create
+    batches: by default the profile's batch URL (``https://batch.inference.net/v1`` for
+    inference.net), or the same server when ``base_url=`` was given or the profile names none.
     """
     import openai
 
@@ -252,12 +280,16 @@ def connect(
         else:
             key = NO_KEY
     sdk = openai.AsyncOpenAI(api_key=key, base_url=url, **client_options)
+    if batch_base_url is None:
+        profile_batch = profile.batch.base_url if profile.batch is not None else None
+        batch_base_url = url if base_url is not None or not profile_batch else profile_batch
     return Client(
         openai=sdk,
         provider=profile,
         model=model or profile.default_model,
         base_url=url,
         transport=kind,
+        batch_base_url=batch_base_url,
     )
 
 

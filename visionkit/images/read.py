@@ -357,9 +357,14 @@ def _rows(
 
 
 def _expand_remote(
-    item: str, recursive: bool, storage_options: Mapping[str, Any] | None, in_list: bool
+    item: str,
+    recursive: bool,
+    storage_options: Mapping[str, Any] | None,
+    in_list: bool,
+    by_name: list[str],
 ) -> tuple[list[str], dict[str, int | None], set[str]]:
-    """A remote source's objects, their sizes, and those only the bytes can call images."""
+    """A remote source's objects, their sizes, and those only the bytes can call images
+    (``by_name`` gets the names left out by their extension, never fetched)."""
     from .remote import list_images, remember_options
 
     remember_options(item, storage_options)
@@ -369,10 +374,15 @@ def _expand_remote(
         storage_options=storage_options,
         is_image_name=_image_name,
         trust_name=in_list,
+        skipped=by_name,
     )
     found.sort(key=lambda pair: _natural_key(pair[0]))
     unsure = {u for u, _ in found if _image_name(u.rsplit("/", 1)[-1]) is None}
     return [u for u, _ in found], dict(found), unsure if len(found) > 1 else set()
+
+
+def _not_image(row: dict[str, Any], unsure: set[str]) -> bool:
+    return row["path"] in unsure and row["format"] is None
 
 
 def read_images(
@@ -434,9 +444,10 @@ def read_images(
     sources: list[_Source] = []
     sizes: dict[str, int | None] = {}
     unsure: set[str] = set()
+    by_name: list[str] = []  # remote objects left out by their extension
     for item in items:
         if cell_kind(item) == "remote":
-            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top)
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top, by_name)
             sources.extend(_Source(u) for u in urls)
             sizes.update(found)
             unsure |= maybe
@@ -449,10 +460,22 @@ def read_images(
         concurrency=concurrency,
     )
     pairs = list(zip(sources, rows, strict=True))
+    skipped: list[str] = []
     if unsure:  # objects with no telling extension that turned out not to be images
-        pairs = [(s, r) for s, r in pairs if r["path"] not in unsure or r["format"] is not None]
+        skipped = [r["path"].rsplit("/", 1)[-1] for _, r in pairs if _not_image(r, unsure)]
+        pairs = [(s, r) for s, r in pairs if not _not_image(r, unsure)]
+    if by_name:
+        shown = ", ".join(by_name[:5]) + (
+            f" and {len(by_name) - 5} more" if len(by_name) > 5 else ""
+        )
+        warnings.warn(
+            f"read_images left out {len(by_name)} remote object(s) named like non-images: "
+            f"{shown} (objects in a store are judged by extension, not opened)",
+            ReadImagesWarning,
+            stacklevel=2,
+        )
     kept = [r for s, r in pairs if not _left_out(s, r)]
-    skipped = [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
+    skipped += [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
     if skipped:
         shown = ", ".join(skipped[:5])
         shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""

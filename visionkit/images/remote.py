@@ -300,6 +300,7 @@ def list_images(
     storage_options: Mapping[str, Any] | None = None,
     is_image_name: Any = None,
     trust_name: bool = False,
+    skipped: list[str] | None = None,
 ) -> list[tuple[str, int | None]]:
     """``(url, size)`` of the objects a remote source stands for: a prefix (a "folder", walked
     recursively unless ``recursive=False``), a glob, or one object.
@@ -309,6 +310,7 @@ def list_images(
     raises ``FileNotFoundError``; a glob matching nothing warns and gives ``[]``.
     ``trust_name``: a source named like an image file is taken to be one without asking the
     store (one request less per item of a long list; a missing one becomes its row's error).
+    ``skipped`` collects the names left out by ``is_image_name`` (for a warning).
     """
     fs, path = filesystem(source, storage_options)
     base = source.rstrip("/").rsplit("/", 1)[-1]
@@ -339,6 +341,8 @@ def list_images(
         if base.startswith("."):
             continue
         if is_image_name is not None and is_image_name(base) is False:
+            if skipped is not None:
+                skipped.append(base)
             continue
         out.append((full_url(fs, name), _size(info)))
     return out

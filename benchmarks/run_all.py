@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("bench_offline.py", [], ["--requests", "64", "--repeat", "1"]),
     ("bench_widgets.py", [], ["200"]),
     ("bench_agreement.py", [], ["20000"]),
+    ("bench_batch.py", [], ["--quick"]),
     ("bench_import.py", [], ["--quick"]),
 ]
 

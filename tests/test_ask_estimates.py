@@ -48,6 +48,29 @@ def test_encoded_size_reads_a_jpeg_frame_header_behind_big_metadata():
         assert encoded_size(_uri(payload, "image/jpeg")) == (1000, 700)
 
 
+def test_a_prepared_request_reports_the_size_each_image_is_sent_at():
+    """``image_sizes`` is the encoded image in the body: after max_side, and after the re-encode
+    that makes room for a long prompt (what vk.propose_boxes scales the model's boxes from)."""
+    from visionkit.query.body import prepare_request
+
+    # Noise does not compress: 600x400 passes through at ~960 KB, under inference.net's 1 MB.
+    noise = _saved(Image.effect_noise((600, 400), 100).convert("RGB"), "PNG")
+
+    def sent(prompt: str, **encode_options) -> tuple[tuple[int, int], ...]:
+        prepared = prepare_request(
+            [noise], provider=NET, model="m", prompt=prompt, encode_options=encode_options
+        )
+        uri = prepared.body["messages"][-1]["content"][0]["image_url"]["url"]
+        assert prepared.image_sizes == (encoded_size(uri),)  # what the body carries
+        assert prepared.image_tokens == NET.estimate(*prepared.image_sizes[0])
+        return prepared.image_sizes
+
+    assert sent("Describe it.") == ((600, 400),)
+    assert sent("Describe it.", max_side=300) == ((300, 200),)
+    (crowded,) = sent("x" * 900_000)  # the prompt leaves ~90 KB: the image is made smaller
+    assert crowded[0] < 600 and crowded[0] / crowded[1] == pytest.approx(1.5, rel=0.01)
+
+
 def test_an_unreadable_size_is_the_rows_error_never_zero_tokens():
     for uri in (
         "data:image/png;base64,AAAAAAAAAAAAAAAA",

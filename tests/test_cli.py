@@ -193,3 +193,19 @@ def test_counts_are_singular_for_one(tmp_path, capsys):
     cli.main([*argv, "--no-progress", "--cache", str(tmp_path / "c.sqlite")])
     err = capsys.readouterr().err
     assert "1 request to send" in err and "1 requests" not in err
+
+
+def test_a_missing_folder_is_an_error_not_zero_images(tmp_path, capsys):
+    """`visionkit estimate nosuch/` printed "0 images" (issue 8, item 10)."""
+    assert cli.main(["estimate", str(tmp_path / "nosuch")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("visionkit estimate: error:") and "nosuch" in err
+    assert "Traceback" not in err
+
+
+def test_an_empty_glob_warns_in_one_plain_line(tmp_path, capsys):
+    assert cli.main(["estimate", str(tmp_path / "*.jpg")]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line]
+    assert lines == [f"visionkit estimate: warning: read_images: no files match '{tmp_path}/*.jpg'"]
+    assert "no images found" in captured.out

@@ -15,6 +15,7 @@ import visionkit.images.remote as remote
 from visionkit import ImageError
 from visionkit.images.cells import read_bytes
 from visionkit.images.encode import EncodeWarning, encode_series
+from visionkit.images.read import ReadImagesWarning
 from visionkit.images.remote_headers import HEAD_BYTES
 from visionkit.images.thumbnails import thumbnail
 
@@ -73,7 +74,11 @@ def fetched(monkeypatch):
 
 def test_read_images_lists_a_prefix_and_reads_only_headers(s3, bucket, fetched):
     name, objects = bucket
-    df = vk.read_images(f"s3://{name}/photos/", storage_options=s3.options)
+    with pytest.warns(ReadImagesWarning) as caught:
+        df = vk.read_images(f"s3://{name}/photos/", storage_options=s3.options)
+    said = [str(w.message) for w in caught]
+    assert any("1 remote object(s) named like non-images: notes.txt" in m for m in said)
+    assert any("left out 1 file that is not an image: README" in m for m in said)
     base = f"s3://{name}/photos/"
     assert df.path.tolist() == [
         base + p
@@ -122,7 +127,12 @@ def test_globs_and_recursion(s3, bucket):
     ]
     deep = vk.read_images(f"s3://{name}/photos/**/*.png", storage_options=s3.options)
     assert deep.path.str.endswith("sub/chart.png").tolist() == [True]
-    flat = vk.read_images(f"s3://{name}/photos/", recursive=False, storage_options=s3.options)
+    with pytest.warns(ReadImagesWarning) as caught:
+        flat = vk.read_images(f"s3://{name}/photos/", recursive=False, storage_options=s3.options)
+    assert sorted(str(w.message).split(": ")[1].split(" (")[0] for w in caught) == [
+        "README",
+        "notes.txt",
+    ]
     assert not flat.path.str.contains("/sub/").any()
     with pytest.warns(UserWarning, match="matches no file"):
         assert vk.read_images(f"s3://{name}/photos/*.webp", storage_options=s3.options).empty
@@ -230,3 +240,11 @@ def test_the_cli_reads_a_bucket_with_credentials_from_the_environment(s3, bucket
     assert main(["estimate", f"s3://{name}/photos/*.jpg"]) == 0
     text = out.getvalue()
     assert "img10.jpg" in text and "3 images" in text
+
+
+def test_an_unknown_scheme_is_that_rows_error():
+    with pytest.warns(EncodeWarning, match="row 1: nosuchfs:// is not a filesystem"):
+        uris = encode_series(pd.Series([png(), "nosuchfs://bucket/a.png"]), progress=False)
+    assert uris.notna().tolist() == [True, False]
+    info = vk.inspect_images(["nosuchfs://bucket/a.png"])
+    assert info.error[0] == "cannot open: nosuchfs:// is not a filesystem fsspec knows"

@@ -349,6 +349,16 @@ def test_keys_can_be_rebound(df):
         vk.Annotator(df, "label", OPTIONS, keys={"next": "2"})
 
 
+def test_a_digit_past_the_options_can_do_an_action(df):
+    # Three options: "1"-"3" label, and "5" is free for an action (it was taken and ignored).
+    ann = vk.Annotator(df, "label", OPTIONS, keys={"next": ["5", "ArrowRight"]})
+    assert "5" in ann.view.shortcuts
+    key(ann, "5")
+    assert ann.position == 1 and df["label"].isna().all()
+    key(ann, "4")  # bound to nothing: nothing happens
+    assert ann.position == 1 and ann.view.message_kind == "info"
+
+
 def test_messages_confirm_and_number_rows_like_the_progress_line(df):
     ann = vk.Annotator(df, "label", OPTIONS, filter="width > 150")  # starts at r4
     assert ann.view.progress.startswith("0 / 12 labelled · row 1 of 8")

@@ -135,6 +135,11 @@ def test_keys_can_be_rebound(df):
     assert "d / Del" in ann.view.key_help or "Del / d" in ann.view.key_help
     with pytest.raises(ValueError, match="pick labels"):
         vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": "1"})
+    # Two labels: "3" is free for an action.
+    ann = vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": ["3", "ArrowRight"]})
+    before = ann.position
+    msg(ann, type="key", key="3")
+    assert ann.position == before + 1
 
 
 def test_two_annotators_blind_order_and_box_agreement(df, tmp_path):
@@ -218,3 +223,35 @@ def test_propose_boxes_maps_the_models_pixels_to_the_full_size_upright_image(tmp
     assert (ann.view.natural_width, ann.view.natural_height) == (2000, 3000)
     ann.accept()
     assert ann.df["boxes"].iloc[0] == proposed["a"]
+
+
+def test_propose_boxes_scales_from_the_size_ask_sent_however_ask_shrank_it(tmp_path):
+    # The stand-in boxes the central half of the image it received, in that image's pixels:
+    # the right answer in full-size pixels is the central half of the full image, whatever
+    # size ask sent (max_side=, or a prompt that leaves the image less of the 1 MB body).
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (2000, 1000), (90, 120, 60)).save(photo)
+    noise = tmp_path / "noise.png"  # does not compress: a long prompt forces a smaller image
+    Image.effect_noise((600, 400), 100).convert("RGB").save(noise)
+    df = pd.DataFrame({"path": [str(photo), str(noise)]}, index=["photo", "noise"])
+    centre = {
+        "photo": [{"label": "cat", "x": 500.0, "y": 250.0, "w": 1000.0, "h": 500.0}],
+        "noise": [{"label": "cat", "x": 150.0, "y": 100.0, "w": 300.0, "h": 200.0}],
+    }
+    long_prompt = "Find every 'cat'. " + "Look closely. " * 64_000  # ~900 KB of the body
+    cache = tmp_path / "answers.sqlite"
+    with offline.serve() as url:
+        client = vk.connect("offline", base_url=url, api_key="offline")
+        small = vk.propose_boxes(df, LABELS, client=client, max_side=300, cache=cache)
+        crowded = vk.propose_boxes(df.loc[["noise"]], LABELS, client=client, prompt=long_prompt)
+        again = vk.propose_boxes(df, LABELS, client=client, max_side=300, cache=cache)
+        with pytest.raises(ValueError, match="dry_run"):
+            vk.propose_boxes(df, LABELS, client=client, dry_run=True)
+    assert small.attrs["errors"] == {} and crowded.attrs["errors"] == {}
+    for boxes in (small, crowded, again):
+        for label, cell in boxes.items():
+            [box] = cell
+            assert box["label"] == "cat"
+            for k in ("x", "y", "w", "h"):  # within the rounding of a smaller image
+                assert box[k] == pytest.approx(centre[label][0][k], abs=3), (label, box)
+    assert again.tolist() == small.tolist()  # from the cache, placed the same way

@@ -55,6 +55,8 @@ _LAZY = {
     "to_long": ".annotation",
     "to_yolo": ".annotation",
     "ask": ".query.ask",
+    "BatchJob": ".batch",
+    "batch_jobs": ".batch",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
     "Client": ".query.client",
@@ -82,6 +84,7 @@ __all__ = [
     "BOX_SCHEMA",
     "Agreement",
     "Annotator",
+    "BatchJob",
     "BoxAgreement",
     "BoxAnnotator",
     "BudgetExceeded",
@@ -101,6 +104,7 @@ __all__ = [
     "agreement",
     "ask",
     "ask_async",
+    "batch_jobs",
     "box_agreement",
     "cohen_kappa",
     "connect",
@@ -161,6 +165,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     # Not through .annotation: the package has a submodule of the same name, which mypy binds
     # instead of the function when proposals.py closes an import cycle through .query.
     from .annotation.agreement import agreement
+    from .batch import BatchJob, batch_jobs
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.remote import set_storage_options

@@ -104,6 +104,13 @@ class VisionAccessor:
 
         return await ask_async(self._df, prompt, **kwargs)
 
+    def submit(self, prompt: str, **kwargs: Any) -> Any:
+        """Submit one batch-API request per row: ``job = df.vision.submit(prompt)``; see
+        ``visionkit.batch.submit`` for the options, ``job.wait()`` and ``job.result()``."""
+        from .batch import submit
+
+        return submit(self._df, prompt, **kwargs)
+
     def encode(
         self,
         provider: str | Provider = DEFAULT_PROVIDER,
@@ -195,11 +202,13 @@ def _borrow_signature(
 @functools.cache
 def _borrow_ask_signatures() -> None:
     """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
+    from .batch import submit
     from .images.encode import encode_series
     from .query.ask import ask, ask_async
 
     _borrow_signature(VisionAccessor.ask, ask)
     _borrow_signature(VisionAccessor.ask_async, ask_async)
+    _borrow_signature(VisionAccessor.submit, submit)
     _borrow_signature(
         VisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
     )

@@ -32,9 +32,11 @@ __all__ = [
     "RateLimits",
     "estimate_tokens",
     "fit_tokens",
+    "floor_side",
     "get_provider",
     "providers",
     "register_provider",
+    "same_tokens_size",
 ]
 
 TokenFunction = Callable[[Any, Any], Any]
@@ -340,3 +342,42 @@ def fit_tokens(w: int, h: int, provider: Provider, max_tokens: int) -> tuple[int
             f"max_tokens={max_tokens} is below {provider.name}'s estimate for any size of image"
         )
     return best
+
+
+def floor_side(provider: Provider) -> int:
+    """The largest square side the provider still prices at its minimum (inference.net: 560
+    px, OpenAI detail=high: 512): below it a smaller image costs the same and shows less."""
+    lowest = provider.estimate(1, 1)
+    lo, hi = 1, 8192
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if provider.estimate(mid, mid) == lowest:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def same_tokens_size(w: int, h: int, provider: Provider) -> tuple[int, int]:
+    """The smallest size within ``w x h`` (same aspect) with the same token estimate, never
+    taking a side below the provider's ``floor_side`` (or its own size, if smaller).
+
+    Where the formula is flat (OpenAI's 512 px tiles) this drops pixels that cost nothing;
+    where it grows with every pixel (inference.net between 560 and 1,120 px) the size stays.
+    """
+    target = provider.estimate(w, h)
+    floor = floor_side(provider)
+    need_w, need_h = min(w, floor), min(h, floor)
+
+    def ok(side: int) -> bool:
+        cw, ch = fit_within(w, h, side)
+        return cw >= need_w and ch >= need_h and provider.estimate(cw, ch) == target
+
+    lo, hi = 1, max(w, h)  # ok(hi) holds: fit_within(w, h, max(w, h)) == (w, h)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return fit_within(w, h, lo)

@@ -8,17 +8,20 @@ Usage::
 The model answers with :data:`BOX_SCHEMA` (through ``vk.ask(..., schema=BOX_SCHEMA)``): boxes
 as corners ``x_min, y_min, x_max, y_max`` and the ``units`` it used, one of:
 
-- ``"pixels"``: pixels of the image it was *sent* (visionkit encodes it first, usually
-  smaller than the original: 1120 px on the longest side for inference.net),
+- ``"pixels"``: pixels of the image it was *sent* (``ask`` encodes it first, usually
+  smaller than the original: 1120 px on the longest side for inference.net, less with
+  ``max_side=``, and less again when a long prompt leaves the image less of the 1 MB body),
 - ``"0-1"``: fractions of the width and height,
 - ``"0-1000"``: thousandths (what Qwen-VL-style models emit).
 
 :func:`boxes_from_answer` turns that into the box cell format (``{"label", "x", "y", "w",
 "h"}``) in pixels of the image *as displayed at full size* (after EXIF rotation), the
-coordinates every visionkit annotation tool uses. The size of the image sent is measured from
-the encoded bytes, not taken from the model: models misreport it. Boxes are clipped to the
-image; empty or inverted ones and labels outside ``labels`` are dropped (the model's text is
-matched to a label as the Annotator matches answers).
+coordinates every visionkit annotation tool uses. The size of the image sent is not taken from
+the model (models misreport it) nor from an encoding of our own: it is the size ``ask``'s
+planner encodes that row's image to (``PreparedRequest.image_sizes``), so whatever ``ask``
+does to fit the provider's limits, the boxes are scaled from the image the model saw. Boxes are
+clipped to the image; empty or inverted ones and labels outside ``labels`` are dropped (the
+model's text is matched to a label as the Annotator matches answers).
 """
 
 from __future__ import annotations
@@ -142,65 +145,57 @@ def propose_boxes(
     """Ask a vision model for boxes of ``labels`` in every image of ``df``.
 
     Returns one cell per row (a list of boxes in full-size displayed pixels, or NA where the
-    image or the answer failed; ``attrs["errors"]`` says why, by row). Each image is encoded
-    for the client's provider first (``vk.encode_image``) so the size the model saw is known
-    exactly; ``client`` is a ``vk.connect()`` result or a provider name (default: as
-    ``vk.connect()``), and the rest of ``ask_kwargs`` (``cache=``, ``concurrency=``...) go to
-    ``vk.ask``.
+    image or the answer failed; ``attrs["errors"]`` says why, by row). ``client`` is a
+    ``vk.connect()`` result or a provider name (default: as ``vk.connect()``), and the rest of
+    ``ask_kwargs`` (``cache=``, ``concurrency=``, ``max_side=``...) go to ``vk.ask``.
+
+    The size the model saw is the one ``ask`` encodes each image to -- after ``max_side`` and
+    any shrinking to fit the provider's body limit, which a long ``prompt`` forces -- so it
+    is read from ``ask``'s own planner (``_sent_sizes``), not guessed from the image.
     """
     from ..images.cells import image_column
-    from ..images.encode import encode_image
     from ..images.read import inspect_images
     from ..query.ask import ask
     from ..query.client import Client, connect
 
+    if ask_kwargs.get("dry_run"):
+        raise ValueError(
+            "propose_boxes sends the requests; to price them, call vk.ask(..., dry_run=True) "
+            "with schema=vk.annotation.box_schema(labels)"
+        )
     if not isinstance(client, Client):
         client = connect(client or "auto")
-    provider = client.provider
-
     labels = [str(x) for x in labels]
     if not labels:
         raise ValueError("propose_boxes needs the labels to look for")
     cells = df[image_column(df, column)]
     full = inspect_images(cells)
-    sent_uris: list[str | None] = []
-    errors: dict[Any, str] = {}
-    for label, cell, ok in zip(df.index, cells, full["error"].isna(), strict=True):
-        if not ok:
-            sent_uris.append(None)
-            continue
-        try:
-            sent_uris.append(encode_image(cell, provider=provider, row=label))
-        except Exception as exc:  # a bad image is that row's error, never the batch's
-            sent_uris.append(None)
-            errors[label] = f"{type(exc).__name__}: {exc}"
-    sent = inspect_images([u if u is not None else b"" for u in sent_uris])
-    frame = pd.DataFrame({"image": sent_uris}, index=df.index)
+    errors: dict[Any, str] = {
+        label: str(err)
+        for label, err in zip(df.index, full["error"], strict=True)
+        if err is not None and not pd.isna(err)
+    }
+    frame = pd.DataFrame({"image": cells.to_numpy(dtype=object)}, index=df.index)
+    frame = frame.loc[full["error"].isna().to_numpy()]
     text = prompt or DEFAULT_PROMPT.format(labels=", ".join(repr(x) for x in labels))
-    todo = frame["image"].notna()
-    result = ask(
-        frame.loc[todo],
-        text,
-        column="image",
-        schema=box_schema(labels),
-        client=client,
-        **ask_kwargs,
-    )
+    options = {"column": "image", "schema": box_schema(labels), "client": client, **ask_kwargs}
+    sent = _sent_sizes(frame, text, **options)
+    result = ask(frame, text, **options)
     out = pd.Series([None] * len(df), index=df.index, dtype=object)
-    for label, err in zip(df.index, full["error"], strict=True):
-        if err is not None and not pd.isna(err):
-            errors[label] = str(err)
     positions = {label: i for i, label in enumerate(df.index)}
     for label, row in result.iterrows():
         if row.get("error") is not None and not pd.isna(row.get("error")):
             errors[label] = str(row["error"])
             continue
         i = positions[label]
+        if label not in sent:  # answered, yet the planner could not encode it: never expected
+            errors[label] = "the size of the image sent is unknown, so its boxes cannot be placed"
+            continue
         answer = {"units": row.get("units"), "boxes": row.get("boxes")}
         try:
             out.iat[i] = boxes_from_answer(
                 answer,
-                sent_size=(int(sent["width"].iat[i]), int(sent["height"].iat[i])),
+                sent_size=sent[label],
                 full_size=(int(full["width"].iat[i]), int(full["height"].iat[i])),
                 labels=labels,
             )
@@ -208,3 +203,29 @@ def propose_boxes(
             errors[label] = str(exc)
     out.attrs["errors"] = errors
     return out
+
+
+def _sent_sizes(df: pd.DataFrame, prompt: str, **ask_kwargs: Any) -> dict[Any, tuple[int, int]]:
+    """(width, height) of the image ``vk.ask(df, prompt, **ask_kwargs)`` sends for each row,
+    by index label (one image column; rows that would fail are left out).
+
+    Planned with ``ask``'s own planner and options (``visionkit.query.plan``), without the
+    cache or the network: encoding is deterministic, so this is the size the request carries,
+    and the size a cached answer was given for (the cache key holds the image, the prompt and
+    the encoding options).
+    """
+    import inspect
+
+    from ..query.ask import ask
+    from ..query.options import AskOptions
+    from ..query.plan import make_plan, plan_rows
+
+    arguments = inspect.signature(ask).bind(df, prompt, **ask_kwargs)
+    arguments.apply_defaults()
+    options = AskOptions.from_arguments(arguments.arguments).replace(cache=False, progress=False)
+    sizes: dict[Any, tuple[int, int]] = {}
+    with make_plan(df, prompt, options) as plan:
+        for row in plan_rows(plan):
+            if row.request is not None and row.request.image_sizes:
+                sizes[row.label] = row.request.image_sizes[0]
+    return sizes

@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
 from ..errors import VisionError
 from .ask import add_ask_parser
+from .batch import add_batch_parser
 from .estimate import add_estimate_parser
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -30,6 +32,7 @@ Subparsers = Any  # argparse._SubParsersAction, which argparse does not export
 COMMANDS: list[Callable[[Subparsers], argparse.ArgumentParser]] = [
     add_estimate_parser,
     add_ask_parser,
+    add_batch_parser,
 ]
 
 
@@ -49,6 +52,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``visionkit`` exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # One plain line per warning ("visionkit estimate: warning: no files match ..."), not
+        # Python's file:line and source excerpt, which mean nothing to a shell user.
+        warnings.showwarning = _plain_warning(args.command)
+        return _run(args)
+
+
+def _plain_warning(command: str) -> Callable[..., None]:
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"visionkit {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (VisionError, KeyError, OSError, ValueError) as exc:

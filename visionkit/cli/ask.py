@@ -153,7 +153,7 @@ def run_ask(args: argparse.Namespace) -> int:
                     + KEY_ADVICE.replace("INFERENCE_API_KEY", env or "INFERENCE_API_KEY")
                 ) from exc
         if args.provider == "auto" and client.provider.name == "offline":
-            how = f"Use {KEY_ADVICE}"
+            how = f"For a real vision model, {KEY_ADVICE}."
             print(f"note: {offline_notice(client.base_url, how)}", file=sys.stderr)
     result = ask(
         images,

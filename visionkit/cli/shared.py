@@ -31,8 +31,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 # The command line takes keys from the environment only: a key typed as an argument would be
 # kept in the shell's history and shown by ps to every user of the machine.
 KEY_ADVICE = (
-    "export INFERENCE_API_KEY=... (the command line reads keys from the environment only, "
-    "never from an argument)"
+    "export INFERENCE_API_KEY=... first (the command line reads keys from the environment "
+    "only, never from an argument)"
 )
 
 

@@ -60,7 +60,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import ImageError
-from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider
+from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider, same_tokens_size
 from ..tokens import fit_within
 from ..types import default_workers
 from .bombs import decode_refusal
@@ -75,11 +75,16 @@ from .decode import (
 from .formats import MIME_TYPES, image_format, png_chunks
 from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
+from .prefetch import close as close_prefetch
+from .prefetch import prefetched
 
 __all__ = ["EncodeWarning", "encode_image", "encode_series"]
 
 JPEG_QUALITY = 90
 _QUALITY_STEPS = (90, 82, 75, 68, 60, 50)
+# compact=True (batch jobs, where bytes bound the upload time): start at 75 (see bench_batch)
+COMPACT_QUALITY = 75
+_COMPACT_STEPS = (COMPACT_QUALITY, 68, 60, 50)
 _MIN_SIDE = 16
 _PASSTHROUGH_MODES = frozenset({"RGB", "L", "RGBA", "LA", "P", "1"})
 _SAVE_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
@@ -227,9 +232,15 @@ def _icc_size(im: Image.Image) -> int:
     return len(icc) if icc and im.mode in ("RGB", "RGBA") else 0
 
 
-def _save(im: Image.Image, fmt: str, quality: int | None, strip: bool = True) -> bytes:
+def _save(
+    im: Image.Image, fmt: str, quality: int | None, strip: bool = True, compact: bool = False
+) -> bytes:
     buf = io.BytesIO()
     kwargs: dict[str, Any] = {}
+    if compact and fmt in ("jpeg", "png"):
+        kwargs["optimize"] = True  # Huffman tables / zlib effort: smaller, pixels unchanged
+    if compact and fmt == "jpeg":
+        kwargs["progressive"] = True
     if strip:  # Pillow copies a JPEG's or GIF's comment from ``im.info`` unless told not to
         kwargs["comment"] = b""
     if fmt in ("jpeg", "webp"):
@@ -248,15 +259,17 @@ def _encode_to_budget(
     requested: str,
     allowed: tuple[str, ...],
     strip: bool = True,
+    compact: bool = False,
 ) -> str:
     """Encode, then lower quality, then change PNG to a lossy format, then shrink, until the
     data URI fits ``budget``."""
     mime = MIME_TYPES[fmt]
-    qualities: tuple[int | None, ...] = _QUALITY_STEPS if fmt in ("jpeg", "webp") else (None,)
+    steps = _COMPACT_STEPS if compact else _QUALITY_STEPS
+    qualities: tuple[int | None, ...] = steps if fmt in ("jpeg", "webp") else (None,)
     while True:
         data = b""
         for q in qualities:
-            data = _save(im, fmt, q, strip)
+            data = _save(im, fmt, q, strip, compact)
             if budget is None or _uri_length(len(data), mime) <= budget:
                 return _data_uri(data, fmt)
         # A PNG too big for the budget: change format before shrinking (shrinking costs the
@@ -266,14 +279,14 @@ def _encode_to_budget(
             for other in lossy:
                 if other in allowed:
                     return _encode_to_budget(
-                        _prepare(im, other), other, budget, other, allowed, strip
+                        _prepare(im, other), other, budget, other, allowed, strip, compact
                     )
         assert budget is not None
         icc = _icc_size(im)
         if icc and _uri_length(max(len(data) - icc, 0), mime) <= budget:
             # The colour profile is all that stands between this size and the budget (it rides
             # on every re-encode): convert the pixels to sRGB and drop it, rather than shrink.
-            return _encode_to_budget(to_srgb(im), fmt, budget, requested, allowed, strip)
+            return _encode_to_budget(to_srgb(im), fmt, budget, requested, allowed, strip, compact)
         w, h = im.size
         ratio = math.sqrt(max(budget - 64, 1) / (4 / 3 * max(len(data), 1)))
         scale = min(0.9, max(0.5, ratio * 0.95))
@@ -297,9 +310,16 @@ def encode_image(
     max_bytes: int | None = None,
     format: str = "auto",
     strip_metadata: bool = True,
+    compact: bool = False,
     row: object = None,
 ) -> str:
     """A ``data:`` URI of ``cell`` that ``provider`` accepts (see the module docs for the rules).
+
+    ``compact=True`` makes the file as small as it can be at the same token estimate (batch
+    jobs, where bytes bound the upload time): the smallest size the provider prices the same
+    (``providers.same_tokens_size``), JPEG/WebP quality 75 instead of 90, optimised Huffman
+    tables and progressive JPEG, and no passthrough. What it costs in quality is measured by
+    ``benchmarks/bench_batch.py`` (README, "Batch jobs").
 
     ``strip_metadata`` (default) sends no EXIF (GPS included), XMP, IPTC or comments: removed
     byte for byte when the file passes through, never written when it is re-encoded. The ICC
@@ -325,9 +345,12 @@ def encode_image(
         tw, th = (w, h) if side is None else fit_within(w, h, side)
         if max_tokens is not None:
             tw, th = fit_tokens(tw, th, prov, max_tokens)
+        if compact:
+            tw, th = same_tokens_size(tw, th, prov)
 
         if (
             data is not None
+            and not compact
             and real in prov.formats
             and requested in ("auto", real)
             and (tw, th) == (w, h)
@@ -350,7 +373,7 @@ def encode_image(
             pixels = to_srgb(pixels)  # a profile this big would crowd out the pixels
         fmt = _choose_format(pixels, requested, prov.formats)
         uri = _encode_to_budget(
-            _prepare(pixels, fmt), fmt, budget, requested, prov.formats, strip_metadata
+            _prepare(pixels, fmt), fmt, budget, requested, prov.formats, strip_metadata, compact
         )
     return uri
 
@@ -402,9 +425,11 @@ def encode_series(
         "strip_metadata": strip_metadata,
     }
 
+    source = prefetched(cells, rows=labels)  # remote images read ahead of the decoders
+
     def one(i: int) -> str | _Failed:
         try:
-            return encode_image(cells[i], row=labels[i], **options)
+            return encode_image(source[i], row=labels[i], **options)
         except ImageError as exc:
             if errors == "raise":
                 raise
@@ -433,6 +458,7 @@ def encode_series(
                     raise
     finally:
         bar.close()
+        close_prefetch(source)
 
     failures = {labels[i]: r.reason for i, r in enumerate(results) if isinstance(r, _Failed)}
     values = [None if isinstance(r, _Failed) else r for r in results]

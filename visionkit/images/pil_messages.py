@@ -36,7 +36,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import ctypes.util
 import sys
 import threading
 import warnings
@@ -121,8 +120,9 @@ def _install_libtiff_handler() -> None:
 
         lib = ctypes.CDLL(_imaging.__file__)
         set_handler = lib.TIFFSetErrorHandler
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        vsnprintf = libc.vsnprintf
+        # the C library is already loaded: CDLL(None) finds it at once (find_library("c") would
+        # run ldconfig or a compiler in a subprocess, a third of a second)
+        vsnprintf = ctypes.CDLL(None).vsnprintf
     except (AttributeError, OSError, ImportError):
         return  # libtiff not reachable: its messages keep going to stderr
     vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]

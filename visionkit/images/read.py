@@ -23,7 +23,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -311,83 +311,6 @@ def _left_out(source: _Source, row: dict[str, Any]) -> bool:
     )
 
 
-@dataclass
-class Listing:
-    """What ``read_images`` will read, listed but not yet read: ``read_listing(listing[a:b])``
-    reads a slice, so a listing can be split into partitions (``visionkit.dask``)."""
-
-    sources: list[_Source]
-    sizes: dict[str, int | None]
-    unsure: set[str]  # remote objects only their bytes can call images
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, part: slice) -> Listing:
-        sources = self.sources[part]
-        paths = {s.path for s in sources}
-        return Listing(
-            sources,
-            {p: n for p, n in self.sizes.items() if p in paths},
-            {u for u in self.unsure if u in paths},
-        )
-
-
-def list_sources(
-    source: Any, *, recursive: bool = True, storage_options: Mapping[str, Any] | None = None
-) -> Listing:
-    """``read_images``' first half: expand folders, globs and prefixes into the files to read."""
-    top = isinstance(source, (str, os.PathLike))
-    if top:
-        items: Iterable[Any] = [source]
-    elif isinstance(source, (pd.Series, pd.Index)):
-        items = source.tolist()
-    else:
-        items = list(source)
-    sources: list[_Source] = []
-    sizes: dict[str, int | None] = {}
-    unsure: set[str] = set()
-    for item in items:
-        if cell_kind(item) == "remote":
-            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top)
-            sources.extend(_Source(u) for u in urls)
-            sizes.update(found)
-            unsure |= maybe
-        else:
-            sources.extend(_expand(item, recursive, top=top))
-    return Listing(sources, sizes, unsure)
-
-
-def read_listing(
-    listing: Listing,
-    *,
-    storage_options: Mapping[str, Any] | None = None,
-    concurrency: int | None = None,
-) -> tuple[list[dict[str, Any]], list[int], list[str]]:
-    """``read_images``' second half: the rows of the listed files (headers only), their
-    positions in the listing, and the names of the files a walk found that are not images
-    (left out)."""
-    sources = listing.sources
-    rows = _rows(
-        [s.path for s in sources],
-        sizes=listing.sizes,
-        storage_options=storage_options,
-        concurrency=concurrency,
-    )
-    kept: list[dict[str, Any]] = []
-    positions: list[int] = []
-    skipped: list[str] = []
-    for i, (s, r) in enumerate(zip(sources, rows, strict=True)):
-        if r["path"] in listing.unsure and r["format"] is None:
-            continue  # an object with no telling extension that turned out not to be an image
-        if _left_out(s, r):
-            skipped.append(os.path.basename(s.path))
-        else:
-            kept.append(r)
-            positions.append(i)
-    return kept, positions, skipped
-
-
 def _map(func: Any, items: list[Any], *, threads: bool) -> list[Any]:
     if threads and len(items) > 1:
         with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
@@ -434,9 +357,14 @@ def _rows(
 
 
 def _expand_remote(
-    item: str, recursive: bool, storage_options: Mapping[str, Any] | None, in_list: bool
+    item: str,
+    recursive: bool,
+    storage_options: Mapping[str, Any] | None,
+    in_list: bool,
+    by_name: list[str],
 ) -> tuple[list[str], dict[str, int | None], set[str]]:
-    """A remote source's objects, their sizes, and those only the bytes can call images."""
+    """A remote source's objects, their sizes, and those only the bytes can call images
+    (``by_name`` gets the names left out by their extension, never fetched)."""
     from .remote import list_images, remember_options
 
     remember_options(item, storage_options)
@@ -446,10 +374,94 @@ def _expand_remote(
         storage_options=storage_options,
         is_image_name=_image_name,
         trust_name=in_list,
+        skipped=by_name,
     )
     found.sort(key=lambda pair: _natural_key(pair[0]))
     unsure = {u for u, _ in found if _image_name(u.rsplit("/", 1)[-1]) is None}
     return [u for u, _ in found], dict(found), unsure if len(found) > 1 else set()
+
+
+@dataclass
+class Listing:
+    """What ``read_images`` will read, listed but not yet read: ``read_listing(listing[a:b])``
+    reads a slice, so a listing can be split into partitions (``visionkit.dask``)."""
+
+    sources: list[_Source]
+    sizes: dict[str, int | None]
+    unsure: set[str]  # remote objects only their bytes can call images
+    by_name: list[str] = field(default_factory=list)  # remote names left out by extension
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, part: slice) -> Listing:
+        sources = self.sources[part]
+        paths = {s.path for s in sources}
+        return Listing(
+            sources,
+            {p: n for p, n in self.sizes.items() if p in paths},
+            {u for u in self.unsure if u in paths},
+        )
+
+
+def list_sources(
+    source: Any, *, recursive: bool = True, storage_options: Mapping[str, Any] | None = None
+) -> Listing:
+    """``read_images``' first half: expand folders, globs and prefixes into the files to read."""
+    top = isinstance(source, (str, os.PathLike))
+    if top:
+        items: Iterable[Any] = [source]
+    elif isinstance(source, (pd.Series, pd.Index)):
+        items = source.tolist()
+    else:
+        items = list(source)
+    sources: list[_Source] = []
+    sizes: dict[str, int | None] = {}
+    unsure: set[str] = set()
+    by_name: list[str] = []  # remote objects left out by their extension
+    for item in items:
+        if cell_kind(item) == "remote":
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top, by_name)
+            sources.extend(_Source(u) for u in urls)
+            sizes.update(found)
+            unsure |= maybe
+        else:
+            sources.extend(_expand(item, recursive, top=top))
+    return Listing(sources, sizes, unsure, by_name)
+
+
+def read_listing(
+    listing: Listing,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """``read_images``' second half: the rows of the listed files (headers only), their
+    positions in the listing, and the names of the files left out as not images (a walk's
+    non-images, and objects without a telling extension whose bytes are not an image)."""
+    rows = _rows(
+        [s.path for s in listing.sources],
+        sizes=listing.sizes,
+        storage_options=storage_options,
+        concurrency=concurrency,
+    )
+    kept: list[dict[str, Any]] = []
+    positions: list[int] = []
+    not_images: list[str] = []
+    skipped: list[str] = []
+    for i, (s, r) in enumerate(zip(listing.sources, rows, strict=True)):
+        if _not_image(r, listing.unsure):
+            not_images.append(r["path"].rsplit("/", 1)[-1])
+        elif _left_out(s, r):
+            skipped.append(os.path.basename(s.path))
+        else:
+            kept.append(r)
+            positions.append(i)
+    return kept, positions, not_images + skipped
+
+
+def _not_image(row: dict[str, Any], unsure: set[str]) -> bool:
+    return row["path"] in unsure and row["format"] is None
 
 
 def read_images(
@@ -502,6 +514,17 @@ def read_images(
     if column is not None or is_dataset(source):
         return read_table_images(source, column, storage_options=storage_options)
     listing = list_sources(source, recursive=recursive, storage_options=storage_options)
+    by_name = listing.by_name
+    if by_name:
+        shown = ", ".join(by_name[:5]) + (
+            f" and {len(by_name) - 5} more" if len(by_name) > 5 else ""
+        )
+        warnings.warn(
+            f"read_images left out {len(by_name)} remote object(s) named like non-images: "
+            f"{shown} (objects in a store are judged by extension, not opened)",
+            ReadImagesWarning,
+            stacklevel=2,
+        )
     kept, _, skipped = read_listing(
         listing, storage_options=storage_options, concurrency=concurrency
     )

@@ -24,9 +24,10 @@ What surprised us (also in the README):
 
 - fsspec caches directory listings per filesystem instance; ``list_images`` invalidates the
   prefix first, so a second ``read_images`` on a bucket sees objects added since.
-- fsspec caches filesystem instances per *thread* (the cache key includes the thread id), so a
-  thread pool builds one S3 client per thread: 32 header threads cost 175 MB for 1,000
-  objects before ``filesystem`` kept one instance per bucket and options for all threads.
+- fsspec caches a *synchronous* filesystem's instances per thread (the cache key includes the
+  thread id; async ones such as s3fs, gcsfs and adlfs are shared), and ``url_to_fs`` parses
+  the URL and options on every call: ``filesystem`` keeps one instance per bucket and options
+  for all threads.
 - An instance's ``repr`` is harmless only because s3fs does not print its options:
   ``fs.storage_options`` holds the secret, so visionkit never formats a filesystem object.
 - s3fs retries some errors itself (its own loop for connection errors, botocore's for 5xx and
@@ -139,9 +140,8 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     ``ImportError`` naming the extra to install.
 
     One filesystem object per scheme, bucket and options, shared by every thread: fsspec's own
-    instance cache is per *thread* (its key includes ``threading.get_ident()``), so the 32
-    threads reading headers would otherwise each build an S3 client (about 5 MB and 0.1 s
-    each).
+    instance cache is per thread for synchronous filesystems (its key includes
+    ``threading.get_ident()``), which the 32 header threads would multiply.
     """
     options = dict(storage_options) if storage_options else options_for(url)
     scheme = scheme_of(url)
@@ -227,7 +227,10 @@ def read_object(
 ) -> bytes:
     """The whole object at ``url``: one GET of at most ``max_bytes`` + 1 bytes (a bigger
     object is refused without being read further)."""
-    fs, path = filesystem(url, storage_options)
+    try:
+        fs, path = filesystem(url, storage_options)
+    except ValueError as exc:  # an unknown scheme ("c://x.jpg"): this row's problem only
+        raise ImageError(str(exc)) from None
     data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
     if len(data) > max_bytes:
         raise ImageError(f"object over the {_size_text(max_bytes)} cap")
@@ -297,6 +300,7 @@ def list_images(
     storage_options: Mapping[str, Any] | None = None,
     is_image_name: Any = None,
     trust_name: bool = False,
+    skipped: list[str] | None = None,
 ) -> list[tuple[str, int | None]]:
     """``(url, size)`` of the objects a remote source stands for: a prefix (a "folder", walked
     recursively unless ``recursive=False``), a glob, or one object.
@@ -306,6 +310,7 @@ def list_images(
     raises ``FileNotFoundError``; a glob matching nothing warns and gives ``[]``.
     ``trust_name``: a source named like an image file is taken to be one without asking the
     store (one request less per item of a long list; a missing one becomes its row's error).
+    ``skipped`` collects the names left out by ``is_image_name`` (for a warning).
     """
     fs, path = filesystem(source, storage_options)
     base = source.rstrip("/").rsplit("/", 1)[-1]
@@ -336,6 +341,8 @@ def list_images(
         if base.startswith("."):
             continue
         if is_image_name is not None and is_image_name(base) is False:
+            if skipped is not None:
+                skipped.append(base)
             continue
         out.append((full_url(fs, name), _size(info)))
     return out

@@ -167,7 +167,10 @@ def remote_header_rows(
             except Exception as exc:
                 from .read import _empty_row
 
-                return _empty_row(url) | {"error": f"cannot open: {type(exc).__name__}"}
+                # our own ValueError says which scheme; others are named only (their text
+                # could carry options)
+                why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+                return _empty_row(url) | {"error": f"cannot open: {why}"}
             return header_row(
                 url,
                 lambda start, end: fetch(fs, path, start, end),

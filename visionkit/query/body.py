@@ -158,13 +158,17 @@ class PreparedRequest:
     """A checked body ready to send: its JSON bytes, size and estimated tokens.
 
     Only the serialised ``payload`` is kept (a request in flight holds its images once);
-    ``body`` parses it back for inspection.
+    ``body`` parses it back for inspection. ``image_sizes`` is the (width, height) of each
+    image as encoded in it -- what the model sees, after ``max_side`` and any shrinking to
+    fit the body limit -- for callers that map the model's pixel coordinates back
+    (``vk.propose_boxes``).
     """
 
     payload: bytes
     nbytes: int
     image_tokens: int
     text_tokens: int
+    image_sizes: tuple[tuple[int, int], ...] = ()
 
     @property
     def body(self) -> dict[str, Any]:
@@ -302,9 +306,11 @@ def prepare_request(
         body = build(uris)
         payload = serialize(body)
         size = check_body(body, provider, row=row, payload=payload)
+    sizes = tuple(encoded_size(uri, row=row) for uri in uris)
     return PreparedRequest(
         payload=payload,
         nbytes=size,
-        image_tokens=image_tokens(uris, provider, row=row),
+        image_tokens=sum(int(provider.estimate(w, h)) for w, h in sizes),
         text_tokens=text_tokens(prompt, system),
+        image_sizes=sizes,
     )

@@ -51,6 +51,7 @@ from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
     import openai
+    from openai import OpenAI as SyncOpenAI
 
 __all__ = [
     "Client",
@@ -89,6 +90,28 @@ class Client:
     rate_limits: RateLimits | None = None
     # Record answers to, or replay them from, a store (``visionkit.query.replay``).
     recording: Recording | None = None
+    # Where the provider's Batch API (files, batches) lives: its profile's batch URL, or the
+    # same server for a custom base_url (``connect(..., batch_base_url=...)`` overrides).
+    batch_base_url: str | None = None
+
+    def batch_sdk(self, **options: Any) -> SyncOpenAI:
+        """A synchronous ``openai.OpenAI`` on ``batch_base_url`` with this client's key (for
+        batch jobs: uploads, batches, downloads). Raises ``ValueError`` without a batch URL."""
+        import openai
+
+        if not self.batch_base_url:
+            raise ValueError(
+                f"provider {self.provider.name!r} has no Batch API in its profile; pass "
+                "connect(..., batch_base_url=...) if the server has one"
+            )
+        sdk = self.openai
+        return openai.OpenAI(
+            api_key=sdk.api_key,
+            base_url=self.batch_base_url,
+            organization=sdk.organization,
+            project=sdk.project,
+            **options,
+        )
 
     def http_client(self) -> Any:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
@@ -183,14 +206,15 @@ def _offline_server() -> tuple[str, str]:
 
 def offline_notice(
     url: str,
-    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...)",
+    how: str = "Set INFERENCE_API_KEY, or call vk.connect('inference.net', api_key=...), for a "
+    "real vision model.",
 ) -> str:
     """What ``connect("auto")`` says when it falls back to the offline stand-in; ``how`` says
     how to get a real model (the command line has its own way)."""
     return (
         f"INFERENCE_API_KEY is not set, so visionkit uses the offline stand-in at {url}. Its "
         "answers describe the pixels only (size, format, colours, brightness), not what the "
-        f"image shows. {how}, for a real vision model."
+        f"image shows. {how}"
     )
 
 
@@ -221,6 +245,7 @@ def connect(
     record: str | os.PathLike[str] | None = None,
     replay: str | os.PathLike[str] | None = None,
     strict: bool | None = None,
+    batch_base_url: str | None = None,
     **client_options: Any,
 ) -> Client:
     """Connect to a vision provider through the ``openai`` SDK's ``AsyncOpenAI``.
@@ -247,6 +272,10 @@ def connect(
     provider identity it was recorded with, sending nothing and needing no key. ``strict``
     (default: ``True`` when the ``CI`` variable is set) makes a request that was never
     recorded raise ``ReplayError`` instead of being that row's error.
+
+    ``batch_base_url``: where batch jobs (``df.vision.submit``) upload files and create
+    batches: by default the profile's batch URL (``https://batch.inference.net/v1`` for
+    inference.net), or the same server when ``base_url=`` was given or the profile names none.
     """
     import openai
 
@@ -294,6 +323,9 @@ def connect(
         else:
             key = NO_KEY
     sdk = openai.AsyncOpenAI(api_key=key, base_url=url, **client_options)
+    if batch_base_url is None:
+        profile_batch = profile.batch.base_url if profile.batch is not None else None
+        batch_base_url = url if base_url is not None or not profile_batch else profile_batch
     return Client(
         openai=sdk,
         provider=profile,
@@ -302,6 +334,7 @@ def connect(
         transport=kind,
         rate_limits=limits,
         recording=Recording(Path(record), "record") if record else None,
+        batch_base_url=batch_base_url,
     )
 
 

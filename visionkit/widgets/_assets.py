@@ -1,14 +1,22 @@
-"""The widgets' front-end files: each ESM is its own file plus the shared keyboard code."""
+"""The widgets' front-end files: each ESM is ``_dom.js`` (the shared DOM helpers), then the
+files named (``_keys.js`` for the annotators' keyboard, the widget's own file last), and each
+stylesheet the CSS files named, in order."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["esm"]
+__all__ = ["css", "esm"]
 
 HERE = Path(__file__).parent
 
 
-def esm(name: str) -> str:
-    """``_keys.js`` followed by ``name``: one module, as anywidget loads a single ESM."""
-    return (HERE / "_keys.js").read_text() + "\n" + (HERE / name).read_text()
+def esm(*names: str) -> str:
+    """``_dom.js`` followed by ``names``: one module, as anywidget loads a single ESM (a string
+    ``_esm`` is the module's source)."""
+    return "\n".join((HERE / name).read_text() for name in ("_dom.js", *names))
+
+
+def css(*names: str) -> str:
+    """The stylesheets ``names``, one after the other."""
+    return "\n".join((HERE / name).read_text() for name in names)

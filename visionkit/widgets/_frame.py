@@ -1,4 +1,4 @@
-"""Helpers shared by the widgets: pick rows of a DataFrame, format captions."""
+"""Helpers shared by the widgets: check the DataFrame given, pick rows of it, format captions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pandas as pd
 
 from ..images.cells import image_column
 
-__all__ = ["format_value", "image_column", "row_mask"]
+__all__ = ["format_value", "image_column", "require_frame", "row_mask"]
+
+
+def require_frame(df: Any, who: str) -> None:
+    """Raise ``TypeError`` unless ``df`` is a DataFrame (``who`` names the widget)."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{who} needs a DataFrame, not {type(df).__name__}")
 
 
 def row_mask(df: pd.DataFrame, where: Any) -> np.ndarray:

@@ -1,6 +1,9 @@
 """What the Annotator and the BoxAnnotator share: one column of a DataFrame labelled row by
 row, by one named annotator, saved after every change, with undo, filters, review order and
-user-configurable keys. Subclasses say how a cell is stored (text or boxes) and draw the view.
+user-configurable keys; the checks of their arguments, their action buttons, the keys and
+messages from the front end, and the parts of the view every row shows (image, title,
+progress, message). Subclasses say how a cell is stored (text or boxes) and what else their
+view shows.
 """
 
 from __future__ import annotations
@@ -10,39 +13,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ipywidgets
 import numpy as np
 import pandas as pd
 
 from ..annotation.savefile import AnnotationFile, Key, row_keys
 from ._frame import format_value, row_mask
+from ._frame import image_column as find_image_column
+from ._keymap import bind_keys, key_name, keys_for
+from ._thumbs import Thumb, ThumbnailCache
 
-__all__ = ["LabelSession", "bind_keys"]
+__all__ = ["LabelSession", "button", "button_row", "distinct"]
 
 ORDERS = ("index", "disagreement")
+# The buttons both annotators have: action -> (text, tooltip); {unit} is "row" or "image".
+BUTTONS = {
+    "previous": ("← previous", "go back one {unit}"),
+    "next": ("next →", "go on one {unit}"),
+    "undo": ("undo", "undo the last change"),
+}
+# What the view shows when the filter matches no row (the widget blanks its own traits too).
+NO_ROWS: dict[str, Any] = {
+    "image": b"",
+    "mime": "",
+    "image_error": "",
+    "title": "no rows match the filter",
+}
 
 
-def bind_keys(
-    defaults: Mapping[str, Sequence[str]], keys: Mapping[str, str | Sequence[str]] | None
-) -> dict[str, str]:
-    """``{key: action}`` from the default ``{action: [keys]}`` with the user's overrides.
-
-    ``keys`` maps an action to a key (``event.key`` names: ``"x"``, ``"ArrowRight"``,
-    ``"Delete"``) or a list of keys; an empty list turns the action's keys off.
-    """
-    chosen = {action: list(k) for action, k in defaults.items()}
-    for action, k in (keys or {}).items():
-        if action not in chosen:
-            raise ValueError(f"keys: unknown action {action!r}; the actions are {list(chosen)}")
-        chosen[action] = [k] if isinstance(k, str) else list(k)
-    out: dict[str, str] = {}
-    for action, ks in chosen.items():
-        for k in ks:
-            if not isinstance(k, str) or not k:
-                raise ValueError(f"keys: {action!r} needs key names, not {k!r}")
-            if k in out and out[k] != action:
-                raise ValueError(f"keys: {k!r} is bound to both {out[k]!r} and {action!r}")
-            out[k] = action
+def distinct(values: Sequence[Any], what: str) -> list[str]:
+    """``values`` as strings; ``ValueError`` if two are the same (``what`` names them)."""
+    out = [str(v) for v in values]
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} must be distinct: {out}")
     return out
+
+
+def button(description: str, tooltip: str, on_click: Callable[[], None]) -> ipywidgets.Button:
+    """A button as wide as its text that calls ``on_click()``."""
+    out = ipywidgets.Button(
+        description=description, tooltip=tooltip, layout=ipywidgets.Layout(width="auto")
+    )
+    out.on_click(lambda _button: on_click())
+    return out
+
+
+def button_row(buttons: Mapping[str, ipywidgets.Button]) -> ipywidgets.HBox:
+    """``buttons`` in a row that wraps."""
+    return ipywidgets.HBox(list(buttons.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))
 
 
 @dataclass(frozen=True)
@@ -56,11 +74,44 @@ class LabelSession:
     """The row walking, saving and undo behind both annotators (not a widget by itself)."""
 
     _done_word = "labelled"  # the progress line: "3 / 20 labelled"
+    _unit = "row"  # what "previous" and "next" go to
+    _repr_done = "labelled"  # the repr: "3 / 20 labelled"
+    _restored = "{} labels restored"  # the message when a save file restored some
+    # Actions that need suggestions= (their keys do nothing without), and actions the browser
+    # handles alone (zoom, pan): Python ignores their keys.
+    _suggestion_actions: tuple[str, ...] = ("accept",)
+    _view_actions: tuple[str, ...] = ()
 
     df: pd.DataFrame
     column: str
+    view: Any  # the widget's own front end (an anywidget with the traits _draw sets)
+    _images: ThumbnailCache  # made by the widget with _image_cache, once the column is ready
 
     # -- set up ----------------------------------------------------------------------------
+    def _check_columns(
+        self, df: pd.DataFrame, column: str, suggestions: str | None, image_column: str | None
+    ) -> None:
+        """Check the columns named before anything is changed; keep the suggestions' and the
+        images' (``image_column`` defaults to ``image`` or ``path``)."""
+        if suggestions is not None and suggestions not in df.columns:
+            raise KeyError(f"suggestions={suggestions!r} is not a column: {list(df.columns)}")
+        self.suggestions = suggestions
+        self._image_column = find_image_column(df, image_column)
+        if column in (self._image_column, suggestions):
+            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
+
+    def _bind_keys(
+        self,
+        choices: list[str],
+        what: str,
+        defaults: Mapping[str, Sequence[str]],
+        keys: Mapping[str, str | Sequence[str]] | None,
+    ) -> None:
+        """Keys 1-9 pick ``choices`` (the options or labels: ``what``); the user's ``keys``
+        over the ``defaults`` do the actions (see ``bind_keys``)."""
+        self._choices = choices
+        self._bindings = bind_keys(defaults, keys, digits=min(len(choices), 9), what=what)
+
     def _start(
         self,
         df: pd.DataFrame,
@@ -101,6 +152,18 @@ class LabelSession:
             text = self._encode(self._get(int(pos)))
             if text is not None and saved.get(self._keys[pos]) != text:
                 self._file.set(self._keys[pos], text)
+
+    def _image_cache(self, size: int, kept: int) -> ThumbnailCache:
+        """The rows' images for the view, at most ``size`` px, the last ``kept`` of them kept."""
+        cells = self.df[self._image_column].to_numpy(dtype=object)
+        return ThumbnailCache(cells, size, rows=self.df.index, maxsize=kept)
+
+    def _begin(self, filter: Any, order: str) -> None:
+        """Show the first row to work on, saying what a save file restored."""
+        self._set_rows(filter, order)
+        if self.restored:
+            name = self.save_path.name if self.save_path else ""
+            self._say(f"resumed from {name}: {self._restored.format(self.restored)}")
 
     def _keyed(self) -> bool:
         return "path" in self.df.columns and self.column != "path"
@@ -155,6 +218,10 @@ class LabelSession:
 
     def _put(self, pos: int, value: Any) -> None:
         self.df.iat[pos, self._col] = value
+
+    def _cell(self, pos: int, column: str) -> Any:
+        """Row ``pos``'s value in another column (the image, the suggestions)."""
+        return self.df.iat[pos, self.df.columns.get_loc(column)]
 
     def _missing(self) -> np.ndarray:
         """True for each row without a label (NA, None or blank), vectorised."""
@@ -428,9 +495,104 @@ class LabelSession:
             where += f" ({', '.join(notes)})"
         return f"{text} · {where}"
 
-    # Subclasses implement these.
     def _say(self, message: str, *, error: bool = False) -> None:
+        self.view.message = message
+        self.view.message_kind = "error" if error else "info"
+
+    # -- keys, buttons and the front end's messages ----------------------------------------
+    def _active_bindings(self) -> dict[str, str]:
+        """``{key: action}`` without the actions that need suggestions when there are none."""
+        if self.suggestions is None:
+            return {k: a for k, a in self._bindings.items() if a not in self._suggestion_actions}
+        return dict(self._bindings)
+
+    def _action_buttons(
+        self,
+        actions: Sequence[str],
+        texts: Mapping[str, tuple[str, str]],
+        *,
+        keys_in_tooltip: bool,
+    ) -> dict[str, ipywidgets.Button]:
+        """A button per action (those that need suggestions only with them) that calls it.
+
+        ``texts`` gives an action's ``(text, tooltip)`` where ``BUTTONS`` does not; the text
+        ends with the action's first key (the tooltip lists them all, with ``keys_in_tooltip``).
+        """
+        buttons = {}
+        for name in actions:
+            if self.suggestions is None and name in self._suggestion_actions:
+                continue
+            description, tooltip = texts[name] if name in texts else BUTTONS[name]
+            tooltip = tooltip.format(unit=self._unit)
+            bound = keys_for(self._bindings, name)
+            if bound:
+                description += f" [{key_name(bound[0])}]"
+                if keys_in_tooltip:
+                    tooltip += f" ({', '.join(map(key_name, bound))})"
+            buttons[name] = button(
+                description, tooltip, self._safe(lambda n=name: getattr(self, n)())
+            )
+        return buttons
+
+    def _on_key(self, key: str) -> None:
+        """A key from the front end: 1-9 pick a choice (a digit past the choices is free for
+        an action); the others do their action."""
+        if len(key) == 1 and key.isdigit() and 0 < int(key) <= len(self._choices):
+            self._choose(self._choices[int(key) - 1])
+            return
+        action = self._active_bindings().get(key)
+        if action is not None and action not in self._view_actions:
+            getattr(self, action)()
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        """A message from the front end: a key, or what the widget's own view sends."""
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "key":
+            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
+        else:
+            self._safe(lambda: self._on_view_msg(kind, content))()
+
+    # -- the view --------------------------------------------------------------------------
+    def _row_image(self, pos: int) -> Thumb:
+        """Row ``pos``'s image for the view; the next two rows' are made meanwhile."""
+        thumb = self._images.get(pos)
+        self._images.prefetch(int(p) for p in self._order[self._i + 1 : self._i + 3])
+        return thumb
+
+    def _row_title(self, pos: int) -> str:
+        """The view's title: the row's index label and, for a file, its path."""
+        title = format_value(self.df.index[pos])
+        source = self._cell(pos, self._image_column)
+        if isinstance(source, str | Path):
+            title += f" · {source}"
+        return title
+
+    def _draw(self, message: str, **traits: Any) -> None:
+        """Set the view's ``traits`` (in order), the progress line and ``message``, in one
+        message to the front end."""
+        view = self.view
+        with view.hold_sync():
+            for name, value in traits.items():
+                setattr(view, name, value)
+            view.progress = self._progress()
+            self._say(message)
+
+    def __repr__(self) -> str:  # cheap: no trait dump of the image bytes
+        who = f" by {self.annotator!r}" if self.annotator else ""
+        return (
+            f"<{type(self).__name__} {self.column!r}{who}: {self.labelled} / {len(self.df)} "
+            f"{self._repr_done}, position {self.position}>"
+        )
+
+    # Subclasses implement these.
+    def _choose(self, choice: str) -> None:
+        """Key ``1``-``9``: pick ``choice``."""
         raise NotImplementedError
+
+    def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
+        """A message of the widget's own kind from the front end (keys are handled here)."""
 
     def _show(self, message: str = "") -> None:
         raise NotImplementedError

@@ -1,74 +1,31 @@
 // visionkit Annotator front end: the large image, the model's answer, others' labels,
-// progress, a free-text box, and the keyboard (vkKeyboard, from _keys.js, is prepended).
-// Every decision is made in Python; keys travel as {type: "key", key}.
-
-function el_(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+// progress, a free-text box, and the keyboard (el_, vkAnnotatorFrame, vkRowImage from _dom.js
+// and vkKeyboard from _keys.js are prepended). Every decision is made in Python; keys travel
+// as {type: "key", key}.
 
 function render({ model, el }) {
   const root = el_("div", "vk-annotator-view");
-  const head = el_("div", "vk-ann-head");
-  const title = el_("span", "vk-ann-title");
-  const progress = el_("span", "vk-ann-progress");
-  head.append(title, progress);
-  const stage = el_("div", "vk-ann-stage");
-  const img = el_("img", "vk-ann-image");
-  img.alt = "";
-  img.draggable = false;
-  const imgError = el_("div", "vk-ann-image-error");
-  stage.append(img, imgError);
+  const frame = vkAnnotatorFrame(model);
+  const image = vkRowImage(model, { cls: "vk-ann-image", quietWhenEmpty: true });
+  const stage = wrap_("div", "vk-ann-stage", image.img, image.errorBox);
   const current = el_("div", "vk-ann-current");
   const suggestion = el_("div", "vk-ann-line vk-ann-suggestion");
   const others = el_("div", "vk-ann-line vk-ann-others");
-  const textRow = el_("div", "vk-ann-text");
   const input = el_("input");
   input.type = "text";
   input.placeholder = "type a label, Enter to save";
-  textRow.append(input);
-  const message = el_("div", "vk-ann-line vk-ann-message");
-  const badge = el_("span", "vk-keys-badge");
-  const hint = el_("span", "vk-ann-hint");
-  const foot = el_("div", "vk-ann-foot");
-  foot.append(badge, hint);
-  root.append(head, stage, current, suggestion, others, textRow, message, foot);
+  const textRow = wrap_("div", "vk-ann-text", input);
+  root.append(frame.head, stage, current, suggestion, others, textRow, frame.message, frame.foot);
   el.append(root);
   el.tabIndex = 0;
 
-  let url = null;
-  let drawn = null;
-
   function drawImage() {
-    const data = model.get("image");
-    const error = model.get("image_error");
-    if (drawn === data && !error) return; // one row, one object URL: never drawn twice
-    const size = model.get("image_size");
-    stage.style.setProperty("--vk-size", `${size}px`);
-    const old = url;
-    url = null;
-    drawn = data;
-    if (data && data.byteLength && !error) {
-      url = URL.createObjectURL(new Blob([data], { type: model.get("mime") }));
-      img.src = url;
-      img.style.display = "";
-      imgError.style.display = "none";
-    } else {
-      img.removeAttribute("src");
-      img.style.display = "none";
-      imgError.textContent = error || "no image";
-      imgError.style.display = error ? "" : "none";
-    }
-    // Revoke the previous image only once the new one is in place.
-    if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
+    stage.style.setProperty("--vk-size", `${model.get("image_size")}px`);
+    image.draw();
   }
 
   function drawText() {
-    title.textContent = model.get("title");
-    title.title = model.get("title");
-    progress.textContent = model.get("progress");
+    frame.drawText();
     const cur = model.get("current");
     current.textContent = cur ? `label: ${cur}` : "no label yet";
     current.classList.toggle("vk-ann-unlabelled", !cur);
@@ -76,11 +33,7 @@ function render({ model, el }) {
     suggestion.textContent = s ? `model: ${s}` : "";
     const o = model.get("others");
     others.textContent = o ? `others: ${o}` : "";
-    message.textContent = model.get("message");
-    message.classList.toggle("vk-error", model.get("message_kind") === "error");
     textRow.style.display = model.get("text_mode") ? "" : "none";
-    hint.textContent = model.get("key_help");
-    hint.title = model.get("key_help");
   }
 
   function onRow() {
@@ -103,19 +56,15 @@ function render({ model, el }) {
   const keyboard = vkKeyboard({
     el,
     box: () => el.closest(".vk-annotator") || el,
-    badge,
+    badge: frame.badge,
     shortcuts: () => model.get("shortcuts"),
     send: (key) => model.send({ type: "key", key }),
     isTyping: (t) => t === input,
   });
 
-  model.on("change:image", drawImage);
-  model.on("change:image_error", drawImage);
+  vkOnChange(model, ["image", "image_error"], drawImage);
   model.on("change:row_id", onRow);
-  for (const name of ["title", "progress", "current", "suggestion", "others", "message",
-                      "message_kind", "text_mode", "key_help"]) {
-    model.on(`change:${name}`, drawText);
-  }
+  vkOnChange(model, [...frame.textTraits, "current", "suggestion", "others", "text_mode"], drawText);
   drawImage();
   drawText();
   onRow();
@@ -123,7 +72,7 @@ function render({ model, el }) {
 
   return () => {
     keyboard.dispose();
-    if (url) URL.revokeObjectURL(url);
+    image.dispose();
   };
 }
 

@@ -38,15 +38,13 @@ import pandas as pd
 import traitlets
 
 from ..annotation.agreement import match_option, normalise
-from ._assets import esm
-from ._frame import format_value
-from ._frame import image_column as find_image_column
-from ._session import LabelSession, bind_keys
-from ._thumbs import ThumbnailCache
+from ._assets import css, esm
+from ._frame import require_frame
+from ._keymap import digit_help, key_help
+from ._session import NO_ROWS, LabelSession, button, button_row, distinct
 
 __all__ = ["Annotator"]
 
-_HERE = Path(__file__).parent
 FILTERS = ("all", "unlabelled", "disagree")
 DEFAULT_KEYS: dict[str, list[str]] = {
     "next": ["ArrowRight"],
@@ -62,8 +60,8 @@ class AnnotatorView(anywidget.AnyWidget):
     """The Annotator's own front end: the large image, the model's answer, the progress line,
     the free-text box, and the keyboard (keys are sent to Python as ``{"type": "key"}``)."""
 
-    _esm = esm("annotator.js")
-    _css = _HERE / "annotator.css"
+    _esm = esm("_keys.js", "annotator.js")
+    _css = css("annotator.css")
 
     image = traitlets.Bytes(b"").tag(sync=True)
     mime = traitlets.Unicode("").tag(sync=True)
@@ -115,85 +113,50 @@ class Annotator(LabelSession, ipywidgets.VBox):
         image_size: int = 640,
         sep: str = ";",
     ) -> None:
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"Annotator needs a DataFrame, not {type(df).__name__}")
-        options = [str(o) for o in (options or [])]
+        require_frame(df, "Annotator")
+        options = distinct(options or [], "options")
         if not options and not text:
             raise ValueError(
                 "Annotator needs options=[...] to label with, text=True for free text, or both"
             )
-        if len(set(options)) != len(options):
-            raise ValueError(f"options must be distinct: {options}")
         if multi and any(sep in o for o in options):
             raise ValueError(f"with multi=True no option may contain sep={sep!r}: {options}")
-        if suggestions is not None and suggestions not in df.columns:
-            raise KeyError(f"suggestions={suggestions!r} is not a column: {list(df.columns)}")
         self.options = options
         self.multi = multi
         self.text = text
         self.sep = sep
-        self.suggestions = suggestions
-        image_column_name = find_image_column(df, image_column)
-        if column in (image_column_name, suggestions):
-            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
-        self._image_column = image_column_name
-        self._bindings = bind_keys(DEFAULT_KEYS, keys)
-        digits = {str(i) for i in range(1, min(len(options), 9) + 1)}
-        clash = sorted(digits & set(self._bindings))
-        if clash:
-            raise ValueError(f"keys: {clash} already pick options (1-9); choose other keys")
+        self._check_columns(df, column, suggestions, image_column)
+        self._bind_keys(options, "options", DEFAULT_KEYS, keys)
         self._start(df, column, annotator=annotator, save=save, blind=blind)
-        self._images = ThumbnailCache(
-            df[image_column_name].to_numpy(dtype=object), image_size, rows=df.index, maxsize=32
-        )
+        self._images = self._image_cache(image_size, kept=32)
 
         self.view = AnnotatorView(image_size=image_size, text_mode=text)
         self.view.on_msg(self._on_msg)
-        self.option_buttons: dict[str, ipywidgets.Button] = {}
-        for i, option in enumerate(options, start=1):
-            hint = f" [{i}]" if i <= 9 else ""
-            button = ipywidgets.Button(
-                description=f"{option}{hint}",
-                tooltip=f"label this row {option!r}" + (f" (key {i})" if i <= 9 else ""),
-                layout=ipywidgets.Layout(width="auto"),
+        self.option_buttons: dict[str, ipywidgets.Button] = {
+            option: button(
+                f"{option} [{i}]" if i <= 9 else option,
+                f"label this row {option!r}" + (f" (key {i})" if i <= 9 else ""),
+                self._safe(lambda o=option: self._press_option(o)),
             )
-            button.on_click(self._safe(lambda _b, o=option: self._press_option(o)))
-            self.option_buttons[option] = button
-        nav = [
-            ("previous", "← previous", "go back one row"),
-            ("next", "next →", "go on one row"),
-            ("skip", "skip", "leave this row, go to the next unlabelled one"),
-            ("undo", "undo", "undo the last change"),
-        ]
-        if suggestions is not None:
-            nav.insert(0, ("accept", "accept answer", "label with the model's answer"))
-        self.nav_buttons: dict[str, ipywidgets.Button] = {}
-        for name, description, tooltip in nav:
-            bound = self._keys_for(name)
-            button = ipywidgets.Button(
-                description=description + (f" [{self._key_name(bound[0])}]" if bound else ""),
-                tooltip=tooltip + (f" ({', '.join(map(self._key_name, bound))})" if bound else ""),
-                layout=ipywidgets.Layout(width="auto"),
-            )
-            button.on_click(self._safe(lambda _b, n=name: getattr(self, n)()))
-            self.nav_buttons[name] = button
-        box = ipywidgets.Layout(flex_flow="row wrap")
+            for i, option in enumerate(options, start=1)
+        }
+        self.nav_buttons = self._action_buttons(
+            ("accept", "previous", "next", "skip", "undo"),
+            {
+                "accept": ("accept answer", "label with the model's answer"),
+                "skip": ("skip", "leave this row, go to the next unlabelled one"),
+            },
+            keys_in_tooltip=True,
+        )
         super().__init__(
-            children=[
-                self.view,
-                ipywidgets.HBox(list(self.option_buttons.values()), layout=box),
-                ipywidgets.HBox(list(self.nav_buttons.values()), layout=box),
-            ]
+            children=[self.view, button_row(self.option_buttons), button_row(self.nav_buttons)]
         )
         self.add_class("vk-annotator")
         self.view.shortcuts = self._shortcut_keys()
         self.view.key_help = self._key_help()
         if isinstance(filter, str) and filter == "disagree" and suggestions is None:
             raise ValueError("filter='disagree' needs suggestions= (the model's answers)")
-        self._set_rows(filter, order)
-        if self.restored:
-            name = self.save_path.name if self.save_path else ""
-            self._say(f"resumed from {name}: {self.restored} labels restored")
+        self._begin(filter, order)
 
     # -- cells -----------------------------------------------------------------------------
     def _keeps_dtype(self, values: pd.Series) -> bool:
@@ -302,7 +265,7 @@ class Annotator(LabelSession, ipywidgets.VBox):
     def _suggestion(self, pos: int) -> str | None:
         if self.suggestions is None:
             return None
-        value = self.df.iat[pos, self.df.columns.get_loc(self.suggestions)]
+        value = self._cell(pos, self.suggestions)
         if value is None or (np.ndim(value) == 0 and pd.isna(value)) or not str(value).strip():
             return None
         return str(value).strip()
@@ -323,37 +286,21 @@ class Annotator(LabelSession, ipywidgets.VBox):
                 return option
         return answer
 
-    def _keys_for(self, action: str) -> list[str]:
-        return [k for k, a in self._bindings.items() if a == action]
-
-    @staticmethod
-    def _key_name(key: str) -> str:
-        return {"ArrowRight": "→", "ArrowLeft": "←", "Backspace": "⌫", "Delete": "Del"}.get(
-            key, key
-        )
-
-    def _active_bindings(self) -> dict[str, str]:
-        if self.suggestions is None:
-            return {k: a for k, a in self._bindings.items() if a != "accept"}
-        return dict(self._bindings)
-
     def _shortcut_keys(self) -> list[str]:
         keys = [str(i) for i in range(1, min(len(self.options), 9) + 1)]
         return keys + list(self._active_bindings())
 
     def _key_help(self) -> str:
-        parts = []
-        n = min(len(self.options), 9)
-        if n:
-            parts.append(f"1–{n} label" if n > 1 else "1 label")
-        names = {"accept": "accept the model's answer"}
-        for action in ("next", "previous", "skip", "undo", "clear", "accept"):
-            bound = [k for k, a in self._active_bindings().items() if a == action]
-            if bound:
-                parts.append(
-                    f"{' / '.join(map(self._key_name, bound))} {names.get(action, action)}"
-                )
-        return " · ".join(parts)
+        return " · ".join(
+            [
+                *digit_help(min(len(self.options), 9), "label"),
+                *key_help(
+                    self._active_bindings(),
+                    ("next", "previous", "skip", "undo", "clear", "accept"),
+                    {"accept": "accept the model's answer"},
+                ),
+            ]
+        )
 
     def _press_option(self, option: str) -> None:
         if self.multi:
@@ -361,26 +308,12 @@ class Annotator(LabelSession, ipywidgets.VBox):
         else:
             self.label(option)
 
-    def _on_key(self, key: str) -> None:
-        if key.isdigit() and key != "0" and len(key) == 1:
-            i = int(key) - 1
-            if i < len(self.options):
-                self._press_option(self.options[i])
-            return
-        action = self._active_bindings().get(key)
-        if action is not None:
-            getattr(self, action)()
+    def _choose(self, choice: str) -> None:  # keys 1-9
+        self._press_option(choice)
 
-    def _on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        kind = content.get("type") if isinstance(content, dict) else None
-        if kind == "key":
-            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
-        elif kind == "text":
-            self._safe(lambda: self.label(str(content.get("value", ""))))()
-
-    def _say(self, message: str, *, error: bool = False) -> None:
-        self.view.message = message
-        self.view.message_kind = "error" if error else "info"
+    def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
+        if kind == "text":
+            self.label(str(content.get("value", "")))
 
     def _others_text(self, pos: int) -> str:
         if self.blind or self._file is None:
@@ -389,23 +322,11 @@ class Annotator(LabelSession, ipywidgets.VBox):
         return " · ".join(f"{name or '(no name)'}: {value}" for name, value in others.items())
 
     def _show(self, message: str = "") -> None:
-        view = self.view
         pos = self.position
         if pos is None:
-            with view.hold_sync():
-                view.image, view.mime, view.image_error = b"", "", ""
-                view.title, view.current, view.suggestion = "no rows match the filter", "", ""
-                view.others = ""
-                view.progress = self._progress()
-                self._say(message)
+            self._draw(message, **NO_ROWS, current="", suggestion="", others="")
             return
-        thumb = self._images.get(pos)
-        ahead = [int(p) for p in self._order[self._i + 1 : self._i + 3]]
-        self._images.prefetch(ahead)
-        title = format_value(self.df.index[pos])
-        source = self.df.iat[pos, self.df.columns.get_loc(self._image_column)]
-        if isinstance(source, str | Path):
-            title += f" · {source}"
+        thumb = self._row_image(pos)
         answer = self._suggestion(pos)
         suggestion = ""
         if answer is not None:
@@ -415,22 +336,16 @@ class Annotator(LabelSession, ipywidgets.VBox):
                 suggestion += "  (not one of the options)"
         current = self._get(pos) or ""
         chosen = set(self._labels_of(pos)) if self.multi else {current}
-        for option, button in self.option_buttons.items():
-            button.button_style = "info" if option in chosen else ""
-        with view.hold_sync():
-            view.image, view.mime = thumb.data, thumb.mime
-            view.image_error = thumb.error or ""
-            view.title = title
-            view.current = current
-            view.suggestion = suggestion
-            view.others = self._others_text(pos)
-            view.progress = self._progress()
-            view.row_id = view.row_id + 1
-            self._say(message)
-
-    def __repr__(self) -> str:  # cheap: no trait dump of the image bytes
-        who = f" by {self.annotator!r}" if self.annotator else ""
-        return (
-            f"<Annotator {self.column!r}{who}: {self.labelled} / {len(self.df)} labelled, "
-            f"position {self.position}>"
+        for option, widget in self.option_buttons.items():
+            widget.button_style = "info" if option in chosen else ""
+        self._draw(
+            message,
+            image=thumb.data,
+            mime=thumb.mime,
+            image_error=thumb.error or "",
+            title=self._row_title(pos),
+            current=current,
+            suggestion=suggestion,
+            others=self._others_text(pos),
+            row_id=self.view.row_id + 1,
         )

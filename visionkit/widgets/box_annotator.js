@@ -1,15 +1,9 @@
-// visionkit BoxAnnotator front end (vkKeyboard, from _keys.js, is prepended).
+// visionkit BoxAnnotator front end (el_, vkAnnotatorFrame, vkRowImage from _dom.js and
+// vkKeyboard from _keys.js are prepended).
 // Boxes are kept in pixels of the full-size displayed image (natural_width x natural_height);
 // the preview image is only stretched over that area, so its resolution never leaks into the
 // coordinates. Python decides everything that changes data: the mouse sends "draw", "edit"
 // and "take" messages on pointerup, and Python sends the row's boxes back.
-
-function el_(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 const COLOURS = ["#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#ad1457",
                  "#4e342e", "#37474f"];
@@ -17,32 +11,18 @@ const MIN_SIDE = 3; // screen pixels: a smaller drag is a click, not a box
 
 function render({ model, el }) {
   const root = el_("div", "vk-annotator-view vk-box-view");
-  const head = el_("div", "vk-ann-head");
-  const title = el_("span", "vk-ann-title");
-  const progress = el_("span", "vk-ann-progress");
-  head.append(title, progress);
+  const frame = vkAnnotatorFrame(model);
   const chips = el_("div", "vk-box-chips");
-  const stage = el_("div", "vk-box-stage");
   const canvas = el_("div", "vk-box-canvas");
-  const img = el_("img", "vk-box-image");
-  img.alt = "";
-  img.draggable = false;
+  const image = vkRowImage(model, { cls: "vk-box-image", shown: canvas });
   const layer = el_("div", "vk-box-layer");
-  canvas.append(img, layer);
-  const imgError = el_("div", "vk-ann-image-error");
+  canvas.append(image.img, layer);
   const zoomInfo = el_("div", "vk-box-zoom");
-  stage.append(canvas, imgError, zoomInfo);
-  const message = el_("div", "vk-ann-line vk-ann-message");
-  const badge = el_("span", "vk-keys-badge");
-  const hint = el_("span", "vk-ann-hint");
-  const foot = el_("div", "vk-ann-foot");
-  foot.append(badge, hint);
-  root.append(head, chips, stage, message, foot);
+  const stage = wrap_("div", "vk-box-stage", canvas, image.errorBox, zoomInfo);
+  root.append(frame.head, chips, stage, frame.message, frame.foot);
   el.append(root);
   el.tabIndex = 0;
 
-  let url = null;
-  let drawnImage = null;
   let zoom = 1, panX = 0, panY = 0, scale = 1;
   let drag = null; // {mode: "draw"|"move"|"resize"|"pan", ...}
   let spaceDown = false;
@@ -138,35 +118,12 @@ function render({ model, el }) {
   }
 
   function drawImage() {
-    const data = model.get("image");
-    const error = model.get("image_error");
-    if (drawnImage === data && !error) { layout(); return; }
-    drawnImage = data;
-    const old = url;
-    url = null;
-    if (data && data.byteLength && !error) {
-      url = URL.createObjectURL(new Blob([data], { type: model.get("mime") }));
-      img.src = url;
-      canvas.style.display = "";
-      imgError.style.display = "none";
-    } else {
-      img.removeAttribute("src");
-      canvas.style.display = "none";
-      imgError.textContent = error || "no image";
-      imgError.style.display = "";
-    }
-    if (old) setTimeout(() => URL.revokeObjectURL(old), 1000);
+    image.draw();
     layout();
   }
 
   function drawText() {
-    title.textContent = model.get("title");
-    title.title = model.get("title");
-    progress.textContent = model.get("progress");
-    message.textContent = model.get("message");
-    message.classList.toggle("vk-error", model.get("message_kind") === "error");
-    hint.textContent = model.get("key_help");
-    hint.title = model.get("key_help");
+    frame.drawText();
     chips.replaceChildren();
     const current = model.get("current_label");
     model.get("labels").forEach((label, i) => {
@@ -284,7 +241,7 @@ function render({ model, el }) {
   const keyboard = vkKeyboard({
     el,
     box: () => el.closest(".vk-box-annotator") || el,
-    badge,
+    badge: frame.badge,
     shortcuts: () => {
       const digits = model.get("labels").slice(0, 9).map((_, i) => String(i + 1));
       return [...digits, ...Object.keys(model.get("bindings"))];
@@ -303,19 +260,11 @@ function render({ model, el }) {
   const resize = new ResizeObserver(() => layout());
   resize.observe(stage);
 
-  model.on("change:image", drawImage);
-  model.on("change:image_error", drawImage);
-  model.on("change:natural_width", layout);
-  model.on("change:natural_height", layout);
-  model.on("change:view_size", layout);
+  vkOnChange(model, ["image", "image_error"], drawImage);
+  vkOnChange(model, ["natural_width", "natural_height", "view_size"], layout);
   model.on("change:row_id", () => { zoom = 1; layout(); });
-  for (const name of ["boxes", "suggestions", "others", "selected"]) {
-    model.on(`change:${name}`, drawBoxes);
-  }
-  for (const name of ["title", "progress", "message", "message_kind", "key_help", "labels",
-                      "current_label"]) {
-    model.on(`change:${name}`, drawText);
-  }
+  vkOnChange(model, ["boxes", "suggestions", "others", "selected"], drawBoxes);
+  vkOnChange(model, [...frame.textTraits, "labels", "current_label"], drawText);
   drawText();
   drawImage();
   requestAnimationFrame(() => { keyboard.draw(); layout(); });
@@ -324,7 +273,7 @@ function render({ model, el }) {
     keyboard.dispose();
     resize.disconnect();
     window.removeEventListener("keyup", onKeyUp, true);
-    if (url) URL.revokeObjectURL(url);
+    image.dispose();
   };
 }
 

@@ -36,11 +36,10 @@ import pandas as pd
 import traitlets
 
 from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
-from ._assets import HERE, esm
-from ._frame import format_value
-from ._frame import image_column as find_image_column
-from ._session import LabelSession, bind_keys
-from ._thumbs import ThumbnailCache
+from ._assets import css, esm
+from ._frame import require_frame
+from ._keymap import digit_help, key_help
+from ._session import NO_ROWS, LabelSession, button_row, distinct
 
 __all__ = ["BoxAnnotator"]
 
@@ -60,14 +59,13 @@ DEFAULT_KEYS: dict[str, list[str]] = {
 }
 # Handled in the browser alone (they change the view, not the data).
 VIEW_ACTIONS = ("zoom_in", "zoom_out", "zoom_reset", "pan")
-KEY_NAMES = {"ArrowRight": "→", "ArrowLeft": "←", "Backspace": "⌫", "Delete": "Del", " ": "Space"}
 
 
 class BoxView(anywidget.AnyWidget):
     """The BoxAnnotator's front end: the image, the boxes, the mouse and the keyboard."""
 
-    _esm = esm("box_annotator.js")
-    _css = (HERE / "annotator.css").read_text() + (HERE / "box_annotator.css").read_text()
+    _esm = esm("_keys.js", "box_annotator.js")
+    _css = css("annotator.css", "box_annotator.css")
 
     image = traitlets.Bytes(b"").tag(sync=True)
     mime = traitlets.Unicode("").tag(sync=True)
@@ -111,6 +109,11 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     """
 
     _done_word = "done"
+    _unit = "image"
+    _repr_done = "images done"
+    _restored = "boxes of {} images restored"
+    _suggestion_actions = ("accept", "reject")
+    _view_actions = VIEW_ACTIONS
 
     def __init__(
         self,
@@ -129,25 +132,13 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         view_size: int = 560,
         preview_size: int = 1600,
     ) -> None:
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"BoxAnnotator needs a DataFrame, not {type(df).__name__}")
-        labels = [str(x) for x in labels]
+        require_frame(df, "BoxAnnotator")
+        labels = distinct(labels, "labels")
         if not labels:
             raise ValueError("BoxAnnotator needs labels=[...], the classes of the boxes")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"labels must be distinct: {labels}")
-        if suggestions is not None and suggestions not in df.columns:
-            raise KeyError(f"suggestions={suggestions!r} is not a column: {list(df.columns)}")
         self.labels = labels
-        self.suggestions = suggestions
-        self._image_column = find_image_column(df, image_column)
-        if column in (self._image_column, suggestions):
-            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
-        self._bindings = bind_keys(DEFAULT_KEYS, keys)
-        digits = {str(i) for i in range(1, min(len(labels), 9) + 1)}
-        clash = sorted(digits & set(self._bindings))
-        if clash:
-            raise ValueError(f"keys: {clash} already pick labels (1-9); choose other keys")
+        self._check_columns(df, column, suggestions, image_column)
+        self._bind_keys(labels, "labels", DEFAULT_KEYS, keys)
         self._sizes: dict[int, tuple[int, int] | None] = {}
         self._rejected: set[int] = set()
         self._shown: int | None = None
@@ -156,9 +147,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self._accepted: list[tuple[int, int, list[dict[str, Any]]]] = []
         self._start(df, column, annotator=annotator, save=save, blind=blind)
         self._parse_column()
-        self._images = ThumbnailCache(
-            df[self._image_column].to_numpy(dtype=object), preview_size, rows=df.index, maxsize=16
-        )
+        self._images = self._image_cache(preview_size, kept=16)
         self.view = BoxView(
             view_size=view_size,
             labels=labels,
@@ -168,41 +157,20 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         )
         self.view.on_msg(self._on_msg)
         self.view.observe(self._on_select, names=["selected"])
-        buttons = [
-            ("previous", "← previous", "go back one image"),
-            ("next", "next →", "go on one image"),
-            ("skip", "skip", "go to the next image without boxes"),
-            ("empty", "no boxes here", "mark this image as having nothing to box, go on"),
-            ("delete", "delete box", "delete the selected box"),
-            ("undo", "undo", "undo the last change"),
-        ]
-        if suggestions is not None:
-            buttons.insert(0, ("accept", "accept model's boxes", "take every proposed box"))
-            buttons.insert(1, ("reject", "hide model's boxes", "hide the proposed boxes"))
-        self.buttons: dict[str, ipywidgets.Button] = {}
-        for name, description, tooltip in buttons:
-            bound = [k for k, a in self._bindings.items() if a == name]
-            hint = f" [{KEY_NAMES.get(bound[0], bound[0])}]" if bound else ""
-            button = ipywidgets.Button(
-                description=description + hint,
-                tooltip=tooltip,
-                layout=ipywidgets.Layout(width="auto"),
-            )
-            button.on_click(self._safe(lambda _b, n=name: getattr(self, n)()))
-            self.buttons[name] = button
-        super().__init__(
-            children=[
-                self.view,
-                ipywidgets.HBox(
-                    list(self.buttons.values()), layout=ipywidgets.Layout(flex_flow="row wrap")
-                ),
-            ]
+        self.buttons = self._action_buttons(
+            ("accept", "reject", "previous", "next", "skip", "empty", "delete", "undo"),
+            {
+                "accept": ("accept model's boxes", "take every proposed box"),
+                "reject": ("hide model's boxes", "hide the proposed boxes"),
+                "skip": ("skip", "go to the next image without boxes"),
+                "empty": ("no boxes here", "mark this image as having nothing to box, go on"),
+                "delete": ("delete box", "delete the selected box"),
+            },
+            keys_in_tooltip=False,
         )
+        super().__init__(children=[self.view, button_row(self.buttons)])
         self.add_class("vk-box-annotator")
-        self._set_rows(filter, order)
-        if self.restored:
-            name = self.save_path.name if self.save_path else ""
-            self._say(f"resumed from {name}: boxes of {self.restored} images restored")
+        self._begin(filter, order)
 
     # -- cells -----------------------------------------------------------------------------
     def _parse_column(self) -> None:
@@ -262,7 +230,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         if pos not in self._sizes:
             from ..images.read import inspect_images
 
-            info = inspect_images([self.df.iat[pos, self.df.columns.get_loc(self._image_column)]])
+            info = inspect_images([self._cell(pos, self._image_column)])
             w, h = info["width"].iat[0], info["height"].iat[0]
             self._sizes[pos] = None if pd.isna(w) or pd.isna(h) else (int(w), int(h))
         return self._sizes[pos]
@@ -270,7 +238,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     def _suggested(self, pos: int) -> list[dict[str, Any]]:
         if self.suggestions is None or pos in self._rejected:
             return []
-        value = self.df.iat[pos, self.df.columns.get_loc(self.suggestions)]
+        value = self._cell(pos, self.suggestions)
         taken = self._taken.get(pos, [])
         return [b for b in parse_boxes(value, row=self.df.index[pos]) or [] if b not in taken]
 
@@ -278,7 +246,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         """1 - the mean F1 (IoU 0.5, same label) over pairs of box sets of this row."""
         sets = [self._get(pos), *self.others(pos).values()]
         if self.suggestions is not None:
-            sets.append(parse_boxes(self.df.iat[pos, self.df.columns.get_loc(self.suggestions)]))
+            sets.append(parse_boxes(self._cell(pos, self.suggestions)))
         sets = [s for s in sets if s is not None]
         if len(sets) < 2:
             return -1.0
@@ -401,37 +369,20 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         if pos is not None and 0 <= i < len(self.boxes(pos)):
             self.view.current_label = self.boxes(pos)[i]["label"]
 
-    def _on_key(self, key: str) -> None:
-        if len(key) == 1 and key.isdigit() and key != "0":
-            i = int(key) - 1
-            if i < len(self.labels):
-                self.select_label(self.labels[i])
-            return
-        action = self._bindings.get(key)
-        if action is not None and action not in VIEW_ACTIONS:
-            if action in ("accept", "reject") and self.suggestions is None:
-                return
-            getattr(self, action)()
+    def _choose(self, choice: str) -> None:  # keys 1-9
+        self.select_label(choice)
 
-    def _on_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
+    def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
         box = content.get("box") or {}
-        if kind == "key":
-            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
-        elif kind == "draw":
-            self._safe(lambda: self.add_box(box["x"], box["y"], box["w"], box["h"]))()
+        if kind == "draw":
+            self.add_box(box["x"], box["y"], box["w"], box["h"])
         elif kind == "edit":
             coords = {k: box[k] for k in ("x", "y", "w", "h") if k in box}
-            self._safe(lambda: self.set_box(int(content.get("index", -1)), **coords))()
+            self.set_box(int(content.get("index", -1)), **coords)
         elif kind == "take":
-            self._safe(lambda: self.accept(int(content.get("index", -1))))()
+            self.accept(int(content.get("index", -1)))
 
     def _key_help(self) -> str:
-        n = min(len(self.labels), 9)
-        parts = ["drag: draw · drag a box: move · corner: resize"]
-        parts.append(f"1–{n} class" if n > 1 else "1 class")
         names = {
             "delete": "delete box",
             "accept": "accept model",
@@ -442,62 +393,42 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
             "zoom_reset": "fit",
             "pan": "+drag pan",
         }
-        for action in DEFAULT_KEYS:
-            if action in ("accept", "reject") and self.suggestions is None:
-                continue
-            bound = [KEY_NAMES.get(k, k) for k, a in self._bindings.items() if a == action]
-            if bound:
-                parts.append(f"{' / '.join(bound)} {names.get(action, action)}")
-        return " · ".join(parts)
-
-    def _say(self, message: str, *, error: bool = False) -> None:
-        self.view.message = message
-        self.view.message_kind = "error" if error else "info"
+        return " · ".join(
+            [
+                "drag: draw · drag a box: move · corner: resize",
+                *digit_help(min(len(self.labels), 9), "class"),
+                *key_help(self._active_bindings(), DEFAULT_KEYS, names),
+            ]
+        )
 
     def _show(self, message: str = "") -> None:
-        view = self.view
         pos = self.position
         if pos is None:
-            with view.hold_sync():
-                view.image, view.mime, view.image_error = b"", "", ""
-                view.boxes, view.suggestions, view.others = [], [], []
-                view.title = "no rows match the filter"
-                view.progress = self._progress()
-                self._say(message)
+            self._draw(message, **NO_ROWS, boxes=[], suggestions=[], others=[])
             return
-        thumb = self._images.get(pos)
-        self._images.prefetch(int(p) for p in self._order[self._i + 1 : self._i + 3])
+        thumb = self._row_image(pos)
         size = self.full_size(pos)
-        title = format_value(self.df.index[pos])
-        source = self.df.iat[pos, self.df.columns.get_loc(self._image_column)]
-        if isinstance(source, str | Path):
-            title += f" · {source}"
+        title = self._row_title(pos)
         if size is not None:
             title += f" · {size[0]}×{size[1]}"
         others = []
         if not self.blind:
             for name, boxes in self.others(pos).items():
                 others += [{**b, "annotator": name or "(no name)"} for b in boxes or []]
-        moved = self._shown != pos
+        # A new image: nothing selected, the view's zoom reset.
+        moved = {"selected": -1, "row_id": self.view.row_id + 1} if self._shown != pos else {}
         self._shown = pos
-        with view.hold_sync():
-            if moved:  # a new image: nothing selected, the view's zoom reset
-                view.selected = -1
-                view.row_id = view.row_id + 1
-            view.image, view.mime = thumb.data, thumb.mime
-            error = thumb.error or ("" if size is not None else "size unknown")
-            view.image_error = error
-            view.natural_width, view.natural_height = size if size is not None else (0, 0)
-            view.boxes = self.boxes(pos)
-            view.suggestions = self._suggested(pos)
-            view.others = others
-            view.title = title
-            view.progress = self._progress()
-            self._say(message)
-
-    def __repr__(self) -> str:
-        who = f" by {self.annotator!r}" if self.annotator else ""
-        return (
-            f"<BoxAnnotator {self.column!r}{who}: {self.labelled} / {len(self.df)} images done, "
-            f"position {self.position}>"
+        width, height = size if size is not None else (0, 0)
+        self._draw(
+            message,
+            **moved,
+            image=thumb.data,
+            mime=thumb.mime,
+            image_error=thumb.error or ("" if size is not None else "size unknown"),
+            natural_width=width,
+            natural_height=height,
+            boxes=self.boxes(pos),
+            suggestions=self._suggested(pos),
+            others=others,
+            title=title,
         )

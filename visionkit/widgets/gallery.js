@@ -1,12 +1,6 @@
 // visionkit Gallery front end: draws the page Python sent and reports clicks.
-// State lives in Python traits (page, query, selected_positions); this file only draws.
-
-function el_(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+// State lives in Python traits (page, query, selected_positions); this file only draws
+// (el_, vkOnChange and vkRevokeLater come from _dom.js, prepended by Python).
 
 function render({ model, el }) {
   const root = el_("div", "vk-gallery");
@@ -89,8 +83,7 @@ function render({ model, el }) {
 
   function drawPage() {
     // Revoke the old page's URLs only after the new page is in place and loading.
-    const old = urls;
-    setTimeout(() => old.forEach((u) => URL.revokeObjectURL(u)), 1000);
+    vkRevokeLater(urls);
     urls = [];
     const items = model.get("_items");
     const thumbs = model.get("_thumbs");
@@ -152,13 +145,10 @@ function render({ model, el }) {
     }
   });
 
-  model.on("change:_thumbs", schedulePage);
-  model.on("change:_items", schedulePage);
-  model.on("change:selected_hidden", drawCounts);
+  vkOnChange(model, ["_thumbs", "_items"], schedulePage);
+  vkOnChange(model, ["selected_hidden", "matching"], drawCounts);
   model.on("change:selected_positions", drawSelection);
-  model.on("change:matching", drawCounts);
-  model.on("change:query", drawQuery);
-  model.on("change:query_error", drawQuery);
+  vkOnChange(model, ["query", "query_error"], drawQuery);
   drawPage();
   drawQuery();
 

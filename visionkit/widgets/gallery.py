@@ -14,7 +14,6 @@ and only the current page travels to the browser, as binary buffers rather than 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -22,12 +21,11 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from ._frame import format_value, image_column, row_mask
+from ._assets import css, esm
+from ._frame import format_value, image_column, require_frame, row_mask
 from ._thumbs import CacheInfo, ThumbnailCache
 
 __all__ = ["Gallery"]
-
-_HERE = Path(__file__).parent
 
 
 class Gallery(anywidget.AnyWidget):
@@ -40,8 +38,8 @@ class Gallery(anywidget.AnyWidget):
     is read when the gallery is made; rows added later are not shown.
     """
 
-    _esm = _HERE / "gallery.js"
-    _css = _HERE / "gallery.css"
+    _esm = esm("gallery.js")
+    _css = css("gallery.css")
 
     page = traitlets.Int(0).tag(sync=True)
     page_count = traitlets.Int(1).tag(sync=True)
@@ -68,8 +66,7 @@ class Gallery(anywidget.AnyWidget):
         *,
         filter: Any = None,
     ) -> None:
-        if not isinstance(df, pd.DataFrame):
-            raise TypeError(f"Gallery needs a DataFrame, not {type(df).__name__}")
+        require_frame(df, "Gallery")
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self._df = df

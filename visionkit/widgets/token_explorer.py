@@ -17,8 +17,8 @@ from typing import Any
 import ipywidgets
 import pandas as pd
 
-from ..providers import Provider, estimate_tokens, get_provider, providers
-from ..tokens import fit_within
+from ..errors import ImageError
+from ..providers import Provider, estimate_tokens, fit_tokens, get_provider, providers
 from ._frame import format_value, image_column
 
 __all__ = ["TokenExplorer", "fit_budget"]
@@ -33,28 +33,16 @@ def fit_budget(
     whose token estimate is at most ``budget``; the size itself if it fits already, ``None``
     if no size does (e.g. inference.net charges at least 1,601 tokens for any image).
 
+    ``providers.fit_tokens`` (what ``encode_image(max_tokens=)`` uses) with a provider name
+    and ``None`` for "nothing fits", as the table shows it.
+
     >>> fit_budget(2240, 1120, 3202)
     (1120, 560)
     """
-    profile = get_provider(provider)
-    width, height = int(width), int(height)
-
-    def cost(side: int) -> int:
-        return int(profile.estimate(*fit_within(width, height, side)))
-
-    longest = max(width, height)
-    if cost(longest) <= budget:
-        return width, height
-    if cost(1) > budget:
+    try:
+        return fit_tokens(int(width), int(height), get_provider(provider), budget)
+    except ImageError:  # below the provider's estimate for any size
         return None
-    lo, hi = 1, longest  # cost(lo) <= budget < cost(hi); the estimates grow with the size
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if cost(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return fit_within(width, height, lo)
 
 
 class TokenExplorer(ipywidgets.VBox):

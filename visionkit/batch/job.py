@@ -1,0 +1,457 @@
+"""``BatchJob``: follow a submitted job, collect its results into the answer cache, read them.
+
+``refresh()`` asks the provider about every batch not collected yet; a batch that has reached a
+final status (completed, expired, cancelled, failed) is collected at once: its output and error
+files are downloaded line by line (never whole in memory), each answer is committed to the
+answer cache under its ``custom_id`` (the row's cache key: a later ``ask`` on the same rows
+costs nothing), and each failed line's message is kept in the manifest as that row's error.
+``wait()`` polls with a growing interval (to ``max_poll`` seconds) and a ``tqdm.auto`` bar of
+lines completed and failed across all the job's batches; an interrupt (Ctrl-C, Jupyter's stop
+button) ends the wait, never the batches. ``result()`` is ``ask``'s table for the job's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+
+from ..query.cache import Cache, CachedAnswer
+from ..query.progress import in_ipython
+from .manifest import Manifest, manifest_path
+
+__all__ = ["TERMINAL", "BatchJob", "batch_jobs"]
+
+logger = logging.getLogger("visionkit")
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_CLASSES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+}
+
+
+def line_error(line: dict[str, Any]) -> str:
+    """A failed output line's row error, worded as ``ask`` words the same failure."""
+    response = line.get("response") or {}
+    error = line.get("error") or {}
+    if error:
+        return f"{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
+    status = int(response.get("status_code") or 0)
+    body = response.get("body") or {}
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    message = inner.get("message") if isinstance(inner, dict) else str(inner)
+    name = _CLASSES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
+    return f"{name} ({status}): {message}"
+
+
+def _iter_lines(sdk: Any, file_id: str) -> Iterator[dict[str, Any]]:
+    with sdk.files.with_streaming_response.content(file_id) as response:
+        for text in response.iter_lines():
+            if text.strip():
+                yield json.loads(text)
+
+
+class BatchJob:
+    """A batch job: its rows, input files and batches, as recorded in the manifest.
+
+    ``df.vision.submit(...)`` returns one; ``BatchJob.load(job_id)`` reattaches to one after a
+    kernel restart or on another machine sharing the cache directory.
+    """
+
+    def __init__(self, job_id: str, manifest: Manifest, cache: Cache, client: Any) -> None:
+        self.id = job_id
+        self.manifest = manifest
+        self.cache = cache
+        self.client = client
+        self._sdk: Any = None
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, job_id: str, client: Any = None, *, cache: bool | str | Cache | Any = True
+    ) -> BatchJob:
+        """Reattach to job ``job_id`` recorded beside ``cache`` (default: the default cache).
+
+        ``client``: a ``vk.connect(...)``; by default the job's own provider is connected again
+        (its key from the environment)."""
+        from ..query.client import connect
+
+        store = Cache.open(cache)
+        if store is None:
+            raise ValueError("batch jobs live beside an answer cache; pass cache=True or a path")
+        manifest = Manifest(manifest_path(store.path))
+        job = manifest.job(job_id)
+        if job is None:
+            known = ", ".join(j["job_id"] for j in manifest.jobs()[-5:]) or "none"
+            raise KeyError(f"no batch job {job_id!r} in {manifest.path} (latest: {known})")
+        if client is None:
+            name = job["provider"]
+            if name == "offline" or name == "openai-compatible":
+                client = connect(
+                    "offline" if name == "offline" else "auto",
+                    base_url=job["base_url"],
+                    model=job["model"],
+                    batch_base_url=job["batch_base_url"],
+                )
+            else:
+                client = connect(name, model=job["model"], batch_base_url=job["batch_base_url"])
+        return cls(job_id, manifest, store, client)
+
+    @property
+    def sdk(self) -> Any:
+        if self._sdk is None:
+            self._sdk = self.client.batch_sdk()
+        return self._sdk
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def batches(self) -> pd.DataFrame:
+        """One row per input file: its batch, status and line counts (from the last refresh)."""
+        rows = [s for s in self.manifest.shards(self.id) if s["state"] != "lost"]
+        columns = [
+            "batch_id",
+            "file_id",
+            "state",
+            "status",
+            "lines",
+            "bytes",
+            "completed",
+            "failed",
+        ]
+        return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+
+    @property
+    def status(self) -> str:
+        """``uploading`` (files not all uploaded), ``in_progress`` (batches running),
+        ``completed`` (every batch completed and collected), or ``incomplete`` (some batch
+        expired, was cancelled or failed, or lines failed: ``submit`` again sends those rows)."""
+        shards = [s for s in self.manifest.shards(self.id) if s["state"] != "lost"]
+        if not shards:
+            return "completed"
+        if any(s["state"] in ("written", "uploaded", "staged") for s in shards):
+            return "uploading"
+        if any(s["state"] != "collected" for s in shards):
+            return "in_progress"
+        if all(s["status"] == "completed" and not s["failed"] for s in shards):
+            return "completed"
+        # Some lines failed or were left unrun; a later submission may have answered them.
+        keys = [r[2] for r in self.manifest.rows(self.id) if r[2] and r[3] != "error"]
+        answered = self.cache.get_many(keys)
+        return "completed" if len(answered) == len(set(keys)) else "incomplete"
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("completed", "incomplete")
+
+    def refresh(self) -> BatchJob:
+        """Ask the provider about each batch not collected yet; collect those that finished."""
+        for shard in self.manifest.shards(self.id):
+            if shard["state"] != "created":
+                continue
+            batch = self.sdk.batches.retrieve(shard["batch_id"])
+            counts = batch.request_counts
+            self.manifest.update_shard(
+                shard["shard_id"],
+                status=batch.status,
+                completed=counts.completed if counts else 0,
+                failed=counts.failed if counts else 0,
+                total=counts.total if counts else shard["total"],
+                output_file_id=batch.output_file_id,
+                error_file_id=batch.error_file_id,
+            )
+            if batch.status in TERMINAL:
+                self._collect(shard, batch)
+        return self
+
+    def _collect(self, shard: dict[str, Any], batch: Any) -> None:
+        """Commit a finished batch's answers to the cache and its failures to the manifest."""
+        tokens = self.manifest.shard_tokens(shard["shard_id"])
+        job = self.manifest.job(self.id) or {}
+        provider, model = job.get("provider"), job.get("model")
+        if batch.output_file_id:
+            for line in _iter_lines(self.sdk, batch.output_file_id):
+                key = line["custom_id"]
+                body = (line.get("response") or {}).get("body") or {}
+                choices = body.get("choices") or [{}]
+                usage = body.get("usage") or {}
+                self.cache.put(
+                    key,
+                    CachedAnswer(
+                        answer=(choices[0].get("message") or {}).get("content"),
+                        prompt_tokens=usage.get("prompt_tokens"),
+                        completion_tokens=usage.get("completion_tokens"),
+                        estimated_tokens=tokens.get(key),
+                        model=body.get("model") or model,
+                        provider=provider,
+                    ),
+                )
+        errors: list[tuple[str, str]] = []
+        if batch.error_file_id:
+            errors.extend(
+                (line["custom_id"], line_error(line))
+                for line in _iter_lines(self.sdk, batch.error_file_id)
+            )
+        if batch.status == "failed" and batch.errors and batch.errors.data:
+            reason = "; ".join(
+                f"line {e.line}: {e.message}" for e in batch.errors.data[:3] if e is not None
+            )
+            errors.extend((key, f"batch failed validation: {reason}") for key in tokens)
+        self.manifest.set_errors(batch.id, errors)
+        self.manifest.update_shard(shard["shard_id"], state="collected")
+
+    def cancel(self) -> BatchJob:
+        """Cancel every batch still running; what completed is still delivered and collected."""
+        import openai
+
+        for shard in self.manifest.shards(self.id):
+            if shard["state"] == "created" and shard["status"] not in TERMINAL:
+                with contextlib.suppress(openai.ConflictError):  # finished meanwhile
+                    self.sdk.batches.cancel(shard["batch_id"])
+        return self.refresh()
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def _counts(self) -> tuple[int, int, int]:
+        shards = self.manifest.shards(self.id)
+        return (
+            sum(s["total"] or s["lines"] or 0 for s in shards if s["state"] != "lost"),
+            sum(s["completed"] or 0 for s in shards),
+            sum(s["failed"] or 0 for s in shards),
+        )
+
+    def _bar(self, progress: bool) -> Any:
+        from tqdm.auto import tqdm
+
+        total, _, _ = self._counts()
+        return tqdm(total=total, desc="batch", unit="line", disable=not progress)
+
+    def _show(self, bar: Any) -> None:
+        total, completed, failed = self._counts()
+        bar.total = total
+        bar.n = completed + failed
+        bar.set_postfix(completed=completed, failed=failed, status=self.status, refresh=False)
+        bar.refresh()
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> BatchJob:
+        """Wait until every batch finished and was collected (or ``timeout`` seconds passed).
+
+        Polls every ``poll`` seconds, growing by half each time to ``max_poll``. Interrupting
+        (Ctrl-C, Jupyter's stop button) stops the wait only: the batches go on, and in Jupyter
+        the job is returned with a warning (in a script KeyboardInterrupt is re-raised).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = self._bar(progress)
+        try:
+            while True:
+                self.refresh()
+                self._show(bar)
+                if self.done or (deadline is not None and time.monotonic() >= deadline):
+                    return self
+                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
+                time.sleep(max(0.0, pause))
+                poll = min(max_poll, poll * 1.5)
+        except KeyboardInterrupt:
+            message = (
+                f"stopped waiting for batch job {self.id}; its batches go on. "
+                "job.wait() or job.refresh() later collects the results."
+            )
+            if in_ipython():
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                return self
+            raise
+        finally:
+            bar.close()
+
+    async def wait_async(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> BatchJob:
+        """``await job.wait_async()``: ``wait`` without blocking the event loop (Jupyter's).
+
+        Cancelling the task stops the wait only; the batches go on.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = self._bar(progress)
+        try:
+            while True:
+                await asyncio.to_thread(self.refresh)
+                self._show(bar)
+                if self.done or (deadline is not None and time.monotonic() >= deadline):
+                    return self
+                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
+                await asyncio.sleep(max(0.0, pause))
+                poll = min(max_poll, poll * 1.5)
+        finally:
+            bar.close()
+
+    # -- the result --------------------------------------------------------------------------
+
+    def result(self) -> pd.DataFrame:
+        """``ask``'s table for the job's rows (answer, error, tokens, cached, ...) + ``batch_id``,
+        on the submitted frame's index; ``attrs["usage"]`` has the totals.
+
+        Rows whose batch has not finished have the error ``pending: ...`` (``wait()`` first).
+        """
+        from ..query.schema import make_schema
+
+        job = self.manifest.job(self.id) or {}
+        rows = self.manifest.rows(self.id)
+        keys = [r[2] for r in rows if r[2]]
+        answers = self.cache.get_many(keys)
+        errors = self.manifest.errors(k for k in keys if k not in answers)
+        sent = self.manifest.submissions(self.id)
+        status = self.status
+        schema = make_schema(json.loads(job["schema"])) if job.get("schema") else None
+        records = []
+        usage = dict.fromkeys(
+            ("answered", "cache_hits", "failed", "pending", "prompt_tokens", "completion_tokens"),
+            0,
+        )
+        estimated = 0
+        for _pos, _label, key, row_status, row_error, est in rows:
+            entry = answers.get(key) if key else None
+            times, batch_id = sent.get(key, (0, None)) if key else (0, None)
+            rec: dict[str, Any] = {
+                "answer": None,
+                "error": row_error,
+                "prompt_tokens": None,
+                "completion_tokens": None,
+                "estimated_tokens": est,
+                "cached": row_status == "hit",
+                "attempts": times,
+                "batch_id": batch_id,
+            }
+            if entry is not None and row_error is None:
+                rec.update(
+                    answer=entry.answer,
+                    error=None,
+                    prompt_tokens=entry.prompt_tokens,
+                    completion_tokens=entry.completion_tokens,
+                )
+                if row_status == "hit":
+                    usage["cache_hits"] += 1
+                else:
+                    usage["answered"] += 1
+                    usage["prompt_tokens"] += entry.prompt_tokens or 0
+                    usage["completion_tokens"] += entry.completion_tokens or 0
+                    estimated += est or 0
+                if schema is not None:
+                    try:
+                        rec["fields"] = schema.parse(entry.answer)
+                    except ValueError as exc:
+                        rec["error"] = f"SchemaError: {exc}"
+            elif row_error is None:
+                if key in errors:
+                    rec["error"] = errors[key]
+                elif status in ("uploading", "in_progress"):
+                    rec["error"] = f"pending: batch job {status} (job.wait() collects it)"
+                    usage["pending"] += 1
+                else:
+                    rec["error"] = "not answered: submit the job again to send this row"
+            if rec["error"] is not None:
+                usage["failed"] += 1
+            records.append(rec)
+        labels = [r[1] for r in rows]
+        index = pd.Index([tuple(x) if isinstance(x, list) else x for x in labels])
+        out = pd.DataFrame(
+            {
+                "answer": pd.Series([r["answer"] for r in records], index=index, dtype=object),
+                "error": pd.Series([r["error"] for r in records], index=index, dtype=object),
+                "prompt_tokens": pd.array([r["prompt_tokens"] for r in records], dtype="Int64"),
+                "completion_tokens": pd.array(
+                    [r["completion_tokens"] for r in records], dtype="Int64"
+                ),
+                "estimated_tokens": pd.array(
+                    [r["estimated_tokens"] for r in records], dtype="Int64"
+                ),
+                "cached": pd.array([r["cached"] for r in records], dtype=bool),
+                "attempts": pd.array([r["attempts"] for r in records], dtype="Int64"),
+                "batch_id": pd.Series([r["batch_id"] for r in records], index=index, dtype=object),
+            },
+            index=index,
+        )
+        if schema is not None:
+            for name in schema.fields:
+                out[name] = pd.Series(
+                    [(r.get("fields") or {}).get(name) for r in records], index=index
+                )
+        shards = self.manifest.shards(self.id)
+        out.attrs["usage"] = {
+            "rows": len(rows),
+            **usage,
+            "requests": sum(s["lines"] or 0 for s in shards if s["state"] != "lost"),
+            "estimated_tokens": estimated,
+            "files": len(shards),
+            "batches": sum(s["batch_id"] is not None for s in shards),
+            "status": status,
+            "provider": job.get("provider"),
+            "model": job.get("model"),
+            "job_id": self.id,
+        }
+        return out
+
+    def __repr__(self) -> str:
+        total, completed, failed = self._counts()
+        return (
+            f"BatchJob({self.id!r}, status={self.status!r}, lines={total}, "
+            f"completed={completed}, failed={failed})"
+        )
+
+
+def batch_jobs(cache: bool | str | Cache | Any = True) -> pd.DataFrame:
+    """A DataFrame of the batch jobs recorded beside ``cache`` (default: the default cache)."""
+    store = Cache.open(cache)
+    if store is None:
+        raise ValueError("batch jobs live beside an answer cache; pass cache=True or a path")
+    path = manifest_path(store.path)
+    columns = ["job_id", "created", "provider", "model", "prompt", "files", "lines", "status"]
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    manifest = Manifest(path)
+    try:
+        records = []
+        for job in manifest.jobs():
+            shards = manifest.shards(job["job_id"])
+            states = {s["state"] for s in shards}
+            statuses = {s["status"] for s in shards if s["status"]}
+            records.append(
+                {
+                    "job_id": job["job_id"],
+                    "created": pd.Timestamp(job["created"], unit="s"),
+                    "provider": job["provider"],
+                    "model": job["model"],
+                    "prompt": job["prompt"],
+                    "files": len(shards),
+                    "lines": sum(s["lines"] or 0 for s in shards),
+                    "status": ", ".join(sorted(statuses)) or ", ".join(sorted(states)) or "-",
+                }
+            )
+    finally:
+        manifest.close()
+    return pd.DataFrame(records, columns=columns)

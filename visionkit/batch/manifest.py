@@ -1,0 +1,267 @@
+"""The batch manifest: a SQLite file beside the answer cache recording every job, input file
+and batch the moment it exists, so nothing paid for is lost to a crash or an interrupt.
+
+Tables:
+
+- ``jobs``: one row per job (its id, provider, base URLs, model, schema, when made).
+- ``job_rows``: the job's rows in order: label (JSON), cache key, the planning error or
+  status (``send``, ``hit``, ``covered``, ``repeat``, ``error``) and estimated tokens.
+- ``shards``: each JSONL input file: its local path, lines, bytes, then its ``file_id`` as
+  soon as the upload returns, its ``batch_id`` as soon as the batch is created, the batch's
+  last known status and counts, and whether its results were collected into the cache.
+- ``shard_keys``: which cache keys (= ``custom_id``) each shard holds.
+- ``line_errors``: the provider's message for a line that failed (by key), until answered.
+- ``uploads``: when the last file was uploaded to each batch URL (the pacing survives a
+  restart).
+
+A shard moves ``written`` -> ``uploaded`` -> ``created`` -> ``collected``; a key is *covered*
+(not submitted again) while it sits in a shard that is not collected yet. Each change is its
+own transaction (WAL mode, a busy timeout: several processes may share the file).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Manifest", "manifest_path"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    provider TEXT, base_url TEXT, batch_base_url TEXT, model TEXT,
+    prompt TEXT, schema TEXT, cache_path TEXT, metadata TEXT
+);
+CREATE TABLE IF NOT EXISTS job_rows (
+    job_id TEXT NOT NULL, pos INTEGER NOT NULL, label TEXT, key TEXT,
+    status TEXT, error TEXT, estimated_tokens INTEGER,
+    PRIMARY KEY (job_id, pos)
+);
+CREATE INDEX IF NOT EXISTS job_rows_key ON job_rows (key);
+CREATE TABLE IF NOT EXISTS shards (
+    shard_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER, path TEXT,
+    lines INTEGER, bytes INTEGER, state TEXT NOT NULL, created REAL,
+    file_id TEXT, batch_id TEXT, status TEXT,
+    completed INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, total INTEGER DEFAULT 0,
+    output_file_id TEXT, error_file_id TEXT
+);
+CREATE INDEX IF NOT EXISTS shards_job ON shards (job_id);
+CREATE TABLE IF NOT EXISTS shard_keys (
+    shard_id TEXT NOT NULL, key TEXT NOT NULL, estimated_tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS shard_keys_key ON shard_keys (key);
+CREATE INDEX IF NOT EXISTS shard_keys_shard ON shard_keys (shard_id);
+CREATE TABLE IF NOT EXISTS line_errors (
+    key TEXT PRIMARY KEY, batch_id TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    batch_base_url TEXT PRIMARY KEY, last REAL
+);
+"""
+
+LIVE = ("written", "uploaded", "created")  # a key in such a shard is not submitted again
+
+
+def manifest_path(cache_path: Path) -> Path:
+    """The manifest beside an answer cache: ``answers.sqlite`` -> ``answers.batches.sqlite``."""
+    return cache_path.with_name(cache_path.stem + ".batches.sqlite")
+
+
+class Manifest:
+    """A thread-safe handle on one manifest file."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Several statements in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._db.execute(sql, params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def save_job(self, job_id: str, **fields: Any) -> None:
+        row = self.job(job_id)
+        if row is None:
+            names = ["job_id", "created", *fields]
+            values = [job_id, time.time(), *fields.values()]
+            marks = ",".join("?" * len(names))
+            self._run(f"INSERT INTO jobs ({','.join(names)}) VALUES ({marks})", values)
+        elif fields:
+            sets = ",".join(f"{k} = ?" for k in fields)
+            self._run(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        return None if row is None else dict(zip(names, row, strict=True))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM jobs ORDER BY created")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def reset_rows(self, job_id: str) -> None:
+        self._run("DELETE FROM job_rows WHERE job_id = ?", (job_id,))
+
+    def add_rows(self, job_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``rows``: (pos, label, key, status, error, estimated_tokens), one transaction."""
+        self._many(
+            (
+                "INSERT OR REPLACE INTO job_rows (job_id, pos, label, key, status, error, "
+                "estimated_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, pos, json.dumps(label, default=str), *rest),
+            )
+            for pos, label, *rest in rows
+        )
+
+    def rows(self, job_id: str) -> list[tuple[Any, ...]]:
+        """(pos, label, key, status, error, estimated_tokens) in row order."""
+        return [
+            (pos, json.loads(label), *rest)
+            for pos, label, *rest in self._run(
+                "SELECT pos, label, key, status, error, estimated_tokens FROM job_rows "
+                "WHERE job_id = ? ORDER BY pos",
+                (job_id,),
+            )
+        ]
+
+    # -- shards ------------------------------------------------------------------------------
+
+    def add_shard(
+        self,
+        shard_id: str,
+        job_id: str,
+        seq: int,
+        path: Path,
+        keys: Sequence[tuple[str, int | None]],
+        nbytes: int,
+        state: str = "written",
+    ) -> None:
+        """A closed shard file and the keys in it, in one transaction."""
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "INSERT INTO shards (shard_id, job_id, seq, path, lines, bytes, state, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (shard_id, job_id, seq, str(path), len(keys), nbytes, state, time.time()),
+            )
+        ]
+        statements += [
+            (
+                "INSERT INTO shard_keys (shard_id, key, estimated_tokens) VALUES (?, ?, ?)",
+                (shard_id, k, t),
+            )
+            for k, t in keys
+        ]
+        self._many(statements)
+
+    def update_shard(self, shard_id: str, **fields: Any) -> None:
+        sets = ",".join(f"{k} = ?" for k in fields)
+        self._run(f"UPDATE shards SET {sets} WHERE shard_id = ?", [*fields.values(), shard_id])
+
+    def shards(self, job_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT * FROM shards WHERE job_id = ? ORDER BY seq, created", (job_id,)
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def next_seq(self, job_id: str) -> int:
+        row = self._run("SELECT MAX(seq) FROM shards WHERE job_id = ?", (job_id,))
+        return int(row[0][0] or 0) + 1
+
+    def covered(self, key: str) -> bool:
+        """Whether ``key`` is in a shard not yet collected (it must not be submitted again)."""
+        marks = ",".join("?" * len(LIVE))
+        row = self._run(
+            "SELECT 1 FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
+            f"WHERE k.key = ? AND s.state IN ({marks}) LIMIT 1",
+            (key, *LIVE),
+        )
+        return bool(row)
+
+    def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
+        """key -> (how many of this job's shards held it, the latest shard's batch id)."""
+        out: dict[str, tuple[int, str | None]] = {}
+        for key, batch_id in self._run(
+            "SELECT k.key, s.batch_id FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
+            "WHERE s.job_id = ? ORDER BY s.seq",
+            (job_id,),
+        ):
+            n = out.get(key, (0, None))[0]
+            out[key] = (n + 1, batch_id)
+        return out
+
+    def shard_tokens(self, shard_id: str) -> dict[str, int | None]:
+        return dict(
+            self._run(
+                "SELECT key, estimated_tokens FROM shard_keys WHERE shard_id = ?", (shard_id,)
+            )
+        )
+
+    # -- line errors, pacing -----------------------------------------------------------------
+
+    def set_errors(self, batch_id: str, errors: Sequence[tuple[str, str]]) -> None:
+        self._many(
+            (
+                "INSERT OR REPLACE INTO line_errors (key, batch_id, error) VALUES (?, ?, ?)",
+                (k, batch_id, e),
+            )
+            for k, e in errors
+        )
+
+    def errors(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                dict(self._run(f"SELECT key, error FROM line_errors WHERE key IN ({marks})", chunk))
+            )
+        return out
+
+    def last_upload(self, batch_base_url: str) -> float:
+        row = self._run("SELECT last FROM uploads WHERE batch_base_url = ?", (batch_base_url,))
+        return float(row[0][0]) if row else 0.0
+
+    def uploaded_now(self, batch_base_url: str) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO uploads (batch_base_url, last) VALUES (?, ?)",
+            (batch_base_url, time.time()),
+        )

@@ -1,0 +1,447 @@
+"""``submit``: plan a job exactly as ``ask`` plans a run, write it as JSONL files, upload them.
+
+Planning is ``ask``'s own (``visionkit.query.plan``): the same template, schema, per-row checks,
+encoding and cache key, so a row already answered in the cache is not submitted, an image
+repeated in the job is sent once, and a row that would break the provider's rules is that row's
+error, never a line in a file. The one thing added per row (in the planner's ``finish`` hook,
+in its thread pool) is the manifest's question: is this key already in a file or batch not yet
+collected? Then it is not encoded or submitted again. So calling ``submit`` again with the same
+arguments continues the same job -- files not uploaded yet are uploaded, nothing running is
+sent twice -- and once a batch has expired, been cancelled or failed lines, only the rows still
+without an answer are sent.
+
+The job's id is a hash of the arguments (the provider and model, prompt, system prompt, schema,
+options, the image columns and the frame's index and image cells): the same call gives the same
+job. Files are written to ``<cache dir>/batch-files/<job id>/`` as the rows are planned (memory
+stays bounded), cut by the profile's bytes and requests per file, recorded in the manifest
+when the pass is over (after ``budget_tokens`` is checked: a job over budget uploads nothing)
+and uploaded one by one at the profile's pace (``visionkit.batch.upload``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import shutil
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import BudgetExceeded
+from ..providers import BatchLimits
+from ..query.cache import Cache
+from ..query.options import AskOptions
+from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
+from ..query.progress import in_ipython, progress_bar
+from .job import BatchJob
+from .manifest import Manifest, manifest_path
+from .shards import Shard, ShardWriter
+from .upload import upload_pending
+
+__all__ = ["BatchSettings", "submit"]
+
+_ROW_CHUNK = 1000  # job rows recorded per transaction
+
+
+@dataclass(frozen=True)
+class BatchAskOptions(AskOptions):
+    """``AskOptions`` plus ``compact`` encoding, which reaches ``encode_image`` (and the cache
+    key) through ``encode_options``, the planner's own channel for encoding settings."""
+
+    compact: bool = False
+
+    @property
+    def encode_options(self) -> dict[str, Any]:
+        options = super().encode_options
+        return {**options, "compact": True} if self.compact else options
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What only a batch job decides (``AskOptions`` carries everything ``ask`` shares)."""
+
+    max_file_bytes: int | None = None
+    max_requests_per_file: int | None = None
+    upload_interval: float | None = None
+    metadata: Mapping[str, str] | None = None
+
+    def limits(self, profile: BatchLimits | None) -> BatchLimits:
+        """The profile's limits with this job's overrides (a smaller value always wins)."""
+        base = profile or BatchLimits()
+        changes: dict[str, Any] = {}
+        for name in ("max_file_bytes", "max_requests_per_file"):
+            mine, theirs = getattr(self, name), getattr(base, name)
+            if mine is not None:
+                if mine < 1:
+                    raise ValueError(f"{name} must be >= 1, not {mine!r}")
+                changes[name] = mine if theirs is None else min(mine, theirs)
+        if self.upload_interval is not None:
+            changes["upload_interval"] = float(self.upload_interval)
+        return dataclasses.replace(base, **changes)
+
+
+def _cell_identity(cell: Any) -> str:
+    """What names an image cell in the job id: a path or URL as it is, bytes by their digest.
+    Other cells (PIL images) by ``repr``: a new session makes a new job id for them, but their
+    rows are still never submitted twice (coverage is decided by each row's cache key)."""
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(cell).hexdigest()
+    if isinstance(cell, str):
+        return cell
+    return "" if cell is None else repr(cell)
+
+
+def _identity(df: pd.DataFrame, plan: Plan, prompt: str, settings: BatchSettings) -> str:
+    """The job id: a hash of the arguments that decide what the job sends."""
+    h = hashlib.sha256()
+    name, url = plan.client.cache_identity if plan.client else (plan.provider.name, None)
+    recipe = {
+        "provider": name,
+        "base_url": url,
+        "model": plan.model,
+        "prompt": prompt,
+        "system": plan.system,
+        "schema": plan.schema.json_schema if plan.schema else None,
+        "params": plan.params,
+        "encode": plan.encode_options,
+        "columns": plan.columns,
+    }
+    h.update(json.dumps(recipe, sort_keys=True, default=repr).encode())
+    cells = pd.DataFrame(
+        {c: [_cell_identity(x) for x in df[c]] for c in plan.columns}, index=df.index
+    )
+    h.update(pd.util.hash_pandas_object(cells, index=True).to_numpy().tobytes())
+    return "job-" + h.hexdigest()[:20]
+
+
+@dataclass
+class Preparation:
+    """What one planning pass found: totals, the files written, and (for a dry run) the rows."""
+
+    shards: list[Shard]
+    counts: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(
+            ("send", "hit", "repeat", "covered", "error", "estimated_tokens", "request_bytes"), 0
+        )
+    )
+    # (pos, label, key, status, error, tokens, request_bytes, file number), dry runs only
+    rows: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
+
+    def count(self, status: str, tokens: int | None, nbytes: int | None) -> None:
+        self.counts[status] += 1
+        if status == "send":
+            self.counts["estimated_tokens"] += tokens or 0
+            self.counts["request_bytes"] += nbytes or 0
+
+    def totals(self) -> dict[str, int]:
+        c = self.counts
+        return {
+            "requests": c["send"],
+            "cache_hits": c["hit"],
+            "repeats": c["repeat"],
+            "covered": c["covered"],
+            "failed": c["error"],
+            "estimated_tokens": c["estimated_tokens"],
+            "request_bytes": c["request_bytes"],
+        }
+
+
+def prepare(
+    plan: Plan,
+    limits: BatchLimits,
+    manifest: Manifest | None,
+    directory: Path | None,
+    *,
+    job_id: str | None,
+    first_seq: int,
+    progress: bool,
+    keep_rows: bool,
+) -> Preparation:
+    """One pass over the rows: plan each (as ``ask`` does), write the lines to send.
+
+    ``directory=None`` writes nothing (a dry run's plan); ``manifest`` (optional) answers which
+    keys are already submitted and records the job's rows and files. ``submit`` is the entry
+    point; this is the pass itself, for benchmarks and the Dask path.
+    """
+    covered: set[int] = set()
+    lock = threading.Lock()
+
+    def finish(plan: Plan, row: RowPlan) -> RowPlan:
+        if manifest is not None and row.key is not None and manifest.covered(row.key):
+            row.images = None  # already in a file or batch of this cache's jobs: not again
+            with lock:
+                covered.add(row.pos)
+            return row
+        return prepare_request_for(plan, row)
+
+    writer = ShardWriter(
+        directory,
+        max_bytes=limits.max_file_bytes,
+        max_requests=limits.max_requests_per_file,
+        endpoint=limits.endpoint,
+        on_close=((lambda shard: _stage(manifest, job_id, shard)) if manifest and job_id else None),
+        first_seq=first_seq,
+    )
+    prep = Preparation(shards=writer.closed)
+    pending: list[tuple[Any, ...]] = []
+    bar = progress_bar(plan.n, desc="batch prepare", enabled=progress)
+    try:
+        for row in plan_rows(plan, finish=finish, on_row=lambda _: bar.update(1)):
+            shard_seq = None
+            if row.error is not None:
+                status = "error"
+            elif row.hit is not None:
+                status = "hit"
+            elif row.repeat_of is not None:
+                status = "repeat"
+            elif row.pos in covered or row.request is None:
+                status = "covered"
+            else:
+                status = "send"
+                assert row.key is not None
+                try:
+                    shard = writer.add(row.key, row.request.payload, row.estimated_tokens)
+                    shard_seq = shard.seq
+                except ValueError as exc:
+                    status, row.error = "error", f"RequestError: {exc}"
+            record = (
+                row.pos,
+                row.label,
+                row.key,
+                status,
+                row.error,
+                row.estimated_tokens,
+                row.request_bytes,
+                shard_seq,
+            )
+            row.request = None
+            prep.count(status, row.estimated_tokens, row.request_bytes)
+            if keep_rows:
+                prep.rows.append(record)
+            if manifest is not None and job_id is not None:
+                pending.append(record[:6])
+                if len(pending) >= _ROW_CHUNK:
+                    manifest.add_rows(job_id, pending)
+                    pending.clear()
+        writer.close()
+        if manifest is not None and job_id is not None and pending:
+            manifest.add_rows(job_id, pending)
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        bar.close()
+    return prep
+
+
+def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
+    """Record a closed file as ``staged``: known, but not uploaded until the pass is over."""
+    assert manifest is not None and job_id is not None and shard.path is not None
+    manifest.add_shard(
+        shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
+    )
+
+
+def _dry_run_frame(plan: Plan, prep: Preparation, limits: BatchLimits, interval: float) -> Any:
+    index = plan.index
+    rows = prep.rows
+    out = pd.DataFrame(
+        {
+            "estimated_tokens": pd.array([r[5] for r in rows], dtype="Int64"),
+            "request_bytes": pd.array([r[6] for r in rows], dtype="Int64"),
+            "cached": pd.array([r[3] == "hit" for r in rows], dtype=bool),
+            "error": pd.Series([r[4] for r in rows], index=index, dtype=object),
+            "file": pd.array([r[7] for r in rows], dtype="Int64"),
+        },
+        index=index,
+    )
+    files = pd.DataFrame(
+        {
+            "file": [s.seq for s in prep.shards],
+            "requests": [len(s.keys) for s in prep.shards],
+            "bytes": [s.nbytes for s in prep.shards],
+        }
+    )
+    n = len(prep.shards)
+    out.attrs["usage"] = {
+        "rows": plan.n,
+        **prep.totals(),
+        "files": n,
+        "file_bytes": int(files["bytes"].sum()) if n else 0,
+        "upload_seconds": max(0, n - 1) * interval,
+        "max_file_bytes": limits.max_file_bytes,
+        "max_requests_per_file": limits.max_requests_per_file,
+        "provider": plan.provider.name,
+        "model": plan.model,
+        "dry_run": True,
+    }
+    out.attrs["files"] = files
+    return out
+
+
+def submit(
+    df: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Any = None,
+    model: str | None = None,
+    column: str | Sequence[str] | None = None,
+    system: str | None = None,
+    schema: Any = None,
+    cache: Any = True,
+    max_side: int | None = None,
+    max_file_bytes: int | None = None,
+    max_requests_per_file: int | None = None,
+    upload_interval: float | None = None,
+    metadata: Mapping[str, str] | None = None,
+    compact: bool = False,
+    dry_run: bool = False,
+    budget_tokens: int | None = None,
+    progress: bool = True,
+    **request_options: Any,
+) -> Any:
+    """Submit one batch-API request per row (inference.net's Batch API: cheaper, unattended).
+
+    Planned exactly as ``ask`` (same options, cache key and row errors); returns a
+    ``BatchJob`` (``job.wait()``, ``job.result()``), or with ``dry_run=True`` a DataFrame
+    like ``ask``'s dry run plus each row's ``file``, with ``attrs["usage"]`` holding the plan
+    (files, bytes, ``upload_seconds`` at the profile's pace) and ``attrs["files"]`` the files.
+    Calling it again with the same arguments continues the same job (see the module docs).
+
+    Batch-only options: ``max_file_bytes``, ``max_requests_per_file`` and ``upload_interval``
+    (seconds between uploads) override the provider profile's ``BatchLimits``; ``metadata``
+    (up to 16 string pairs) is attached to each batch; ``compact=True`` encodes each image as
+    small as it can be at the same token estimate (``encode_image(compact=True)``: fewer bytes
+    to upload, a little JPEG quality lost; the answers are cached under their own key).
+    """
+    options = BatchAskOptions(
+        compact=compact,
+        client=client,
+        model=model,
+        column=column,
+        system=system,
+        schema=schema,
+        cache=cache,
+        dry_run=dry_run,
+        budget_tokens=budget_tokens,
+        progress=progress,
+        max_side=max_side,
+        request_options=request_options,
+    )
+    settings = BatchSettings(max_file_bytes, max_requests_per_file, upload_interval, metadata)
+    with make_plan(df, prompt, options, connect_now=not dry_run) as plan:
+        limits = settings.limits(plan.provider.batch)
+        interval = limits.upload_interval
+        if dry_run:
+            path = manifest_path(plan.cache.path) if plan.cache is not None else None
+            manifest = Manifest(path) if path is not None and path.exists() else None
+            try:
+                prep = prepare(
+                    plan,
+                    limits,
+                    manifest,
+                    None,
+                    job_id=None,
+                    first_seq=1,
+                    progress=progress,
+                    keep_rows=True,
+                )
+            finally:
+                if manifest is not None:
+                    manifest.close()
+            return _dry_run_frame(plan, prep, limits, interval)
+        if plan.cache is None:
+            raise ValueError(
+                "batch jobs need the answer cache (results arrive later, maybe in another "
+                "session): pass cache=True or a path"
+            )
+        assert plan.client is not None
+        sdk = plan.client.batch_sdk()
+        if plan.model is None:
+            models = [m.id for m in plan.client.batch_sdk().models.list()]
+            if len(models) != 1:
+                raise ValueError(f"the server serves {len(models)} models; pass model=...")
+            plan.model = models[0]
+        manifest = Manifest(manifest_path(plan.cache.path))
+        cache_store = Cache(plan.cache.path)  # the job's own handle: the plan closes its
+        job_id = _identity(df, plan, prompt, settings)
+        manifest.save_job(
+            job_id,
+            provider=plan.provider.name,
+            base_url=plan.client.base_url,
+            batch_base_url=plan.client.batch_base_url,
+            model=plan.model,
+            prompt=prompt,
+            schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
+            cache_path=str(plan.cache.path),
+            metadata=json.dumps(dict(metadata or {})),
+        )
+        # A previous pass cut short (or refused by the budget) left staged files: drop them.
+        for old in manifest.shards(job_id):
+            if old["state"] == "staged":
+                Path(old["path"]).unlink(missing_ok=True)
+                manifest.update_shard(old["shard_id"], state="lost")
+        manifest.reset_rows(job_id)
+        directory = plan.cache.path.parent / "batch-files" / job_id
+        prep = prepare(
+            plan,
+            limits,
+            manifest,
+            directory,
+            job_id=job_id,
+            first_seq=manifest.next_seq(job_id),
+            progress=progress,
+            keep_rows=False,
+        )
+        totals = prep.totals()
+        if budget_tokens is not None and totals["estimated_tokens"] > budget_tokens:
+            for shard in prep.shards:
+                if shard.path is not None:
+                    shard.path.unlink(missing_ok=True)
+                manifest.update_shard(shard.shard_id, state="lost")
+            raise BudgetExceeded(
+                f"the estimate is {totals['estimated_tokens']:,} tokens for "
+                f"{totals['requests']:,} requests (prompt and images as encoded, "
+                f"{plan.provider.name} formula; cache hits, repeated images and rows already "
+                f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "
+                "uploaded. dry_run=True shows the same estimate per row."
+            )
+        for shard in prep.shards:
+            manifest.update_shard(shard.shard_id, state="written")
+        job = BatchJob(job_id, manifest, cache_store, plan.client)
+        pending = [s for s in manifest.shards(job_id) if s["state"] in ("written", "uploaded")]
+        bar = progress_bar(len(pending), desc="batch upload", enabled=progress)
+        bar.unit = "file"
+        try:
+            upload_pending(
+                job_id,
+                manifest,
+                sdk,
+                plan.client.batch_base_url or plan.client.base_url,
+                limits,
+                interval=interval,
+                metadata=dict(metadata or {}),
+                bar=bar,
+            )
+        except KeyboardInterrupt:
+            message = (
+                f"stopped uploading batch job {job_id}: the files uploaded and batches created "
+                "so far are recorded; submit the same call again to continue."
+            )
+            if in_ipython():
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                return job
+            raise
+        finally:
+            bar.close()
+        with contextlib.suppress(OSError):
+            if directory.exists() and not any(directory.iterdir()):
+                shutil.rmtree(directory)
+        return job

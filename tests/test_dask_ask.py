@@ -98,7 +98,8 @@ def test_known_limit_is_paced_cluster_wide_from_the_first_request(tmp_path, dask
                 PROMPT, client=_connect(strict), cache=False, concurrency=8, requests_per_minute=rpm
             ).compute()
             refused[rpm] = strict.stats.status_counts.get(429, 0)
-        assert got["error"].isna().all()
+        if rpm:  # (unpaced, a row may give up after its retries: what the limit is for)
+            assert got["error"].isna().all(), got["error"].dropna().tolist()
     assert refused[None] >= 5
     # two worker processes, a scheduler and the server share 2 cores: a send may land a few ms
     # late and the next on time; the benchmark measures the rate over longer runs
@@ -233,3 +234,21 @@ def test_a_worker_dying_mid_run_loses_at_most_its_requests_in_flight(tmp_path, d
         assert victim not in dask_client.scheduler_info()["workers"]  # it did die
     gates = _coordinator(dask_client)
     assert all(g["in_flight"] == 0 for name, g in gates.items() if name != "calls")
+
+
+def test_replay_works_on_the_cluster_and_sends_nothing(tmp_path, dask_client):
+    folder = image_folder(tmp_path / "imgs", 6)
+    store = tmp_path / "recorded"
+    prompt = "Describe this image for the replay."
+    with OfflineServer() as live:
+        recorder = vk.connect("offline", base_url=live.base_url, api_key="offline", record=store)
+        recorded = vk.read_images(folder).vision.ask(
+            prompt, client=recorder, cache=False, progress=False
+        )
+        ddf = vk.dask.read_images(folder, partition_size=3)
+        with pytest.raises(ValueError, match="record"):
+            ddf.vision.ask(prompt, client=recorder)  # recording runs in one process
+    player = vk.connect("offline", replay=store, strict=True)  # the server is gone
+    got = ddf.vision.ask(prompt, client=player, cache=False).compute()
+    assert got["answer"].tolist() == recorded["answer"].tolist()
+    assert got["prompt_tokens"].tolist() == recorded["prompt_tokens"].tolist()

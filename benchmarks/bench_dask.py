@@ -181,18 +181,15 @@ def _primitives(n: int, actor) -> dict[str, float]:
     from visionkit.dask.limiter import link
 
     out = {}
-    sem = Semaphore(max_leases=4, name="vk-bench")
-    t = time.perf_counter()
-    for _ in range(n):
-        sem.acquire()
-        sem.release()
-    out["distributed.Semaphore acquire + release"] = (time.perf_counter() - t) / n
-    lock = Lock("vk-bench-lock")
-    t = time.perf_counter()
-    for _ in range(n):
-        lock.acquire()
-        lock.release()
-    out["distributed.Lock acquire + release"] = (time.perf_counter() - t) / n
+    for label, held in (
+        ("distributed.Semaphore acquire + release", Semaphore(max_leases=4, name="vk-bench")),
+        ("distributed.Lock acquire + release", Lock("vk-bench-lock")),
+    ):
+        t = time.perf_counter()
+        for _ in range(n):
+            held.acquire()
+            held.release()
+        out[label] = (time.perf_counter() - t) / n
     var = Variable("vk-bench-var")
     var.set(0)
     t = time.perf_counter()

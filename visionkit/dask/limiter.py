@@ -50,6 +50,7 @@ __all__ = ["MEMO_SIZE", "ClusterGate", "Coordinator", "Link", "ensure_coordinato
 logger = logging.getLogger("visionkit")
 
 NAME = "visionkit-coordinator"
+Outcome = Literal["ok", "error"]
 MEMO_SIZE = 20_000  # answers the coordinator remembers for workers that waited on a key
 POOL_LIMIT = 16  # connections from one worker process to the coordinator
 
@@ -392,23 +393,18 @@ class ClusterGate:
         self.in_flight += 1
         return ticket
 
-    async def release(
-        self,
-        ticket: int,
-        outcome: Literal["ok", "error"],
-        *,
-        booked: int = 0,
-        tokens: int | None = None,
-    ) -> None:
-        # Sent without waiting for the reply: the slot is free once the message arrives, and
-        # the row need not wait a round trip more to finish.
+    async def release(self, ticket: int, outcome: Outcome, **usage: int | None) -> None:
+        """``Gate.release(ticket, outcome, booked=, tokens=)``, sent without waiting for the
+        reply: the slot is free once the message arrives, and the row need not wait a round
+        trip more to finish."""
         self.in_flight -= 1
+        booked, tokens = int(usage.get("booked") or 0), usage.get("tokens")
         self.link.send(
             "gate_release",
             name=self.name,
             ticket=ticket,
             outcome=outcome,
-            booked=int(booked),
+            booked=booked,
             tokens=tokens,
         )
 

@@ -20,6 +20,7 @@ would reach them anyway; on a real cluster it would not, which is why the key is
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 import weakref
@@ -123,8 +124,6 @@ class ClientSpec:
                 default_headers=secret.get("headers") or None,
             )
             if self.rate_limits is not None:
-                import dataclasses
-
                 client = dataclasses.replace(client, rate_limits=self.rate_limits)
         with _LOCK:
             _CLIENTS[key] = client
@@ -148,15 +147,11 @@ def share_client(dask_client: Any, client: Client) -> ClientSpec:
             "then replay on the cluster with connect(replay=...)"
         )
     sid = _secret_id(client)
+    replay = (str(Path(recording.path).resolve()), recording.strict) if recording else None
     spec = ClientSpec(
-        provider=client.provider,
-        base_url=client.base_url,
-        model=client.model,
-        transport=client.transport,
-        rate_limits=client.rate_limits,
-        secret_id=sid,
-        replay=(str(Path(recording.path).resolve()), recording.strict) if recording else None,
+        client.provider, client.base_url, client.model, client.transport, client.rate_limits, sid
     )
+    spec = dataclasses.replace(spec, replay=replay)
     if recording is None:
         sdk = client.openai
         headers = {

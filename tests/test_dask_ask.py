@@ -220,17 +220,18 @@ def test_a_worker_dying_mid_run_loses_at_most_its_requests_in_flight(tmp_path, d
         )
         answers = lazy.persist()
         deadline = time.monotonic() + 60
-        while slow.stats.answered < 3 and time.monotonic() < deadline:
+        busy: list[str] = []
+        while time.monotonic() < deadline and not (busy and slow.stats.answered >= 3):
+            busy = [w for w, tasks in dask_client.processing().items() if tasks]
             time.sleep(0.05)
-        busy = [w for w, tasks in dask_client.processing().items() if tasks]
         victim = busy[0]
-        in_flight = slow.stats.in_flight
         pid = dask_client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)  # the worker process dies mid-run
         got = answers.compute()  # Dask runs the lost partition again on a new process
         assert got["error"].isna().all() and len(got) == 16
-        # answers received before the death were committed: only requests in flight are lost
-        assert slow.stats.chat_requests <= 16 + in_flight + 1
+        # answers received before the death were committed: at most the requests in flight
+        # (the window, 8) are paid again
+        assert slow.stats.chat_requests <= 16 + 8
         assert victim not in dask_client.scheduler_info()["workers"]  # it did die
     gates = _coordinator(dask_client)
     assert all(g["in_flight"] == 0 for name, g in gates.items() if name != "calls")

@@ -66,7 +66,6 @@ from ..batch.submit import (
 )
 from ..providers import BatchLimits
 from ..query.plan import Plan, make_plan
-from ..query.progress import progress_bar
 from .secrets import ClientSpec, client_spec
 
 __all__ = ["PartPrep", "SubmitTask", "prepare_partition", "submit_frame"]
@@ -227,12 +226,12 @@ def _run(dask_client: Any, ddf: Any, task: SubmitTask, progress: bool) -> list[P
     """Every partition's pass on the workers, back in partition order."""
     import dask
     from distributed import as_completed
+    from tqdm.auto import tqdm
 
     prepare_task = dask.delayed(prepare_partition, pure=False)
     tasks = [prepare_task(part, task, i) for i, part in enumerate(ddf.to_delayed())]
     futures = dask_client.compute(tasks)
-    bar = progress_bar(len(futures), desc="batch prepare", enabled=progress)
-    bar.unit = "partition"
+    bar = tqdm(total=len(futures), desc="batch prepare", unit="partition", disable=not progress)
     try:
         for _ in as_completed(futures):
             bar.update(1)

@@ -14,16 +14,18 @@ and model make the cache key) but cannot send.
 Here, when every partition is back: the job id is the pandas one (the recipe and every row's
 cell hash, in row order: the same frame gives the same job, computed or not); an image that two
 partitions both wrote is kept in the first file only (the later file is rewritten without its
-line: it is sent once, like a repeat inside one frame); the files are renamed into
-``batch-files/<job id>/`` with the job's next sequence numbers and recorded (``staged``), the
-rows recorded in order; then ``visionkit.batch.submit.launch`` checks the budget and uploads at
-the provider's pace, exactly as for a pandas frame. So the same call again continues the same
-job, ``job.wait()``, ``job.result()`` and ``vk.BatchJob.load(id)`` work as they do for a pandas
-job, and the result is on the frame's index.
+line: it is sent once, like a repeat inside one frame); neighbouring files that fit in one file
+together are joined (each partition's last file is part-filled, and at inference.net's one
+upload a minute every file counts), renamed into ``batch-files/<job id>/`` with the job's next
+sequence numbers and recorded (``staged``), the rows recorded in order; then
+``visionkit.batch.submit.launch`` checks the budget and uploads at the provider's pace, exactly
+as for a pandas frame. So the same call again continues the same job, ``job.wait()``,
+``job.result()`` and ``vk.BatchJob.load(id)`` work as they do for a pandas job, and the result
+is on the frame's index.
 
-A file never spans two partitions, so a job has at most one part-filled file per partition
-more than the same frame submitted from pandas (at inference.net's one upload a minute, keep
-partitions large: ``partition_size=`` of several thousand rows).
+Joining whole files is not pandas' cut (pandas fills each file to the limit, across what would
+be partition boundaries), so a job may have a few more files than from pandas: when the
+partitions' files are full, or fit in one file together, the two agree exactly.
 
 Record and replay (``connect(record=...)``, ``connect(replay=...)``) are one process's files:
 such a client submits the computed frame with ``df.vision.submit`` (whatever that does under
@@ -252,10 +254,11 @@ def merge(
     *,
     first_seq: int,
 ) -> Preparation:
-    """The partitions' passes as one (what ``prepare`` on the computed frame would record,
-    with each partition's own files): rows on the frame's positions, files numbered from
-    ``first_seq`` in partition order and moved into ``directory``, and an image that an
-    earlier partition also sends dropped from the later file (a repeat, sent once).
+    """The partitions' passes as one (what ``prepare`` on the computed frame would record):
+    rows on the frame's positions; an image that an earlier partition also sends dropped from
+    the later file (a repeat, sent once); neighbouring files that fit in one together (each
+    partition's last file is part-filled) joined, so the job uploads about as many files as
+    from pandas; the files numbered from ``first_seq`` in partition order, in ``directory``.
     Sets ``plan.index`` to the frame's index."""
     plan.index = parts[0].index.append([p.index for p in parts[1:]]) if parts else plan.index
     first: dict[str, int] = {}
@@ -272,27 +275,69 @@ def merge(
                 label = label.item()
             rows.append([where, label, key, status, error, tokens, nbytes, (part.number, seq)])
         offset += len(part.index)
-    seqs: dict[tuple[int, int], int] = {}
-    prep = Preparation(shards=[])
+    kept: list[tuple[tuple[int, int], Shard]] = []
     for part in parts:
         for shard in part.prep.shards:
             old = (part.number, shard.seq)
-            kept = _without(shard, drop.get(old, {}), limits.endpoint)
-            if kept is None:
-                continue
-            kept.seq = first_seq + len(prep.shards)
-            if kept.path is not None and directory is not None:
-                directory.mkdir(parents=True, exist_ok=True)
-                target = directory / f"{kept.seq:05d}-{kept.shard_id}.jsonl"
-                os.replace(kept.path, target)
-                kept.path = target
-            seqs[old] = kept.seq
-            prep.shards.append(kept)
+            left = _without(shard, drop.get(old, {}), limits.endpoint)
+            if left is not None:
+                kept.append((old, left))
+    seqs: dict[tuple[int, int], int] = {}
+    prep = Preparation(shards=[])
+    for group in _packs(kept, limits):
+        seq = first_seq + len(prep.shards)
+        prep.shards.append(_join([s for _, s in group], seq, directory))
+        seqs.update((old, seq) for old, _ in group)
     for row in rows:
         row[7] = seqs.get(row[7])
         prep.count(row[3], row[5], row[6])
         prep.rows.append(tuple(row))
     return prep
+
+
+def _packs(
+    shards: list[tuple[tuple[int, int], Shard]], limits: BatchLimits
+) -> list[list[tuple[tuple[int, int], Shard]]]:
+    """Consecutive files grouped, each group within the limits of one file."""
+    groups: list[list[tuple[tuple[int, int], Shard]]] = []
+    lines = nbytes = 0
+    for item in shards:
+        shard = item[1]
+        if groups and (
+            (
+                limits.max_requests_per_file is None
+                or lines + len(shard.keys) <= limits.max_requests_per_file
+            )
+            and (limits.max_file_bytes is None or nbytes + shard.nbytes <= limits.max_file_bytes)
+        ):
+            groups[-1].append(item)
+            lines, nbytes = lines + len(shard.keys), nbytes + shard.nbytes
+        else:
+            groups.append([item])
+            lines, nbytes = len(shard.keys), shard.nbytes
+    return groups
+
+
+def _join(shards: list[Shard], seq: int, directory: Path | None) -> Shard:
+    """One file of ``shards`` (in order), numbered ``seq``, in ``directory`` (moved there,
+    or concatenated into the first one's name when there are several)."""
+    head = shards[0]
+    keys = [k for s in shards for k in s.keys]
+    joined = Shard(head.shard_id, seq, None, keys, sum(s.nbytes for s in shards))
+    if head.path is None or directory is None:
+        return joined
+    directory.mkdir(parents=True, exist_ok=True)
+    joined.path = directory / f"{seq:05d}-{head.shard_id}.jsonl"
+    if len(shards) == 1:
+        os.replace(head.path, joined.path)
+        return joined
+    with open(joined.path, "wb") as out:
+        for shard in shards:
+            assert shard.path is not None
+            with open(shard.path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            shard.path.unlink()
+    return joined
 
 
 def _without(shard: Shard, drop: dict[str, int], endpoint: str) -> Shard | None:

@@ -377,16 +377,7 @@ def submit(
             progress=progress,
             keep_rows=False,
         )
-        return launch(
-            plan,
-            prep,
-            manifest,
-            job_id,
-            limits,
-            metadata=metadata,
-            budget_tokens=budget_tokens,
-            progress=progress,
-        )
+        return launch(plan, prep, manifest, job_id, settings)
 
 
 def check_ready(plan: Plan) -> None:
@@ -438,19 +429,13 @@ def open_job(
 
 
 def launch(
-    plan: Plan,
-    prep: Preparation,
-    manifest: Manifest,
-    job_id: str,
-    limits: BatchLimits,
-    *,
-    metadata: Mapping[str, str] | None,
-    budget_tokens: int | None,
-    progress: bool,
+    plan: Plan, prep: Preparation, manifest: Manifest, job_id: str, settings: BatchSettings
 ) -> BatchJob:
     """After a planning pass recorded its rows and staged its files: check the budget (over
     it, the files are dropped and nothing is uploaded), then upload at the profile's pace."""
     assert plan.client is not None and plan.cache is not None
+    limits = settings.limits(plan.provider.batch)
+    budget_tokens, progress = plan.options.budget_tokens, plan.options.progress
     totals = prep.totals()
     if budget_tokens is not None and totals["estimated_tokens"] > budget_tokens:
         for shard in prep.shards:
@@ -479,7 +464,7 @@ def launch(
             plan.client.batch_base_url or plan.client.base_url,
             limits,
             interval=limits.upload_interval,
-            metadata=dict(metadata or {}),
+            metadata=dict(settings.metadata or {}),
             bar=bar,
         )
     except KeyboardInterrupt:

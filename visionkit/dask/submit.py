@@ -32,7 +32,10 @@ such a client submits the computed frame with ``df.vision.submit`` (whatever tha
 replay, this does too; a replayed notebook's frame is small).
 
 The workers and this process must see the same cache folder (one machine, or a folder all of
-them mount): the workers write the files that this process uploads.
+them mount): the workers write the files that this process uploads. Files not recorded (the
+call failed or was interrupted) are removed with the staging folder; a task Dask cannot stop
+may still finish writing into it after an interrupt (``batch-files/staging-*``: never uploaded,
+safe to delete).
 """
 
 from __future__ import annotations
@@ -90,14 +93,13 @@ class SubmitTask:
 
 @dataclass
 class PartPrep:
-    """What one partition's pass found: its rows and files (``prep``), its index labels, the
-    hashes that name the job, and which worker wrote its files."""
+    """What one partition's pass found: its rows and files (``prep``), its index labels and
+    the hashes that name the job."""
 
     number: int
     index: pd.Index
     prep: Preparation
     hashes: np.ndarray
-    worker: str
 
 
 def prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> PartPrep:
@@ -123,16 +125,7 @@ def prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> Part
     finally:
         if manifest is not None:
             manifest.close()
-    return PartPrep(number, part.index, prep, hashes, _worker_name())
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return f"pid {os.getpid()}"
+    return PartPrep(number, part.index, prep, hashes)
 
 
 def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
@@ -195,16 +188,7 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             record(manifest, job_id, prep)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # what was not recorded is not kept
-        return launch(
-            plan,
-            prep,
-            manifest,
-            job_id,
-            limits,
-            metadata=settings.metadata,
-            budget_tokens=options.budget_tokens,
-            progress=options.progress,
-        )
+        return launch(plan, prep, manifest, job_id, settings)
 
 
 def _replace(task: SubmitTask, **changes: Any) -> SubmitTask:

@@ -231,3 +231,13 @@ def test_replay_does_what_the_pandas_submit_does_and_sends_nothing(tmp_path, das
         pd.testing.assert_frame_equal(got, want)
     else:
         assert got == want
+
+
+def test_submit_shows_df_vision_submits_parameters(tmp_path):
+    import inspect
+
+    ddf = vk.dask.read_images(image_folder(tmp_path / "imgs", 2), partition_size=1)
+    params = inspect.signature(ddf.vision.submit).parameters
+    pandas = inspect.signature(vk.read_images(tmp_path / "imgs").vision.submit).parameters
+    assert list(params) == list(pandas)
+    assert {"max_file_bytes", "upload_interval", "dry_run", "compact"} <= set(params)

@@ -11,7 +11,6 @@ from PIL import Image
 
 import visionkit as vk
 from visionkit import offline
-from visionkit.query.cache import Cache
 
 
 def make_images(folder, n, size=(48, 32), start=0):
@@ -30,23 +29,6 @@ def frame(tmp_path):
     paths = make_images(tmp_path / "imgs", 6)
     labels = ["cat", "dog", "bird", "fish", "frog", "owl"]
     return pd.DataFrame({"path": paths, "label": labels}, index=[f"r{i}" for i in range(6)])
-
-
-@pytest.fixture
-def server():
-    with offline.serve() as url:
-        yield url
-
-
-@pytest.fixture
-def client(server):
-    return vk.connect("offline", base_url=server, api_key="offline")
-
-
-@pytest.fixture
-def cache(tmp_path):
-    with Cache(tmp_path / "answers.sqlite") as c:
-        yield c
 
 
 def test_ask_answers_every_row_and_a_rerun_sends_nothing(frame, server, client, cache):

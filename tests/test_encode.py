@@ -62,6 +62,20 @@ def close(a, b, tol=12) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
 
 
+@pytest.fixture
+def loaded(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every image Pillow's ``load()`` decodes during the test, in order."""
+    sizes: list[tuple[int, int]] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self):
+        sizes.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return sizes
+
+
 # --- awkward files -----------------------------------------------------------------------------
 
 
@@ -248,17 +262,9 @@ def test_default_downscale_to_the_providers_max_side(tmp_path):
     assert decode(encode_image(path, provider="openai-low")).size == (512, 384)
 
 
-def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, monkeypatch):
+def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, loaded):
     path = tmp_path / "big.jpg"
     photo(2400, 1800).save(path, quality=80)
-    loaded = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self):
-        loaded.append(self.size)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     im = decode(encode_image(path))
     assert im.size == (1120, 840)
     assert loaded[0] == (1200, 900)  # DCT-domain 1/2 scale, not 2400x1800
@@ -451,15 +457,7 @@ def _pillow_buffers() -> int:
     return stats["allocated_blocks"] + stats["reused_blocks"] + stats["reallocated_blocks"]
 
 
-def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, monkeypatch):
-    loaded = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self):
-        loaded.append(self.size)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, loaded):
     blocks = _pillow_buffers()
     tracemalloc.start()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import subprocess
 import sys
@@ -409,6 +410,25 @@ def test_encode_series_without_failures_is_silent_and_matches_encode_image(mixed
         out = encode_series(ok, workers=2, progress=False)
     assert out.tolist() == [encode_image(p) for p in ok]
     assert encode_series(ok, workers=1, progress=False).tolist() == out.tolist()
+
+
+def test_encode_series_takes_encode_images_options_and_passes_them_on(mixed):
+    # Both keep explicit keyword lists (help(), IDEs, mypy): the shared ones must not drift.
+    one, many = (inspect.signature(f).parameters for f in (encode_image, encode_series))
+    assert set(one) - set(many) == {"cell", "compact", "row"}  # one image's own
+    for name in set(one) & set(many):
+        assert (many[name].kind, many[name].default, many[name].annotation) == (
+            one[name].kind,
+            one[name].default,
+            one[name].annotation,
+        ), name
+    options = {"provider": "openai", "max_side": 24, "max_tokens": 300, "max_bytes": 60_000}
+    options.update(format="png", strip_metadata=False)
+    assert set(options) == set(one) & set(many)  # every shared option is tried
+    ok = mixed.loc[["a", "c"], "path"]
+    out = encode_series(ok, progress=False, **options)
+    assert out.tolist() == [encode_image(p, **options) for p in ok]
+    assert out.tolist() != encode_series(ok, progress=False).tolist()
 
 
 def test_encode_series_argument_errors(mixed):

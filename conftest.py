@@ -22,16 +22,3 @@ def pytest_configure(config: pytest.Config) -> None:
     cache = tempfile.mkdtemp(prefix="visionkit-test-cache-")
     os.environ["VISIONKIT_CACHE_DIR"] = cache
     config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
-    # distributed warns (UserWarning, on the notebook kernel's stderr) when a LocalCluster's
-    # scratch folders take over 1 s to create -- they do when the full suite loads the machine,
-    # and nbval then fails tutorial 09's first cell on an unexpected stderr output. A user on a
-    # loaded machine may see it; the tutorial's stored outputs should not depend on it.
-    os.environ["PYTHONWARNINGS"] = ",".join(
-        filter(
-            None,
-            [
-                os.environ.get("PYTHONWARNINGS"),
-                "ignore:Creating scratch directories is taking a surprisingly long time",
-            ],
-        )
-    )

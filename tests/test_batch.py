@@ -140,6 +140,8 @@ def test_budget_refuses_before_anything_is_uploaded(images, server, client, cach
     assert not list((cache.parent / "batch-files").rglob("*.jsonl"))
     job = run(images, client, cache, budget_tokens=10**6)  # within budget: it goes
     assert len(job.batches) == 1
+    # the refused pass's files never made a batch: each row was sent once
+    assert job.wait(progress=False).result().attempts.eq(1).all()
 
 
 def test_a_crash_between_upload_and_batch_creation_loses_nothing_and_pays_nothing_twice(

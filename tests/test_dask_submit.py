@@ -215,10 +215,12 @@ def test_replay_does_what_the_pandas_submit_does_and_sends_nothing(tmp_path, das
     store = tmp_path / "recorded"
     with offline.OfflineServer() as live:
         recorder = vk.connect("offline", base_url=live.base_url, record=store)
-        vk.read_images(folder).vision.ask(PROMPT, client=recorder, cache=False, progress=False)
-    player = vk.connect("offline", replay=store, strict=False)  # the server is gone
+        recorded = vk.read_images(folder).vision.ask(
+            PROMPT, client=recorder, cache=False, progress=False
+        )
 
     def outcome(frame) -> object:
+        player = vk.connect("offline", replay=store, strict=False)  # the server is gone
         try:
             job = frame.vision.submit(PROMPT, client=player, cache=tmp_path / "c.sqlite")
         except Exception as exc:  # whatever the pandas path does under replay
@@ -227,10 +229,9 @@ def test_replay_does_what_the_pandas_submit_does_and_sends_nothing(tmp_path, das
 
     want = outcome(vk.read_images(folder))
     got = outcome(vk.dask.read_images(folder, partition_size=2))
-    if isinstance(want, pd.DataFrame):
-        pd.testing.assert_frame_equal(got, want)
-    else:
-        assert got == want
+    assert isinstance(want, pd.DataFrame)  # pandas answers a replayed job from the recording
+    pd.testing.assert_frame_equal(got, want)
+    assert got["answer"].tolist() == recorded["answer"].tolist()
 
 
 def test_submit_shows_df_vision_submits_parameters(tmp_path):

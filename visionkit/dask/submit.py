@@ -28,8 +28,9 @@ be partition boundaries), so a job may have a few more files than from pandas: w
 partitions' files are full, or fit in one file together, the two agree exactly.
 
 Record and replay (``connect(record=...)``, ``connect(replay=...)``) are one process's files:
-such a client submits the computed frame with ``df.vision.submit`` (whatever that does under
-replay, this does too; a replayed notebook's frame is small).
+such a client submits the computed frame with ``df.vision.submit``, so whatever that does under
+record and replay this does too (replay: a ``ReplayedJob`` answered from the recording, nothing
+sent); a replayed notebook's frame is small.
 
 The workers and this process must see the same cache folder (one machine, or a folder all of
 them mount): the workers write the files that this process uploads. Files not recorded (the
@@ -54,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..batch.manifest import Manifest, manifest_path
+from ..batch.manifest import JobRow, Manifest, manifest_path
 from ..batch.shards import Shard, jsonl_line
 from ..batch.submit import (
     BatchAskOptions,
@@ -255,8 +256,6 @@ def merge(
             if status == "send" and first.setdefault(key, where) != where:
                 drop[(part.number, seq)][key] = nbytes or 0
                 status, seq = "repeat", None
-            if isinstance(label, np.generic):  # the manifest keeps labels as JSON
-                label = label.item()
             rows.append([where, label, key, status, error, tokens, nbytes, (part.number, seq)])
         offset += len(part.index)
     kept: list[tuple[tuple[int, int], Shard]] = []
@@ -359,4 +358,4 @@ def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
             shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
         )
     for start in range(0, len(prep.rows), _ROW_CHUNK):
-        manifest.add_rows(job_id, [r[:6] for r in prep.rows[start : start + _ROW_CHUNK]])
+        manifest.add_rows(job_id, [JobRow(*r[:6]) for r in prep.rows[start : start + _ROW_CHUNK]])

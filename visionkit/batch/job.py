@@ -30,7 +30,7 @@ from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
 from .result import PENDING, ResultRow, result_frame, tally
 
-__all__ = ["TERMINAL", "BatchJob", "batch_jobs"]
+__all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
 logger = logging.getLogger("visionkit")
 
@@ -59,6 +59,16 @@ def line_error(line: dict[str, Any]) -> str:
     message = inner.get("message") if isinstance(inner, dict) else str(inner)
     name = _CLASSES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
     return f"{name} ({status}): {message}"
+
+
+def interrupted_in_notebook(message: str) -> bool:
+    """Ctrl-C (Jupyter's stop button) stopped a wait or an upload, never the job: in Jupyter,
+    warn with ``message`` and return True (the caller returns the job); elsewhere False (the
+    caller re-raises ``KeyboardInterrupt``)."""
+    if in_ipython():
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return True
+    return False
 
 
 def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
@@ -288,23 +298,18 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            self.refresh()
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                time.sleep(pause)
                 self.refresh()
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                time.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         except KeyboardInterrupt:
-            message = (
+            if not interrupted_in_notebook(
                 f"stopped waiting for batch job {self.id}; its batches go on. "
                 "job.wait() or job.refresh() later collects the results."
-            )
-            if in_ipython():
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                return self
-            raise
+            ):
+                raise
+            return self
         finally:
             bar.close()
 
@@ -323,16 +328,26 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            await asyncio.to_thread(self.refresh)
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                await asyncio.sleep(pause)
                 await asyncio.to_thread(self.refresh)
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                await asyncio.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         finally:
             bar.close()
+
+    def _pauses(
+        self, deadline: float | None, poll: float, max_poll: float, bar: Any
+    ) -> Iterator[float]:
+        """A wait's rhythm, after each refresh: show the progress, stop once every batch is
+        collected or the time is up, else the pause before the next refresh (``poll``
+        seconds, growing by half each time to ``max_poll``)."""
+        while True:
+            self._show(bar)
+            if self.done or (deadline is not None and time.monotonic() >= deadline):
+                return
+            yield max(0.0, poll if deadline is None else min(poll, deadline - time.monotonic()))
+            poll = min(max_poll, poll * 1.5)
 
     # -- the result --------------------------------------------------------------------------
 

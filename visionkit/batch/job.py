@@ -212,6 +212,8 @@ class BatchJob:
         tokens = self.manifest.shard_tokens(shard["shard_id"])
         job = self.manifest.job(self.id) or {}
         provider, model = job.get("provider"), job.get("model")
+        recording = self.recording
+        sent = self.manifest.submissions(self.id) if recording is not None else {}
         delivered: dict[str, CachedAnswer] = {}
         if batch.output_file_id:
             for line in _iter_lines(self.sdk, batch.output_file_id):
@@ -228,12 +230,14 @@ class BatchJob:
                     provider=provider,
                 )
                 self.cache.put(key, entry)  # committed at once: paid for
-                if self.recording is not None:
+                if recording is not None:
                     delivered[key] = entry
                     if len(delivered) >= _RECORD_CHUNK:
-                        self._record(delivered, only_new=False, batch_id=batch.id)
+                        self._record(delivered, sent, only_new=False, batch_id=batch.id)
                         delivered.clear()
-        self._record(delivered, only_new=False, batch_id=batch.id)
+        if recording is not None:
+            self._record(delivered, sent, only_new=False, batch_id=batch.id)
+            recording.close()  # sorted once per batch, not per chunk
         errors: list[tuple[str, str]] = []
         if batch.error_file_id:
             errors.extend(
@@ -391,7 +395,10 @@ class BatchJob:
                 else:
                     out.error = "not answered: submit the job again to send this row"
             results.append(out)
-        self._record({k: answers[k] for k in keys if k in answers}, only_new=True)
+        recording = self.recording
+        if recording is not None:
+            self._record({k: answers[k] for k in keys if k in answers}, sent, only_new=True)
+            recording.close()
         frame = result_frame([stored_label(r.label) for r in rows], results, schema)
         shards = self.manifest.shards(self.id)
         reused = sum({r.key: r.attempts or 1 for r in rows if r.status == "reused"}.values())
@@ -417,10 +424,17 @@ class BatchJob:
         return recording if recording is not None and not recording.replaying else None
 
     def _record(
-        self, answers: dict[str, CachedAnswer], *, only_new: bool, batch_id: str | None = None
+        self,
+        answers: dict[str, CachedAnswer],
+        sent: dict[str, tuple[int, str | None]],
+        *,
+        only_new: bool,
+        batch_id: str | None = None,
     ) -> None:
         """Write ``answers`` (this job's, by key) to the recording, as ``ask`` writes its own:
-        what each key asked (from the manifest), the batches that held it, the batch id."""
+        what each key asked (from the manifest), how many of the job's batches held it
+        (``sent``: ``manifest.submissions``), the batch that delivered it. The caller sorts
+        the store (``recording.close()``) when it is done."""
         recording = self.recording
         if recording is None or not answers:
             return
@@ -429,7 +443,6 @@ class BatchJob:
             job = self.manifest.job(self.id) or {}
             identity = _identity(job)
             asked = self.manifest.requests(todo)
-            sent = self.manifest.submissions(self.id)
             for key, entry in todo.items():
                 prompt, system, images = asked.get(key, (job.get("prompt") or "", None, []))
                 times, latest = sent.get(key, (1, None))
@@ -444,7 +457,6 @@ class BatchJob:
                     batch_id=batch_id or latest,
                 )
                 recording.first_use(key)
-        recording.close()
 
     def __repr__(self) -> str:
         total, completed, failed = self._counts()

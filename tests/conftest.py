@@ -55,6 +55,23 @@ def s3() -> Iterator[S3]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[object]:
+    """A distributed.LocalCluster of 2 worker processes (1 thread each), once per session, and
+    its Client (the Dask tests run on it: tests/test_dask_*.py)."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
 @pytest.fixture
 def server() -> Iterator[Any]:
     with offline.serve() as url:

@@ -146,6 +146,12 @@ def ask(
         return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=options.progress)))
 
 
+# ask_async's parameters are ask's, written out again on purpose. A typed ParamSpec decorator
+# copying ask's signature was tried: mypy, help() and IPython's completer (which reads
+# __signature__ at run time) saw every parameter, but static tools reading the source did not
+# (jedi 0.20's Script -- python-lsp-server, jedi-language-server, jupyterlab-lsp -- showed
+# ask_async(df, prompt, **options) and completed no option). Drift is caught instead:
+# tests/test_ask_plan.py checks both signatures against AskOptions' fields and defaults.
 async def ask_async(
     df: pd.DataFrame,
     prompt: str,

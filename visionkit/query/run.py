@@ -89,13 +89,17 @@ class Run:
     plan: Plan
     bar: Any = None
     counters: _Counters = field(default_factory=_Counters)
+    # What every send asks first (``visionkit.query.pacing.Gate``'s three calls); ``None``: this
+    # process's own. The Dask path passes one shared by the whole cluster (visionkit.dask.limiter).
+    gate: Any = None
 
     def __post_init__(self) -> None:
         self.rows = [RowResult() for _ in range(self.plan.n)]
         self.fatal: BaseException | None = None
         self.interrupted = False
         # Every send asks the gate first: known-limit pacing and adaptive concurrency.
-        self.gate = Gate(self.plan.options.concurrency, self.plan.rate_limits)
+        if self.gate is None:
+            self.gate = Gate(self.plan.options.concurrency, self.plan.rate_limits)
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None

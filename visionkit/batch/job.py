@@ -30,7 +30,7 @@ from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
 from .result import PENDING, ResultRow, result_frame, tally
 
-__all__ = ["TERMINAL", "BatchJob", "batch_jobs"]
+__all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
 logger = logging.getLogger("visionkit")
 
@@ -59,6 +59,16 @@ def line_error(line: dict[str, Any]) -> str:
     message = inner.get("message") if isinstance(inner, dict) else str(inner)
     name = _CLASSES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
     return f"{name} ({status}): {message}"
+
+
+def interrupted_in_notebook(message: str) -> bool:
+    """Ctrl-C (Jupyter's stop button) stopped a wait or an upload, never the job: in Jupyter,
+    warn with ``message`` and return True (the caller returns the job); elsewhere False (the
+    caller re-raises ``KeyboardInterrupt``)."""
+    if in_ipython():
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return True
+    return False
 
 
 def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
@@ -202,6 +212,8 @@ class BatchJob:
         tokens = self.manifest.shard_tokens(shard["shard_id"])
         job = self.manifest.job(self.id) or {}
         provider, model = job.get("provider"), job.get("model")
+        recording = self.recording
+        sent = self.manifest.submissions(self.id) if recording is not None else {}
         delivered: dict[str, CachedAnswer] = {}
         if batch.output_file_id:
             for line in _iter_lines(self.sdk, batch.output_file_id):
@@ -218,12 +230,14 @@ class BatchJob:
                     provider=provider,
                 )
                 self.cache.put(key, entry)  # committed at once: paid for
-                if self.recording is not None:
+                if recording is not None:
                     delivered[key] = entry
                     if len(delivered) >= _RECORD_CHUNK:
-                        self._record(delivered, only_new=False, batch_id=batch.id)
+                        self._record(delivered, sent, only_new=False, batch_id=batch.id)
                         delivered.clear()
-        self._record(delivered, only_new=False, batch_id=batch.id)
+        if recording is not None:
+            self._record(delivered, sent, only_new=False, batch_id=batch.id)
+            recording.close()  # sorted once per batch, not per chunk
         errors: list[tuple[str, str]] = []
         if batch.error_file_id:
             errors.extend(
@@ -288,23 +302,18 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            self.refresh()
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                time.sleep(pause)
                 self.refresh()
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                time.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         except KeyboardInterrupt:
-            message = (
+            if not interrupted_in_notebook(
                 f"stopped waiting for batch job {self.id}; its batches go on. "
                 "job.wait() or job.refresh() later collects the results."
-            )
-            if in_ipython():
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                return self
-            raise
+            ):
+                raise
+            return self
         finally:
             bar.close()
 
@@ -323,16 +332,26 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            await asyncio.to_thread(self.refresh)
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                await asyncio.sleep(pause)
                 await asyncio.to_thread(self.refresh)
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                await asyncio.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         finally:
             bar.close()
+
+    def _pauses(
+        self, deadline: float | None, poll: float, max_poll: float, bar: Any
+    ) -> Iterator[float]:
+        """A wait's rhythm, after each refresh: show the progress, stop once every batch is
+        collected or the time is up, else the pause before the next refresh (``poll``
+        seconds, growing by half each time to ``max_poll``)."""
+        while True:
+            self._show(bar)
+            if self.done or (deadline is not None and time.monotonic() >= deadline):
+                return
+            yield max(0.0, poll if deadline is None else min(poll, deadline - time.monotonic()))
+            poll = min(max_poll, poll * 1.5)
 
     # -- the result --------------------------------------------------------------------------
 
@@ -376,7 +395,10 @@ class BatchJob:
                 else:
                     out.error = "not answered: submit the job again to send this row"
             results.append(out)
-        self._record({k: answers[k] for k in keys if k in answers}, only_new=True)
+        recording = self.recording
+        if recording is not None:
+            self._record({k: answers[k] for k in keys if k in answers}, sent, only_new=True)
+            recording.close()
         frame = result_frame([stored_label(r.label) for r in rows], results, schema)
         shards = self.manifest.shards(self.id)
         reused = sum({r.key: r.attempts or 1 for r in rows if r.status == "reused"}.values())
@@ -402,10 +424,17 @@ class BatchJob:
         return recording if recording is not None and not recording.replaying else None
 
     def _record(
-        self, answers: dict[str, CachedAnswer], *, only_new: bool, batch_id: str | None = None
+        self,
+        answers: dict[str, CachedAnswer],
+        sent: dict[str, tuple[int, str | None]],
+        *,
+        only_new: bool,
+        batch_id: str | None = None,
     ) -> None:
         """Write ``answers`` (this job's, by key) to the recording, as ``ask`` writes its own:
-        what each key asked (from the manifest), the batches that held it, the batch id."""
+        what each key asked (from the manifest), how many of the job's batches held it
+        (``sent``: ``manifest.submissions``), the batch that delivered it. The caller sorts
+        the store (``recording.close()``) when it is done."""
         recording = self.recording
         if recording is None or not answers:
             return
@@ -414,7 +443,6 @@ class BatchJob:
             job = self.manifest.job(self.id) or {}
             identity = _identity(job)
             asked = self.manifest.requests(todo)
-            sent = self.manifest.submissions(self.id)
             for key, entry in todo.items():
                 prompt, system, images = asked.get(key, (job.get("prompt") or "", None, []))
                 times, latest = sent.get(key, (1, None))
@@ -429,7 +457,6 @@ class BatchJob:
                     batch_id=batch_id or latest,
                 )
                 recording.first_use(key)
-        recording.close()
 
     def __repr__(self) -> str:
         total, completed, failed = self._counts()

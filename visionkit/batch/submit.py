@@ -26,7 +26,6 @@ import hashlib
 import json
 import shutil
 import threading
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,8 @@ from ..providers import BatchLimits
 from ..query.cache import Cache
 from ..query.options import AskOptions
 from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
-from ..query.progress import in_ipython, progress_bar
-from .job import BatchJob
+from ..query.progress import progress_bar
+from .job import BatchJob, interrupted_in_notebook
 from .manifest import JobRow, Manifest, manifest_path
 from .replayed import replay_job
 from .shards import Shard, ShardWriter
@@ -504,14 +503,12 @@ def launch(
             bar=bar,
         )
     except KeyboardInterrupt:
-        message = (
+        if not interrupted_in_notebook(
             f"stopped uploading batch job {job_id}: the files uploaded and batches created "
             "so far are recorded; submit the same call again to continue."
-        )
-        if in_ipython():
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-            return job
-        raise
+        ):
+            raise
+        return job
     finally:
         bar.close()
     directory = job_directory(plan, job_id)

@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("bench_widgets.py", [], ["200"]),
     ("bench_agreement.py", [], ["20000"]),
     ("bench_batch.py", [], ["--quick"]),
+    ("bench_dask.py", [], ["--quick"]),
     ("bench_import.py", [], ["--quick"]),
 ]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +13,7 @@ from PIL import Image
 
 import visionkit as vk
 from visionkit import offline
-from visionkit.query.cache import Cache
+from visionkit.query.plan import RESULT_COLUMNS
 
 
 def make_images(folder, n, size=(48, 32), start=0):
@@ -32,35 +34,13 @@ def frame(tmp_path):
     return pd.DataFrame({"path": paths, "label": labels}, index=[f"r{i}" for i in range(6)])
 
 
-@pytest.fixture
-def server():
-    with offline.serve() as url:
-        yield url
-
-
-@pytest.fixture
-def client(server):
-    return vk.connect("offline", base_url=server, api_key="offline")
-
-
-@pytest.fixture
-def cache(tmp_path):
-    with Cache(tmp_path / "answers.sqlite") as c:
-        yield c
-
-
 def test_ask_answers_every_row_and_a_rerun_sends_nothing(frame, server, client, cache):
     result = frame.vision.ask("Describe this image.", client=client, cache=cache, progress=False)
     assert list(result.index) == list(frame.index)
-    assert list(result.columns) == [
-        "answer",
-        "error",
-        "prompt_tokens",
-        "completion_tokens",
-        "estimated_tokens",
-        "cached",
-        "attempts",
-    ]
+    # the planner's result columns, in the order help(vk.ask) lists them; each is checked below
+    assert list(result.columns) == list(RESULT_COLUMNS)
+    returns = inspect.getdoc(vk.ask).split("index with", 1)[1].split("(and the schema", 1)[0]
+    assert re.findall(r"``(\w+)``", returns) == list(RESULT_COLUMNS)
     assert result["error"].isna().all(), result["error"].tolist()
     assert result["answer"].str.startswith(offline.PREFIX).all()
     assert "48x32" in result.loc["r0", "answer"] or "48 x 32" in result.loc["r0", "answer"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import _thread
 import logging
-import threading
-import time
 
 import numpy as np
 import openai
@@ -16,29 +14,18 @@ from PIL import Image
 import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
-from visionkit.query import retry
 from visionkit.query import run as run_module
-from visionkit.query.cache import Cache
 
 SECRET = "sk-visionkit-test-SECRET-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    # the policy itself is tested in test_ask_retry.py; here only the behaviour matters
-    monkeypatch.setattr(retry, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(retry, "MAX_RETRY_DELAY", 0.05)
+# retries wait 10-50 ms here (conftest.py): what a retry does matters, not how long it waits
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 @pytest.fixture
 def frame(tmp_path):
     return pd.DataFrame({"path": make_images(tmp_path / "imgs", 8)})
-
-
-@pytest.fixture
-def cache(tmp_path):
-    with Cache(tmp_path / "answers.sqlite") as c:
-        yield c
 
 
 def run(frame, url, cache, **kw):
@@ -142,16 +129,13 @@ def test_401_stops_the_run_at_once_without_leaking_the_key(frame, cache, caplog,
         assert SECRET.encode() not in part.read_bytes()
 
 
-def test_401_mid_run_keeps_what_was_answered(tmp_path, cache):
+def test_401_mid_run_keeps_what_was_answered(tmp_path, cache, when):
     frame = pd.DataFrame({"path": make_images(tmp_path / "m", 30)})
     with offline.serve(latency=0.02) as url:
-
-        def revoke_after_five():
-            while url.server.stats.answered < 5:
-                time.sleep(0.002)
-            url.server.api_key = "revoked"
-
-        threading.Thread(target=revoke_after_five, daemon=True).start()
+        when(
+            lambda: url.server.stats.answered >= 5,
+            lambda: setattr(url.server, "api_key", "revoked"),
+        )
         with pytest.raises(openai.AuthenticationError):
             run(frame, url, cache, concurrency=2)
         answered = url.server.stats.answered
@@ -197,18 +181,13 @@ def test_oversized_images_are_reencoded_and_never_meet_a_413(tmp_path, cache):
     assert max(r.body_bytes for r in stats.records) < 1_000_000
 
 
-def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, cache):
+def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, cache, when):
     frame = pd.DataFrame({"path": make_images(tmp_path / "i", 16)})
     # 16 rows at concurrency 2 take >= 4 s at this latency, the interrupt comes after ~1 s:
     # slack enough that a loaded machine cannot finish the run before Ctrl-C arrives.
     with offline.serve(latency=0.5) as url:
-
-        def interrupt_after_four():
-            while len(cache) < 4:
-                time.sleep(0.005)
-            _thread.interrupt_main()  # what Ctrl-C / Jupyter's stop button does
-
-        threading.Thread(target=interrupt_after_four, daemon=True).start()
+        # interrupt_main is what Ctrl-C / Jupyter's stop button does
+        when(lambda: len(cache) >= 4, _thread.interrupt_main)
         with pytest.raises(KeyboardInterrupt, match="re-run the same call to resume"):
             run(frame, url, cache, concurrency=2)
         first = url.server.stats.answered
@@ -222,17 +201,11 @@ def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, 
     assert stats.duplicates == {}
 
 
-def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeypatch):
+def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeypatch, when):
     monkeypatch.setattr(run_module, "in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
     with offline.serve(latency=0.5) as url:  # >= 3 s of work; the interrupt comes after ~0.5 s
-
-        def interrupt_after_two():
-            while len(cache) < 2:
-                time.sleep(0.005)
-            _thread.interrupt_main()
-
-        threading.Thread(target=interrupt_after_two, daemon=True).start()
+        when(lambda: len(cache) >= 2, _thread.interrupt_main)
         with pytest.warns(RuntimeWarning, match="interrupted"):
             partial = run(frame, url, cache, concurrency=2)
     assert partial.attrs["usage"]["interrupted"] is True

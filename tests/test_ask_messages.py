@@ -5,8 +5,6 @@ from __future__ import annotations
 import _thread
 import logging
 import socket
-import threading
-import time
 
 import openai
 import pandas as pd
@@ -16,15 +14,11 @@ import visionkit as vk
 from tests.test_ask import make_images
 from tests.test_ask_transport import TRANSPORTS
 from visionkit import offline
-from visionkit.query import retry
 from visionkit.query import run as run_module
 from visionkit.query.cache import Cache
 
-
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(retry, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(retry, "MAX_RETRY_DELAY", 0.05)
+# retries wait 10-50 ms here (conftest.py): what a retry does matters, not how long it waits
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 def closed_port() -> int:
@@ -55,17 +49,14 @@ def test_connection_refused_says_so_on_both_transports(tmp_path, transport):
     assert again["error"].iloc[0].endswith("(gave up after 2 attempts)")
 
 
-def test_401_with_cache_off_keeps_the_answers_on_the_exception(tmp_path, caplog):
+def test_401_with_cache_off_keeps_the_answers_on_the_exception(tmp_path, caplog, when):
     frame = pd.DataFrame({"path": make_images(tmp_path / "m", 20)})
     caplog.set_level(logging.ERROR, logger="visionkit")
     with offline.serve(latency=0.02) as url:
-
-        def revoke_after_three():
-            while url.server.stats.answered < 3:
-                time.sleep(0.002)
-            url.server.api_key = "revoked"
-
-        threading.Thread(target=revoke_after_three, daemon=True).start()
+        when(
+            lambda: url.server.stats.answered >= 3,
+            lambda: setattr(url.server, "api_key", "revoked"),
+        )
         client = vk.connect("offline", base_url=url, api_key="offline")
         with pytest.raises(openai.AuthenticationError) as info:
             frame.vision.ask("Describe.", client=client, cache=False, progress=False, concurrency=2)
@@ -85,18 +76,12 @@ def test_401_with_cache_off_keeps_the_answers_on_the_exception(tmp_path, caplog)
     assert "Answers received so far are in the cache" in caplog.text
 
 
-def test_interrupted_rows_are_not_counted_as_failed(tmp_path, monkeypatch, capsys):
+def test_interrupted_rows_are_not_counted_as_failed(tmp_path, monkeypatch, capsys, when):
     monkeypatch.setattr(run_module, "in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
     with Cache(tmp_path / "c.sqlite") as cache, offline.serve(latency=0.5) as url:
         client = vk.connect("offline", base_url=url, api_key="offline")
-
-        def interrupt_after_two():
-            while len(cache) < 2:
-                time.sleep(0.005)
-            _thread.interrupt_main()
-
-        threading.Thread(target=interrupt_after_two, daemon=True).start()
+        when(lambda: len(cache) >= 2, _thread.interrupt_main)
         with pytest.warns(RuntimeWarning, match="interrupted"):
             partial = frame.vision.ask(
                 "Describe.", client=client, cache=cache, concurrency=2, progress=True

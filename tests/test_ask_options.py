@@ -25,12 +25,6 @@ def frame(tmp_path):
     return pd.DataFrame({"path": paths}, index=list("abcd"))
 
 
-@pytest.fixture
-def client():
-    with offline.serve() as url:
-        yield vk.connect("offline", base_url=url, api_key="offline")
-
-
 def test_pydantic_schema_fields_become_columns(frame, client, tmp_path):
     result = frame.vision.ask("Describe.", client=client, schema=Facts, cache=False, progress=False)
     assert result["error"].isna().all(), result["error"].tolist()

@@ -20,17 +20,6 @@ from visionkit.query.options import AskOptions, check_signature
 from visionkit.query.plan import make_plan, plan_rows, prepare_row
 
 
-@pytest.fixture
-def server():
-    with offline.serve() as url:
-        yield url
-
-
-@pytest.fixture
-def client(server):
-    return vk.connect("offline", base_url=server, api_key="offline")
-
-
 def open_files(path: Path) -> list[str]:
     """Which of this process's file descriptors point at ``path`` (or its -wal/-shm)."""
     out = []

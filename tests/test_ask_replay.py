@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -104,25 +106,24 @@ def test_a_store_is_sorted_diff_friendly_and_holds_no_images(frame, acme, tmp_pa
     answers = tmp_path / "answers"
     recorder = vk.connect("acme-test", api_key=SECRET, record=answers)
     with Cache(tmp_path / "c.sqlite") as cache:
-        frame.vision.ask("Describe.", client=recorder, cache=cache, progress=False)
-        frame.vision.ask("Is it red?", client=recorder, cache=cache, progress=False)
+        results = {
+            prompt: frame.vision.ask(prompt, client=recorder, cache=cache, progress=False)
+            for prompt in ("Describe.", "Is it red?")
+        }
     text = (answers / "answers.jsonl").read_text()
     records = [json.loads(line) for line in text.splitlines()]
     assert [r["key"] for r in records] == sorted(r["key"] for r in records)
-    assert {r["prompt"] for r in records} == {"Describe.", "Is it red?"}
-    assert all(len(r["images"]) == 1 and len(r["images"][0]) == 64 for r in records)
-    assert list(records[0]) == [
-        "key",
-        "provider",
-        "base_url",
-        "model",
-        "prompt",
-        "system",
-        "images",
-        "answer",
-        "prompt_tokens",
-        "completion_tokens",
-        "estimated_tokens",
-        "attempts",
-    ]
+    assert {r["prompt"] for r in records} == set(results) and len(records) == 2 * len(frame)
+    # each record is the row it answered: the image by its sha256, then what the run reported
+    rows = {hashlib.sha256(Path(p).read_bytes()).hexdigest(): i for i, p in frame["path"].items()}
+    identity = ["provider", "base_url", "model", "system"]
+    reported = ["answer", "prompt_tokens", "completion_tokens", "estimated_tokens", "attempts"]
+    for record in records:
+        assert next(iter(record)) == "key"  # each line starts with what it is sorted by
+        [digest] = record["images"]
+        row = results[record["prompt"]].loc[rows[digest]]
+        assert {k: record[k] for k in reported} == {k: row[k] for k in reported}
+        assert record["provider"] == "acme-test" and record["system"] is None
+        assert (record["base_url"], record["model"]) == (recorder.base_url, recorder.model)
+        assert sorted(record) == sorted(["key", "prompt", "images", *identity, *reported])
     assert max(map(len, text.splitlines())) < 1000 and "data:image" not in text

@@ -15,7 +15,6 @@ import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
 from visionkit.query import client as client_module
-from visionkit.query import retry
 
 TRANSPORTS = [
     pytest.param(
@@ -28,10 +27,8 @@ TRANSPORTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch):
-    monkeypatch.setattr(retry, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(retry, "MAX_RETRY_DELAY", 0.05)
+# retries wait 10-50 ms here (conftest.py): what a retry does matters, not how long it waits
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 @pytest.fixture

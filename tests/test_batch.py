@@ -8,6 +8,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+import offline_helpers
 import openai
 import pandas as pd
 import pytest
@@ -17,6 +18,8 @@ import visionkit as vk
 from visionkit import offline
 from visionkit.batch.manifest import Manifest, manifest_path
 
+server = offline_helpers.server  # the shared fixture: the OfflineServer, uploads unpaced
+
 PROMPT = "Describe this image."
 
 
@@ -24,12 +27,6 @@ PROMPT = "Describe this image."
 def images(tmp_path) -> pd.DataFrame:
     paths = [save(photo(320 + 16 * i, 240, seed=i), tmp_path / f"p{i}.jpg") for i in range(10)]
     return pd.DataFrame({"path": [str(p) for p in paths]}, index=[f"r{i}" for i in range(10)])
-
-
-@pytest.fixture
-def server():
-    with offline.OfflineServer(upload_interval=0) as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -140,6 +137,8 @@ def test_budget_refuses_before_anything_is_uploaded(images, server, client, cach
     assert not list((cache.parent / "batch-files").rglob("*.jsonl"))
     job = run(images, client, cache, budget_tokens=10**6)  # within budget: it goes
     assert len(job.batches) == 1
+    # the refused pass's files never made a batch: each row was sent once
+    assert job.wait(progress=False).result().attempts.eq(1).all()
 
 
 def test_a_crash_between_upload_and_batch_creation_loses_nothing_and_pays_nothing_twice(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import subprocess
 import sys
@@ -60,6 +61,20 @@ def rgb(im: Image.Image, xy) -> tuple:
 
 def close(a, b, tol=12) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def loaded(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every image Pillow's ``load()`` decodes during the test, in order."""
+    sizes: list[tuple[int, int]] = []
+    original = ImageFile.ImageFile.load
+
+    def spy(self):
+        sizes.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return sizes
 
 
 # --- awkward files -----------------------------------------------------------------------------
@@ -248,17 +263,9 @@ def test_default_downscale_to_the_providers_max_side(tmp_path):
     assert decode(encode_image(path, provider="openai-low")).size == (512, 384)
 
 
-def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, monkeypatch):
+def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, loaded):
     path = tmp_path / "big.jpg"
     photo(2400, 1800).save(path, quality=80)
-    loaded = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self):
-        loaded.append(self.size)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
     im = decode(encode_image(path))
     assert im.size == (1120, 840)
     assert loaded[0] == (1200, 900)  # DCT-domain 1/2 scale, not 2400x1800
@@ -405,6 +412,25 @@ def test_encode_series_without_failures_is_silent_and_matches_encode_image(mixed
     assert encode_series(ok, workers=1, progress=False).tolist() == out.tolist()
 
 
+def test_encode_series_takes_encode_images_options_and_passes_them_on(mixed):
+    # Both keep explicit keyword lists (help(), IDEs, mypy): the shared ones must not drift.
+    one, many = (inspect.signature(f).parameters for f in (encode_image, encode_series))
+    assert set(one) - set(many) == {"cell", "compact", "row"}  # one image's own
+    for name in set(one) & set(many):
+        assert (many[name].kind, many[name].default, many[name].annotation) == (
+            one[name].kind,
+            one[name].default,
+            one[name].annotation,
+        ), name
+    options = {"provider": "openai", "max_side": 24, "max_tokens": 300, "max_bytes": 60_000}
+    options.update(format="png", strip_metadata=False)
+    assert set(options) == set(one) & set(many)  # every shared option is tried
+    ok = mixed.loc[["a", "c"], "path"]
+    out = encode_series(ok, progress=False, **options)
+    assert out.tolist() == [encode_image(p, **options) for p in ok]
+    assert out.tolist() != encode_series(ok, progress=False).tolist()
+
+
 def test_encode_series_argument_errors(mixed):
     with pytest.raises(ValueError, match="errors"):
         encode_series(mixed["path"], errors="ignore")
@@ -451,15 +477,7 @@ def _pillow_buffers() -> int:
     return stats["allocated_blocks"] + stats["reused_blocks"] + stats["reallocated_blocks"]
 
 
-def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, monkeypatch):
-    loaded = []
-    original = ImageFile.ImageFile.load
-
-    def spy(self):
-        loaded.append(self.size)
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, loaded):
     blocks = _pillow_buffers()
     tracemalloc.start()
     try:

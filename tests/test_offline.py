@@ -11,37 +11,23 @@ import logging
 import math
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import offline_helpers
 import openai
 import pydantic
 import pytest
-from offline_helpers import MODEL, data_uri, image_bytes, jpeg_uri, user
+from offline_helpers import MODEL, command_line, data_uri, image_bytes, jpeg_uri, user
 from PIL import Image
 
 from visionkit import offline
 from visionkit.offline.rules import HEADER_PREFIX  # how much of an image header-only mode decodes
 from visionkit.tokens import inference_net_tokens
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def server():
-    with offline.OfflineServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server):
-    with openai.OpenAI(base_url=server.base_url, api_key="offline", max_retries=0) as c:
-        yield c
+server, client = offline_helpers.server, offline_helpers.client  # the shared fixtures
 
 
 def raw_post(base_url: str, body: bytes, headers: dict | None = None, conn=None):
@@ -505,16 +491,8 @@ def test_shared_server_is_started_once_even_from_many_threads():
 
 
 def test_command_line_serves_in_the_foreground():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionkit.offline", "--port", "0", "--latency", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, url = command_line("--latency", "0")
     try:
-        line = proc.stdout.readline()
-        url = line.split(" at ", 1)[1].split()[0]
         with openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c:
             assert c.chat.completions.create(model=MODEL, messages=user("hi")).choices
     finally:
@@ -523,19 +501,6 @@ def test_command_line_serves_in_the_foreground():
     assert '"chat_requests": 1' in out  # SIGTERM stops it cleanly and prints its stats
     # e.g. visionkit/__init__.py importing visionkit.offline eagerly would make runpy warn
     assert "Warning" not in err and "Traceback" not in err
-
-
-def _foreground_server(*args: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionkit.offline", "--port", "0", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    url = line.split(" at ", 1)[1].split()[0]
-    return proc, int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 def _raw_chat(port: int, text: str) -> socket.socket:
@@ -562,7 +527,8 @@ def _read_response(sock: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_command_line_stops_on_a_signal_with_idle_and_busy_connections(signum):
-    proc, port = _foreground_server("--latency", "30")
+    proc, url = command_line("--latency", "30")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     socks: list[socket.socket] = []
     try:
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # never sent

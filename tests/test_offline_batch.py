@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
+import offline_helpers
 import openai
 import pytest
 from offline_helpers import (
     MODEL,
     batch_line,
     chat_body,
+    command_line,
     data_uri,
     image_bytes,
     jpeg_uri,
@@ -26,20 +26,9 @@ from offline_helpers import (
 
 from visionkit import offline, providers
 
-ROOT = Path(__file__).resolve().parents[1]
+server, client = offline_helpers.server, offline_helpers.client  # the shared fixtures
+
 WAIT = 60  # seconds a test waits for a batch before failing: a hang guard, never a timing claim
-
-
-@pytest.fixture
-def server():
-    with offline.OfflineServer(upload_interval=0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server):
-    with openai.OpenAI(base_url=server.base_url, api_key="offline", max_retries=0) as c:
-        yield c
 
 
 def wait_for(client, batch_id: str, statuses=("completed", "failed", "expired", "cancelled")):
@@ -497,15 +486,8 @@ def test_the_key_is_never_echoed_by_the_batch_endpoints(tmp_path):
 
 def test_the_command_line_serves_the_batch_api_with_its_knobs(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", photo_lines(2))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "visionkit.offline", "--port", "0", "--upload-interval", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, url = command_line("--upload-interval", "0")
     try:
-        url = proc.stdout.readline().split(" at ", 1)[1].split()[0]
         with openai.OpenAI(base_url=url, api_key="offline", max_retries=0) as c:
             first = c.files.create(file=path, purpose="batch")
             c.files.create(file=path, purpose="batch")  # no pacing: --upload-interval 0

@@ -36,6 +36,7 @@ def _conda_packages() -> dict[str, str]:
 CONDA_FOR_PIP_EXTRAS = {
     "openai[aiohttp]": {"aiohttp"},
     "moto[server]": {"flask", "flask-cors"},
+    "dask[dataframe]": {"pandas", "pyarrow"},
 }
 
 

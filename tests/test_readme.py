@@ -55,6 +55,22 @@ def _scratch(tmp_path: Path) -> Path:
     return work
 
 
+def _run(
+    command: str | list[str], work: Path, tmp_path: Path, shell: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in the scratch folder ``work`` as a reader would: no keys, a throwaway
+    cache (``_env``), output captured for the failure message."""
+    return subprocess.run(
+        command,
+        shell=shell,
+        cwd=work,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.parametrize(
     "line, code, why", PYTHON_BLOCKS, ids=[f"README.md:{b[0]}" for b in PYTHON_BLOCKS]
 )
@@ -64,14 +80,7 @@ def test_python_block_runs_as_written(line, code, why, tmp_path):
     work = _scratch(tmp_path)
     script = work / "block.py"
     script.write_text(code)
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=work,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _run([sys.executable, str(script)], work, tmp_path)
     assert proc.returncode == 0, f"README.md:{line} failed:\n{proc.stderr[-3000:]}"
 
 
@@ -93,15 +102,7 @@ def test_main_job_runs_offline_without_a_key(tmp_path):
     work = _scratch(tmp_path)
     for step in steps[2:]:
         command = step.replace(".venv/bin/", f"{bindir}/")
-        proc = subprocess.run(
-            command,
-            shell=True,
-            cwd=work,
-            env=_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = _run(command, work, tmp_path, shell=True)
         assert proc.returncode == 0, f"{step!r} failed:\n{proc.stderr[-3000:]}"
     assert (work / "out" / "tokens.png").stat().st_size > 10_000
     answers = (work / "out" / "answers.csv").read_text()

@@ -83,16 +83,18 @@ def test_record_then_replay_under_nbval_with_the_provider_gone(tmp_path):
             timeout=600,
         )
         assert record.returncode == 0, record.stderr[-3000:]
-        sent = url.server.stats.chat_requests
-    assert sent == 4  # the second ask in the notebook was answered without a request
+        stats = url.server.stats
+    assert stats.chat_requests == 4  # the second ask in the notebook was answered from cache
+    assert (stats.uploads, stats.batch_lines_answered) == (1, 4)  # the batch job's
 
     # The store: small, sorted, answers and usage; never the key, never the images.
     store = (answers / "answers.jsonl").read_text()
     records = [json.loads(line) for line in store.splitlines()]
-    assert len(records) == 4 and [r["key"] for r in records] == sorted(r["key"] for r in records)
+    assert len(records) == 8 and [r["key"] for r in records] == sorted(r["key"] for r in records)
     assert {r["provider"] for r in records} == {"acme-vision"}
     assert all(r["answer"] and r["prompt_tokens"] > 1600 for r in records)
-    assert SECRET not in store and "base64" not in store and len(store) < 8_000
+    assert sum("batch_id" in r for r in records) == 4  # the job's answers, with their batch
+    assert SECRET not in store and "base64" not in store and len(store) < 16_000
     assert sorted(p.name for p in answers.iterdir()) == ["answers.jsonl"]
     assert SECRET not in notebook.read_text()
 

@@ -24,6 +24,20 @@ def fresh_cache():
     clear_thumbnail_cache()
 
 
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """What ``thumbnail`` decoded during the test (each ``decode_image`` call's cell)."""
+    cells = []
+    real = display_module.decode_image
+
+    def counting(*args, **kwargs):
+        cells.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(display_module, "decode_image", counting)
+    return cells
+
+
 def test_thumbnail_is_a_small_jpeg_of_the_right_shape(tmp_path):
     path = tmp_path / "big.jpg"
     photo(1600, 1200).save(path)
@@ -49,17 +63,9 @@ def test_thumbnail_never_upscales(tmp_path):
     assert Image.open(io.BytesIO(thumbnail(path, 160))).size == (40, 30)
 
 
-def test_thumbnail_cache_hits_and_invalidates_on_change(tmp_path, monkeypatch):
+def test_thumbnail_cache_hits_and_invalidates_on_change(tmp_path, calls):
     path = tmp_path / "a.jpg"
     photo(400, 300).save(path)
-    calls = []
-    real = display_module.decode_image
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(display_module, "decode_image", counting)
     first = thumbnail(path)
     assert thumbnail(str(path)) == first
     assert len(calls) == 1
@@ -75,15 +81,7 @@ def test_thumbnail_cache_hits_and_invalidates_on_change(tmp_path, monkeypatch):
     assert len(calls) == 3  # bytes are keyed by content
 
 
-def test_cache_is_bounded_by_entries_and_bytes(tmp_path, monkeypatch):
-    calls = []
-    real = display_module.decode_image
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(display_module, "decode_image", counting)
+def test_cache_is_bounded_by_entries_and_bytes(tmp_path, monkeypatch, calls):
     monkeypatch.setattr(display_module, "_cache", display_module._new_cache(2, 10**6))
     paths = []
     for i in range(3):

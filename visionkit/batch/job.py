@@ -25,13 +25,17 @@ import pandas as pd
 
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
-from .manifest import Manifest, manifest_path
+from ..query.replay import Recording
+from .manifest import Manifest, manifest_path, stored_label
+from .replayed import ReplayedJob, replayed_job
+from .result import PENDING, ResultRow, result_frame, tally
 
-__all__ = ["TERMINAL", "BatchJob", "batch_jobs"]
+__all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
 logger = logging.getLogger("visionkit")
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_RECORD_CHUNK = 500  # answers looked up and recorded together while a batch is collected
 _CLASSES = {
     400: "BadRequestError",
     401: "AuthenticationError",
@@ -55,6 +59,26 @@ def line_error(line: dict[str, Any]) -> str:
     message = inner.get("message") if isinstance(inner, dict) else str(inner)
     name = _CLASSES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
     return f"{name} ({status}): {message}"
+
+
+def interrupted_in_notebook(message: str) -> bool:
+    """Ctrl-C (Jupyter's stop button) stopped a wait or an upload, never the job: in Jupyter,
+    warn with ``message`` and return True (the caller returns the job); elsewhere False (the
+    caller re-raises ``KeyboardInterrupt``)."""
+    if in_ipython():
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        return True
+    return False
+
+
+def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
+    """The (provider, base URL) a job's cache keys were made under (see ``cache_identity``)."""
+    if job.get("identity"):
+        name, url = json.loads(job["identity"])
+        return str(name), url
+    name = str(job.get("provider"))  # a manifest from before identities were kept
+    base_url = job.get("base_url")
+    return (name, None) if name == "offline" else (name, base_url and base_url.rstrip("/"))
 
 
 def _iter_lines(sdk: Any, file_id: str) -> Iterator[dict[str, Any]]:
@@ -83,12 +107,17 @@ class BatchJob:
     @classmethod
     def load(
         cls, job_id: str, client: Any = None, *, cache: bool | str | Cache | Any = True
-    ) -> BatchJob:
+    ) -> BatchJob | ReplayedJob:
         """Reattach to job ``job_id`` recorded beside ``cache`` (default: the default cache).
 
         ``client``: a ``vk.connect(...)``; by default the job's own provider is connected again
-        (its key from the environment)."""
+        (its key from the environment). Under replay, the job replayed in this process
+        (``visionkit.batch.replayed``)."""
         from ..query.client import connect
+
+        replayed = replayed_job(job_id, client)
+        if replayed is not None:
+            return replayed
 
         store = Cache.open(cache)
         if store is None:
@@ -150,7 +179,7 @@ class BatchJob:
         if all(s["status"] == "completed" and not s["failed"] for s in shards):
             return "completed"
         # Some lines failed or were left unrun; a later submission may have answered them.
-        keys = [r[2] for r in self.manifest.rows(self.id) if r[2] and r[3] != "error"]
+        keys = [r.key for r in self.manifest.rows(self.id) if r.key and r.status != "error"]
         answered = self.cache.get_many(keys)
         return "completed" if len(answered) == len(set(keys)) else "incomplete"
 
@@ -183,23 +212,32 @@ class BatchJob:
         tokens = self.manifest.shard_tokens(shard["shard_id"])
         job = self.manifest.job(self.id) or {}
         provider, model = job.get("provider"), job.get("model")
+        recording = self.recording
+        sent = self.manifest.submissions(self.id) if recording is not None else {}
+        delivered: dict[str, CachedAnswer] = {}
         if batch.output_file_id:
             for line in _iter_lines(self.sdk, batch.output_file_id):
                 key = line["custom_id"]
                 body = (line.get("response") or {}).get("body") or {}
                 choices = body.get("choices") or [{}]
                 usage = body.get("usage") or {}
-                self.cache.put(
-                    key,
-                    CachedAnswer(
-                        answer=(choices[0].get("message") or {}).get("content"),
-                        prompt_tokens=usage.get("prompt_tokens"),
-                        completion_tokens=usage.get("completion_tokens"),
-                        estimated_tokens=tokens.get(key),
-                        model=body.get("model") or model,
-                        provider=provider,
-                    ),
+                entry = CachedAnswer(
+                    answer=(choices[0].get("message") or {}).get("content"),
+                    prompt_tokens=usage.get("prompt_tokens"),
+                    completion_tokens=usage.get("completion_tokens"),
+                    estimated_tokens=tokens.get(key),
+                    model=body.get("model") or model,
+                    provider=provider,
                 )
+                self.cache.put(key, entry)  # committed at once: paid for
+                if recording is not None:
+                    delivered[key] = entry
+                    if len(delivered) >= _RECORD_CHUNK:
+                        self._record(delivered, sent, only_new=False, batch_id=batch.id)
+                        delivered.clear()
+        if recording is not None:
+            self._record(delivered, sent, only_new=False, batch_id=batch.id)
+            recording.close()  # sorted once per batch, not per chunk
         errors: list[tuple[str, str]] = []
         if batch.error_file_id:
             errors.extend(
@@ -264,23 +302,18 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            self.refresh()
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                time.sleep(pause)
                 self.refresh()
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                time.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         except KeyboardInterrupt:
-            message = (
+            if not interrupted_in_notebook(
                 f"stopped waiting for batch job {self.id}; its batches go on. "
                 "job.wait() or job.refresh() later collects the results."
-            )
-            if in_ipython():
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                return self
-            raise
+            ):
+                raise
+            return self
         finally:
             bar.close()
 
@@ -299,16 +332,26 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            while True:
+            await asyncio.to_thread(self.refresh)
+            for pause in self._pauses(deadline, poll, max_poll, bar):
+                await asyncio.sleep(pause)
                 await asyncio.to_thread(self.refresh)
-                self._show(bar)
-                if self.done or (deadline is not None and time.monotonic() >= deadline):
-                    return self
-                pause = poll if deadline is None else min(poll, deadline - time.monotonic())
-                await asyncio.sleep(max(0.0, pause))
-                poll = min(max_poll, poll * 1.5)
+            return self
         finally:
             bar.close()
+
+    def _pauses(
+        self, deadline: float | None, poll: float, max_poll: float, bar: Any
+    ) -> Iterator[float]:
+        """A wait's rhythm, after each refresh: show the progress, stop once every batch is
+        collected or the time is up, else the pause before the next refresh (``poll``
+        seconds, growing by half each time to ``max_poll``)."""
+        while True:
+            self._show(bar)
+            if self.done or (deadline is not None and time.monotonic() >= deadline):
+                return
+            yield max(0.0, poll if deadline is None else min(poll, deadline - time.monotonic()))
+            poll = min(max_poll, poll * 1.5)
 
     # -- the result --------------------------------------------------------------------------
 
@@ -317,96 +360,52 @@ class BatchJob:
         on the submitted frame's index; ``attrs["usage"]`` has the totals.
 
         Rows whose batch has not finished have the error ``pending: ...`` (``wait()`` first).
+        With a recording on (``connect(record=...)``), every answer shown is in it afterwards.
         """
         from ..query.schema import make_schema
 
         job = self.manifest.job(self.id) or {}
         rows = self.manifest.rows(self.id)
-        keys = [r[2] for r in rows if r[2]]
+        keys = [r.key for r in rows if r.key]
         answers = self.cache.get_many(keys)
         errors = self.manifest.errors(k for k in keys if k not in answers)
         sent = self.manifest.submissions(self.id)
         status = self.status
         schema = make_schema(json.loads(job["schema"])) if job.get("schema") else None
-        records = []
-        usage = dict.fromkeys(
-            ("answered", "cache_hits", "failed", "pending", "prompt_tokens", "completion_tokens"),
-            0,
-        )
-        estimated = 0
-        for _pos, _label, key, row_status, row_error, est in rows:
-            entry = answers.get(key) if key else None
-            times, batch_id = sent.get(key, (0, None)) if key else (0, None)
-            rec: dict[str, Any] = {
-                "answer": None,
-                "error": row_error,
-                "prompt_tokens": None,
-                "completion_tokens": None,
-                "estimated_tokens": est,
-                "cached": row_status == "hit",
-                "attempts": times,
-                "batch_id": batch_id,
-            }
-            if entry is not None and row_error is None:
-                rec.update(
-                    answer=entry.answer,
-                    error=None,
-                    prompt_tokens=entry.prompt_tokens,
-                    completion_tokens=entry.completion_tokens,
-                )
-                if row_status == "hit":
-                    usage["cache_hits"] += 1
-                else:
-                    usage["answered"] += 1
-                    usage["prompt_tokens"] += entry.prompt_tokens or 0
-                    usage["completion_tokens"] += entry.completion_tokens or 0
-                    estimated += est or 0
-                if schema is not None:
-                    try:
-                        rec["fields"] = schema.parse(entry.answer)
-                    except ValueError as exc:
-                        rec["error"] = f"SchemaError: {exc}"
-            elif row_error is None:
-                if key in errors:
-                    rec["error"] = errors[key]
+        results = []
+        for row in rows:
+            times, batch_id = sent.get(row.key, (0, None)) if row.key else (0, None)
+            if row.status == "reused":  # a hit reported as bought (see batch.replayed)
+                times, batch_id = row.attempts or 1, row.batch_id
+            out = ResultRow(
+                error=row.error,
+                estimated_tokens=row.estimated_tokens,
+                cached=row.status == "hit",
+                attempts=times,
+                batch_id=batch_id,
+            )
+            entry = answers.get(row.key) if row.key else None
+            if entry is not None and row.error is None:
+                out.deliver(entry, schema)
+            elif row.error is None:
+                if row.key in errors:
+                    out.error = errors[row.key]
                 elif status in ("uploading", "in_progress"):
-                    rec["error"] = f"pending: batch job {status} (job.wait() collects it)"
-                    usage["pending"] += 1
+                    out.error = f"{PENDING}batch job {status} (job.wait() collects it)"
                 else:
-                    rec["error"] = "not answered: submit the job again to send this row"
-            if rec["error"] is not None:
-                usage["failed"] += 1
-            records.append(rec)
-        labels = [r[1] for r in rows]
-        index = pd.Index([tuple(x) if isinstance(x, list) else x for x in labels])
-        out = pd.DataFrame(
-            {
-                "answer": pd.Series([r["answer"] for r in records], index=index, dtype=object),
-                "error": pd.Series([r["error"] for r in records], index=index, dtype=object),
-                "prompt_tokens": pd.array([r["prompt_tokens"] for r in records], dtype="Int64"),
-                "completion_tokens": pd.array(
-                    [r["completion_tokens"] for r in records], dtype="Int64"
-                ),
-                "estimated_tokens": pd.array(
-                    [r["estimated_tokens"] for r in records], dtype="Int64"
-                ),
-                "cached": pd.array([r["cached"] for r in records], dtype=bool),
-                "attempts": pd.array([r["attempts"] for r in records], dtype="Int64"),
-                "batch_id": pd.Series([r["batch_id"] for r in records], index=index, dtype=object),
-            },
-            index=index,
-        )
-        if schema is not None:
-            for name in schema.fields:
-                out[name] = pd.Series(
-                    [(r.get("fields") or {}).get(name) for r in records], index=index
-                )
+                    out.error = "not answered: submit the job again to send this row"
+            results.append(out)
+        recording = self.recording
+        if recording is not None:
+            self._record({k: answers[k] for k in keys if k in answers}, sent, only_new=True)
+            recording.close()
+        frame = result_frame([stored_label(r.label) for r in rows], results, schema)
         shards = self.manifest.shards(self.id)
-        out.attrs["usage"] = {
+        reused = sum({r.key: r.attempts or 1 for r in rows if r.status == "reused"}.values())
+        frame.attrs["usage"] = {
             "rows": len(rows),
-            **usage,
-            "requests": sum(s["lines"] or 0 for s in shards if s["state"] != "lost"),
-            "estimated_tokens": estimated,
+            **tally(results),
+            "requests": sum(s["lines"] or 0 for s in shards if s["state"] != "lost") + reused,
             "files": len(shards),
             "batches": sum(s["batch_id"] is not None for s in shards),
             "status": status,
@@ -414,7 +413,50 @@ class BatchJob:
             "model": job.get("model"),
             "job_id": self.id,
         }
-        return out
+        return frame
+
+    # -- recording (connect(record=...)) ---------------------------------------------------
+
+    @property
+    def recording(self) -> Recording | None:
+        """The client's recording when it records (a replayed job is a ``ReplayedJob``)."""
+        recording = getattr(self.client, "recording", None)
+        return recording if recording is not None and not recording.replaying else None
+
+    def _record(
+        self,
+        answers: dict[str, CachedAnswer],
+        sent: dict[str, tuple[int, str | None]],
+        *,
+        only_new: bool,
+        batch_id: str | None = None,
+    ) -> None:
+        """Write ``answers`` (this job's, by key) to the recording, as ``ask`` writes its own:
+        what each key asked (from the manifest), how many of the job's batches held it
+        (``sent``: ``manifest.submissions``), the batch that delivered it. The caller sorts
+        the store (``recording.close()``) when it is done."""
+        recording = self.recording
+        if recording is None or not answers:
+            return
+        todo = {k: v for k, v in answers.items() if not (only_new and recording.has(k))}
+        if todo:
+            job = self.manifest.job(self.id) or {}
+            identity = _identity(job)
+            asked = self.manifest.requests(todo)
+            for key, entry in todo.items():
+                prompt, system, images = asked.get(key, (job.get("prompt") or "", None, []))
+                times, latest = sent.get(key, (1, None))
+                recording.add(
+                    key,
+                    entry,
+                    identity=identity,
+                    prompt=prompt,
+                    system=system,
+                    images=images,
+                    attempts=max(1, times),
+                    batch_id=batch_id or latest,
+                )
+                recording.first_use(key)
 
     def __repr__(self) -> str:
         total, completed, failed = self._counts()

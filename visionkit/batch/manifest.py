@@ -3,9 +3,13 @@ and batch the moment it exists, so nothing paid for is lost to a crash or an int
 
 Tables:
 
-- ``jobs``: one row per job (its id, provider, base URLs, model, schema, when made).
+- ``jobs``: one row per job (its id, provider, base URLs, model, prompt, system prompt,
+  schema, the identity its cache keys were made under, when made).
 - ``job_rows``: the job's rows in order: label (JSON), cache key, the planning error or
-  status (``send``, ``hit``, ``covered``, ``repeat``, ``error``) and estimated tokens.
+  status (``send``, ``hit``, ``covered``, ``repeat``, ``error``, or ``reused``: a hit reported
+  as bought because a recording was on, with the ``attempts`` and ``batch_id`` to report; see
+  ``visionkit.batch.replayed``), estimated tokens, and what the row asks (its prompt when it
+  is not the job's, its images' sha256): what a recording of its answer holds.
 - ``shards``: each JSONL input file: its local path, lines, bytes, then its ``file_id`` as
   soon as the upload returns, its ``batch_id`` as soon as the batch is created, the batch's
   last known status and counts, and whether its results were collected into the cache.
@@ -16,7 +20,8 @@ Tables:
 
 A shard moves ``written`` -> ``uploaded`` -> ``created`` -> ``collected``; a key is *covered*
 (not submitted again) while it sits in a shard that is not collected yet. Each change is its
-own transaction (WAL mode, a busy timeout: several processes may share the file).
+own transaction (WAL mode, a busy timeout: several processes may share the file). Columns
+added since a manifest was made are added to it when it is opened (``_ADDED``).
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["Manifest", "manifest_path"]
+__all__ = ["JobRow", "Manifest", "label_json", "manifest_path", "stored_label"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,12 +70,56 @@ CREATE TABLE IF NOT EXISTS uploads (
 );
 """
 
+# Columns newer than the tables above: added to an older manifest when it is opened.
+_ADDED = {
+    "jobs": (("system", "TEXT"), ("identity", "TEXT")),
+    "job_rows": (
+        ("attempts", "INTEGER"),
+        ("batch_id", "TEXT"),
+        ("prompt", "TEXT"),
+        ("images", "TEXT"),
+    ),
+}
+
 LIVE = ("written", "uploaded", "created")  # a key in such a shard is not submitted again
+
+
+def label_json(label: Any) -> str:
+    """A row label as stored: JSON, numpy scalars as Python numbers, others by ``str``."""
+    return json.dumps(label, default=lambda o: o.item() if hasattr(o, "dtype") else str(o))
+
+
+def stored_label(label: Any) -> Any:
+    """``label`` as a job's result shows it: through JSON and back (a list is a tuple again)."""
+    value = json.loads(label_json(label))
+    return tuple(value) if isinstance(value, list) else value
 
 
 def manifest_path(cache_path: Path) -> Path:
     """The manifest beside an answer cache: ``answers.sqlite`` -> ``answers.batches.sqlite``."""
     return cache_path.with_name(cache_path.stem + ".batches.sqlite")
+
+
+class JobRow(NamedTuple):
+    """One row of a job as planned (``job_rows``)."""
+
+    pos: int
+    label: Any
+    key: str | None
+    status: str
+    error: str | None
+    estimated_tokens: int | None
+    attempts: int | None = None  # ``reused`` rows: the attempts to report
+    batch_id: str | None = None  # ``reused`` rows: the recorded batch, if a batch delivered it
+    prompt: str | None = None  # None: the job's prompt (``add_rows`` only)
+    images: Sequence[str] | None = None  # sha256 of each image (``add_rows`` only)
+
+
+def _chunks(keys: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    """Distinct keys in chunks small enough for one ``IN (...)`` query."""
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), size):
+        yield unique[start : start + size]
 
 
 class Manifest:
@@ -88,6 +137,15 @@ class Manifest:
         self._db.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+            for table, columns in _ADDED.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        try:
+                            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:  # another process added it
+                            if "duplicate column" not in str(exc):
+                                raise
 
     def close(self) -> None:
         with self._lock:
@@ -138,27 +196,54 @@ class Manifest:
     def reset_rows(self, job_id: str) -> None:
         self._run("DELETE FROM job_rows WHERE job_id = ?", (job_id,))
 
-    def add_rows(self, job_id: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """``rows``: (pos, label, key, status, error, estimated_tokens), one transaction."""
+    def add_rows(self, job_id: str, rows: Sequence[JobRow]) -> None:
+        """The job's rows (as planned), in one transaction."""
         self._many(
             (
                 "INSERT OR REPLACE INTO job_rows (job_id, pos, label, key, status, error, "
-                "estimated_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, pos, json.dumps(label, default=str), *rest),
+                "estimated_tokens, attempts, batch_id, prompt, images) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    r.pos,
+                    label_json(r.label),
+                    r.key,
+                    r.status,
+                    r.error,
+                    r.estimated_tokens,
+                    r.attempts,
+                    r.batch_id,
+                    r.prompt,
+                    None if r.images is None else json.dumps(list(r.images)),
+                ),
             )
-            for pos, label, *rest in rows
+            for r in rows
         )
 
-    def rows(self, job_id: str) -> list[tuple[Any, ...]]:
-        """(pos, label, key, status, error, estimated_tokens) in row order."""
+    def rows(self, job_id: str) -> list[JobRow]:
+        """The job's rows in order (without ``prompt`` and ``images``: see ``requests``)."""
         return [
-            (pos, json.loads(label), *rest)
+            JobRow(pos, json.loads(label), *rest)
             for pos, label, *rest in self._run(
-                "SELECT pos, label, key, status, error, estimated_tokens FROM job_rows "
-                "WHERE job_id = ? ORDER BY pos",
+                "SELECT pos, label, key, status, error, estimated_tokens, attempts, batch_id "
+                "FROM job_rows WHERE job_id = ? ORDER BY pos",
                 (job_id,),
             )
         ]
+
+    def requests(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None, list[str]]]:
+        """key -> (prompt, system prompt, image digests): what the key's row asks."""
+        out: dict[str, tuple[str, str | None, list[str]]] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, prompt, system, images in self._run(
+                "SELECT r.key, COALESCE(r.prompt, j.prompt), j.system, r.images "
+                "FROM job_rows r JOIN jobs j ON j.job_id = r.job_id "
+                f"WHERE r.key IN ({marks})",
+                chunk,
+            ):
+                out[key] = (prompt, system, json.loads(images) if images else [])
+        return out
 
     # -- shards ------------------------------------------------------------------------------
 
@@ -216,11 +301,12 @@ class Manifest:
         return bool(row)
 
     def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
-        """key -> (how many of this job's shards held it, the latest shard's batch id)."""
+        """key -> (how many of this job's batches held it, the latest one's batch id). A
+        file never made a batch (refused by the budget, lost) does not count."""
         out: dict[str, tuple[int, str | None]] = {}
         for key, batch_id in self._run(
             "SELECT k.key, s.batch_id FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
-            "WHERE s.job_id = ? ORDER BY s.seq",
+            "WHERE s.job_id = ? AND s.batch_id IS NOT NULL ORDER BY s.seq",
             (job_id,),
         ):
             n = out.get(key, (0, None))[0]
@@ -246,10 +332,8 @@ class Manifest:
         )
 
     def errors(self, keys: Iterable[str]) -> dict[str, str]:
-        keys = list(dict.fromkeys(keys))
         out: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
             out.update(
                 dict(self._run(f"SELECT key, error FROM line_errors WHERE key IN ({marks})", chunk))

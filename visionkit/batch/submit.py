@@ -26,7 +26,6 @@ import hashlib
 import json
 import shutil
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,10 @@ from ..providers import BatchLimits
 from ..query.cache import Cache
 from ..query.options import AskOptions
 from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
-from ..query.progress import in_ipython, progress_bar
-from .job import BatchJob
-from .manifest import Manifest, manifest_path
+from ..query.progress import progress_bar
+from .job import BatchJob, interrupted_in_notebook
+from .manifest import JobRow, Manifest, manifest_path
+from .replayed import replay_job
 from .shards import Shard, ShardWriter
 from .upload import upload_pending
 
@@ -135,7 +135,7 @@ class Preparation:
     rows: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
 
     def count(self, status: str, tokens: int | None, nbytes: int | None) -> None:
-        self.counts[status] += 1
+        self.counts["hit" if status == "reused" else status] += 1  # reused: a hit, reported
         if status == "send":
             self.counts["estimated_tokens"] += tokens or 0
             self.counts["request_bytes"] += nbytes or 0
@@ -190,15 +190,19 @@ def prepare(
         first_seq=first_seq,
     )
     prep = Preparation(shards=writer.closed)
-    pending: list[tuple[Any, ...]] = []
+    pending: list[JobRow] = []
+    hits: dict[str, tuple[str, int | None, str | None]] = {}
     bar = progress_bar(plan.n, desc="batch prepare", enabled=progress)
     try:
         for row in plan_rows(plan, finish=finish, on_row=lambda _: bar.update(1)):
             shard_seq = None
+            attempts = batch_id = None
             if row.error is not None:
                 status = "error"
             elif row.hit is not None:
                 status = "hit"
+                if job_id is not None:  # a submission, not a dry run: the row is used now
+                    status, attempts, batch_id = _hit_status(plan, row, hits)
             elif row.repeat_of is not None:
                 status = "repeat"
             elif row.pos in covered or row.request is None:
@@ -226,7 +230,15 @@ def prepare(
             if keep_rows:
                 prep.rows.append(record)
             if manifest is not None and job_id is not None:
-                pending.append(record[:6])
+                pending.append(
+                    JobRow(
+                        *record[:6],
+                        attempts=attempts,
+                        batch_id=batch_id,
+                        prompt=str(plan.prompts[row.pos]),
+                        images=row.digests or None,
+                    )
+                )
                 if len(pending) >= _ROW_CHUNK:
                     manifest.add_rows(job_id, pending)
                     pending.clear()
@@ -239,6 +251,24 @@ def prepare(
     finally:
         bar.close()
     return prep
+
+
+def _hit_status(
+    plan: Plan, row: RowPlan, hits: dict[str, tuple[str, int | None, str | None]]
+) -> tuple[str, int | None, str | None]:
+    """How a row answered at submit (cache or recording) is reported: (status, attempts,
+    batch id). ``hit`` -- or, with a recording on, ``reused`` (bought: its recorded attempts
+    and batch) the first time this process uses the answer, as ``ask`` reports it, so the
+    recorded job and its replay show the same; a row repeating one of the job's earlier rows
+    is reported as that row (``hits``)."""
+    assert row.key is not None and row.hit is not None
+    if row.key not in hits:
+        recording = plan.recording
+        if recording is not None and plan.used(row, row.hit):
+            hits[row.key] = ("reused", recording.attempts(row.key), recording.batch_id(row.key))
+        else:
+            hits[row.key] = ("hit", None, None)
+    return hits[row.key]
 
 
 def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
@@ -357,6 +387,8 @@ def submit(
                 if manifest is not None:
                     manifest.close()
             return _dry_run_frame(plan, prep, limits, interval)
+        if plan.replaying:  # answered from the recording: nothing written, nothing sent
+            return replay_job(plan, _identity(df, plan, prompt, settings), progress=progress)
         if plan.cache is None:
             raise ValueError(
                 "batch jobs need the answer cache (results arrive later, maybe in another "
@@ -379,6 +411,8 @@ def submit(
             batch_base_url=plan.client.batch_base_url,
             model=plan.model,
             prompt=prompt,
+            system=plan.system,
+            identity=json.dumps(plan.client.cache_identity),
             schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
             cache_path=str(plan.cache.path),
             metadata=json.dumps(dict(metadata or {})),
@@ -431,14 +465,12 @@ def submit(
                 bar=bar,
             )
         except KeyboardInterrupt:
-            message = (
+            if not interrupted_in_notebook(
                 f"stopped uploading batch job {job_id}: the files uploaded and batches created "
                 "so far are recorded; submit the same call again to continue."
-            )
-            if in_ipython():
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
-                return job
-            raise
+            ):
+                raise
+            return job
         finally:
             bar.close()
         with contextlib.suppress(OSError):

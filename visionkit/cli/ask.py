@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .shared import KEY_ADVICE, count
+from .shared import KEY_ADVICE, add_auto_provider_option, add_model_options, count, read_paths
 
 __all__ = ["add_ask_parser", "check_arguments", "output_format", "run_ask", "write_table"]
 
@@ -39,17 +39,9 @@ def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", required=True, metavar="FILE", help="results file: .csv, .parquet or .jsonl"
     )
-    parser.add_argument(
-        "--provider",
-        default="auto",
-        metavar="NAME",
-        help="auto (inference.net if INFERENCE_API_KEY is set, else offline), or a profile name",
-    )
+    add_auto_provider_option(parser)
     parser.add_argument("--base-url", help="any OpenAI-compatible server (e.g. a local vLLM)")
-    parser.add_argument("--model", help="model name (default: the provider's default model)")
-    parser.add_argument(
-        "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
-    )
+    add_model_options(parser)
     parser.add_argument("--system", help="a system prompt")
     parser.add_argument("--schema", metavar="FILE", help="a JSON schema file for structured output")
     parser.add_argument("--max-side", type=int, metavar="PX", help="downscale images to this side")
@@ -130,15 +122,11 @@ def run_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ..errors import MissingAPIKey
-    from ..images.read import read_images
     from ..query.ask import ask
     from ..query.client import OfflineWarning, connect, offline_notice
 
     schema = check_arguments(args)
-    paths = args.paths if len(args.paths) > 1 else args.paths[0]
-    images = read_images(paths)
-    if images.empty:
-        raise ValueError(f"no images found in {', '.join(args.paths)}")
+    images = read_paths(args.paths)
     cache: Any = False if args.no_cache else (args.cache or True)
     client = None
     if not args.dry_run or args.base_url or args.provider != "auto":

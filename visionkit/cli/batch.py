@@ -18,6 +18,8 @@ import sys
 import warnings
 from typing import Any
 
+from .shared import add_auto_provider_option, read_paths
+
 __all__ = ["add_batch_parser"]
 
 
@@ -25,12 +27,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", default=None, metavar="PATH", help="the answer cache (default: the user's)"
     )
-    parser.add_argument(
-        "--provider",
-        default="auto",
-        metavar="NAME",
-        help="auto (inference.net if INFERENCE_API_KEY is set, else offline), or a profile name",
-    )
+    add_auto_provider_option(parser)
     parser.add_argument("--base-url", help="an OpenAI-compatible server (its Batch API too)")
     parser.add_argument("--batch-base-url", help="where the Batch API lives, if elsewhere")
     parser.add_argument("--model", help="model name (default: the provider's default model)")
@@ -112,12 +109,8 @@ def _write(job: Any, out: str) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     from ..batch.submit import submit
-    from ..images.read import read_images
 
-    paths = args.paths if len(args.paths) > 1 else args.paths[0]
-    images = read_images(paths)
-    if images.empty:
-        raise ValueError(f"no images found in {', '.join(args.paths)}")
+    images = read_paths(args.paths)
     images.index = images["path"]
     result = submit(
         images,

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-__all__ = ["KEY_ADVICE", "add_model_options", "add_provider_option", "count"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "KEY_ADVICE",
+    "add_auto_provider_option",
+    "add_model_options",
+    "add_provider_option",
+    "count",
+    "read_paths",
+]
 
 
 def add_provider_option(parser: argparse.ArgumentParser) -> None:
@@ -20,12 +31,34 @@ def add_provider_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_auto_provider_option(parser: argparse.ArgumentParser) -> None:
+    """``--provider NAME`` defaulting to ``auto``, for subcommands that connect (``connect``'s
+    choice: inference.net with a key in the environment, else the offline stand-in)."""
+    parser.add_argument(
+        "--provider",
+        default="auto",
+        metavar="NAME",
+        help="auto (inference.net if INFERENCE_API_KEY is set, else offline), or a profile name",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and ``--concurrency``, for subcommands that send requests."""
     parser.add_argument("--model", help="model name (default: the provider's default model)")
     parser.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
     )
+
+
+def read_paths(paths: list[str]) -> pd.DataFrame:
+    """``read_images`` over the PATH arguments (files, folders or globs); ``ValueError`` when
+    they hold no image, before anything is planned or sent."""
+    from ..images.read import read_images
+
+    images = read_images(paths if len(paths) > 1 else paths[0])
+    if images.empty:
+        raise ValueError(f"no images found in {', '.join(paths)}")
+    return images
 
 
 # The command line takes keys from the environment only: a key typed as an argument would be

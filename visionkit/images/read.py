@@ -23,7 +23,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -376,6 +376,85 @@ def _expand_remote(
     return [u for u, _ in found], dict(found), unsure if len(found) > 1 else set()
 
 
+@dataclass
+class Listing:
+    """What ``read_images`` will read, listed but not yet read: ``read_listing(listing[a:b])``
+    reads a slice, so a listing can be split into partitions (``visionkit.dask``)."""
+
+    sources: list[_Source]
+    sizes: dict[str, int | None]
+    unsure: set[str]  # remote objects only their bytes can call images
+    by_name: list[str] = field(default_factory=list)  # remote names left out by extension
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, part: slice) -> Listing:
+        sources = self.sources[part]
+        paths = {s.path for s in sources}
+        return Listing(
+            sources,
+            {p: n for p, n in self.sizes.items() if p in paths},
+            {u for u in self.unsure if u in paths},
+        )
+
+
+def list_sources(
+    source: Any, *, recursive: bool = True, storage_options: Mapping[str, Any] | None = None
+) -> Listing:
+    """``read_images``' first half: expand folders, globs and prefixes into the files to read."""
+    top = isinstance(source, (str, os.PathLike))
+    if top:
+        items: Iterable[Any] = [source]
+    elif isinstance(source, (pd.Series, pd.Index)):
+        items = source.tolist()
+    else:
+        items = list(source)
+    sources: list[_Source] = []
+    sizes: dict[str, int | None] = {}
+    unsure: set[str] = set()
+    by_name: list[str] = []  # remote objects left out by their extension
+    for item in items:
+        if cell_kind(item) == "remote":
+            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top, by_name)
+            sources.extend(_Source(u) for u in urls)
+            sizes.update(found)
+            unsure |= maybe
+        else:
+            sources.extend(_expand(item, recursive, top=top))
+    return Listing(sources, sizes, unsure, by_name)
+
+
+def read_listing(
+    listing: Listing,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> tuple[list[dict[str, Any]], list[int], list[str]]:
+    """``read_images``' second half: the rows of the listed files (headers only), their
+    positions in the listing, and the names of the files left out as not images (a walk's
+    non-images, and objects without a telling extension whose bytes are not an image)."""
+    rows = _rows(
+        [s.path for s in listing.sources],
+        sizes=listing.sizes,
+        storage_options=storage_options,
+        concurrency=concurrency,
+    )
+    kept: list[dict[str, Any]] = []
+    positions: list[int] = []
+    not_images: list[str] = []
+    skipped: list[str] = []
+    for i, (s, r) in enumerate(zip(listing.sources, rows, strict=True)):
+        if _not_image(r, listing.unsure):
+            not_images.append(r["path"].rsplit("/", 1)[-1])
+        elif _left_out(s, r):
+            skipped.append(os.path.basename(s.path))
+        else:
+            kept.append(r)
+            positions.append(i)
+    return kept, positions, not_images + skipped
+
+
 def _not_image(row: dict[str, Any], unsure: set[str]) -> bool:
     return row["path"] in unsure and row["format"] is None
 
@@ -429,36 +508,8 @@ def read_images(
 
     if column is not None or is_dataset(source):
         return read_table_images(source, column, storage_options=storage_options)
-    top = isinstance(source, (str, os.PathLike))
-    if top:
-        items: Iterable[Any] = [source]
-    elif isinstance(source, (pd.Series, pd.Index)):
-        items = source.tolist()
-    else:
-        items = list(source)
-    sources: list[_Source] = []
-    sizes: dict[str, int | None] = {}
-    unsure: set[str] = set()
-    by_name: list[str] = []  # remote objects left out by their extension
-    for item in items:
-        if cell_kind(item) == "remote":
-            urls, found, maybe = _expand_remote(item, recursive, storage_options, not top, by_name)
-            sources.extend(_Source(u) for u in urls)
-            sizes.update(found)
-            unsure |= maybe
-        else:
-            sources.extend(_expand(item, recursive, top=top))
-    rows = _rows(
-        [s.path for s in sources],
-        sizes=sizes,
-        storage_options=storage_options,
-        concurrency=concurrency,
-    )
-    pairs = list(zip(sources, rows, strict=True))
-    skipped: list[str] = []
-    if unsure:  # objects with no telling extension that turned out not to be images
-        skipped = [r["path"].rsplit("/", 1)[-1] for _, r in pairs if _not_image(r, unsure)]
-        pairs = [(s, r) for s, r in pairs if not _not_image(r, unsure)]
+    listing = list_sources(source, recursive=recursive, storage_options=storage_options)
+    by_name = listing.by_name
     if by_name:
         shown = ", ".join(by_name[:5]) + (
             f" and {len(by_name) - 5} more" if len(by_name) > 5 else ""
@@ -469,8 +520,9 @@ def read_images(
             ReadImagesWarning,
             stacklevel=2,
         )
-    kept = [r for s, r in pairs if not _left_out(s, r)]
-    skipped += [os.path.basename(s.path) for s, r in pairs if _left_out(s, r)]
+    kept, _, skipped = read_listing(
+        listing, storage_options=storage_options, concurrency=concurrency
+    )
     if skipped:
         shown = ", ".join(skipped[:5])
         shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -93,27 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch.add_argument("--line-fail-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = OfflineServer(
-        latency=args.latency,
-        fail_rate=args.fail_rate,
-        fail_status=args.fail_status,
-        rate_limit=args.rate_limit,
-        burst=args.burst,
-        api_key=args.api_key or None,
-        model=args.model,
-        any_model=args.any_model,
-        pixels=args.pixels,
-        profile=args.profile,
-        seed=args.seed,
-        upload_interval=args.upload_interval,
-        max_file_bytes=args.max_file_bytes,
-        max_requests_per_file=args.max_requests_per_file,
-        batch_time=args.batch_time,
-        batch_expire_fraction=args.batch_expire_fraction,
-        line_fail_rate=args.line_fail_rate,
-        host=args.host,
-        port=args.port,
-    )
+    # Each option's name is the OfflineServer field it sets.
+    names = {f.name for f in dataclasses.fields(OfflineServer) if f.init}
+    options = {name: value for name, value in vars(args).items() if name in names}
+    server = OfflineServer(**{**options, "api_key": args.api_key or None})
     # `kill` / Popen.terminate() stop it as cleanly as Ctrl-C (and print the stats); installed
     # before the serving threads start, so no signal can come in between.
     stop = StopSignals()

@@ -6,9 +6,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from ..providers import Provider
-from .server import DEFAULT_MODEL, OfflineServer
+from .server import OfflineServer
 
 __all__ = ["BaseURL", "serve", "shared", "start"]
 
@@ -25,32 +25,7 @@ class BaseURL(str):
 
 
 @contextlib.contextmanager
-def serve(
-    *,
-    latency: float = 0.0,
-    fail_rate: float = 0.0,
-    rate_limit: float | None = None,
-    api_key: str | None = "offline",
-    model: str = DEFAULT_MODEL,
-    seed: int = 0,
-    profile: str | Provider = "offline",
-    fail_status: int = 500,
-    burst: float | None = None,
-    any_model: bool = False,
-    max_images: int | None = None,
-    pixels: bool = True,
-    port: int = 0,
-    upload_interval: float | None = None,
-    max_file_bytes: int | None = None,
-    max_requests_per_file: int | None = None,
-    batch_validate_time: float = 0.0,
-    batch_time: float = 0.0,
-    batch_finalize_time: float = 0.0,
-    batch_cancel_time: float = 0.0,
-    batch_expire_fraction: float = 0.0,
-    line_fail_rate: float = 0.0,
-    line_fail_status: int = 500,
-) -> Iterator[BaseURL]:
+def serve(**fields: Any) -> Iterator[BaseURL]:
     """Run an OfflineServer for the ``with`` block; yields its base URL ``http://127.0.0.1:P/v1``.
 
     The yielded string has a ``.server`` attribute (the OfflineServer) for ``inject`` and
@@ -61,33 +36,9 @@ def serve(
             ...
             assert url.server.stats.duplicates == {}
 
-    Every keyword is the ``OfflineServer`` field of the same name.
+    Every keyword is the ``OfflineServer`` field of the same name (one list of them, there).
     """
-    server = OfflineServer(
-        latency=latency,
-        fail_rate=fail_rate,
-        rate_limit=rate_limit,
-        burst=burst,
-        api_key=api_key,
-        model=model,
-        seed=seed,
-        profile=profile,
-        fail_status=fail_status,
-        any_model=any_model,
-        max_images=max_images,
-        pixels=pixels,
-        port=port,
-        upload_interval=upload_interval,
-        max_file_bytes=max_file_bytes,
-        max_requests_per_file=max_requests_per_file,
-        batch_validate_time=batch_validate_time,
-        batch_time=batch_time,
-        batch_finalize_time=batch_finalize_time,
-        batch_cancel_time=batch_cancel_time,
-        batch_expire_fraction=batch_expire_fraction,
-        line_fail_rate=line_fail_rate,
-        line_fail_status=line_fail_status,
-    )
+    server = OfflineServer(**fields)
     server.start()
     try:
         yield BaseURL(server.base_url, server)

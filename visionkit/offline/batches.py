@@ -20,10 +20,11 @@ error answers (status and OpenAI error body) and lines left unrun (``batch_expir
 cancelled batch still delivers (and bills) what completed. ``request_counts.failed`` counts
 error answers and unrun lines alike.
 
-Knobs (``OfflineServer`` fields): seconds spent validating, in progress (lines spread evenly
-over it), finalizing and cancelling; a fraction of every batch's lines left unrun (the batch
-expires); a per-line failure rate (deterministic given the seed, the body and how often it
-was run, so a resubmitted line can succeed); and ``inject_batch(...)`` for the next batch only.
+Knobs (``OfflineServer`` fields, read as each batch runs): seconds spent validating, in
+progress (lines spread evenly over it), finalizing and cancelling; a fraction of every batch's
+lines left unrun (the batch expires); a per-line failure rate (deterministic given the seed,
+the body and how often it was run, so a resubmitted line can succeed); and
+``inject_batch(...)`` for the next batch only.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..providers import BatchLimits
 from .chat import ChatEngine
@@ -48,24 +49,13 @@ from .handler import Request, Response
 from .rules import Reply
 from .stats import ServerStats
 
-__all__ = ["TERMINAL", "BatchKnobs", "BatchPlan", "BatchRecord", "BatchService"]
+if TYPE_CHECKING:
+    from .server import OfflineServer
+
+__all__ = ["TERMINAL", "BatchPlan", "BatchRecord", "BatchService"]
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _MAX_REPORTED_ERRORS = 100
-
-
-@dataclass(frozen=True)
-class BatchKnobs:
-    """How the stand-in runs batches (see ``OfflineServer`` for each knob)."""
-
-    validate_time: float = 0.0
-    batch_time: float = 0.0
-    finalize_time: float = 0.0
-    cancel_time: float = 0.0
-    expire_fraction: float = 0.0
-    line_fail_rate: float = 0.0
-    line_fail_status: int = 500
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,7 +145,7 @@ class BatchService:
         engine: ChatEngine,
         files: FileStore,
         limits: BatchLimits,
-        knobs: BatchKnobs,
+        knobs: OfflineServer,
         stats: Callable[[], ServerStats],
         lock: threading.Lock,
         stopping: threading.Event,
@@ -163,7 +153,7 @@ class BatchService:
         self.engine = engine
         self.files = files
         self.limits = limits
-        self.knobs = knobs
+        self.knobs = knobs  # the server's batch_* and line_* fields, read as each batch runs
         self._stats = stats
         self._lock = lock  # the server's lock, which guards its stats
         self._stopping = stopping
@@ -223,22 +213,11 @@ class BatchService:
                 "uploaded with purpose='batch'.",
                 param="input_file_id",
             )
-        endpoint = params.get("endpoint")
-        if endpoint != self.limits.endpoint:
-            raise Reply(
-                400,
-                f"Invalid endpoint {endpoint!r}: the offline stand-in runs batches for "
-                f"{self.limits.endpoint!r} only.",
-                param="endpoint",
-            )
-        window = params.get("completion_window")
-        if window != self.limits.completion_window:
-            raise Reply(
-                400,
-                f"Invalid completion_window {window!r}: only "
-                f"{self.limits.completion_window!r} is supported.",
-                param="completion_window",
-            )
+        stand_in = "the offline stand-in runs batches for {} only."
+        endpoint = _only(params, "endpoint", self.limits.endpoint, stand_in)
+        window = _only(
+            params, "completion_window", self.limits.completion_window, "only {} is supported."
+        )
         metadata = _check_metadata(params.get("metadata"))
         webhook = params.get("webhook_url")
         if webhook is not None and (
@@ -320,9 +299,9 @@ class BatchService:
 
     def _run(self, record: BatchRecord, source: FileRecord, plan: BatchPlan) -> None:
         try:
-            self._sleep(self.knobs.validate_time)
+            self._sleep(self.knobs.batch_validate_time)
             if record.cancel_requested.is_set():
-                self._sleep(self.knobs.cancel_time)
+                self._sleep(self.knobs.batch_cancel_time)
                 self._finish(record, "cancelled", None, None)
                 return
             errors, total, model = validate_file(source.path, self.limits)
@@ -337,7 +316,7 @@ class BatchService:
                 if record.status == "validating":
                     record.status = "in_progress"
                 record.times["in_progress_at"] = int(time.time())
-            fraction = self.knobs.expire_fraction
+            fraction = self.knobs.batch_expire_fraction
             if plan.expire_fraction is not None:
                 fraction = plan.expire_fraction
             run_limit = total - math.ceil(fraction * total) if fraction > 0 else total
@@ -384,7 +363,7 @@ class BatchService:
         for unused in (o for o, r in ((out_path, outputs), (err_path, errs)) if r is None):
             unused.unlink(missing_ok=True)
         if unrun_reason == "batch_cancelled" or record.cancel_requested.is_set():
-            self._sleep(self.knobs.cancel_time)
+            self._sleep(self.knobs.batch_cancel_time)
             self._finish(record, "cancelled", outputs, errs)
         elif unrun_reason == "batch_expired":
             self._finish(record, "expired", outputs, errs)
@@ -392,7 +371,7 @@ class BatchService:
             with self._lock:
                 record.status = "finalizing"
                 record.times["finalizing_at"] = int(time.time())
-            self._sleep(self.knobs.finalize_time)
+            self._sleep(self.knobs.batch_finalize_time)
             self._finish(record, "completed", outputs, errs)
 
     def _finish(
@@ -562,6 +541,14 @@ def validate_file(path: Path, limits: BatchLimits) -> tuple[list[dict[str, Any]]
             f"The input file has {n:,} requests; a batch may have at most {cap:,}.",
         )
     return errors, n, model
+
+
+def _only(params: dict[str, Any], name: str, allowed: str, why: str) -> str:
+    """``params[name]``, which must be ``allowed``; else a 400 saying ``why`` (``{}``: it)."""
+    value = params.get(name)
+    if value != allowed:
+        raise Reply(400, f"Invalid {name} {value!r}: {why.format(repr(allowed))}", param=name)
+    return allowed
 
 
 def _check_metadata(metadata: Any) -> dict[str, str] | None:

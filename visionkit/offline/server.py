@@ -17,7 +17,7 @@ from typing import Any
 
 from ..providers import BatchLimits, Provider, get_provider, providers
 from .answers import sse_body
-from .batches import BatchKnobs, BatchPlan, BatchRecord, BatchService
+from .batches import BatchPlan, BatchRecord, BatchService
 from .chat import ChatEngine
 from .describe import PREFIX
 from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
@@ -151,16 +151,7 @@ class OfflineServer:
             engine=self.engine,
             files=self._files,
             limits=self.batch_limits,
-            knobs=BatchKnobs(
-                validate_time=self.batch_validate_time,
-                batch_time=self.batch_time,
-                finalize_time=self.batch_finalize_time,
-                cancel_time=self.batch_cancel_time,
-                expire_fraction=self.batch_expire_fraction,
-                line_fail_rate=self.line_fail_rate,
-                line_fail_status=self.line_fail_status,
-                seed=self.seed,
-            ),
+            knobs=self,
             stats=lambda: self.stats,
             lock=self._lock,
             stopping=self._stopping,

@@ -17,15 +17,9 @@ says why a row has no answer. ``df.join(result, rsuffix="_ask")`` keeps both.
 Where things live: ``ask`` and ``ask_async`` turn their arguments into one ``AskOptions``
 (``visionkit.query.options``, where each parameter's doc is written once); the planner
 (``visionkit.query.plan``) decides each row -- cache key, cache hit, checked request or row
-error -- and is the seam batch jobs and Dask build on; ``visionkit.query.run`` sends.
-
-How a run works (``Run``): a dispatcher walks the rows in order and keeps at most
-``concurrency + prefetch`` of them alive. Each row reads its image bytes, hashes them for the
-cache key and looks the key up; on a miss it encodes the images and checks the request against
-the provider's rules (``visionkit.query.body``) -- all of that in a thread pool the size of the
-machine's cores, overlapping the network waits -- then waits for a slot from the adaptive
-limiter (``visionkit.query.retry``) and sends through the ``openai`` SDK. Memory therefore stays
-bounded by the requests in flight, not by the size of the set.
+error -- and is the seam batch jobs and Dask build on; ``visionkit.query.run`` sends (how a
+run works -- the window of rows in flight, the thread pool, the limiter, why memory stays
+bounded -- is told in its module docstring).
 
 Retries: the SDK client is copied with ``max_retries=0`` and visionkit retries itself, because
 a batch must see 429s as they happen to lower its concurrency (AIMD) and pause for
@@ -152,6 +146,12 @@ def ask(
         return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=options.progress)))
 
 
+# ask_async's parameters are ask's, written out again on purpose. A typed ParamSpec decorator
+# copying ask's signature was tried: mypy, help() and IPython's completer (which reads
+# __signature__ at run time) saw every parameter, but static tools reading the source did not
+# (jedi 0.20's Script -- python-lsp-server, jedi-language-server, jupyterlab-lsp -- showed
+# ask_async(df, prompt, **options) and completed no option). Drift is caught instead:
+# tests/test_ask_plan.py checks both signatures against AskOptions' fields and defaults.
 async def ask_async(
     df: pd.DataFrame,
     prompt: str,

@@ -10,7 +10,9 @@ object per line, sorted by key, so a re-recording shows in a diff as the answers
      "images": ["sha256 of the image bytes"], "answer": "A red bicycle ...",
      "prompt_tokens": 1610, "completion_tokens": 12, "estimated_tokens": 1606, "attempts": 1}
 
-It holds answers and usage, never the images (only their sha256) and never the API key.
+It holds answers and usage, never the images (only their sha256) and never the API key. An
+answer a batch job delivered also keeps its ``"batch_id"`` (after ``attempts``), so a replayed
+``job.result()`` shows the batch ids the recorded one did.
 
 Replaying (``vk.connect(..., replay="answers/")`` or ``VISIONKIT_REPLAY=answers/``): the
 client answers every request from the store, under the provider identity it was recorded with
@@ -29,7 +31,8 @@ transport and may differ.
 For other paths (batch ``submit``, Dask): they go through the planner, whose ``Plan.lookup`` /
 ``Plan.save`` / ``Plan.used`` already consult this store (see ``visionkit.query.plan``); a path
 must also not send anything when ``plan.replaying`` is true, and report rows
-``plan.lookup`` cannot answer with ``not_recorded_message``.
+``plan.lookup`` cannot answer with ``not_recorded_message`` (or, strict, raise
+``unrecorded_error``). Batch jobs: see ``visionkit.batch.replayed``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import ReplayError
 from .cache import CachedAnswer
 
 __all__ = [
@@ -53,6 +57,7 @@ __all__ = [
     "Recording",
     "ci_default",
     "not_recorded_message",
+    "unrecorded_error",
 ]
 
 RECORD_ENV = "VISIONKIT_RECORD"
@@ -73,6 +78,7 @@ _FIELDS = (
     "estimated_tokens",
     "attempts",
 )
+_OPTIONAL = ("batch_id",)  # written only when set, so an ask's record keeps the fields above
 
 
 def ci_default() -> bool:
@@ -160,6 +166,12 @@ class Recording:
         value = record.get("attempts")
         return value if isinstance(value, int) and value > 0 else 1
 
+    def batch_id(self, key: str) -> str | None:
+        """The batch that delivered ``key``'s answer when it was recorded, if a batch did."""
+        with self._lock:
+            value = (self._load().get(key) or {}).get("batch_id")
+        return value if isinstance(value, str) else None
+
     def first_use(self, key: str) -> bool:
         """True the first time this process uses ``key``'s answer (report it as bought)."""
         with self._lock:
@@ -179,8 +191,10 @@ class Recording:
         system: str | None,
         images: Sequence[str],
         attempts: int = 1,
+        batch_id: str | None = None,
     ) -> None:
-        """Record ``entry`` (appended at once, so a crash keeps it; ``close`` sorts the file)."""
+        """Record ``entry`` (appended at once, so a crash keeps it; ``close`` sorts the file).
+        ``batch_id``: the batch that delivered it (batch jobs)."""
         if self.mode != "record":
             return
         record = {
@@ -197,6 +211,8 @@ class Recording:
             "estimated_tokens": entry.estimated_tokens,
             "attempts": attempts,
         }
+        if batch_id is not None:
+            record["batch_id"] = batch_id
         line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
             records = self._load()
@@ -225,6 +241,11 @@ class Recording:
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
                         for key in sorted(records):
                             record = {k: records[key].get(k) for k in _FIELDS}
+                            record.update(
+                                (k, records[key][k])
+                                for k in _OPTIONAL
+                                if records[key].get(k) is not None
+                            )
                             f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     os.replace(tmp, self.file)
                 except BaseException:
@@ -262,4 +283,17 @@ def not_recorded_message(recording: Recording) -> str:
         f"ReplayError: not recorded in {recording.path}/ (replay sends nothing). Record it "
         f"where the provider is reachable: run with {RECORD_ENV}={recording.path}/ and a key, "
         "then commit the store"
+    )
+
+
+def unrecorded_error(recording: Recording, labels: Sequence[Any]) -> ReplayError:
+    """What a strict replay raises when rows ``labels`` were never recorded (any path)."""
+    shown = ", ".join(map(repr, labels[:5]))
+    more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+    return ReplayError(
+        f"{len(labels)} request(s) of this run were never recorded in "
+        f"{recording.path}/ (rows {shown}{more}); a replay sends nothing. Record them "
+        f"where the provider is reachable ({RECORD_ENV}={recording.path}/ and a key) "
+        "and commit the store, or connect with strict=False to get these rows as "
+        "errors instead."
     )

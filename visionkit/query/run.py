@@ -27,14 +27,14 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import CacheError, ReplayError, RequestError
+from ..errors import CacheError, RequestError
 from ..types import default_workers
 from .cache import CachedAnswer
 from .messages import describe_error
 from .pacing import Gate
 from .plan import Plan, RowPlan, lookup_row, prepare_request_for
 from .progress import in_ipython
-from .replay import RECORD_ENV, not_recorded_message
+from .replay import not_recorded_message, unrecorded_error
 from .retry import (
     MAX_RETRY_AFTER,
     classify,
@@ -89,13 +89,17 @@ class Run:
     plan: Plan
     bar: Any = None
     counters: _Counters = field(default_factory=_Counters)
+    # What every send asks first (``visionkit.query.pacing.Gate``'s three calls); ``None``: this
+    # process's own. The Dask path passes one shared by the whole cluster (visionkit.dask.limiter).
+    gate: Any = None
 
     def __post_init__(self) -> None:
         self.rows = [RowResult() for _ in range(self.plan.n)]
         self.fatal: BaseException | None = None
         self.interrupted = False
         # Every send asks the gate first: known-limit pacing and adaptive concurrency.
-        self.gate = Gate(self.plan.options.concurrency, self.plan.rate_limits)
+        if self.gate is None:
+            self.gate = Gate(self.plan.options.concurrency, self.plan.rate_limits)
         self.started = time.perf_counter()
         self.elapsed = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -267,15 +271,7 @@ class Run:
         recording = plan.recording
         if recording is not None and recording.strict and self._unrecorded and self.fatal is None:
             labels = [plan.index[p] for p in sorted(self._unrecorded)]
-            shown = ", ".join(map(repr, labels[:5]))
-            more = f" and {len(self._unrecorded) - 5} more" if len(self._unrecorded) > 5 else ""
-            self.fatal = ReplayError(
-                f"{len(self._unrecorded)} request(s) of this run were never recorded in "
-                f"{recording.path}/ (rows {shown}{more}); a replay sends nothing. Record them "
-                f"where the provider is reachable ({RECORD_ENV}={recording.path}/ and a key) "
-                "and commit the store, or connect with strict=False to get these rows as "
-                "errors instead."
-            )
+            self.fatal = unrecorded_error(recording, labels)
         if self.fatal is not None:
             # What was answered before the stop is kept on the exception (with cache=False, or
             # a cache that broke, nowhere else holds it).

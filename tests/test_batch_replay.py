@@ -133,6 +133,8 @@ def test_a_replay_needs_no_server_at_all(frame, acme, tmp_path, monkeypatch):
     replay = submit(frame, vk.connect("acme-batch"))
     pd.testing.assert_frame_equal(replay.wait().result(), recorded)
     assert vk.BatchJob.load(replay.id) is replay
+    with pytest.raises(KeyError, match="not submitted in this process"):
+        vk.BatchJob.load("job-from-another-session")
 
 
 def test_rows_never_recorded_are_errors_or_a_replay_error_when_strict(frame, acme, tmp_path):

@@ -196,8 +196,10 @@ class Manifest:
     def reset_rows(self, job_id: str) -> None:
         self._run("DELETE FROM job_rows WHERE job_id = ?", (job_id,))
 
-    def add_rows(self, job_id: str, rows: Sequence[JobRow]) -> None:
-        """The job's rows (as planned), in one transaction."""
+    def add_rows(self, job_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """The job's rows (as planned), in one transaction: ``JobRow``s, or plain tuples
+        (pos, label, key, status, error, estimated_tokens[, ...]) in ``JobRow``'s order."""
+        planned = [JobRow(*r) for r in rows]
         self._many(
             (
                 "INSERT OR REPLACE INTO job_rows (job_id, pos, label, key, status, error, "
@@ -217,7 +219,7 @@ class Manifest:
                     None if r.images is None else json.dumps(list(r.images)),
                 ),
             )
-            for r in rows
+            for r in planned
         )
 
     def rows(self, job_id: str) -> list[JobRow]:

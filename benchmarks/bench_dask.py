@@ -14,6 +14,9 @@ Measured side by side in one run (issue 12's goals in brackets):
   (d) what the coordinator costs per request: round trips to the scheduler (and, for choosing,
       what distributed's own Semaphore, Lock, Variable and an Actor cost), and scheduler CPU per
       request -- the numbers behind the README's paper estimate at 100 workers.
+  (e) ``ddf.vision.submit``'s planning pass (plan, encode, write the JSONL files) on 2 workers
+      against the pandas pass (``visionkit.batch.submit.prepare``, which encodes in a thread
+      pool of its own) on distinct camera-size JPEGs: rows per second each.
 
 The stand-in runs in its own process (``python -m visionkit.offline``, as in bench_ask), so the
 scheduler's CPU can be measured alone (in a LocalCluster the scheduler is a thread of this
@@ -258,6 +261,72 @@ def bench_coordinator(n: int, rows: int, tmp: Path) -> list[tuple]:
     return out
 
 
+def bench_submit(n: int, tmp: Path) -> list[tuple]:
+    from bench_images import make_camera_jpegs
+
+    import visionkit.dask  # noqa: F401
+    from visionkit.batch.submit import BatchAskOptions, prepare
+    from visionkit.dask.submit import SubmitTask, _run, merge
+    from visionkit.providers import get_provider
+    from visionkit.query.plan import make_plan
+
+    # distinct files (so nothing is a repeat): camera JPEGs with a few bytes after the image
+    unique = [p.read_bytes() for p in make_camera_jpegs()]
+    folder = tmp / "submit"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"cam{i:05d}.jpg").write_bytes(unique[i % len(unique)] + b"vk%05d" % i)
+    df = pd.DataFrame({"path": sorted(str(p) for p in folder.iterdir())})
+    limits = get_provider("offline").batch
+    assert limits is not None
+    options = BatchAskOptions(cache=False, progress=False)
+    out = []
+    with make_plan(df, PROMPT, options, connect_now=False) as plan:
+        t0 = time.perf_counter()
+        local = prepare(
+            plan,
+            limits,
+            None,
+            tmp / "files-pandas",
+            job_id=None,
+            first_seq=1,
+            progress=False,
+            keep_rows=True,
+        )
+        t_pandas = time.perf_counter() - t0
+    assert local.counts["send"] == n
+    out.append(
+        (
+            f"(e) submit's pass, pandas (thread pool), {n} camera JPEGs",
+            f"{t_pandas:.2f} s ({n / t_pandas:.1f} rows/s)",
+            _load(),
+        )
+    )
+    cluster, dask_client = _cluster(2)
+    with cluster, dask_client:
+        import dask.dataframe as dd
+
+        ddf = dd.from_pandas(df, npartitions=4).persist()
+        for module in ("visionkit.dask.submit", "visionkit.images.encode", "PIL.Image"):
+            dask_client.run(__import__, module)  # imports, warm
+        task = SubmitTask(PROMPT, options, None, None, None, limits, str(tmp / "staging"))
+        with make_plan(ddf._meta, PROMPT, options, connect_now=False) as plan:
+            t0 = time.perf_counter()
+            parts = _run(dask_client, ddf, task, False)
+            prep = merge(parts, limits, plan, tmp / "files-dask", first_seq=1)
+            t_dask = time.perf_counter() - t0
+    assert prep.counts["send"] == n
+    out.append(
+        (
+            f"(e) ddf.vision.submit's pass, 2 workers, {n} camera JPEGs",
+            f"{t_dask:.2f} s ({n / t_dask:.1f} rows/s, {len(prep.shards)} files)",
+            _load(),
+        )
+    )
+    out.append(("(e) 2 workers vs pandas' pass", f"{t_pandas / t_dask:.2f}x", ""))
+    return out
+
+
 def _calls(dask_scheduler=None) -> int:
     plugin = dask_scheduler.plugins["visionkit-coordinator"]
     return sum(plugin.calls.values())
@@ -266,7 +335,7 @@ def _calls(dask_scheduler=None) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small runs (smoke test)")
-    parser.add_argument("only", nargs="*", help="parts to run: ask encode rate coordinator")
+    parser.add_argument("only", nargs="*", help="parts to run: ask encode rate coordinator submit")
     args = parser.parse_args()
     q = args.quick
     tmp = Path(tempfile.mkdtemp(prefix="bench-dask-"))
@@ -276,6 +345,7 @@ def main() -> int:
         "encode": lambda: bench_encode(8 if q else 48),
         "rate": lambda: bench_rate(100 if q else 600, 20 if q else 126, tmp),
         "coordinator": lambda: bench_coordinator(50 if q else 500, 200 if q else 1000, tmp),
+        "submit": lambda: bench_submit(8 if q else 48, tmp),
     }
     rows: list[tuple] = []
     try:

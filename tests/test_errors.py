@@ -29,8 +29,34 @@ def test_a_rows_error_names_the_row_and_survives_pickling(error):
 
 
 def test_every_visionkit_error_is_a_vision_error():
-    for name in ["ImageError", "RequestError", "RowError", "BudgetExceeded", "MissingAPIKey"]:
+    from visionkit import errors
+
+    names = [n for n in errors.__all__ if not n.endswith("Warning")]
+    assert {"CacheError", "ReplayError", "ImageError", "RequestError", "RowError"} <= set(names)
+    for name in names:
         assert issubclass(getattr(vk, name), vk.VisionError)
     assert issubclass(vk.BudgetExceeded, RuntimeError) and issubclass(
         vk.MissingAPIKey, RuntimeError
     )
+
+
+def test_every_warning_lives_in_errors_and_can_be_filtered_by_its_public_name(tmp_path, recwarn):
+    """Users silence a warning by class (``filterwarnings("ignore", category=vk.X)``): every
+    warning visionkit emits is one of the classes errors.py lists, all exported as ``vk.X``."""
+    import warnings
+
+    from visionkit import errors
+
+    kinds = [n for n in errors.__all__ if n.endswith("Warning")]
+    assert set(kinds) == {"CacheWarning", "EncodeWarning", "OfflineWarning", "ReadImagesWarning"}
+    for name in kinds:
+        assert getattr(vk, name) is getattr(errors, name) and issubclass(
+            getattr(vk, name), UserWarning
+        )
+    (tmp_path / "notes.txt").write_text("not an image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=vk.ReadImagesWarning)
+        assert vk.read_images(str(tmp_path)).empty  # warned (and ignored), did not raise
+    with pytest.warns(vk.ReadImagesWarning, match="notes.txt"):
+        vk.read_images(str(tmp_path))

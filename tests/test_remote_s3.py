@@ -134,7 +134,7 @@ def test_globs_and_recursion(s3, bucket):
         "notes.txt",
     ]
     assert not flat.path.str.contains("/sub/").any()
-    with pytest.warns(UserWarning, match="matches no file"):
+    with pytest.warns(ReadImagesWarning, match="matches no file"):
         assert vk.read_images(f"s3://{name}/photos/*.webp", storage_options=s3.options).empty
     with pytest.raises(FileNotFoundError, match="no such object or prefix"):
         vk.read_images(f"s3://{name}/nothing-here/", storage_options=s3.options)

@@ -22,8 +22,14 @@ from typing import TYPE_CHECKING, Any
 from ._register import register_accessor
 from .errors import (
     BudgetExceeded,
+    CacheError,
+    CacheWarning,
+    EncodeWarning,
     ImageError,
     MissingAPIKey,
+    OfflineWarning,
+    ReadImagesWarning,
+    ReplayError,
     RequestError,
     RowError,
     VisionError,
@@ -60,7 +66,6 @@ _LAZY = {
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
     "Client": ".query.client",
-    "OfflineWarning": ".query.client",
     "connect": ".query.client",
     "encode_image": ".images.encode",
     "inspect_images": ".images.read",
@@ -89,13 +94,18 @@ __all__ = [
     "BoxAnnotator",
     "BudgetExceeded",
     "Cache",
+    "CacheError",
+    "CacheWarning",
     "Client",
+    "EncodeWarning",
     "Gallery",
     "ImageError",
     "MissingAPIKey",
     "OfflineWarning",
     "Provider",
     "RaterAgreement",
+    "ReadImagesWarning",
+    "ReplayError",
     "RequestError",
     "RowError",
     "TokenExplorer",
@@ -173,7 +183,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from .plots import plot_token_curve, plot_tokens, plot_usage
     from .query.ask import ask, ask_async
     from .query.cache import Cache
-    from .query.client import Client, OfflineWarning, connect
+    from .query.client import Client, connect
     from .widgets import Annotator, BoxAnnotator, Gallery, TokenExplorer
 
 

@@ -9,6 +9,13 @@
     ├── CacheError (RuntimeError)      the answer cache file is not SQLite or is damaged
     └── ReplayError (LookupError)      a replayed run met requests that were never recorded
 
+and the warnings (each a ``UserWarning``, so ``warnings.filterwarnings`` can name one):
+
+    ReadImagesWarning   ``read_images`` left non-image files out, or a folder or glob found nothing
+    EncodeWarning       some rows could not be encoded and are NA (``errors="coerce"``)
+    OfflineWarning      no API key was found: the offline stand-in answers
+    CacheWarning        cached answers failed their checksum and are asked again
+
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 A row's failure never stops a batch: it becomes that row's ``error`` text.
 """
@@ -20,8 +27,12 @@ from typing import Any
 __all__ = [
     "BudgetExceeded",
     "CacheError",
+    "CacheWarning",
+    "EncodeWarning",
     "ImageError",
     "MissingAPIKey",
+    "OfflineWarning",
+    "ReadImagesWarning",
     "ReplayError",
     "RequestError",
     "RowError",
@@ -99,3 +110,20 @@ class ReplayError(VisionError, LookupError):
     def __init__(self, message: str) -> None:
         self.partial: object = None
         super().__init__(message)
+
+
+class ReadImagesWarning(UserWarning):
+    """``read_images`` left non-image files out of a folder walk, or a folder or glob found
+    nothing."""
+
+
+class EncodeWarning(UserWarning):
+    """Some rows could not be encoded and are NA (``encode_series(errors="coerce")``)."""
+
+
+class OfflineWarning(UserWarning):
+    """``connect("auto")`` found no API key and uses the offline stand-in."""
+
+
+class CacheWarning(UserWarning):
+    """Cached answers failed their checksum and were treated as missing (asked again)."""

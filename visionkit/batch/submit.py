@@ -26,11 +26,12 @@ import hashlib
 import json
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import BudgetExceeded
@@ -45,7 +46,7 @@ from .replayed import replay_job
 from .shards import Shard, ShardWriter
 from .upload import upload_pending
 
-__all__ = ["BatchSettings", "submit"]
+__all__ = ["BatchSettings", "Preparation", "prepare", "submit"]
 
 _ROW_CHUNK = 1000  # job rows recorded per transaction
 
@@ -87,6 +88,17 @@ class BatchSettings:
         return dataclasses.replace(base, **changes)
 
 
+def batch_arguments(arguments: Mapping[str, Any]) -> tuple[BatchAskOptions, BatchSettings]:
+    """``submit``'s arguments (its ``locals()``, or the Dask path's bound arguments) as the
+    options ``ask`` shares and the batch-only settings, each picked up by its own name."""
+    shared = {f.name for f in dataclasses.fields(BatchAskOptions)}
+    options = BatchAskOptions(**{k: v for k, v in arguments.items() if k in shared})
+    settings = BatchSettings(
+        **{f.name: arguments[f.name] for f in dataclasses.fields(BatchSettings)}
+    )
+    return options, settings
+
+
 def _cell_identity(cell: Any) -> str:
     """What names an image cell in the job id: a path or URL as it is, bytes by their digest.
     Other cells (PIL images) by ``repr``: a new session makes a new job id for them, but their
@@ -98,8 +110,16 @@ def _cell_identity(cell: Any) -> str:
     return "" if cell is None else repr(cell)
 
 
-def _identity(df: pd.DataFrame, plan: Plan, prompt: str, settings: BatchSettings) -> str:
-    """The job id: a hash of the arguments that decide what the job sends."""
+def cell_hashes(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One 64-bit hash per row of the image cells and the index label. Rows hash alone, so
+    the hashes of a frame's pieces (a Dask frame's partitions), joined, are the frame's."""
+    cells = pd.DataFrame({c: [_cell_identity(x) for x in df[c]] for c in columns}, index=df.index)
+    return pd.util.hash_pandas_object(cells, index=True).to_numpy()
+
+
+def job_identity(plan: Plan, prompt: str, row_hashes: Iterable[np.ndarray]) -> str:
+    """The job id: a hash of the arguments that decide what the job sends -- the recipe and
+    every row's ``cell_hashes``, in row order."""
     h = hashlib.sha256()
     name, url = plan.client.cache_identity if plan.client else (plan.provider.name, None)
     recipe = {
@@ -114,10 +134,8 @@ def _identity(df: pd.DataFrame, plan: Plan, prompt: str, settings: BatchSettings
         "columns": plan.columns,
     }
     h.update(json.dumps(recipe, sort_keys=True, default=repr).encode())
-    cells = pd.DataFrame(
-        {c: [_cell_identity(x) for x in df[c]] for c in plan.columns}, index=df.index
-    )
-    h.update(pd.util.hash_pandas_object(cells, index=True).to_numpy().tobytes())
+    for hashes in row_hashes:
+        h.update(hashes.tobytes())
     return "job-" + h.hexdigest()[:20]
 
 
@@ -351,21 +369,7 @@ def submit(
     small as it can be at the same token estimate (``encode_image(compact=True)``: fewer bytes
     to upload, a little JPEG quality lost; the answers are cached under their own key).
     """
-    options = BatchAskOptions(
-        compact=compact,
-        client=client,
-        model=model,
-        column=column,
-        system=system,
-        schema=schema,
-        cache=cache,
-        dry_run=dry_run,
-        budget_tokens=budget_tokens,
-        progress=progress,
-        max_side=max_side,
-        request_options=request_options,
-    )
-    settings = BatchSettings(max_file_bytes, max_requests_per_file, upload_interval, metadata)
+    options, settings = batch_arguments(locals())
     with make_plan(df, prompt, options, connect_now=not dry_run) as plan:
         limits = settings.limits(plan.provider.batch)
         interval = limits.upload_interval
@@ -388,42 +392,14 @@ def submit(
                     manifest.close()
             return _dry_run_frame(plan, prep, limits, interval)
         if plan.replaying:  # answered from the recording: nothing written, nothing sent
-            return replay_job(plan, _identity(df, plan, prompt, settings), progress=progress)
-        if plan.cache is None:
-            raise ValueError(
-                "batch jobs need the answer cache (results arrive later, maybe in another "
-                "session): pass cache=True or a path"
-            )
-        assert plan.client is not None
-        sdk = plan.client.batch_sdk()
-        if plan.model is None:
-            models = [m.id for m in plan.client.batch_sdk().models.list()]
-            if len(models) != 1:
-                raise ValueError(f"the server serves {len(models)} models; pass model=...")
-            plan.model = models[0]
+            job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+            return replay_job(plan, job_id, progress=progress)
+        check_ready(plan)
+        assert plan.cache is not None
         manifest = Manifest(manifest_path(plan.cache.path))
-        cache_store = Cache(plan.cache.path)  # the job's own handle: the plan closes its
-        job_id = _identity(df, plan, prompt, settings)
-        manifest.save_job(
-            job_id,
-            provider=plan.provider.name,
-            base_url=plan.client.base_url,
-            batch_base_url=plan.client.batch_base_url,
-            model=plan.model,
-            prompt=prompt,
-            system=plan.system,
-            identity=json.dumps(plan.client.cache_identity),
-            schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
-            cache_path=str(plan.cache.path),
-            metadata=json.dumps(dict(metadata or {})),
-        )
-        # A previous pass cut short (or refused by the budget) left staged files: drop them.
-        for old in manifest.shards(job_id):
-            if old["state"] == "staged":
-                Path(old["path"]).unlink(missing_ok=True)
-                manifest.update_shard(old["shard_id"], state="lost")
-        manifest.reset_rows(job_id)
-        directory = plan.cache.path.parent / "batch-files" / job_id
+        job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+        open_job(plan, manifest, job_id, prompt, metadata)
+        directory = job_directory(plan, job_id)
         prep = prepare(
             plan,
             limits,
@@ -434,46 +410,109 @@ def submit(
             progress=progress,
             keep_rows=False,
         )
-        totals = prep.totals()
-        if budget_tokens is not None and totals["estimated_tokens"] > budget_tokens:
-            for shard in prep.shards:
-                if shard.path is not None:
-                    shard.path.unlink(missing_ok=True)
-                manifest.update_shard(shard.shard_id, state="lost")
-            raise BudgetExceeded(
-                f"the estimate is {totals['estimated_tokens']:,} tokens for "
-                f"{totals['requests']:,} requests (prompt and images as encoded, "
-                f"{plan.provider.name} formula; cache hits, repeated images and rows already "
-                f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "
-                "uploaded. dry_run=True shows the same estimate per row."
-            )
+        return launch(plan, prep, manifest, job_id, settings)
+
+
+def check_ready(plan: Plan) -> None:
+    """Before any line is written: raise without an answer cache or a Batch API, and for
+    ``connect(base_url=...)`` without ``model=`` ask the server for its one model (every line
+    names the model)."""
+    if plan.cache is None:
+        raise ValueError(
+            "batch jobs need the answer cache (results arrive later, maybe in another "
+            "session): pass cache=True or a path"
+        )
+    assert plan.client is not None
+    sdk = plan.client.batch_sdk()
+    if plan.model is None:
+        models = [m.id for m in sdk.models.list()]
+        if len(models) != 1:
+            raise ValueError(f"the server serves {len(models)} models; pass model=...")
+        plan.model = models[0]
+
+
+def job_directory(plan: Plan, job_id: str) -> Path:
+    """Where a job's input files are written: ``<cache dir>/batch-files/<job id>/``."""
+    assert plan.cache is not None
+    return plan.cache.path.parent / "batch-files" / job_id
+
+
+def open_job(
+    plan: Plan, manifest: Manifest, job_id: str, prompt: str, metadata: Mapping[str, str] | None
+) -> None:
+    """Record the job (or find it again) before a planning pass records its rows and files."""
+    assert plan.client is not None and plan.cache is not None
+    manifest.save_job(
+        job_id,
+        provider=plan.provider.name,
+        base_url=plan.client.base_url,
+        batch_base_url=plan.client.batch_base_url,
+        model=plan.model,
+        prompt=prompt,
+        system=plan.system,
+        identity=json.dumps(plan.client.cache_identity),
+        schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
+        cache_path=str(plan.cache.path),
+        metadata=json.dumps(dict(metadata or {})),
+    )
+    # A previous pass cut short (or refused by the budget) left staged files: drop them.
+    for old in manifest.shards(job_id):
+        if old["state"] == "staged":
+            Path(old["path"]).unlink(missing_ok=True)
+            manifest.update_shard(old["shard_id"], state="lost")
+    manifest.reset_rows(job_id)
+
+
+def launch(
+    plan: Plan, prep: Preparation, manifest: Manifest, job_id: str, settings: BatchSettings
+) -> BatchJob:
+    """After a planning pass recorded its rows and staged its files: check the budget (over
+    it, the files are dropped and nothing is uploaded), then upload at the profile's pace."""
+    assert plan.client is not None and plan.cache is not None
+    limits = settings.limits(plan.provider.batch)
+    budget_tokens, progress = plan.options.budget_tokens, plan.options.progress
+    totals = prep.totals()
+    if budget_tokens is not None and totals["estimated_tokens"] > budget_tokens:
         for shard in prep.shards:
-            manifest.update_shard(shard.shard_id, state="written")
-        job = BatchJob(job_id, manifest, cache_store, plan.client)
-        pending = [s for s in manifest.shards(job_id) if s["state"] in ("written", "uploaded")]
-        bar = progress_bar(len(pending), desc="batch upload", enabled=progress)
-        bar.unit = "file"
-        try:
-            upload_pending(
-                job_id,
-                manifest,
-                sdk,
-                plan.client.batch_base_url or plan.client.base_url,
-                limits,
-                interval=interval,
-                metadata=dict(metadata or {}),
-                bar=bar,
-            )
-        except KeyboardInterrupt:
-            if not interrupted_in_notebook(
-                f"stopped uploading batch job {job_id}: the files uploaded and batches created "
-                "so far are recorded; submit the same call again to continue."
-            ):
-                raise
-            return job
-        finally:
-            bar.close()
-        with contextlib.suppress(OSError):
-            if directory.exists() and not any(directory.iterdir()):
-                shutil.rmtree(directory)
+            if shard.path is not None:
+                shard.path.unlink(missing_ok=True)
+            manifest.update_shard(shard.shard_id, state="lost")
+        raise BudgetExceeded(
+            f"the estimate is {totals['estimated_tokens']:,} tokens for "
+            f"{totals['requests']:,} requests (prompt and images as encoded, "
+            f"{plan.provider.name} formula; cache hits, repeated images and rows already "
+            f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "
+            "uploaded. dry_run=True shows the same estimate per row."
+        )
+    for shard in prep.shards:
+        manifest.update_shard(shard.shard_id, state="written")
+    cache_store = Cache(plan.cache.path)  # the job's own handle: the plan closes its
+    job = BatchJob(job_id, manifest, cache_store, plan.client)
+    pending = [s for s in manifest.shards(job_id) if s["state"] in ("written", "uploaded")]
+    bar = progress_bar(len(pending), desc="batch upload", enabled=progress)
+    bar.unit = "file"
+    try:
+        upload_pending(
+            job_id,
+            manifest,
+            plan.client.batch_sdk(),
+            plan.client.batch_base_url or plan.client.base_url,
+            limits,
+            interval=limits.upload_interval,
+            metadata=dict(settings.metadata or {}),
+            bar=bar,
+        )
+    except KeyboardInterrupt:
+        if not interrupted_in_notebook(
+            f"stopped uploading batch job {job_id}: the files uploaded and batches created "
+            "so far are recorded; submit the same call again to continue."
+        ):
+            raise
         return job
+    finally:
+        bar.close()
+    directory = job_directory(plan, job_id)
+    with contextlib.suppress(OSError):
+        if directory.exists() and not any(directory.iterdir()):
+            shutil.rmtree(directory)
+    return job

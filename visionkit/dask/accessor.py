@@ -8,6 +8,8 @@ up partition by partition. Nothing runs until ``.compute()`` / ``.persist()``.
 - ``inspect``, ``estimate_tokens``, ``encode``: per partition on any Dask scheduler.
 - ``ask``: needs a ``distributed`` cluster (one rate limit for all workers; see
   ``visionkit.dask.limiter``), plus ``out=`` for a folder of per-partition Parquet files.
+- ``submit``: a batch job now (not lazy): the workers write the files, this process uploads
+  them (``visionkit.dask.submit``).
 """
 
 from __future__ import annotations
@@ -95,11 +97,13 @@ class DaskVisionAccessor:
         return ask_frame(self._ddf, prompt, options, out=out)
 
     def submit(self, prompt: str, **kwargs: Any) -> Any:
-        """Batch jobs on a Dask frame are not available yet (see the README)."""
-        raise NotImplementedError(
-            "ddf.vision.submit is not available yet: compute the frame and use "
-            "df.vision.submit, or ddf.vision.ask"
-        )
+        """``df.vision.submit`` with the workers encoding and writing the files: same
+        parameters, same result (a ``BatchJob``; a DataFrame with ``dry_run=True``), run now.
+        One process uploads, at the provider's pace (see ``visionkit.dask.submit``).
+        Needs a ``distributed`` Client."""
+        from .submit import submit_frame
+
+        return submit_frame(self._ddf, prompt, **kwargs)
 
 
 _ASK_FIELDS = frozenset(
@@ -158,6 +162,7 @@ def _share_storage() -> None:
 def _borrow_signatures() -> None:
     """``help(ddf.vision.ask)`` shows ``ask``'s parameters (and ``out``), as ``df.vision`` does."""
     from ..accessor import _borrow_signature
+    from ..batch.submit import submit
     from ..images.encode import encode_series
     from ..query.ask import ask
 
@@ -165,6 +170,7 @@ def _borrow_signatures() -> None:
         DaskVisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
     )
     _borrow_signature(DaskVisionAccessor.ask, ask, doc=False)
+    _borrow_signature(DaskVisionAccessor.submit, submit, doc=False)
     sig = inspect.signature(DaskVisionAccessor.ask)
     params = list(sig.parameters.values())
     out = inspect.Parameter(

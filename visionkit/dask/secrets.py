@@ -34,7 +34,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ..providers import Provider, RateLimits
 from ..query.client import Client
 
-__all__ = ["ClientSpec", "share_client", "share_storage_options"]
+__all__ = ["ClientSpec", "client_spec", "share_client", "share_storage_options"]
 
 _REGISTRY: dict[str, dict[str, Any]] = {}  # secret_id -> {"api_key": ..., ...} (worker side)
 _CLIENTS: dict[tuple[Any, ...], Client] = {}
@@ -96,6 +96,23 @@ class ClientSpec:
         and the key's random id (two calls with one ``Client`` share it)."""
         return f"{self.provider.name}|{self.base_url}|{self.secret_id}"
 
+    def planner(self) -> Client:
+        """A ``Client`` that plans rows as the caller's does (provider, URL and model make the
+        cache key) and holds no key: batch files are written on the workers, but only the
+        caller's process uploads them, so the key need not reach the workers at all."""
+        import openai
+
+        from ..query.client import NO_KEY
+
+        return Client(
+            openai=openai.AsyncOpenAI(api_key=NO_KEY, base_url=self.base_url),
+            provider=self.provider,
+            model=self.model,
+            base_url=self.base_url,
+            transport=self.transport,
+            rate_limits=self.rate_limits,
+        )
+
     def connect(self) -> Client:
         """This process's ``Client`` for the spec (made once per process)."""
         from ..query.client import connect
@@ -138,8 +155,8 @@ def _secret_id(client: Client) -> str:
         return found
 
 
-def share_client(dask_client: Any, client: Client) -> ClientSpec:
-    """A ``ClientSpec`` for ``client``; its key goes to every worker in a plugin, once."""
+def client_spec(client: Client) -> ClientSpec:
+    """A ``ClientSpec`` for ``client`` (nothing is shared: see ``share_client``)."""
     recording = client.recording
     if recording is not None and not recording.replaying:
         raise ValueError(
@@ -151,7 +168,13 @@ def share_client(dask_client: Any, client: Client) -> ClientSpec:
     spec = ClientSpec(
         client.provider, client.base_url, client.model, client.transport, client.rate_limits, sid
     )
-    spec = dataclasses.replace(spec, replay=replay)
+    return dataclasses.replace(spec, replay=replay)
+
+
+def share_client(dask_client: Any, client: Client) -> ClientSpec:
+    """A ``ClientSpec`` for ``client``; its key goes to every worker in a plugin, once."""
+    spec = client_spec(client)
+    sid, recording = spec.secret_id, client.recording
     if recording is None:
         sdk = client.openai
         headers = {

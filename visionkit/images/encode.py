@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..errors import ImageError
+from ..errors import EncodeWarning, ImageError
 from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider, same_tokens_size
 from ..tokens import fit_within
 from ..types import default_workers
@@ -88,10 +88,6 @@ _COMPACT_STEPS = (COMPACT_QUALITY, 68, 60, 50)
 _MIN_SIDE = 16
 _PASSTHROUGH_MODES = frozenset({"RGB", "L", "RGBA", "LA", "P", "1"})
 _SAVE_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "gif": "GIF"}
-
-
-class EncodeWarning(UserWarning):
-    """Some rows could not be encoded and are NA (``encode_series(errors="coerce")``)."""
 
 
 @dataclass(frozen=True)

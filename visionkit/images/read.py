@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from ..errors import ImageError
+from ..errors import ImageError, ReadImagesWarning
 from .bombs import decode_refusal
 from .cells import cell_kind, local_path, path_of, read_bytes
 from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
@@ -37,11 +37,6 @@ from .formats import image_format, is_not_an_image, sniff_format
 from .pil_errors import pil_errors
 
 __all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "ReadImagesWarning", "inspect_images", "read_images"]
-
-
-class ReadImagesWarning(UserWarning):
-    """``read_images`` left non-image files out of a folder walk, or a folder or glob found
-    nothing."""
 
 
 COLUMNS = ["path", "format", "width", "height", "mode", "frames", "bytes", "error"]

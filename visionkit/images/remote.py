@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ImageError
+from ..errors import ImageError, ReadImagesWarning
 
 __all__ = [
     "REMOTE_TIMEOUT",
@@ -324,7 +324,7 @@ def list_images(
     if glob_chars:
         found = fs.glob(path, detail=True)
         if not found:
-            warnings.warn(f"read_images: {source} matches no file", UserWarning, stacklevel=3)
+            warnings.warn(f"read_images: {source} matches no file", ReadImagesWarning, stacklevel=3)
     else:
         try:
             info = fs.info(path)

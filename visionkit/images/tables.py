@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageError
+from ..errors import ImageError, ReadImagesWarning
 
 __all__ = [
     "CACHE_BYTES",
@@ -298,7 +298,9 @@ def _parquet_paths(source: Any, storage_options: Mapping[str, Any] | None) -> li
             if not matches:
                 import warnings
 
-                warnings.warn(f"read_images: {text} matches no file", UserWarning, stacklevel=4)
+                warnings.warn(
+                    f"read_images: {text} matches no file", ReadImagesWarning, stacklevel=4
+                )
             out.extend(m for m in matches if os.path.isfile(m))
         elif os.path.isdir(os.path.expanduser(text)):
             folder = os.path.expanduser(text)

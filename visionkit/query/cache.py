@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheError
+from ..errors import CacheError, CacheWarning
 
 __all__ = [
     "Cache",
@@ -92,10 +92,6 @@ _TABLES = (
     """,
 )
 _FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider"
-
-
-class CacheWarning(UserWarning):
-    """Cached answers failed their checksum and were treated as missing (asked again)."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MissingAPIKey
+from ..errors import MissingAPIKey, OfflineWarning
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
@@ -63,10 +63,6 @@ __all__ = [
 ]
 
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
-
-
-class OfflineWarning(UserWarning):
-    """``connect("auto")`` found no API key and uses the offline stand-in."""
 
 
 @dataclass(frozen=True, repr=False, eq=False)

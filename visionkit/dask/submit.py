@@ -1,0 +1,361 @@
+"""``ddf.vision.submit``: a batch job from a Dask frame. The workers plan, encode and write the
+JSONL files in parallel; this process records them in the batch manifest and uploads them
+through the one paced uploader of ``df.vision.submit``.
+
+Per partition, on a worker, ``prepare_partition`` runs the pandas path's own pass
+(``visionkit.batch.submit.prepare``: ``ask``'s planner, the answer cache's hits, the manifest's
+keys already in a live file, the row errors, the file cutting) into a staging folder of this
+call under ``<cache dir>/batch-files/``, and returns the partition's rows, its files and the
+hashes that name the job. Workers only *read* the answer cache and the manifest (SQLite in WAL
+mode: several processes may read one file); nothing on a worker writes to either, and no
+worker holds the key: ``ClientSpec.planner()`` plans as the caller's client does (provider, URL
+and model make the cache key) but cannot send.
+
+Here, when every partition is back: the job id is the pandas one (the recipe and every row's
+cell hash, in row order: the same frame gives the same job, computed or not); an image that two
+partitions both wrote is kept in the first file only (the later file is rewritten without its
+line: it is sent once, like a repeat inside one frame); neighbouring files that fit in one file
+together are joined (each partition's last file is part-filled, and at inference.net's one
+upload a minute every file counts), renamed into ``batch-files/<job id>/`` with the job's next
+sequence numbers and recorded (``staged``), the rows recorded in order; then
+``visionkit.batch.submit.launch`` checks the budget and uploads at the provider's pace, exactly
+as for a pandas frame. So the same call again continues the same job, ``job.wait()``,
+``job.result()`` and ``vk.BatchJob.load(id)`` work as they do for a pandas job, and the result
+is on the frame's index.
+
+Joining whole files is not pandas' cut (pandas fills each file to the limit, across what would
+be partition boundaries), so a job may have a few more files than from pandas: when the
+partitions' files are full, or fit in one file together, the two agree exactly.
+
+Record and replay (``connect(record=...)``, ``connect(replay=...)``) are one process's files:
+such a client submits the computed frame with ``df.vision.submit``, so whatever that does under
+record and replay this does too (replay: a ``ReplayedJob`` answered from the recording, nothing
+sent); a replayed notebook's frame is small.
+
+The workers and this process must see the same cache folder (one machine, or a folder all of
+them mount): the workers write the files that this process uploads. Files not recorded (the
+call failed or was interrupted) are removed with the staging folder; a task Dask cannot stop
+may still finish writing into it after an interrupt (``batch-files/staging-*``: never uploaded,
+safe to delete).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import shutil
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..batch.manifest import JobRow, Manifest, manifest_path
+from ..batch.shards import Shard, jsonl_line
+from ..batch.submit import (
+    BatchAskOptions,
+    Preparation,
+    _dry_run_frame,
+    batch_arguments,
+    cell_hashes,
+    check_ready,
+    job_directory,
+    job_identity,
+    launch,
+    open_job,
+    prepare,
+)
+from ..providers import BatchLimits
+from ..query.plan import Plan, make_plan
+from .secrets import ClientSpec, client_spec
+
+__all__ = ["PartPrep", "SubmitTask", "prepare_partition", "submit_frame"]
+
+_ROW_CHUNK = 1000  # job rows recorded per transaction
+
+
+@dataclass(frozen=True)
+class SubmitTask:
+    """Everything a partition's task needs, and nothing secret (it is in the task graph)."""
+
+    prompt: str
+    options: BatchAskOptions  # client=None, cache=False, progress=False
+    client: ClientSpec | None  # plans like the caller's client; None: a dry run without one
+    cache: str | None  # the answer cache file (hits are not sent); None: no cache
+    manifest: str | None  # the batch manifest, read for keys already in a live file
+    limits: BatchLimits
+    staging: str | None  # this call's folder for the files; None: count only (a dry run)
+
+
+@dataclass
+class PartPrep:
+    """What one partition's pass found: its rows and files (``prep``), its index labels and
+    the hashes that name the job."""
+
+    number: int
+    index: pd.Index
+    prep: Preparation
+    hashes: np.ndarray
+
+
+def prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> PartPrep:
+    """One partition's planning pass (a task on a worker): see the module docstring."""
+    client = task.client.planner() if task.client is not None else None
+    cache = Path(task.cache) if task.cache is not None else False
+    options = task.options.replace(client=client, cache=cache)
+    manifest = Manifest(task.manifest) if task.manifest is not None else None
+    directory = Path(task.staging) / f"part-{number:06d}" if task.staging is not None else None
+    try:
+        with make_plan(part, task.prompt, options, connect_now=False) as plan:
+            prep = prepare(
+                plan,
+                task.limits,
+                manifest,
+                directory,
+                job_id=None,  # nothing is recorded here: the caller records what comes back
+                first_seq=1,
+                progress=False,
+                keep_rows=True,
+            )
+            hashes = cell_hashes(part, plan.columns)
+    finally:
+        if manifest is not None:
+            manifest.close()
+    return PartPrep(number, part.index, prep, hashes)
+
+
+def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
+    """``ddf.vision.submit``: ``df.vision.submit``'s parameters and result (see the module
+    docstring). Runs now (a batch job is not lazy): returns a ``BatchJob``, or with
+    ``dry_run=True`` the dry run's DataFrame, computed."""
+    from ..batch.submit import submit
+    from ..query.client import connect, default_client
+
+    bound = inspect.signature(submit).bind(ddf._meta, prompt, **kwargs)
+    bound.apply_defaults()
+    options, settings = batch_arguments(bound.arguments)
+    client = options.client
+    if isinstance(client, str):
+        client = connect(client)
+    if client is None and not options.dry_run:
+        client = default_client()
+    if client is not None and client.recording is not None:
+        return submit(ddf.compute(), prompt, **{**kwargs, "client": client})
+    dask_client = _dask_client()
+    options = dataclasses.replace(options, client=client)
+    with make_plan(ddf._meta, prompt, options, connect_now=not options.dry_run) as plan:
+        limits = settings.limits(plan.provider.batch)
+        task = SubmitTask(
+            prompt=prompt,
+            options=dataclasses.replace(options, client=None, cache=False, progress=False),
+            client=None,
+            cache=str(plan.cache.path) if plan.cache is not None else None,
+            manifest=None,
+            limits=limits,
+            staging=None,
+        )
+        if options.dry_run:
+            found = manifest_path(plan.cache.path) if plan.cache is not None else None
+            spec = client_spec(plan.client) if plan.client is not None else None
+            task = _replace(
+                task,
+                client=spec,
+                manifest=str(found) if found is not None and found.exists() else None,
+            )
+            parts = _run(dask_client, ddf, task, options.progress)
+            prep = merge(parts, limits, plan, directory=None, first_seq=1)
+            return _dry_run_frame(plan, prep, limits, limits.upload_interval)
+        check_ready(plan)
+        assert plan.cache is not None and plan.client is not None
+        manifest = Manifest(manifest_path(plan.cache.path))
+        staging = plan.cache.path.parent / "batch-files" / f"staging-{uuid.uuid4().hex[:12]}"
+        task = _replace(
+            task,
+            client=client_spec(plan.client.with_model(plan.model)),
+            manifest=str(manifest.path),
+            staging=str(staging),
+        )
+        try:
+            parts = _run(dask_client, ddf, task, options.progress)
+            job_id = job_identity(plan, prompt, [p.hashes for p in parts])
+            open_job(plan, manifest, job_id, prompt, settings.metadata)
+            directory = job_directory(plan, job_id)
+            prep = merge(parts, limits, plan, directory, first_seq=manifest.next_seq(job_id))
+            record(manifest, job_id, prep)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # what was not recorded is not kept
+        return launch(plan, prep, manifest, job_id, settings)
+
+
+def _replace(task: SubmitTask, **changes: Any) -> SubmitTask:
+    return dataclasses.replace(task, **changes)
+
+
+def _dask_client() -> Any:
+    from distributed import get_client
+
+    try:
+        return get_client()
+    except ValueError:
+        raise RuntimeError(
+            "ddf.vision.submit runs on a distributed cluster (the workers write the files): "
+            "start one first, e.g. `from distributed import Client; Client()` (a LocalCluster "
+            "on this machine) or your cluster's Client"
+        ) from None
+
+
+def _run(dask_client: Any, ddf: Any, task: SubmitTask, progress: bool) -> list[PartPrep]:
+    """Every partition's pass on the workers, back in partition order."""
+    import dask
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    prepare_task = dask.delayed(prepare_partition, pure=False)
+    tasks = [prepare_task(part, task, i) for i, part in enumerate(ddf.to_delayed())]
+    futures = dask_client.compute(tasks)
+    bar = tqdm(total=len(futures), desc="batch prepare", unit="partition", disable=not progress)
+    try:
+        for _ in as_completed(futures):
+            bar.update(1)
+        results: list[PartPrep] = dask_client.gather(futures)
+    except BaseException:
+        dask_client.cancel(futures)
+        raise
+    finally:
+        bar.close()
+    return sorted(results, key=lambda p: p.number)
+
+
+def merge(
+    parts: Sequence[PartPrep],
+    limits: BatchLimits,
+    plan: Plan,
+    directory: Path | None,
+    *,
+    first_seq: int,
+) -> Preparation:
+    """The partitions' passes as one (what ``prepare`` on the computed frame would record):
+    rows on the frame's positions; an image that an earlier partition also sends dropped from
+    the later file (a repeat, sent once); neighbouring files that fit in one together (each
+    partition's last file is part-filled) joined, so the job uploads about as many files as
+    from pandas; the files numbered from ``first_seq`` in partition order, in ``directory``.
+    Sets ``plan.index`` to the frame's index."""
+    plan.index = parts[0].index.append([p.index for p in parts[1:]]) if parts else plan.index
+    first: dict[str, int] = {}
+    drop: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)  # file -> key -> bytes
+    rows: list[list[Any]] = []
+    offset = 0
+    for part in parts:
+        for pos, label, key, status, error, tokens, nbytes, seq in part.prep.rows:
+            where = offset + pos
+            if status == "send" and first.setdefault(key, where) != where:
+                drop[(part.number, seq)][key] = nbytes or 0
+                status, seq = "repeat", None
+            rows.append([where, label, key, status, error, tokens, nbytes, (part.number, seq)])
+        offset += len(part.index)
+    kept: list[tuple[tuple[int, int], Shard]] = []
+    for part in parts:
+        for shard in part.prep.shards:
+            old = (part.number, shard.seq)
+            left = _without(shard, drop.get(old, {}), limits.endpoint)
+            if left is not None:
+                kept.append((old, left))
+    seqs: dict[tuple[int, int], int] = {}
+    prep = Preparation(shards=[])
+    for group in _packs(kept, limits):
+        seq = first_seq + len(prep.shards)
+        prep.shards.append(_join([s for _, s in group], seq, directory))
+        seqs.update((old, seq) for old, _ in group)
+    for row in rows:
+        row[7] = seqs.get(row[7])
+        prep.count(row[3], row[5], row[6])
+        prep.rows.append(tuple(row))
+    return prep
+
+
+def _packs(
+    shards: list[tuple[tuple[int, int], Shard]], limits: BatchLimits
+) -> list[list[tuple[tuple[int, int], Shard]]]:
+    """Consecutive files grouped, each group within the limits of one file."""
+    groups: list[list[tuple[tuple[int, int], Shard]]] = []
+    lines = nbytes = 0
+    for item in shards:
+        shard = item[1]
+        if groups and (
+            (
+                limits.max_requests_per_file is None
+                or lines + len(shard.keys) <= limits.max_requests_per_file
+            )
+            and (limits.max_file_bytes is None or nbytes + shard.nbytes <= limits.max_file_bytes)
+        ):
+            groups[-1].append(item)
+            lines, nbytes = lines + len(shard.keys), nbytes + shard.nbytes
+        else:
+            groups.append([item])
+            lines, nbytes = len(shard.keys), shard.nbytes
+    return groups
+
+
+def _join(shards: list[Shard], seq: int, directory: Path | None) -> Shard:
+    """One file of ``shards`` (in order), numbered ``seq``, in ``directory`` (moved there,
+    or concatenated into the first one's name when there are several)."""
+    head = shards[0]
+    keys = [k for s in shards for k in s.keys]
+    joined = Shard(head.shard_id, seq, None, keys, sum(s.nbytes for s in shards))
+    if head.path is None or directory is None:
+        return joined
+    directory.mkdir(parents=True, exist_ok=True)
+    joined.path = directory / f"{seq:05d}-{head.shard_id}.jsonl"
+    if len(shards) == 1:
+        os.replace(head.path, joined.path)
+        return joined
+    with open(joined.path, "wb") as out:
+        for shard in shards:
+            assert shard.path is not None
+            with open(shard.path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            shard.path.unlink()
+    return joined
+
+
+def _without(shard: Shard, drop: dict[str, int], endpoint: str) -> Shard | None:
+    """``shard`` without the lines of ``drop``'s keys (rewritten on disk when it is a file);
+    ``None`` when nothing is left."""
+    if not drop:
+        return shard
+    keys = [(k, t) for k, t in shard.keys if k not in drop]
+    if not keys:
+        if shard.path is not None:
+            shard.path.unlink(missing_ok=True)
+        return None
+    if shard.path is None:  # counted only: a line is its head and its body
+        gone = sum(len(jsonl_line(k, b"", endpoint)) + n for k, n in drop.items())
+        return Shard(shard.shard_id, shard.seq, None, keys, shard.nbytes - gone)
+    heads = {jsonl_line(k, b"", endpoint).split(b', "method"')[0] for k in drop}
+    kept_path = shard.path.with_suffix(".kept")
+    nbytes = 0
+    with open(shard.path, "rb") as src, open(kept_path, "wb") as out:
+        for line in src:
+            if line.split(b', "method"', 1)[0] in heads:
+                continue
+            out.write(line)
+            nbytes += len(line)
+    os.replace(kept_path, shard.path)
+    return Shard(shard.shard_id, shard.seq, shard.path, keys, nbytes)
+
+
+def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
+    """The merged pass into the manifest: its files as ``staged`` (``launch`` marks them
+    written once the budget is checked), its rows in order."""
+    for shard in prep.shards:
+        assert shard.path is not None
+        manifest.add_shard(
+            shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
+        )
+    for start in range(0, len(prep.rows), _ROW_CHUNK):
+        manifest.add_rows(job_id, [JobRow(*r[:6]) for r in prep.rows[start : start + _ROW_CHUNK]])

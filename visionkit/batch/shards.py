@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,28 +38,23 @@ class Shard:
     nbytes: int = 0
 
 
+@dataclass(eq=False)
 class ShardWriter:
     """Append lines; a new file starts whenever the next line would break a limit."""
 
-    def __init__(
-        self,
-        directory: Path | None,
-        *,
-        max_bytes: int | None,
-        max_requests: int | None,
-        endpoint: str,
-        on_close: Callable[[Shard], None] | None = None,
-        first_seq: int = 1,
-    ) -> None:
-        self.directory = directory
-        self.max_bytes = max_bytes
-        self.max_requests = max_requests
-        self.endpoint = endpoint
-        self.on_close = on_close
-        self.closed: list[Shard] = []
-        self._seq = first_seq
-        self._shard: Shard | None = None
-        self._out: BinaryIO | None = None
+    directory: Path | None
+    _: KW_ONLY
+    max_bytes: int | None
+    max_requests: int | None
+    endpoint: str
+    on_close: Callable[[Shard], None] | None = None
+    first_seq: int = 1
+    closed: list[Shard] = field(default_factory=list, init=False)  # the files closed so far
+    _shard: Shard | None = field(default=None, init=False, repr=False)
+    _out: BinaryIO | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._seq = self.first_seq
 
     def add(self, key: str, payload: bytes, estimated_tokens: int | None) -> Shard:
         """Write one line; returns the shard it went to. Raises ValueError if one line alone

@@ -3,14 +3,21 @@ workers write the files, one process uploads them at the pace, the job is a pand
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import threading
+import time
 from pathlib import Path
 
+import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pytest
 from dask_helpers import image_folder
 from distributed import get_task_stream
 from distributed.diagnostics.plugin import SchedulerPlugin
+from PIL import Image
 
 import visionkit as vk
 import visionkit.dask  # registers ddf.vision
@@ -127,8 +134,6 @@ def test_a_bad_row_is_that_rows_error_and_the_rest_are_sent(tmp_path, dask_clien
     df.loc[4, "path"] = str(tmp_path / "missing.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
     df.loc[1, "path"] = str(tmp_path / "broken.jpg")
-    import dask.dataframe as dd
-
     ddf = dd.from_pandas(df, npartitions=2)
     job = _submit(ddf, _connect(server), tmp_path / "c.sqlite").wait(progress=False)
     result = job.result()
@@ -178,6 +183,54 @@ def test_over_budget_nothing_is_uploaded_and_no_file_is_left(tmp_path, dask_clie
     assert not list((cache.parent / "batch-files").rglob("*.jsonl"))
     job = _submit(ddf, _connect(server), cache)  # the same call within budget goes
     assert len(job.batches) == 1 and server.stats.uploads == 1
+
+
+def test_a_worker_dying_mid_prepare_is_retried_and_leaves_no_file(tmp_path, dask_client):
+    """Dask runs the dead worker's partition again elsewhere; its half-written file is never
+    recorded or uploaded, and is gone with the staging folder."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(8):  # big noisy photos: each partition takes a while to encode
+        path = tmp_path / f"big{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    ddf = dd.from_pandas(pd.DataFrame({"path": paths}), npartitions=4)
+    cache = tmp_path / "cache" / "answers.sqlite"
+    with offline.OfflineServer(upload_interval=0) as srv:
+        client = vk.connect("offline", base_url=srv.base_url)
+        done: dict[str, object] = {}
+
+        def submit() -> None:
+            try:
+                done["job"] = ddf.vision.submit(
+                    PROMPT, client=client, cache=cache, upload_interval=0, progress=False
+                )
+            except BaseException as exc:  # re-raised below, in the test's thread
+                done["error"] = exc
+
+        thread = threading.Thread(target=submit)
+        thread.start()
+        deadline = time.monotonic() + 60
+        busy: list[str] = []
+        while time.monotonic() < deadline and not busy:
+            busy = [
+                worker
+                for worker, keys in dask_client.processing().items()
+                if any("prepare_partition" in str(k) for k in keys)
+            ]
+            time.sleep(0.01)
+        victim = busy[0]
+        pid = dask_client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)  # the worker dies while it encodes and writes
+        thread.join(120)
+        if "error" in done:
+            raise done["error"]
+        job = done["job"]
+        result = job.wait(progress=False).result()
+        assert result["error"].isna().all() and len(result) == 8
+        assert srv.stats.batch_lines == 8 and srv.stats.paid_twice == {}
+        assert victim not in dask_client.scheduler_info()["workers"]
+    assert not list((cache.parent / "batch-files").rglob("*.jsonl"))  # no file left behind
 
 
 class _GraphSpy(SchedulerPlugin):

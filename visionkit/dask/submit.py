@@ -182,6 +182,7 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
         )
         try:
             parts = _run(dask_client, ddf, task, options.progress)
+            _check_shared(parts, staging)
             job_id = job_identity(plan, prompt, [p.hashes for p in parts])
             open_job(plan, manifest, job_id, prompt, settings.metadata)
             directory = job_directory(plan, job_id)
@@ -229,6 +230,18 @@ def _run(dask_client: Any, ddf: Any, task: SubmitTask, progress: bool) -> list[P
     finally:
         bar.close()
     return sorted(results, key=lambda p: p.number)
+
+
+def _check_shared(parts: Sequence[PartPrep], staging: Path) -> None:
+    """Raise when the workers' files are not where this process looks (workers on other
+    machines, the cache folder not shared): better now than a missing file at upload."""
+    missing = [s.path for p in parts for s in p.prep.shards if s.path and not s.path.exists()]
+    if missing:
+        raise RuntimeError(
+            f"the workers wrote {len(missing)} batch file(s) under {staging}, which this "
+            "process cannot see: ddf.vision.submit needs the cache folder (cache=...) on "
+            "storage the workers and this process share (one machine, or a mounted folder)"
+        )
 
 
 def merge(

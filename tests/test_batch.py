@@ -8,6 +8,7 @@ import asyncio
 import threading
 from pathlib import Path
 
+import httpx
 import offline_helpers
 import openai
 import pandas as pd
@@ -302,3 +303,52 @@ def test_a_frame_of_image_bytes_is_one_job_across_calls(images, client, cache):
     job = run(frame, client, cache).wait(progress=False)
     assert job.result().error.isna().all()
     assert run(frame, client, cache).id == job.id
+
+
+def test_error_answers_delivered_in_the_output_file_are_row_errors_never_answers(images, cache):
+    """Some servers put error responses (with their status) in the output file: those rows are
+    errors, not answers of None in the cache, and the next submit sends exactly them again."""
+    serve = dict(upload_interval=0, line_fail_rate=0.5, line_fail_status=503)
+    with offline.serve(**serve, batch_errors_in_output=True) as url:
+        client = vk.connect("offline", base_url=url)
+        result = run(images, client, cache).wait(progress=False).result()
+        failed = result.error.notna()
+        assert 0 < failed.sum() < len(images)
+        assert result.error[failed].str.startswith("InternalServerError (503): ").all()
+        assert result.answer[failed].isna().all() and result.answer[~failed].notna().all()
+        sent_before = url.server.stats.batch_lines
+        again = run(images, client, cache).wait(progress=False).result()
+        assert url.server.stats.batch_lines - sent_before == failed.sum()  # only those rows
+        assert again.answer[~failed].equals(result.answer[~failed])
+
+
+def test_a_transient_error_looking_for_a_lost_batch_never_creates_a_second_batch(
+    images, server, client, cache, monkeypatch
+):
+    real_create, real_list = (
+        openai.resources.batches.Batches.create,
+        openai.resources.batches.Batches.list,
+    )
+
+    def create_then_crash(self, **kw):
+        real_create(self, **kw)  # the provider made it, but the answer is lost
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openai.resources.batches.Batches, "create", create_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(images, client, cache)
+    monkeypatch.setattr(openai.resources.batches.Batches, "create", real_create)
+
+    def list_unavailable(self, **kw):
+        request = httpx.Request("GET", f"{client.base_url}/batches")
+        response = httpx.Response(503, request=request)
+        raise openai.InternalServerError("Service Unavailable", response=response, body=None)
+
+    monkeypatch.setattr(openai.resources.batches.Batches, "list", list_unavailable)
+    with pytest.raises(openai.InternalServerError):
+        run(images, client, cache)  # cannot tell whether the batch exists: it does not guess
+    assert server.stats.batches_created == 1
+    monkeypatch.setattr(openai.resources.batches.Batches, "list", real_list)
+    job = run(images, client, cache).wait(progress=False)  # the listing works again: adopted
+    assert server.stats.batches_created == 1 and server.stats.uploads == 1
+    assert job.result().error.isna().all() and server.stats.paid_twice == {}

@@ -82,10 +82,43 @@ def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def _iter_lines(sdk: Any, file_id: str) -> Iterator[dict[str, Any]]:
+    """A result file's lines; one that is not a JSON object is skipped with a warning (its row,
+    if any, stays unanswered and is sent again by the next ``submit``), never the whole file."""
     with sdk.files.with_streaming_response.content(file_id) as response:
-        for text in response.iter_lines():
-            if text.strip():
-                yield json.loads(text)
+        for n, text in enumerate(response.iter_lines(), 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except ValueError as exc:
+                line = exc
+            if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+                yield line
+            else:
+                warnings.warn(
+                    f"batch result file {file_id}, line {n}: not a result line with a "
+                    f"custom_id ({text[:80]!r}); skipped",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+
+
+def _answer(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """An output line's ``(body, message)`` when it holds an answer (a 2xx response with a
+    choice), else the row's error: an error response delivered in the output file (as some
+    servers do) is an error, never an answer of None."""
+    response = line.get("response")
+    response = response if isinstance(response, dict) else {}
+    status = int(response.get("status_code") or 200)
+    if line.get("error") or not 200 <= status < 300:
+        return line_error(line)
+    body = response.get("body")
+    choices = body.get("choices") if isinstance(body, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(body, dict) or not isinstance(message, dict):
+        return f"the result line holds no answer (status {status}, no choices[0].message)"
+    return body, message
 
 
 class BatchJob:
@@ -215,14 +248,18 @@ class BatchJob:
         recording = self.recording
         sent = self.manifest.submissions(self.id) if recording is not None else {}
         delivered: dict[str, CachedAnswer] = {}
+        errors: list[tuple[str, str]] = []
         if batch.output_file_id:
             for line in _iter_lines(self.sdk, batch.output_file_id):
                 key = line["custom_id"]
-                body = (line.get("response") or {}).get("body") or {}
-                choices = body.get("choices") or [{}]
-                usage = body.get("usage") or {}
+                found = _answer(line)
+                if isinstance(found, str):
+                    errors.append((key, found))
+                    continue
+                body, message = found
+                usage: dict[str, Any] = body.get("usage") or {}
                 entry = CachedAnswer(
-                    answer=(choices[0].get("message") or {}).get("content"),
+                    answer=message.get("content"),
                     prompt_tokens=usage.get("prompt_tokens"),
                     completion_tokens=usage.get("completion_tokens"),
                     estimated_tokens=tokens.get(key),
@@ -238,7 +275,6 @@ class BatchJob:
         if recording is not None:
             self._record(delivered, sent, only_new=False, batch_id=batch.id)
             recording.close()  # sorted once per batch, not per chunk
-        errors: list[tuple[str, str]] = []
         if batch.error_file_id:
             errors.extend(
                 (line["custom_id"], line_error(line))

@@ -56,13 +56,23 @@ def _upload(sdk: Any, path: Path, interval: float) -> Any:
 
 
 def _adopt(sdk: Any, file_id: str) -> Any | None:
-    """A batch already created from ``file_id`` (a create whose answer was lost), or None."""
-    with contextlib.suppress(Exception):
+    """A batch already created from ``file_id`` (a create whose answer was lost), or None.
+
+    Only a server without batch listing (404/405) counts as "none found": any other failure
+    (a 429, a 5xx, a dropped connection) raises, so the file is not given a second, paid batch;
+    the shard stays ``uploaded`` and the next ``submit`` looks again.
+    """
+    import openai
+
+    try:
         for n, batch in enumerate(sdk.batches.list(limit=100)):
             if batch.input_file_id == file_id:
                 return batch
             if n >= 500:
                 break
+    except openai.APIStatusError as exc:
+        if exc.status_code not in (404, 405):
+            raise
     return None
 
 

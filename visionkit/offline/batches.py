@@ -420,7 +420,8 @@ class BatchService:
             "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
         }
-        (out if answer is not None else err).write(_jsonl(result))
+        to_output = answer is not None or self.knobs.batch_errors_in_output
+        (out if to_output else err).write(_jsonl(result))
         with self._lock:
             stats = self._stats()
             stats.batch_lines += 1

@@ -65,6 +65,9 @@ class OfflineServer:
     batch_expire_fraction: float = 0.0  # the last lines of every batch left unrun: it expires
     line_fail_rate: float = 0.0  # batch lines answered with line_fail_status
     line_fail_status: int = 500
+    # Error answers in the output file (with their status), not the error file: some
+    # OpenAI-compatible servers deliver them so; a client must not take them for answers.
+    batch_errors_in_output: bool = False
     stats: ServerStats = field(default_factory=ServerStats, init=False, repr=False)
 
     def __post_init__(self) -> None:

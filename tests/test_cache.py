@@ -238,3 +238,29 @@ def test_a_dead_owners_claim_expires_unless_renewed(tmp_path, monkeypatch):
         assert a.claim("k", "A") is False  # B owns it now
         a.release(None, "A")
         assert b.claim("j", "B") is True
+
+
+def test_a_failed_commit_is_rolled_back_so_later_answers_still_reach_the_file(tmp_path):
+    """COMMIT can fail (a disk I/O error, a full disk): the connection must not be
+    left inside that transaction, or every later put fails with 'cannot start a transaction'."""
+
+    class FailingCommit:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db, self.fail = db, True
+
+        def execute(self, sql: str, *args):
+            if sql == "COMMIT" and self.fail:
+                self.fail = False
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.db.execute(sql, *args)
+
+        def __getattr__(self, name: str):
+            return getattr(self.db, name)
+
+    with Cache(tmp_path / "answers.sqlite") as cache:
+        cache._db = FailingCommit(cache._db)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            cache.put("k1", CachedAnswer("lost", 1, 1, 1, "m", "offline"))
+        cache.put("k2", CachedAnswer("kept", 1, 1, 1, "m", "offline"))
+    with Cache(tmp_path / "answers.sqlite") as cache:
+        assert cache.get("k2").answer == "kept" and cache.get("k1") is None

@@ -298,10 +298,13 @@ class Cache:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # also when COMMIT itself fails (busy, disk full): a connection left inside the
+            # transaction would refuse every later BEGIN, and no answer would reach the file
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def put(self, key: str, entry: CachedAnswer) -> None:
         """Store ``entry`` under ``key`` and commit at once (one transaction per answer); any

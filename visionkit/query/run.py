@@ -227,7 +227,7 @@ class Run:
                 max_retries=0, timeout=options.timeout, http_client=http_client
             )
         window = asyncio.Semaphore(options.concurrency + 2 * workers)
-        renewer = asyncio.create_task(self._renew_claims(pool)) if plan.cache is not None else None
+        renewer = asyncio.create_task(self._renew_claims()) if plan.cache is not None else None
         try:
             if plan.model is None:
                 if sdk is None:
@@ -279,7 +279,7 @@ class Run:
                 self.fatal.partial = self.frame()  # type: ignore[attr-defined]
             raise self.fatal
 
-    async def _renew_claims(self, pool: ThreadPoolExecutor) -> None:
+    async def _renew_claims(self) -> None:
         """Keep this run's claims alive (a third of a lease at a time) while it runs."""
         cache = self.plan.cache
         assert cache is not None
@@ -287,7 +287,10 @@ class Run:
         while True:
             await asyncio.sleep(cache.lease / 3)
             try:
-                await loop.run_in_executor(pool, cache.renew, self.owner)
+                # the default executor, not ``pool``: ``pool`` queues image reads and encodes
+                # that can take longer than the lease's slack, and a late renewal lets
+                # another process take the key over and pay for it again
+                await loop.run_in_executor(None, cache.renew, self.owner)
             except CacheError as exc:
                 self._stop(exc)
                 return

@@ -208,7 +208,7 @@ async def _read_body(
     want = None if end is None else end - start
     length = response.headers.get("content-length", "")
     if want is None and length.isdigit() and int(length) > max_bytes:
-        raise ImageError(f"download over {_size_text(max_bytes)} cap ({length} bytes)")
+        raise ImageError(f"download over {size_text(max_bytes)} cap ({length} bytes)")
     chunks: list[bytes] = []
     total = 0
     async for chunk in response.aiter_raw(_CHUNK):
@@ -223,7 +223,7 @@ async def _read_body(
             break  # leaving the stream closes the connection: the rest is never read
         total += len(chunk)
         if total > max_bytes:
-            raise ImageError(f"download over {_size_text(max_bytes)} cap")
+            raise ImageError(f"download over {size_text(max_bytes)} cap")
         chunks.append(chunk)
     return b"".join(chunks), _total_size(response)
 
@@ -264,7 +264,8 @@ def _why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte cap as a message says it: ``50 MB``, or ``1,234 bytes``."""
     if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
         return f"{n // (1024 * 1024)} MB"
     return f"{n:,} bytes"

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ImageError, ReadImagesWarning
+from .download import size_text
 
 __all__ = [
     "REMOTE_TIMEOUT",
@@ -233,7 +234,7 @@ def read_object(
         raise ImageError(str(exc)) from None
     data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
     if len(data) > max_bytes:
-        raise ImageError(f"object over the {_size_text(max_bytes)} cap")
+        raise ImageError(f"object over the {size_text(max_bytes)} cap")
     return data
 
 
@@ -281,12 +282,6 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = re.sub(r"https?://\S+", "<endpoint>", text)[:200]  # no endpoint URLs with tokens
     return f"{name}: {text}" if text else name
-
-
-def _size_text(n: int) -> str:
-    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)} MB"
-    return f"{n:,} bytes"
 
 
 # --------------------------------------------------------------------------------------------

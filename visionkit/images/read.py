@@ -501,7 +501,7 @@ def read_images(
     copies the images, and the table's other columns come along (see
     ``visionkit.images.tables``).
 
-    >>> df = read_images("datasets/")                            # doctest: +SKIP
+    >>> df = read_images("datasets/images/")                         # doctest: +SKIP
     >>> df.vision.estimate_tokens().sum()                        # doctest: +SKIP
     """
     from .tables import is_dataset, read_table_images

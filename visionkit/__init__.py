@@ -34,7 +34,15 @@ from .errors import (
     RowError,
     VisionError,
 )
-from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
+from .providers import (
+    Price,
+    Provider,
+    estimate_tokens,
+    get_provider,
+    providers,
+    register_provider,
+    set_price,
+)
 
 __version__ = "0.1.0"
 
@@ -81,7 +89,7 @@ _LAZY = {
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
 }
-_SUBMODULES = ("costs", "tokens")
+_SUBMODULES = ("costs", "offline", "tokens")
 
 register_accessor()  # df.vision, once pandas is loaded
 
@@ -102,6 +110,7 @@ __all__ = [
     "ImageError",
     "MissingAPIKey",
     "OfflineWarning",
+    "Price",
     "Provider",
     "RaterAgreement",
     "ReadImagesWarning",
@@ -125,6 +134,7 @@ __all__ = [
     "get_provider",
     "inspect_images",
     "krippendorff_alpha",
+    "offline",
     "plot_agreement",
     "plot_box_agreement",
     "plot_class_agreement",
@@ -138,6 +148,7 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "set_price",
     "set_storage_options",
     "thumbnail",
     "to_coco",
@@ -148,7 +159,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
-    from . import costs, tokens
+    from . import costs, offline, tokens
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,

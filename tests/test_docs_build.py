@@ -174,3 +174,13 @@ def test_the_reference_shows_docstrings_finished_at_import(site):
         assert "budget_tokens" in doc
         last = [line for line in doc.splitlines() if line.strip()][-1]
         assert re.sub(r"[`*]", "", last).strip() in text, f"{function.__name__}: {last!r}"
+
+
+def test_readme_links_into_the_docs_resolve():
+    """README.md is read on its own (on a forge, in an editor): its links are relative paths."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/") for t in local)
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"

@@ -18,20 +18,21 @@ import base64
 import binascii
 import io
 import os
+import stat
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
 from ..errors import ImageError
 from ..types import is_missing
-from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download
+from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download, size_text
 from .pil_errors import pil_errors
 from .remote import REMOTE_TIMEOUT, is_remote_url, read_object
-from .tables import is_table_ref, read_ref, struct_bytes
+from .table_refs import is_table_ref, ref_value, table_path
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -39,9 +40,11 @@ __all__ = [
     "decode_data_uri",
     "image_column",
     "local_path",
+    "open_regular",
     "path_of",
     "read_bytes",
     "source_label",
+    "table_value_bytes",
 ]
 
 
@@ -164,9 +167,10 @@ def _read_raw(
             max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         )
     if kind == "ref":
-        return read_ref(cell, row=row)
-    if kind == "struct":
-        return struct_bytes(cell, row=row)
+        value, table = ref_value(cell)
+        return table_value_bytes(value, table, row=row, timeout=timeout, max_bytes=max_bytes)
+    if kind == "struct":  # a {bytes, path} cell of the user's frame: its path as it is
+        return table_value_bytes(cell, None, row=row, timeout=timeout, max_bytes=max_bytes)
     if kind == "remote":
         return read_object(
             cell,
@@ -175,16 +179,89 @@ def _read_raw(
             storage_options=storage_options,
         )
     if kind == "path":
-        with pil_errors(row, source_label(cell)):
-            path = local_path(cell)
-            if os.path.isdir(path):
-                raise IsADirectoryError(path)
-            with open(path, "rb") as fh:
-                return fh.read()
+        cap = DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes
+        with pil_errors(row, source_label(cell)), open_regular(local_path(cell), cap) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(size + 1)  # read(cap + 1) would allocate the whole cap first
+            if len(data) > size:  # it grew since: read on, still under the cap
+                data += fh.read(cap + 1 - len(data))
+        if len(data) > cap:
+            raise ImageError(f"file over the {size_text(cap)} cap")
+        return data
     raise ImageError(
         f"unsupported image cell of type {type(cell).__name__} "
         "(expected a path, bytes, a PIL image, a data: URI, an http(s) URL or an s3://-style URL)"
     )
+
+
+def open_regular(path: str, max_bytes: int | None = None) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only, and only up to ``max_bytes`` (if given).
+
+    A FIFO, a device (``/dev/zero``, ``/dev/stdin``), a socket or a folder is refused with
+    ``ImageError`` without reading it: opened non-blocking (a FIFO without a writer would
+    block ``open`` for ever), then checked on the open descriptor, so a path swapped for
+    something else in between is still caught. A file over ``max_bytes`` is refused too.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError("is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"not a regular file ({_file_kind(st.st_mode)}); only files are read")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise ImageError(f"file over the {size_text(max_bytes)} cap ({st.st_size:,} bytes)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def table_value_bytes(
+    value: Any,
+    table: str | None,
+    *,
+    confine: bool = True,
+    row: object = None,
+    timeout: float | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """The image bytes of a value from a table's image column: a ``{bytes, path}`` struct's
+    bytes, else the file its path names; raw bytes; or a string (a path or URL).
+
+    Paths are resolved against the table's folder (``table``: the Parquet file's path or URL)
+    and, with ``confine``, must stay inside it (see ``table_refs.table_path``).
+    """
+    if is_missing(value):
+        raise ImageError("no image (missing value)")
+    if isinstance(value, Mapping):
+        data = value.get("bytes")
+        if data:
+            return bytes(data)
+        value = value.get("path")
+        if not value:
+            raise ImageError("no image (a struct with neither bytes nor path)")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        where = table_path(value, table, confine=confine)
+        return read_bytes(where, row=row, timeout=timeout, max_bytes=max_bytes)
+    raise ImageError(f"a table value of type {type(value).__name__} is not an image")
 
 
 def source_label(cell: Any) -> object:

@@ -54,6 +54,7 @@ __all__ = [
     "filesystem",
     "is_remote_url",
     "list_images",
+    "public_url",
     "read_object",
     "set_storage_options",
 ]
@@ -232,7 +233,14 @@ def read_object(
         fs, path = filesystem(url, storage_options)
     except ValueError as exc:  # an unknown scheme ("c://x.jpg"): this row's problem only
         raise ImageError(str(exc)) from None
-    data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    # The size first (from the listing fsspec keeps after read_images, else one HEAD): an
+    # object over the cap is refused before a byte of it is read.
+    size = _known_size(fs, path, timeout)
+    if size is not None and size > max_bytes:
+        raise ImageError(f"object over the {size_text(max_bytes)} cap ({size:,} bytes)")
+    left = max(0.1, deadline - time.monotonic())
+    data = fetch(fs, path, 0, max_bytes + 1, timeout=left)
     if len(data) > max_bytes:
         raise ImageError(f"object over the {size_text(max_bytes)} cap")
     return data
@@ -249,6 +257,18 @@ def object_size(fs: Any, path: str, *, timeout: float = REMOTE_TIMEOUT) -> int |
     except Exception:
         return None
     return int(size) if size is not None else None
+
+
+def _known_size(fs: Any, path: str, timeout: float) -> int | None:
+    """The object's size before reading it, or None when the store will not say: a HEAD
+    refused while a GET may be allowed (moto's IAM does that for a user allowed s3:GetObject
+    on a prefix, though AWS allows both) is left to the GET to decide."""
+    try:
+        return object_size(fs, path, timeout=timeout)
+    except ImageError as exc:
+        if exc.reason.startswith("file not found"):
+            raise
+        return None
 
 
 def _is_async(fs: Any) -> bool:
@@ -307,6 +327,30 @@ def list_images(
     store (one request less per item of a long list; a missing one becomes its row's error).
     ``skipped`` collects the names left out by ``is_image_name`` (for a warning).
     """
+    try:
+        return _list(source, recursive, storage_options, is_image_name, trust_name, skipped)
+    except PermissionError:
+        raise PermissionError(
+            f"read_images: access denied listing {public_url(source)}: "
+            f"{_credentials_hint(scheme_of(source))}"
+        ) from None
+    except Exception as exc:
+        if type(exc).__name__ not in ("NoCredentialsError", "PartialCredentialsError"):
+            raise
+        raise PermissionError(
+            f"read_images: no credentials found to list {public_url(source)}: "
+            f"{_credentials_hint(scheme_of(source))}"
+        ) from None
+
+
+def _list(
+    source: str,
+    recursive: bool,
+    storage_options: Mapping[str, Any] | None,
+    is_image_name: Any,
+    trust_name: bool,
+    skipped: list[str] | None,
+) -> list[tuple[str, int | None]]:
     fs, path = filesystem(source, storage_options)
     base = source.rstrip("/").rsplit("/", 1)[-1]
     named_like_image = is_image_name is not None and is_image_name(base)
@@ -341,6 +385,46 @@ def list_images(
             continue
         out.append((full_url(fs, name), _size(info)))
     return out
+
+
+_HINTS = {
+    "s3": (
+        "storage_options={'key': ..., 'secret': ...} (or {'anon': True} for a public bucket), "
+        "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws"
+    ),
+    "gs": (
+        "storage_options={'token': 'path/to/service-account.json'} (or {'token': 'anon'} for "
+        "a public bucket), or GOOGLE_APPLICATION_CREDENTIALS"
+    ),
+    "az": (
+        "storage_options={'account_name': ..., 'account_key': ...} or {'connection_string': "
+        "...}, or AZURE_STORAGE_CONNECTION_STRING"
+    ),
+    "hf": "storage_options={'token': ...}, or HF_TOKEN (huggingface-cli login)",
+}
+_HINTS["s3a"] = _HINTS["s3"]
+_HINTS["gcs"] = _HINTS["gs"]
+_HINTS["abfs"] = _HINTS["abfss"] = _HINTS["adl"] = _HINTS["az"]
+
+
+def _credentials_hint(scheme: str) -> str:
+    how = _HINTS.get(scheme, "storage_options= with the filesystem's credentials")
+    return (
+        "the credentials in use may not read it, or none were found. Give credentials that "
+        f"may list and read it: {how}"
+    )
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials: no ``user:password@`` and no query string (which may
+    hold a token or a signature)."""
+    m = _URL.match(url)
+    if m is None:
+        return url
+    rest = url[m.end() :]
+    host, sep, tail = rest.partition("/")
+    host = host.rsplit("@", 1)[-1]
+    return f"{m.group(0)}{host}{sep}{tail.split('?', 1)[0].split('#', 1)[0]}"
 
 
 def _size(info: Mapping[str, Any]) -> int | None:

@@ -75,17 +75,7 @@ def cell_kind(cell: Any) -> str:
     """One of "missing", "pil", "bytes", "data", "url" (http/https), "remote" (an fsspec URL:
     s3://, gs://, ...), "ref" (a row of a table: ``x.parquet#image[3]``), "struct" (a
     ``{bytes, path}`` dict, as Parquet image columns read into pandas), "path" (or "unknown")."""
-    if is_missing(cell):
-        return "missing"
-    if isinstance(cell, Image.Image):
-        return "pil"
-    if isinstance(cell, (bytes, bytearray, memoryview)):
-        return "bytes"
-    if isinstance(cell, os.PathLike):
-        return "path"
-    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
-        return "struct"
-    if isinstance(cell, str):
+    if isinstance(cell, str):  # the common case first: a path or URL
         if is_table_ref(cell):
             return "ref"
         low = cell[:8].lower()
@@ -96,6 +86,16 @@ def cell_kind(cell: Any) -> str:
         if is_remote_url(cell):
             return "remote"
         return "path"
+    if is_missing(cell):
+        return "missing"
+    if isinstance(cell, Image.Image):
+        return "pil"
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(cell, os.PathLike):
+        return "path"
+    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
+        return "struct"
     return "unknown"
 
 
@@ -123,17 +123,16 @@ def read_bytes(
     ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB). ``storage_options`` are for an
     fsspec URL (default: those remembered for its prefix, see ``visionkit.images.remote``).
     """
-    source = source_label(cell)
     try:
         data = _read_raw(
             cell, row=row, timeout=timeout, max_bytes=max_bytes, storage_options=storage_options
         )
     except ImageError as exc:
         if exc.row is None or exc.source is None:
-            raise ImageError(exc.reason, row=row, source=source) from exc
+            raise ImageError(exc.reason, row=row, source=source_label(cell)) from exc
         raise
     if not data:
-        raise ImageError("empty file (0 bytes)", row=row, source=source)
+        raise ImageError("empty file (0 bytes)", row=row, source=source_label(cell))
     return data
 
 
@@ -180,11 +179,18 @@ def _read_raw(
         )
     if kind == "path":
         cap = DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes
-        with pil_errors(row, source_label(cell)), open_regular(local_path(cell), cap) as fh:
-            size = os.fstat(fh.fileno()).st_size
-            data = fh.read(size + 1)  # read(cap + 1) would allocate the whole cap first
-            if len(data) > size:  # it grew since: read on, still under the cap
-                data += fh.read(cap + 1 - len(data))
+        with pil_errors(row, os.fspath(cell)):
+            fd, size = _regular_fd(local_path(cell), cap)
+            try:  # os.read: no file object for a read in one go (a per-row cost at scale)
+                data = os.read(fd, size + 1)  # not cap + 1: that allocates the whole cap
+                while len(data) <= cap:  # a short read, or the file grew since: read on
+                    want = size + 1 - len(data) if len(data) < size else 1 << 20
+                    more = os.read(fd, min(want, cap + 1 - len(data)))
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
         if len(data) > cap:
             raise ImageError(f"file over the {size_text(cap)} cap")
         return data
@@ -202,6 +208,16 @@ def open_regular(path: str, max_bytes: int | None = None) -> BinaryIO:
     block ``open`` for ever), then checked on the open descriptor, so a path swapped for
     something else in between is still caught. A file over ``max_bytes`` is refused too.
     """
+    fd, _size = _regular_fd(path, max_bytes)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _regular_fd(path: str, max_bytes: int | None) -> tuple[int, int]:
+    """``open_regular``'s checks, giving the open descriptor (blocking again) and the size."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
@@ -214,7 +230,7 @@ def open_regular(path: str, max_bytes: int | None = None) -> BinaryIO:
             raise ImageError(f"file over the {size_text(max_bytes)} cap ({st.st_size:,} bytes)")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return fd, st.st_size
     except BaseException:
         os.close(fd)
         raise

@@ -30,7 +30,7 @@ from .collect import TimeUp, collect, left
 from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
-from .result import PENDING, ResultRow, result_frame, tally
+from .result import PENDING, ResultRow, batch_money, result_frame, tally
 
 __all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
@@ -483,6 +483,8 @@ class BatchJob:
             "model": job.get("model"),
             "job_id": self.id,
         }
+        usage = frame.attrs["usage"]
+        usage.update(batch_money(usage))
         return frame
 
     # -- recording (connect(record=...)) ---------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..providers import money_fields
 from .plan import Plan
 
 __all__ = ["INTERRUPTED", "RowResult", "Tally", "result_frame", "schema_column"]
@@ -106,6 +107,8 @@ def result_frame(
         "interrupted": interrupted,
         "provider": plan.provider.name,
         "model": plan.model,
+        # what this run bought, in US dollars, where the model's price is known
+        **money_fields(plan.provider, plan.model, tally.prompt_tokens, tally.completion_tokens),
     }
     return out
 

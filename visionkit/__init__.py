@@ -90,7 +90,7 @@ _LAZY = {
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
 }
-_SUBMODULES = ("costs", "tokens")
+_SUBMODULES = ("costs", "offline", "tokens")
 
 register_accessor()  # df.vision, once pandas is loaded
 
@@ -136,6 +136,7 @@ __all__ = [
     "get_provider",
     "inspect_images",
     "krippendorff_alpha",
+    "offline",
     "plot_agreement",
     "plot_box_agreement",
     "plot_class_agreement",
@@ -160,7 +161,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
-    from . import costs, tokens
+    from . import costs, offline, tokens
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,

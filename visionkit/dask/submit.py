@@ -393,4 +393,4 @@ def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
         )
     for start in range(0, len(prep.rows), _ROW_CHUNK):
         chunk = prep.rows[start : start + _ROW_CHUNK]
-        manifest.add_rows(job_id, [JobRow(*r[:6], seq=r[7]) for r in chunk])
+        manifest.add_rows(job_id, [JobRow(*r[:6])._replace(seq=r[7]) for r in chunk])

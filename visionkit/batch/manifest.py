@@ -5,7 +5,7 @@ Tables:
 
 - ``jobs``: one row per job (its id and a small number ``num`` the other tables use, provider,
   base URLs, model, prompt, system prompt, schema, the identity its cache keys were made under,
-  when made).
+  the file limits it was cut by, when made).
 - ``rows``: the job's rows in order: label (JSON; NULL when it is the row's position), cache
   key (32 bytes), the planning error or status (``send``, ``hit``, ``covered``, ``repeat``,
   ``error``, or ``reused``: a hit reported as bought because a recording was on, with the
@@ -17,7 +17,10 @@ Tables:
   counts every batch that held it.
 - ``shards``: each JSONL input file: its local path, lines, bytes, then its ``file_id`` as
   soon as the upload returns, its ``batch_id`` as soon as the batch is created, the batch's
-  last known status and counts, and whether its results were collected into the cache.
+  last known status and counts, whether its results were collected into the cache, the result
+  lines not taken, and for sending rows again (``visionkit.batch.resend``): its ``round``
+  (0: sent by ``submit``), whether rows of it wait to be sent again (``resend``), and whether
+  the user cancelled it (``user_cancel``: those rows are not sent again).
 - ``line_errors``: the provider's message for a line that failed (by key), until answered.
 - ``uploads``: when the last file was uploaded to each batch URL (the pacing survives a
   restart).
@@ -59,7 +62,7 @@ _SCHEMA = (
         job_id TEXT PRIMARY KEY, created REAL NOT NULL,
         provider TEXT, base_url TEXT, batch_base_url TEXT, model TEXT,
         prompt TEXT, schema TEXT, cache_path TEXT, metadata TEXT,
-        system TEXT, identity TEXT, num INTEGER
+        system TEXT, identity TEXT, num INTEGER, limits TEXT
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS jobs_num ON jobs (num)",
     """CREATE TABLE IF NOT EXISTS rows (
@@ -80,7 +83,8 @@ _SCHEMA = (
         file_id TEXT, batch_id TEXT, status TEXT,
         completed INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, total INTEGER DEFAULT 0,
         output_file_id TEXT, error_file_id TEXT,
-        foreign_lines INTEGER, duplicate_lines INTEGER, unreadable_lines INTEGER, job INTEGER
+        foreign_lines INTEGER, duplicate_lines INTEGER, unreadable_lines INTEGER, job INTEGER,
+        round INTEGER DEFAULT 0, resend INTEGER DEFAULT 0, user_cancel INTEGER DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS shards_job ON shards (job_id)",
     "CREATE INDEX IF NOT EXISTS shards_seq ON shards (job, seq)",

@@ -21,7 +21,7 @@ __all__ = ["upgrade"]
 
 # Columns the first layout gained over time (a file may lack any of them).
 _LATER = {
-    "jobs": (("system", "TEXT"), ("identity", "TEXT"), ("num", "INTEGER")),
+    "jobs": (("system", "TEXT"), ("identity", "TEXT"), ("num", "INTEGER"), ("limits", "TEXT")),
     "job_rows": (
         ("attempts", "INTEGER"),
         ("batch_id", "TEXT"),
@@ -33,6 +33,9 @@ _LATER = {
         ("duplicate_lines", "INTEGER"),
         ("unreadable_lines", "INTEGER"),
         ("job", "INTEGER"),
+        ("round", "INTEGER DEFAULT 0"),
+        ("resend", "INTEGER DEFAULT 0"),
+        ("user_cancel", "INTEGER DEFAULT 0"),
     ),
 }
 

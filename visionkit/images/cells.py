@@ -121,8 +121,9 @@ def read_bytes(
     A PIL image is saved losslessly as PNG. Empty content is an error ("empty file (0 bytes)").
     URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``); URLs and local
     files alike are refused past ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB), and
-    only regular files are read (``open_regular``: never a FIFO or a device). ``storage_options`` are for an
-    fsspec URL (default: those remembered for its prefix, see ``visionkit.images.remote``).
+    only regular files are read (``open_regular``: never a FIFO or a device).
+    ``storage_options`` are for an fsspec URL (default: those remembered for its prefix, see
+    ``visionkit.images.remote``).
     """
     try:
         data = _read_raw(

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ImageError, ReadImagesWarning
+from ..redact import redact_url
 from .download import size_text
 
 __all__ = [
@@ -319,12 +320,18 @@ def list_images(
     if glob_chars:
         found = fs.glob(path, detail=True)
         if not found:
-            warnings.warn(f"read_images: {source} matches no file", ReadImagesWarning, stacklevel=3)
+            warnings.warn(
+                f"read_images: {redact_url(source)} matches no file",
+                ReadImagesWarning,
+                stacklevel=3,
+            )
     else:
         try:
             info = fs.info(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"read_images: no such object or prefix: {source}") from None
+            raise FileNotFoundError(
+                f"read_images: no such object or prefix: {redact_url(source)}"
+            ) from None
         if info.get("type") != "directory":
             return [(source, _size(info))]
         found = fs.find(path, maxdepth=None if recursive else 1, detail=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ImageError, ReadImagesWarning
+from ..redact import redact_url
 
 __all__ = [
     "CACHE_BYTES",
@@ -215,7 +216,7 @@ def _open(source: str) -> Any:
         try:
             return fs.open(path, "rb")
         except FileNotFoundError:
-            raise ImageError(f"file not found: {source}") from None
+            raise ImageError(f"file not found: {redact_url(source)}") from None
     import os
 
     try:
@@ -327,7 +328,9 @@ def _parquet_rows(path: str, column: str) -> Iterator[tuple[str | None, Any, dic
     pf = _parquet_file(path)
     names = pf.schema_arrow.names
     if column not in names:
-        raise KeyError(f"read_images: {path} has no column {column!r}; columns are {names}")
+        raise KeyError(
+            f"read_images: {redact_url(path)} has no column {column!r}; columns are {names}"
+        )
     others = [c for c in names if c != column and _scalar(pf.schema_arrow.field(c).type)]
     n = 0
     for batch in pf.iter_batches(batch_size=_BATCH, columns=[column, *others]):

@@ -183,10 +183,8 @@ def test_image_urls_with_credentials_are_read_and_never_logged_or_shown(tmp_path
         head = request.decode("latin-1")
         ok = f"Authorization: Basic {basic}" in head or f"sig={TOKEN}" in head.split("\r\n")[0]
         body, status = (png, "200 OK") if ok and " /a.png" in head else (b"no", "404 Not Found")
-        conn.sendall(
-            f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
+        head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        conn.sendall(head.encode() + body)
 
     log = io.StringIO()
     handler = logging.StreamHandler(log)

@@ -34,7 +34,15 @@ from .errors import (
     RowError,
     VisionError,
 )
-from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
+from .providers import (
+    Price,
+    Provider,
+    estimate_tokens,
+    get_provider,
+    providers,
+    register_provider,
+    set_price,
+)
 
 __version__ = "0.1.0"
 
@@ -102,6 +110,7 @@ __all__ = [
     "ImageError",
     "MissingAPIKey",
     "OfflineWarning",
+    "Price",
     "Provider",
     "RaterAgreement",
     "ReadImagesWarning",
@@ -138,6 +147,7 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "set_price",
     "set_storage_options",
     "thumbnail",
     "to_coco",

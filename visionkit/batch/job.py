@@ -29,7 +29,7 @@ from ..query.replay import Recording
 from ..redact import has_credentials, public_url
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
-from .result import PENDING, ResultRow, result_frame, tally
+from .result import PENDING, ResultRow, batch_money, result_frame, tally
 
 __all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
@@ -456,6 +456,8 @@ class BatchJob:
             "model": job.get("model"),
             "job_id": self.id,
         }
+        usage = frame.attrs["usage"]
+        usage.update(batch_money(usage))
         return frame
 
     # -- recording (connect(record=...)) ---------------------------------------------------

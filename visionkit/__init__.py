@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._register import register_accessor
 from .errors import (
+    BatchWarning,
     BudgetExceeded,
     CacheError,
     CacheWarning,
@@ -89,7 +90,7 @@ _LAZY = {
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
 }
-_SUBMODULES = ("costs", "tokens")
+_SUBMODULES = ("costs", "offline", "tokens")
 
 register_accessor()  # df.vision, once pandas is loaded
 
@@ -98,6 +99,7 @@ __all__ = [
     "Agreement",
     "Annotator",
     "BatchJob",
+    "BatchWarning",
     "BoxAgreement",
     "BoxAnnotator",
     "BudgetExceeded",
@@ -134,6 +136,7 @@ __all__ = [
     "get_provider",
     "inspect_images",
     "krippendorff_alpha",
+    "offline",
     "plot_agreement",
     "plot_box_agreement",
     "plot_class_agreement",
@@ -158,7 +161,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
-    from . import costs, tokens
+    from . import costs, offline, tokens
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,

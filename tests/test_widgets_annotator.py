@@ -48,7 +48,7 @@ def test_keys_buttons_and_methods_label_in_place(df):
     assert "label" in df.columns and df["label"].isna().all()
     assert ann.position == 0 and ann.current == "r0"
     key(ann, "1")
-    ann.option_buttons["dog"].click()
+    ann.label_buttons["dog"].click()
     ann.label("bird")
     assert df["label"].tolist()[:3] == ["cat", "dog", "bird"]
     assert ann.position == 3
@@ -215,9 +215,9 @@ def test_multi_labels_round_trip(df, tmp_path, name):
     key(ann, "3")
     key(ann, "1")  # toggles: stays on the row
     assert ann.position == 0 and df["tags"].iloc[0] == "cat;bird"  # in the order of options
-    assert ann.option_buttons["cat"].button_style == "info"
-    assert ann.option_buttons["dog"].button_style == ""
-    ann.option_buttons["bird"].click()  # toggle off
+    assert ann.label_buttons["cat"].button_style == "info"
+    assert ann.label_buttons["dog"].button_style == ""
+    ann.label_buttons["bird"].click()  # toggle off
     assert df["tags"].iloc[0] == "cat"
     key(ann, "ArrowRight")
     ann.label(["dog", "cat"])  # scripts set the whole list and move on

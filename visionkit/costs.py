@@ -39,16 +39,16 @@ import pandas as pd
 from .providers import Provider, get_provider
 
 __all__ = [
+    "EstimateAccuracy",
     "TokenSummary",
     "TokenTiers",
-    "UsageError",
+    "estimate_accuracy",
     "fit_sides",
     "image_sizes",
     "token_curve",
     "token_summary",
     "token_surface",
     "token_tiers",
-    "usage_error",
 ]
 
 # Sides scanned to find a provider's tiers; past this every known provider has stopped growing.
@@ -312,7 +312,7 @@ def token_curve(
 
 
 @dataclass(frozen=True)
-class UsageError:
+class EstimateAccuracy:
     """How far the token estimate was from the provider's reported prompt tokens.
 
     ``frame`` holds the rows where both are known: ``estimated``, ``reported``, and
@@ -339,21 +339,21 @@ class UsageError:
         return f"median error {self.median_abs_relative_error:.1%} ({how}), {self.n} rows"
 
 
-def usage_error(
-    result: pd.DataFrame,
+def estimate_accuracy(
+    data: pd.DataFrame,
     *,
     estimated: str = "estimated_tokens",
     reported: str = "prompt_tokens",
-) -> UsageError:
+) -> EstimateAccuracy:
     """Compare an ``ask`` result's ``estimated_tokens`` with its reported ``prompt_tokens``."""
-    missing = [c for c in (estimated, reported) if c not in result.columns]
+    missing = [c for c in (estimated, reported) if c not in data.columns]
     if missing:
         raise KeyError(
-            f"usage_error needs columns {estimated!r} and {reported!r} (an ask() result); "
-            f"missing {missing}, have {list(result.columns)}"
+            f"estimate_accuracy needs columns {estimated!r} and {reported!r} (an ask() result); "
+            f"missing {missing}, have {list(data.columns)}"
         )
-    est = pd.to_numeric(result[estimated], errors="coerce").astype("float64")
-    rep = pd.to_numeric(result[reported], errors="coerce").astype("float64")
+    est = pd.to_numeric(data[estimated], errors="coerce").astype("float64")
+    rep = pd.to_numeric(data[reported], errors="coerce").astype("float64")
     ok = est.notna() & rep.notna() & (rep > 0)
     frame = pd.DataFrame({"estimated": est[ok], "reported": rep[ok]})
     frame["relative_error"] = (frame["estimated"] - frame["reported"]) / frame["reported"]
@@ -362,4 +362,4 @@ def usage_error(
         absolute = float(frame["relative_error"].abs().median())
     else:
         signed = absolute = float("nan")
-    return UsageError(frame, signed, absolute)
+    return EstimateAccuracy(frame, signed, absolute)

@@ -223,14 +223,15 @@ def plot_token_curve(
     return ax
 
 
-def plot_usage(result: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
-    """Estimated against reported prompt tokens for an ``ask`` result, with the y = x line.
+def plot_usage(data: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Estimated against reported prompt tokens for an ``ask`` result (``data``), with the
+    y = x line.
 
     The title gives the median relative error, so you learn how far to trust the estimate
     for your model. Reported prompt tokens include the text prompt, so points sit a little
     above the line. ``kwargs`` go to ``ax.scatter``.
     """
-    fit = costs.usage_error(result)
+    fit = costs.estimate_accuracy(data)
     ax = _new_axes(ax, (5.8, 5.4))
     ax.set_xlabel("estimated tokens")
     ax.set_ylabel("reported prompt tokens")

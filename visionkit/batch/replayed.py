@@ -178,11 +178,26 @@ class ReplayedJob:
     def cancel(self) -> ReplayedJob:
         return self
 
-    def wait(self, timeout: float | None = None, **_: Any) -> ReplayedJob:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> ReplayedJob:
         """Returns at once (``BatchJob.wait``'s arguments are accepted)."""
         return self
 
-    async def wait_async(self, timeout: float | None = None, **_: Any) -> ReplayedJob:
+    async def wait_async(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> ReplayedJob:
+        """Returns at once (``BatchJob.wait_async``'s arguments are accepted)."""
         return self
 
     def result(self) -> pd.DataFrame:

@@ -463,7 +463,7 @@ def read_images(
     source: Any,
     *,
     recursive: bool = True,
-    column: str | None = None,
+    image_column: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,
 ) -> pd.DataFrame:
@@ -494,8 +494,8 @@ def read_images(
     (``encode``, ``ask``, thumbnails) use them too. In a bucket, objects with an image
     extension count as images; those without a known extension count if their bytes say so.
 
-    Tables: ``read_images("data/*.parquet", column="image")`` or ``read_images(dataset,
-    column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
+    Tables: ``read_images("data/*.parquet", image_column="image")`` or ``read_images(dataset,
+    image_column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
     ({bytes, path} structs, binary or path strings); ``path`` is then a reference such as
     ``data/train.parquet#image[17]`` that every visionkit reader resolves, so the frame never
     copies the images, and the table's other columns come along (see
@@ -506,8 +506,8 @@ def read_images(
     """
     from .tables import is_dataset, read_table_images
 
-    if column is not None or is_dataset(source):
-        return read_table_images(source, column, storage_options=storage_options)
+    if image_column is not None or is_dataset(source):
+        return read_table_images(source, image_column, storage_options=storage_options)
     listing = list_sources(source, recursive=recursive, storage_options=storage_options)
     by_name = listing.by_name
     if by_name:

@@ -1,9 +1,10 @@
 """Image columns inside tables: Parquet files, Arrow columns, Hugging Face ``datasets``.
 
-``read_images("data/*.parquet", column="image")`` and ``read_images(dataset, column="image")``
-read image headers straight from the table's values (no image is written to disk). The column
-may hold ``{bytes, path}`` structs (how Hugging Face ``datasets`` stores its ``Image``
-feature), raw binary values, or strings (paths or URLs, read like any other cell).
+``read_images("data/*.parquet", image_column="image")`` and ``read_images(dataset,
+image_column="image")`` read image headers straight from the table's values (no image is
+written to disk). The column may hold ``{bytes, path}`` structs (how Hugging Face
+``datasets`` stores its ``Image`` feature), raw binary values, or strings (paths or URLs, read
+like any other cell).
 
 **What the frame holds.** Each row's ``path`` is a short *reference* to the value, not the
 bytes: ``data/train-00000.parquet#image[17]`` (row 17 of that file's ``image`` column; the
@@ -148,7 +149,7 @@ def read_ref(cell: str, *, row: object = None) -> bytes:
         if dataset is None:
             raise ImageError(
                 "the dataset this row refers to was read in another Python process; "
-                "read it again with read_images(dataset, column=...)"
+                "read it again with read_images(dataset, image_column=...)"
             )
         if ref.row >= len(dataset):
             raise ImageError(f"row {ref.row} is past the dataset's end ({len(dataset)} rows)")
@@ -368,15 +369,17 @@ def read_table_images(
     """``read_images`` for a table source: header columns plus the table's other columns."""
     import pandas as pd
 
-    from .cells import image_column
+    from .cells import find_image_column
     from .decode import open_bytes
     from .formats import sniff_format
     from .read import COLUMNS, _cell_row, _empty_row, _frame, header_info
 
     if column is None:
         if not is_dataset(source):
-            raise ValueError("read_images: name the image column of a Parquet file (column=...)")
-        column = image_column(pd.DataFrame(columns=source.column_names), who="read_images")
+            raise ValueError(
+                "read_images: name the image column of a Parquet file (image_column=...)"
+            )
+        column = find_image_column(pd.DataFrame(columns=source.column_names), who="read_images")
     rows: list[dict[str, Any]] = []
     extras: list[dict[str, Any]] = []
     for ref, value, other in table_rows(source, column, storage_options=storage_options):

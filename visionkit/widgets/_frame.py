@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..images.cells import image_column
+from ..images.cells import find_image_column
 
-__all__ = ["format_value", "image_column", "require_frame", "row_mask"]
+__all__ = ["find_image_column", "format_value", "require_frame", "row_mask"]
 
 
 def require_frame(df: Any, who: str) -> None:

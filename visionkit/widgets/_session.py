@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..annotation.savefile import AnnotationFile, Key, row_keys
-from ._frame import format_value, row_mask
-from ._frame import image_column as find_image_column
+from ._frame import find_image_column, format_value, row_mask
 from ._keymap import bind_keys, key_name, keys_for
 from ._thumbs import Thumb, ThumbnailCache
 
@@ -77,13 +76,14 @@ class LabelSession:
     _unit = "row"  # what "previous" and "next" go to
     _repr_done = "labelled"  # the repr: "3 / 20 labelled"
     _restored = "{} labels restored"  # the message when a save file restored some
+    _column_param = "label_column"  # the parameter naming the column written to
     # Actions that need suggestions= (their keys do nothing without), and actions the browser
     # handles alone (zoom, pan): Python ignores their keys.
     _suggestion_actions: tuple[str, ...] = ("accept",)
     _view_actions: tuple[str, ...] = ()
 
-    df: pd.DataFrame
-    column: str
+    data: pd.DataFrame
+    _column: str
     view: Any  # the widget's own front end (an anywidget with the traits _draw sets)
     _images: ThumbnailCache  # made by the widget with _image_cache, once the column is ready
 
@@ -98,7 +98,9 @@ class LabelSession:
         self.suggestions = suggestions
         self._image_column = find_image_column(df, image_column)
         if column in (self._image_column, suggestions):
-            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
+            raise ValueError(
+                f"{self._column_param}={column!r} would overwrite the images or the suggestions"
+            )
 
     def _bind_keys(
         self,
@@ -121,8 +123,8 @@ class LabelSession:
         save: str | Path | None,
         blind: bool,
     ) -> None:
-        self.df = df
-        self.column = column
+        self.data = df
+        self._column = column
         self.annotator = None if annotator is None else str(annotator)
         self.blind = bool(blind)
         self._prepare_column()
@@ -155,8 +157,8 @@ class LabelSession:
 
     def _image_cache(self, size: int, kept: int) -> ThumbnailCache:
         """The rows' images for the view, at most ``size`` px, the last ``kept`` of them kept."""
-        cells = self.df[self._image_column].to_numpy(dtype=object)
-        return ThumbnailCache(cells, size, rows=self.df.index, maxsize=kept)
+        cells = self.data[self._image_column].to_numpy(dtype=object)
+        return ThumbnailCache(cells, size, rows=self.data.index, maxsize=kept)
 
     def _begin(self, filter: Any, order: str) -> None:
         """Show the first row to work on, saying what a save file restored."""
@@ -166,7 +168,7 @@ class LabelSession:
             self._say(f"resumed from {name}: {self._restored.format(self.restored)}")
 
     def _keyed(self) -> bool:
-        return "path" in self.df.columns and self.column != "path"
+        return "path" in self.data.columns and self._column != "path"
 
     @property
     def save_path(self) -> Path | None:
@@ -174,7 +176,7 @@ class LabelSession:
         return None if self._file is None else self._file.path
 
     def _prepare_column(self) -> None:
-        df, column = self.df, self.column
+        df, column = self.data, self._column
         if column not in df.columns:
             df[column] = pd.Series([None] * len(df), index=df.index, dtype=object)
         elif not pd.api.types.is_object_dtype(df[column]) and not self._keeps_dtype(df[column]):
@@ -209,7 +211,7 @@ class LabelSession:
         return None if value is None else str(value)
 
     def _get(self, pos: int) -> Any:
-        value = self.df.iat[pos, self._col]
+        value = self.data.iat[pos, self._col]
         if value is None or (np.ndim(value) == 0 and pd.isna(value)):
             return None
         if isinstance(value, str) and not value.strip():
@@ -217,15 +219,15 @@ class LabelSession:
         return value
 
     def _put(self, pos: int, value: Any) -> None:
-        self.df.iat[pos, self._col] = value
+        self.data.iat[pos, self._col] = value
 
     def _cell(self, pos: int, column: str) -> Any:
         """Row ``pos``'s value in another column (the image, the suggestions)."""
-        return self.df.iat[pos, self.df.columns.get_loc(column)]
+        return self.data.iat[pos, self.data.columns.get_loc(column)]
 
     def _missing(self) -> np.ndarray:
         """True for each row without a label (NA, None or blank), vectorised."""
-        values = self.df.iloc[:, self._col]
+        values = self.data.iloc[:, self._col]
         missing = values.isna().to_numpy(dtype=bool, copy=True)
         rest = values[~missing]
         is_text = rest.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
@@ -271,21 +273,21 @@ class LabelSession:
             raise ValueError("by_annotator needs save= (the file holds every annotator's work)")
         self._others = None
         me = self.annotator or ""
-        columns = {me: [self._get(p) for p in range(len(self.df))]}
+        columns = {me: [self._get(p) for p in range(len(self.data))]}
         for name, labels in self._others_cache().items():
             columns[name] = [
                 None if (t := labels.get(k)) is None else self._decode(t, p)
                 for p, k in enumerate(self._keys)
             ]
-        return pd.DataFrame(columns, index=self.df.index)
+        return pd.DataFrame(columns, index=self.data.index)
 
     # -- rows to walk ----------------------------------------------------------------------
     def _filter_mask(self, where: Any) -> np.ndarray:
         if where is None or (isinstance(where, str) and where == "all"):
-            return np.ones(len(self.df), dtype=bool)
+            return np.ones(len(self.data), dtype=bool)
         if isinstance(where, str) and where == "unlabelled":
             return self._missing()
-        return row_mask(self.df, where)
+        return row_mask(self.data, where)
 
     def _set_rows(self, where: Any, order: str) -> None:
         if order not in ORDERS:
@@ -359,13 +361,13 @@ class LabelSession:
     @property
     def rows(self) -> pd.DataFrame:
         """The rows being walked (all, or those the filter picked), in order."""
-        return self.df.iloc[self._order]
+        return self.data.iloc[self._order]
 
     @property
     def current(self) -> Any:
         """The current row's index label."""
         pos = self.position
-        return None if pos is None else self.df.index[pos]
+        return None if pos is None else self.data.index[pos]
 
     @property
     def labelled(self) -> int:
@@ -381,7 +383,7 @@ class LabelSession:
         """How messages name a row: its number in the walk (as the progress line counts) and
         its index label."""
         where = np.flatnonzero(self._order == pos)
-        label = format_value(self.df.index[pos])
+        label = format_value(self.data.index[pos])
         if len(where):
             return f"row {int(where[0]) + 1} ({label})"
         return f"row {label} (not in the filter)"
@@ -452,7 +454,9 @@ class LabelSession:
             self._save(pos)
         except Exception as exc:
             # The label stays in the DataFrame; say loudly that the file did not get it.
-            raise OSError(f"labelled row {self.df.index[pos]!r}, but saving failed: {exc}") from exc
+            raise OSError(
+                f"labelled row {self.data.index[pos]!r}, but saving failed: {exc}"
+            ) from exc
         return True
 
     def _same(self, a: Any, b: Any) -> bool:
@@ -478,7 +482,7 @@ class LabelSession:
         return run
 
     def _progress(self) -> str:
-        total, labelled = len(self.df), self.labelled
+        total, labelled = len(self.data), self.labelled
         text = f"{labelled} / {total} {self._done_word}"
         if self.annotator:
             text = f"{self.annotator}: {text}"
@@ -563,7 +567,7 @@ class LabelSession:
 
     def _row_title(self, pos: int) -> str:
         """The view's title: the row's index label and, for a file, its path."""
-        title = format_value(self.df.index[pos])
+        title = format_value(self.data.index[pos])
         source = self._cell(pos, self._image_column)
         if isinstance(source, str | Path):
             title += f" · {source}"
@@ -582,7 +586,7 @@ class LabelSession:
     def __repr__(self) -> str:  # cheap: no trait dump of the image bytes
         who = f" by {self.annotator!r}" if self.annotator else ""
         return (
-            f"<{type(self).__name__} {self.column!r}{who}: {self.labelled} / {len(self.df)} "
+            f"<{type(self).__name__} {self._column!r}{who}: {self.labelled} / {len(self.data)} "
             f"{self._repr_done}, position {self.position}>"
         )
 

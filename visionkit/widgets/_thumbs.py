@@ -86,7 +86,7 @@ class ThumbnailCache:
 
         try:
             row = None if self._rows is None else self._rows[pos]
-            thumb = Thumb(data=thumbnail(self._cells[pos], size=self.size, row=row))
+            thumb = Thumb(data=thumbnail(self._cells[pos], thumb_size=self.size, row=row))
         except Exception as exc:  # a broken image becomes a tile with its reason
             thumb = Thumb(error=f"{type(exc).__name__}: {exc}")
         with self._lock:

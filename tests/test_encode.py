@@ -498,7 +498,7 @@ def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, loaded
 def test_phone_jpeg_thumbnail_and_decode_image(phone):
     from visionkit.images.thumbnails import thumbnail
 
-    assert Image.open(io.BytesIO(thumbnail(phone, 160))).size == (160, 120)
+    assert Image.open(io.BytesIO(thumbnail(phone, thumb_size=160))).size == (160, 120)
     assert decode_image(phone, max_side=2000).size == (2000, 1500)
     with pytest.raises(ImageError) as info:
         decode_image(phone, row=4)  # full size: 108 MP in one allocation

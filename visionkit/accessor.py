@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .query.cache import Cache
     from .query.client import Client
     from .widgets import Annotator, BoxAnnotator, Gallery
+    from .widgets._frame import RowFilter
 
 __all__ = ["VisionAccessor"]
 
@@ -67,7 +68,7 @@ class VisionAccessor:
             sizes = df
         else:
             sizes = self.inspect(image_column=image_column)
-        out = estimate_tokens(sizes["width"], sizes["height"], provider)
+        out = estimate_tokens(sizes["width"], sizes["height"], provider=provider)
         return out.rename("estimated_tokens")
 
     def inspect(self, *, image_column: str | None = None) -> pd.DataFrame:
@@ -317,7 +318,7 @@ class VisionAccessor:
         caption: str | Sequence[str] | None = None,
         page_size: int = 24,
         thumb_size: int = 160,
-        filter: Any = None,
+        filter: RowFilter = None,
     ) -> Gallery:
         """A paged, filterable, selectable ``visionkit.Gallery`` of this DataFrame's images."""
         options = _options(locals())
@@ -336,7 +337,7 @@ class VisionAccessor:
         save: str | Path | None = None,
         annotator: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
@@ -358,7 +359,7 @@ class VisionAccessor:
         annotator: str | None = None,
         suggestions: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
@@ -403,7 +404,11 @@ def borrow_encode_signature(method: Callable[..., Any], function: Callable[..., 
 
 @functools.cache
 def _borrow_encode_signature() -> None:
-    """Done on the first ``df.vision`` (not at import: ``encode`` pulls in Pillow)."""
+    """Done on the first ``df.vision`` (not at import: ``encode`` pulls in Pillow): ``encode``'s
+    options, and the parameter docs of ``ask`` (written once, in ``AskOptions``)."""
     from .images.encode import encode_series
+    from .query.options import parameters_doc
 
     borrow_encode_signature(VisionAccessor.encode, encode_series)
+    for method in (VisionAccessor.ask, VisionAccessor.ask_async):
+        method.__doc__ = (method.__doc__ or "") + parameters_doc(indent=8)

@@ -290,7 +290,7 @@ def token_surface(
 
 
 def token_curve(
-    provider: str | Provider | None = None, aspect: float = 1.0, max_side: int = 2400
+    provider: str | Provider | None = None, aspect: float = 1.0, *, max_side: int = 2400
 ) -> pd.DataFrame:
     """Tokens for images of one ``aspect`` (width / height) as the longest side grows.
 
@@ -315,18 +315,18 @@ def token_curve(
 class EstimateAccuracy:
     """How far the token estimate was from the provider's reported prompt tokens.
 
-    ``frame`` holds the rows where both are known: ``estimated``, ``reported``, and
+    ``rows`` holds the rows where both are known: ``estimated``, ``reported``, and
     ``relative_error = (estimated - reported) / reported`` (negative: the estimate was low).
     Reported prompt tokens include the prompt's text, so a small negative bias is expected.
     """
 
-    frame: pd.DataFrame
+    rows: pd.DataFrame
     median_relative_error: float  # signed: the typical bias
     median_abs_relative_error: float  # the typical size of the miss
 
     @property
     def n(self) -> int:
-        return len(self.frame)
+        return len(self.rows)
 
     def describe(self) -> str:
         if not self.n:
@@ -362,4 +362,6 @@ def estimate_accuracy(
         absolute = float(frame["relative_error"].abs().median())
     else:
         signed = absolute = float("nan")
-    return EstimateAccuracy(frame, signed, absolute)
+    return EstimateAccuracy(
+        rows=frame, median_relative_error=signed, median_abs_relative_error=absolute
+    )

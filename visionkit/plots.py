@@ -206,7 +206,7 @@ def plot_token_curve(
         ends += [max(costs.token_tiers(p).boundaries, default=0) for p in profiles]
         max_side = int(np.ceil(max([1200, *ends]) * 1.15 / 100) * 100)
     for profile in profiles:
-        curve = costs.token_curve(profile, aspect, max_side)
+        curve = costs.token_curve(profile, aspect, max_side=max_side)
         ax.plot(curve["side"], curve["tokens"], label=profile.name, **kwargs)
     ax.set_xlim(0, max_side)
     ax.set_ylim(bottom=0)
@@ -238,7 +238,7 @@ def plot_usage(data: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -> 
     if not fit.n:
         ax.set_title("Estimated vs reported prompt tokens", fontsize=10, loc="left")
         return _message(ax, "no rows with both an estimate\nand reported prompt tokens")
-    frame = fit.frame
+    frame = fit.rows
     style: dict[str, Any] = {
         "s": 36,
         "alpha": 0.8,

@@ -93,7 +93,7 @@ def match_label(answer: Any, labels: Iterable[str], match: Match = "word") -> st
     return found[0] if len(found) == 1 else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Agreement:
     """The result of :func:`agreement`.
 

@@ -180,7 +180,7 @@ def _alpha_per_class(table: np.ndarray) -> np.ndarray:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RaterAgreement:
     """The result of :func:`rater_agreement` (see the module docstring for the statistics).
 

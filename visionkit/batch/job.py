@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,6 +29,9 @@ from ..query.replay import Recording
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
 from .result import PENDING, ResultRow, result_frame, tally
+
+if TYPE_CHECKING:
+    from openai import OpenAI as SyncOpenAI
 
 __all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
@@ -133,7 +136,7 @@ class BatchJob:
         self.manifest = manifest
         self.cache = cache
         self.client = client
-        self._sdk: Any = None
+        self._sdk: SyncOpenAI | None = None
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -174,7 +177,8 @@ class BatchJob:
         return cls(job_id, manifest, store, client)
 
     @property
-    def sdk(self) -> Any:
+    def sdk(self) -> SyncOpenAI:
+        """The synchronous SDK client on the job's Batch API (made on first use)."""
         if self._sdk is None:
             self._sdk = self.client.batch_sdk()
         return self._sdk

@@ -240,7 +240,9 @@ def _inspect(part: pd.DataFrame, column: str) -> pd.DataFrame:
 def _estimate(sizes: pd.DataFrame, provider: str | Provider) -> pd.Series:
     from ..providers import estimate_tokens
 
-    return estimate_tokens(sizes["width"], sizes["height"], provider).rename("estimated_tokens")
+    return estimate_tokens(sizes["width"], sizes["height"], provider=provider).rename(
+        "estimated_tokens"
+    )
 
 
 def _encode(cells: pd.Series, provider: str | Provider, kwargs: dict[str, Any]) -> pd.Series:

@@ -99,7 +99,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {}
 _OPTIONS_LOCK = threading.Lock()
 
 
-def set_storage_options(prefix: str, options: Mapping[str, Any] | None = None, **kw: Any) -> None:
+def set_storage_options(
+    prefix: str, storage_options: Mapping[str, Any] | None = None, **kw: Any
+) -> None:
     """Use these fsspec ``storage_options`` for every image URL that starts with ``prefix``.
 
     >>> set_storage_options("s3://bucket/", endpoint_url="http://127.0.0.1:9000")  # doctest: +SKIP
@@ -110,7 +112,7 @@ def set_storage_options(prefix: str, options: Mapping[str, Any] | None = None, *
     """
     if not is_remote_url(prefix):
         raise ValueError("set_storage_options needs a URL prefix such as 's3://bucket/'")
-    merged = {**(options or {}), **kw}
+    merged = {**(storage_options or {}), **kw}
     with _OPTIONS_LOCK:
         if merged:
             _OPTIONS[prefix] = merged

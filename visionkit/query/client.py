@@ -50,6 +50,7 @@ from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, pr
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
+    import httpx2  # the openai SDK's HTTP library (its fork of httpx)
     import openai
     from openai import OpenAI as SyncOpenAI
 
@@ -65,7 +66,7 @@ __all__ = [
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Client:
     """An ``openai.AsyncOpenAI`` client (``.openai``) with its provider profile and model.
 
@@ -90,7 +91,7 @@ class Client:
     # same server for a custom base_url (``connect(..., batch_base_url=...)`` overrides).
     batch_base_url: str | None = None
 
-    def batch_sdk(self, **options: Any) -> SyncOpenAI:
+    def batch_sdk(self, **sdk_options: Any) -> SyncOpenAI:
         """A synchronous ``openai.OpenAI`` on ``batch_base_url`` with this client's key (for
         batch jobs: uploads, batches, downloads). Raises ``ValueError`` without a batch URL."""
         import openai
@@ -106,10 +107,10 @@ class Client:
             base_url=self.batch_base_url,
             organization=sdk.organization,
             project=sdk.project,
-            **options,
+            **sdk_options,
         )
 
-    def http_client(self) -> Any:
+    def http_client(self) -> httpx2.AsyncClient | None:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
         ``None`` when the caller gave their own ``http_client`` (then the SDK's is used as is)."""
         import openai

@@ -8,7 +8,7 @@ view shows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..annotation.savefile import AnnotationFile, Key, row_keys
-from ._frame import find_image_column, format_value, row_mask
+from ._frame import RowFilter, find_image_column, format_value, row_mask
 from ._keymap import bind_keys, key_name, keys_for
 from ._thumbs import Thumb, ThumbnailCache
 
@@ -131,7 +131,7 @@ class LabelSession:
         self._history: list[Change] = []
         self._i = 0
         self._order = np.arange(len(df))
-        self._filter: Any = "all"
+        self._filter: RowFilter = "all"
         self._order_by = "index"
         self._keys: list[Key] = row_keys(df, self._keyed())
         self._file: AnnotationFile | None = None
@@ -160,7 +160,7 @@ class LabelSession:
         cells = self.data[self._image_column].to_numpy(dtype=object)
         return ThumbnailCache(cells, size, rows=self.data.index, maxsize=kept)
 
-    def _begin(self, filter: Any, order: str) -> None:
+    def _begin(self, filter: RowFilter, order: str) -> None:
         """Show the first row to work on, saying what a save file restored."""
         self._set_rows(filter, order)
         if self.restored:
@@ -311,12 +311,12 @@ class LabelSession:
         self._show()
 
     @property
-    def filter(self) -> Any:
+    def filter(self) -> RowFilter:
         """The rows walked: ``"all"``, ``"unlabelled"``, a ``DataFrame.query`` string or a mask."""
         return self._filter
 
     @filter.setter
-    def filter(self, where: Any) -> None:
+    def filter(self, where: RowFilter) -> None:
         self._set_rows(where, self._order_by)
 
     @property
@@ -364,7 +364,7 @@ class LabelSession:
         return self.data.iloc[self._order]
 
     @property
-    def current(self) -> Any:
+    def current(self) -> Hashable | None:
         """The current row's index label."""
         pos = self.position
         return None if pos is None else self.data.index[pos]

@@ -39,7 +39,7 @@ import traitlets
 
 from ..annotation.agreement import match_label, normalise
 from ._assets import css, esm
-from ._frame import require_frame
+from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
 from ._session import NO_ROWS, LabelSession, button, button_row, distinct
 
@@ -107,7 +107,7 @@ class Annotator(LabelSession, ipywidgets.VBox):
         save: str | Path | None = None,
         annotator: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,

@@ -37,7 +37,7 @@ import traitlets
 
 from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
 from ._assets import css, esm
-from ._frame import require_frame
+from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
 from ._session import NO_ROWS, LabelSession, button_row, distinct
 
@@ -126,7 +126,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         annotator: str | None = None,
         suggestions: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
@@ -287,7 +287,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self._write(pos, boxes)
         self._show(f"{self._row_name(pos)}: {message}")
 
-    def add_box(self, x: float, y: float, w: float, h: float, label: str | None = None) -> None:
+    def add_box(self, x: float, y: float, w: float, h: float, *, label: str | None = None) -> None:
         """Add a box to the current row (``label`` defaults to the current class)."""
         pos = self._require_row()
         box = self._checked(

@@ -22,7 +22,7 @@ import pandas as pd
 import traitlets
 
 from ._assets import css, esm
-from ._frame import find_image_column, format_value, require_frame, row_mask
+from ._frame import RowFilter, find_image_column, format_value, require_frame, row_mask
 from ._thumbs import CacheInfo, ThumbnailCache
 
 __all__ = ["Gallery"]
@@ -64,7 +64,7 @@ class Gallery(anywidget.AnyWidget):
         caption: str | Sequence[str] | None = None,
         page_size: int = 24,
         thumb_size: int = 160,
-        filter: Any = None,
+        filter: RowFilter = None,
     ) -> None:
         df = data
         require_frame(df, "Gallery")
@@ -80,7 +80,7 @@ class Gallery(anywidget.AnyWidget):
         self._cache = ThumbnailCache(
             df[self._column].to_numpy(dtype=object), thumb_size, rows=df.index
         )
-        self._filter: Any = None
+        self._filter: RowFilter = None
         self._view = np.arange(len(df))
         super().__init__(page_size=page_size, thumb_size=thumb_size, total=len(df))
         self.filter = filter
@@ -92,12 +92,12 @@ class Gallery(anywidget.AnyWidget):
 
     # -- filtering -------------------------------------------------------------------------
     @property
-    def filter(self) -> Any:
+    def filter(self) -> RowFilter:
         """The rows shown: a ``DataFrame.query``-style string, a boolean mask, or ``None``."""
         return self._filter
 
     @filter.setter
-    def filter(self, where: Any) -> None:
+    def filter(self, where: RowFilter) -> None:
         mask = row_mask(self._df, where)  # raises on a bad filter, before anything changes
         self._filter = where
         self._view = np.flatnonzero(mask)

@@ -152,7 +152,7 @@ class TokenExplorer(ipywidgets.VBox):
         budget = self.budget
         rows = []
         for p in self.providers:
-            tokens = int(estimate_tokens(w, h, p))
+            tokens = int(estimate_tokens(w, h, provider=p))
             fit = fit_budget(w, h, budget, p)
             rows.append(
                 {
@@ -161,7 +161,7 @@ class TokenExplorer(ipywidgets.VBox):
                     "fits": tokens <= budget,
                     "fit_width": None if fit is None else fit[0],
                     "fit_height": None if fit is None else fit[1],
-                    "fit_tokens": None if fit is None else int(estimate_tokens(*fit, p)),
+                    "fit_tokens": None if fit is None else int(estimate_tokens(*fit, provider=p)),
                     "max_side": p.max_side,
                 }
             )

@@ -28,6 +28,7 @@ BENCHMARKS = [
     ("bench_batch.py", [], ["--quick"]),
     ("bench_dask.py", [], ["--quick"]),
     ("bench_import.py", [], ["--quick"]),
+    ("bench_scale.py", [], ["--rows", "1000"]),
 ]
 
 

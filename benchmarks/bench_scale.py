@@ -1,0 +1,522 @@
+"""What visionkit adds per row at scale (issue 19): stage times and their ratios, side by side.
+
+    python benchmarks/bench_scale.py                         # 10,000 rows (a few minutes)
+    python benchmarks/bench_scale.py --rows 100000           # or --rows 1000000
+    python benchmarks/bench_scale.py --against /work/main    # the same stages on another
+                                                             # checkout, interleaved: before/after
+    python benchmarks/bench_scale.py --stages encode,dry_run # only some stages (and their ratios)
+    python benchmarks/bench_scale.py --list                  # the stages and ratios
+
+The images are tiny distinct PNGs (24x16), so what visionkit adds per row shows rather than
+the pixels' cost; the camera stages use the photos in ``datasets/`` (copied to distinct files)
+to check that nothing got worse where encoding dominates. The provider is the strict stand-in
+(``python -m visionkit.offline`` in its own process, every rule enforced, ~1 ms per answer).
+
+Each stage runs in a fresh Python process (so imports, caches and peak memory are its own) and
+times only its own work; the figures of one run are measured side by side under the same load,
+printed with the load average. With ``--against``, every stage runs on both checkouts in turn
+(the other one first, then this one), each checkout with its own answer cache.
+
+Adding a stage (batch jobs, sources ...): write one function taking the ``Context`` and
+returning a ``Figure`` (seconds, plus anything else worth printing), decorate it with
+``@stage("name", "what it measures")``, and add a ``Ratio`` to ``RATIOS`` if it has a goal.
+Stages run in registry order; a stage that needs another's state (``ask_cached`` needs
+``ask``'s answers) relies on running after it, in the same checkout's work folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+PROMPT = "Describe this image in one sentence."
+LATENCY = 0.001  # seconds the stand-in takes per answer
+PER_FOLDER = 1000  # images per sub-folder (a million files in one folder is slow to list)
+CAMERA_COPIES = 8  # each JPEG of datasets/ copied this many times (distinct bytes)
+
+
+# -- the registry ---------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What a stage gets: where the images are, its checkout's work folder, the stand-in."""
+
+    rows: int
+    images: str  # folder of the tiny PNGs (sub-folders of PER_FOLDER)
+    camera: str  # folder of camera JPEGs (copies of datasets/)
+    work: str  # this checkout's own folder: its answer cache, anything a stage leaves behind
+    url: str  # the stand-in's base URL
+    tree: str  # the checkout whose visionkit is imported
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.work) / "answers.sqlite"
+
+    def paths(self) -> list[str]:
+        """The tiny PNGs, in name order."""
+        return sorted(str(p) for p in Path(self.images).rglob("*.png"))
+
+    def camera_paths(self) -> list[str]:
+        return sorted(str(p) for p in Path(self.camera).glob("*.jpg"))
+
+    def client(self) -> Any:
+        import visionkit as vk
+
+        return vk.connect("offline", base_url=self.url, api_key="offline")
+
+
+@dataclass
+class Figure:
+    """One stage's result: ``seconds`` of its own work, and anything else it measured."""
+
+    seconds: float
+    rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stage:
+    name: str
+    doc: str
+    fn: Callable[[Context], Figure]
+
+
+@dataclass
+class Ratio:
+    """``numerator / denominator`` of two stages' seconds (same checkout), with its goal."""
+
+    name: str
+    numerator: str
+    denominator: str
+    goal: float | None = None  # at most this; None: shown for comparison
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, doc: str) -> Callable[[Callable[[Context], Figure]], Callable[..., Figure]]:
+    """Register a stage (runs in registry order)."""
+
+    def register(fn: Callable[[Context], Figure]) -> Callable[[Context], Figure]:
+        STAGES[name] = Stage(name, doc, fn)
+        return fn
+
+    return register
+
+
+RATIOS: list[Ratio] = [
+    Ratio("ask(dry_run) / encode", "dry_run", "encode", 1.2),
+    Ratio("ask, all cached / read+hash", "ask_cached", "floor", 2.0),
+    Ratio("ask / encode", "ask", "encode"),
+    Ratio("camera JPEGs: ask(dry_run) / encode", "camera_dry_run", "camera_encode", 1.2),
+]
+
+
+# -- the stages -----------------------------------------------------------------------------
+
+
+def _frame(ctx: Context) -> Any:
+    import pandas as pd
+
+    import visionkit  # noqa: F401  (registers df.vision)
+
+    return pd.DataFrame({"path": ctx.paths()})
+
+
+def _check(result: Any, what: str) -> None:
+    errors = result["error"].dropna()
+    if len(errors):
+        raise RuntimeError(f"{what}: {len(errors)} rows failed, e.g. {errors.iloc[0]}")
+
+
+@stage("read_images", "vk.read_images(folder): headers of every file")
+def read_images(ctx: Context) -> Figure:
+    import visionkit as vk
+
+    start = time.perf_counter()
+    df = vk.read_images(ctx.images)
+    seconds = time.perf_counter() - start
+    _check(df, "read_images")
+    return Figure(seconds, len(df))
+
+
+@stage("encode", "df.vision.encode(): every image encoded, nothing else")
+def encode(ctx: Context) -> Figure:
+    df = _frame(ctx)
+    start = time.perf_counter()
+    uris = df.vision.encode("offline", progress=False)
+    seconds = time.perf_counter() - start
+    assert uris.notna().all()
+    return Figure(seconds, len(df))
+
+
+@stage("dry_run", "ask(dry_run=True): read, hash, key, cache look-up, encode, check")
+def dry_run(ctx: Context) -> Figure:
+    df = _frame(ctx)
+    client = ctx.client()
+    start = time.perf_counter()
+    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, dry_run=True, progress=False)
+    seconds = time.perf_counter() - start
+    _check(result, "dry run")
+    return Figure(seconds, len(df))
+
+
+@stage("ask", "ask against the stand-in, nothing cached (fills this checkout's cache)")
+def ask(ctx: Context) -> Figure:
+    df = _frame(ctx)
+    client = ctx.client()
+    start = time.perf_counter()
+    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
+    seconds = time.perf_counter() - start
+    _check(result, "ask")
+    usage = result.attrs["usage"]
+    return Figure(seconds, len(df), {"requests": usage["requests"], "hits": usage["cache_hits"]})
+
+
+@stage("ask_cached", "ask again: every row in the cache")
+def ask_cached(ctx: Context) -> Figure:
+    df = _frame(ctx)
+    client = ctx.client()
+    start = time.perf_counter()
+    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
+    seconds = time.perf_counter() - start
+    _check(result, "cached ask")
+    usage = result.attrs["usage"]
+    if usage["cache_hits"] != len(df):
+        raise RuntimeError(f"cached ask: {usage['cache_hits']} of {len(df)} rows were hits")
+    return Figure(seconds, len(df))
+
+
+@stage("floor", "read and sha256 every file (what a cached re-run cannot go below)")
+def floor(ctx: Context) -> Figure:
+    paths = ctx.paths()
+
+    def digest(path: str) -> str:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        digests = list(pool.map(digest, paths, chunksize=256))
+    seconds = time.perf_counter() - start
+    assert len(set(digests)) == len(paths)
+    return Figure(seconds, len(paths))
+
+
+@stage("rss", "peak RSS of ask over every row (fresh cache) above the input frame")
+def rss(ctx: Context) -> Figure:
+    import visionkit as vk
+
+    df = _frame(ctx)
+    client = ctx.client()
+    # Warm up on one other image: imports, the SDK, the HTTP stack are not per row.
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "one.png"
+        shutil.copy(ctx.camera_paths()[0], one)
+        vk.ask(
+            __import__("pandas").DataFrame({"path": [str(one)]}),
+            PROMPT,
+            client=client,
+            cache=False,
+            progress=False,
+        )
+        before = _rss_now()
+        _reset_peak()
+        cache = Path(tmp) / "rss.sqlite"
+        start = time.perf_counter()
+        result = df.vision.ask(PROMPT, client=client, cache=cache, progress=False)
+        seconds = time.perf_counter() - start
+        peak = _rss_peak()
+    _check(result, "ask (rss)")
+    above = peak - before
+    return Figure(
+        seconds,
+        len(df),
+        {
+            "rss_before_mb": round(before / 1e6, 1),
+            "rss_peak_mb": round(peak / 1e6, 1),
+            "bytes_per_row": round(above / len(df)),
+        },
+    )
+
+
+@stage("camera_encode", "encode on camera JPEGs (datasets/, distinct copies)")
+def camera_encode(ctx: Context) -> Figure:
+    import pandas as pd
+
+    import visionkit  # noqa: F401
+
+    df = pd.DataFrame({"path": ctx.camera_paths()})
+    start = time.perf_counter()
+    uris = df.vision.encode("offline", progress=False)
+    seconds = time.perf_counter() - start
+    assert uris.notna().all()
+    return Figure(seconds, len(df))
+
+
+@stage("camera_dry_run", "ask(dry_run=True) on the same camera JPEGs")
+def camera_dry_run(ctx: Context) -> Figure:
+    import pandas as pd
+
+    import visionkit  # noqa: F401
+
+    df = pd.DataFrame({"path": ctx.camera_paths()})
+    client = ctx.client()
+    start = time.perf_counter()
+    result = df.vision.ask(
+        PROMPT, client=client, cache=Path(ctx.work) / "camera.sqlite", dry_run=True, progress=False
+    )
+    seconds = time.perf_counter() - start
+    _check(result, "camera dry run")
+    return Figure(seconds, len(df))
+
+
+def _rss_now() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS mark (Linux: 5 > /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _rss_peak() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# -- the images -----------------------------------------------------------------------------
+
+
+def make_images(folder: Path, n: int) -> None:
+    """``n`` distinct 24x16 PNGs in sub-folders of ``PER_FOLDER``; kept for the next run."""
+    done = folder / ".complete"
+    if done.exists() and done.read_text() == str(n):
+        return
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    for i in range(n):
+        sub = folder / f"{i // PER_FOLDER:04d}"
+        if i % PER_FOLDER == 0:
+            sub.mkdir(parents=True)
+        pixels = base.copy()
+        pixels[0, :4, :] = np.frombuffer(i.to_bytes(12, "little"), dtype=np.uint8).reshape(4, 3)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "PNG")
+        (sub / f"img{i:07d}.png").write_bytes(buf.getvalue())
+        if i and i % 100_000 == 0:
+            print(f"  made {i:,} images in {time.perf_counter() - start:.0f} s", flush=True)
+    done.write_text(str(n))
+
+
+def make_camera(folder: Path) -> None:
+    """Each JPEG of datasets/ copied ``CAMERA_COPIES`` times, made distinct by bytes after
+    the end-of-image marker (decoders ignore them; the content hash does not)."""
+    if (folder / ".complete").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in sorted((ROOT / "datasets").glob("*.jpg")):
+        data = src.read_bytes()
+        for k in range(CAMERA_COPIES):
+            (folder / f"{src.stem}-{k}.jpg").write_bytes(data + b"\0" * (k + 1))
+    (folder / ".complete").write_text("ok")
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+@contextmanager
+def stand_in(tree: Path):
+    """The stand-in in its own process (``python -m visionkit.offline``); yields its URL."""
+    cmd = [sys.executable, "-m", "visionkit.offline", "--port", "0", "--latency", str(LATENCY)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        yield line.split(" at ", 1)[1].split(" ", 1)[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+def run_stage(name: str, ctx: Context) -> Figure:
+    """Run one stage in a fresh process importing ``ctx.tree``'s visionkit."""
+    env = {**os.environ, "PYTHONPATH": ctx.tree}
+    cmd = [sys.executable, str(HERE), "--child", name, json.dumps(asdict(ctx))]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"stage {name} on {ctx.tree} failed:\n{out.stderr[-3000:]}")
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return Figure(found["seconds"], found["rows"], found["extra"])
+
+
+def child(name: str, context: str) -> None:
+    import logging
+    import warnings
+
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    ctx = Context(**json.loads(context))
+    _warm_up()
+    figure = STAGES[name].fn(ctx)
+    figure.extra["cpu_s"] = round(time.process_time(), 2)
+    print(json.dumps(asdict(figure)))
+
+
+def _warm_up() -> None:
+    """Import what every stage uses, so no stage's time includes imports."""
+    import openai  # noqa: F401
+    import pandas  # noqa: F401
+    from PIL import Image, PngImagePlugin  # noqa: F401
+
+    import visionkit as vk
+
+    for name in ("read_images", "ask", "encode_image"):
+        getattr(vk, name)
+    import visionkit.images.encode
+    import visionkit.query.ask  # noqa: F401
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def describe(figure: Figure) -> str:
+    rate = f", {figure.rows / figure.seconds:,.0f} rows/s" if figure.seconds and figure.rows else ""
+    extra = "".join(f", {k} {v}" for k, v in figure.extra.items() if k != "cpu_s")
+    return f"{figure.seconds:8.2f} s{rate}{extra}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="tiny images (default 10,000)")
+    parser.add_argument("--stages", default="", help="comma-separated stage names (default all)")
+    parser.add_argument(
+        "--against", action="append", default=[], help="another checkout to run side by side"
+    )
+    parser.add_argument(
+        "--images",
+        default=None,
+        help="where the images are kept between runs (default: $TMPDIR/visionkit-bench-scale)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds (fresh caches each); the best is kept"
+    )
+    parser.add_argument("--list", action="store_true", help="list the stages and ratios")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    if args.list:
+        for s in STAGES.values():
+            print(f"{s.name:16} {s.doc}")
+        for r in RATIOS:
+            print(f"ratio: {r.name} (goal {r.goal or '-'})")
+        return 0
+    names = [n for n in args.stages.split(",") if n] or list(STAGES)
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+    names = [n for n in STAGES if n in names]  # registry order
+    trees = [Path(t).resolve() for t in args.against] + [ROOT]
+    store = Path(args.images or Path(tempfile.gettempdir()) / "visionkit-bench-scale")
+    print(f"bench_scale: {args.rows:,} tiny PNGs (24x16), {os.cpu_count()} cores, load {load()}")
+    start = time.perf_counter()
+    make_images(store / f"png-{args.rows}", args.rows)
+    make_camera(store / "camera")
+    print(f"images ready in {time.perf_counter() - start:.0f} s")
+    results: dict[tuple[str, str], Figure] = {}
+    with tempfile.TemporaryDirectory() as tmp, stand_in(ROOT) as url:
+        for round_ in range(args.repeat):
+            contexts = {}
+            for i, tree in enumerate(trees):
+                work = Path(tmp) / f"round{round_}-tree{i}"
+                work.mkdir()
+                contexts[str(tree)] = Context(
+                    rows=args.rows,
+                    images=str(store / f"png-{args.rows}"),
+                    camera=str(store / "camera"),
+                    work=str(work),
+                    url=url,
+                    tree=str(tree),
+                )
+            for name in names:
+                for tree in trees:
+                    figure = run_stage(name, contexts[str(tree)])
+                    best = results.get((name, str(tree)))
+                    if best is None or figure.seconds < best.seconds:
+                        results[(name, str(tree))] = figure
+                    label = f"{name} [{tree.name}]" if len(trees) > 1 else name
+                    print(f"{label:34} {describe(figure)}  (load {load()})", flush=True)
+    print()
+    for ratio in RATIOS:
+        if ratio.numerator not in names or ratio.denominator not in names:
+            continue
+        cells = []
+        for tree in trees:
+            top = results[(ratio.numerator, str(tree))].seconds
+            bottom = results[(ratio.denominator, str(tree))].seconds
+            cells.append(f"{top / bottom:5.2f}x" + (f" [{tree.name}]" if len(trees) > 1 else ""))
+        goal = ""
+        if ratio.goal is not None:
+            last = results[(ratio.numerator, str(ROOT))].seconds
+            ok = last / results[(ratio.denominator, str(ROOT))].seconds <= ratio.goal
+            goal = f"  goal <= {ratio.goal}x: {'ok' if ok else 'MISSED'}"
+        print(f"{ratio.name:40} {'  '.join(cells)}{goal}")
+    if "rss" in names:
+        for tree in trees:
+            per_row = results[("rss", str(tree))].extra["bytes_per_row"]
+            verdict = "ok" if per_row <= 1024 else "MISSED"
+            suffix = f" [{tree.name}]" if len(trees) > 1 else ""
+            print(
+                f"{'memory above the input frame' + suffix:40} {per_row:,} bytes a row"
+                f"  goal <= 1,024: {verdict}"
+            )
+    print(f"\nload at the end {load()}; {time.perf_counter() - start:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -415,7 +415,7 @@ def test_encode_series_without_failures_is_silent_and_matches_encode_image(mixed
 def test_encode_series_takes_encode_images_options_and_passes_them_on(mixed):
     # Both keep explicit keyword lists (help(), IDEs, mypy): the shared ones must not drift.
     one, many = (inspect.signature(f).parameters for f in (encode_image, encode_series))
-    assert set(one) - set(many) == {"cell", "compact", "row"}  # one image's own
+    assert set(one) - set(many) == {"image", "compact", "row"}  # one image's own
     for name in set(one) & set(many):
         assert (many[name].kind, many[name].default, many[name].annotation) == (
             one[name].kind,

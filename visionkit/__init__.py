@@ -83,6 +83,8 @@ _LAZY = {
     "Gallery": ".widgets",
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
+    "state": "._state",
+    "reset_state": "._state",
 }
 _SUBMODULES = ("costs", "tokens")
 
@@ -142,7 +144,9 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "reset_state",
     "set_storage_options",
+    "state",
     "submit",
     "thumbnail",
     "to_coco",
@@ -154,6 +158,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
     from . import costs, tokens
+    from ._state import reset_state, state
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,

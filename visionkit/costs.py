@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._state import register
 from .providers import Provider, get_provider
 
 __all__ = [
@@ -365,3 +366,11 @@ def estimate_accuracy(
     return EstimateAccuracy(
         rows=frame, median_relative_error=signed, median_abs_relative_error=absolute
     )
+
+
+def _held_tiers() -> tuple[int, str]:
+    info = _extremes.cache_info()
+    return info.currsize, f"{info.currsize} providers scanned"
+
+
+register("token tiers", __name__, _held_tiers, _extremes.cache_clear)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, overload
 
 from . import tokens as _tokens
+from ._state import register
 from .errors import ImageError
 from .tokens import TokenCount, fit_within
 
@@ -400,3 +401,10 @@ def same_tokens_size(w: int, h: int, provider: Provider) -> tuple[int, int]:
         else:
             lo = mid + 1
     return fit_within(w, h, lo)
+
+
+def _held_providers() -> tuple[int, str]:
+    return len(providers), ", ".join(providers)
+
+
+register("providers", __name__, _held_providers)  # not reset: the built-in profiles live here

@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._state import register
 from ..query.plan import Plan, RowPlan, plan_rows
 from ..query.progress import progress_bar
 from ..query.replay import REPLAY_ENV, not_recorded_message, unrecorded_error
@@ -208,3 +209,10 @@ class ReplayedJob:
 
     def __repr__(self) -> str:
         return f"ReplayedJob({self.id!r}, status={self.status!r}, replayed from {self.source!r})"
+
+
+def _held_jobs() -> tuple[int, str]:
+    return len(_JOBS), ", ".join(sorted(_JOBS))
+
+
+register("replayed batch jobs", __name__, _held_jobs, _JOBS.clear)

@@ -46,6 +46,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from .._state import register, without_credentials
 from ..errors import ImageError, ReadImagesWarning
 from .download import size_text
 
@@ -348,3 +349,30 @@ def list_images(
 def _size(info: Mapping[str, Any]) -> int | None:
     size = info.get("size")
     return int(size) if isinstance(size, (int, float)) else None
+
+
+def _held_options() -> tuple[int, str]:
+    with _OPTIONS_LOCK:
+        held = {prefix: sorted(options) for prefix, options in _OPTIONS.items()}
+    shown = [f"{without_credentials(p)} ({', '.join(keys)})" for p, keys in sorted(held.items())]
+    return len(held), "; ".join(shown)
+
+
+def _forget_options() -> None:
+    with _OPTIONS_LOCK:
+        _OPTIONS.clear()
+
+
+def _held_filesystems() -> tuple[int, str]:
+    with _FILESYSTEMS_LOCK:
+        keys = sorted({f"{scheme}://{bucket}" for scheme, bucket, _ in _FILESYSTEMS})
+    return len(keys), ", ".join(keys)
+
+
+def _forget_filesystems() -> None:
+    with _FILESYSTEMS_LOCK:
+        _FILESYSTEMS.clear()
+
+
+register("storage options", __name__, _held_options, _forget_options)
+register("fsspec filesystems", __name__, _held_filesystems, _forget_filesystems)

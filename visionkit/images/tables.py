@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._state import register
 from ..errors import ImageError, ReadImagesWarning
 
 __all__ = [
@@ -135,6 +136,11 @@ class _RowGroups:
         with self._lock:
             self._data.clear()
             self._bytes = 0
+
+    def size(self) -> tuple[int, int]:
+        """(row groups held, their Arrow bytes)."""
+        with self._lock:
+            return len(self._data), self._bytes
 
 
 _CACHE = _RowGroups()
@@ -403,3 +409,31 @@ def read_table_images(
         more.columns = [f"{c}_table" if c in COLUMNS else c for c in more.columns]
         frame = pd.concat([frame, more], axis=1)
     return frame
+
+
+def _held_datasets() -> tuple[int, str]:
+    with _DATASETS_LOCK:
+        keys = sorted(_DATASETS)
+    return len(keys), ", ".join(keys)
+
+
+def _forget_datasets() -> None:
+    with _DATASETS_LOCK:
+        _DATASETS.clear()
+
+
+def _held_tables() -> tuple[int, str]:
+    with _FILES_LOCK:
+        files = len(_FILES)
+    groups, nbytes = _CACHE.size()
+    return files + groups, f"{files} open Parquet files, {groups} row groups ({nbytes:,} bytes)"
+
+
+def _forget_tables() -> None:
+    with _FILES_LOCK:
+        _FILES.clear()
+    _CACHE.clear()
+
+
+register("datasets", __name__, _held_datasets, _forget_datasets)
+register("table row groups and files", __name__, _held_tables, _forget_tables)

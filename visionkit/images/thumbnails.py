@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 from cachetools import LRUCache
 
+from .._state import register
 from ..errors import ImageError
 from ..types import ImageCell
 from .cells import cell_kind, local_path, path_of, source_label
@@ -240,3 +241,13 @@ def caption_frame(df: pd.DataFrame, caption: str | Sequence[str] | None) -> pd.D
     if missing:
         raise KeyError(f"caption columns {missing} not in the DataFrame; columns: {list(df)}")
     return df[cols]
+
+
+def _held_thumbnails() -> tuple[int, str]:
+    with _cache_lock:
+        return len(
+            _cache
+        ), f"{len(_cache)} thumbnails ({_cache.currsize:,} of {_cache.maxsize:,} bytes)"
+
+
+register("thumbnails", __name__, _held_thumbnails, clear_thumbnail_cache)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._state import register
 from ..errors import MissingAPIKey, OfflineWarning
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
@@ -429,3 +430,18 @@ def default_client() -> Client:
         if client is None:
             client = _default[state] = connect("auto")
         return client
+
+
+def _held_clients() -> tuple[int, str]:
+    with _default_lock:
+        clients = list(_default.values())
+    return len(clients), "; ".join(repr(c) for c in clients)
+
+
+def _forget_clients() -> None:
+    with _default_lock:
+        _default.clear()
+    _offline_warned.clear()
+
+
+register("default clients", __name__, _held_clients, _forget_clients)

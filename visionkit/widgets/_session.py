@@ -1,36 +1,28 @@
 """What the Annotator and the BoxAnnotator share: one column of a DataFrame labelled row by
-row, by one named annotator, saved after every change, with undo, filters, review order and
-user-configurable keys; the checks of their arguments, their action buttons, the keys and
-messages from the front end, and the parts of the view every row shows (image, title,
-progress, message). Subclasses say how a cell is stored (text or boxes) and what else their
-view shows.
+row, by one named annotator, saved after every change, with undo, filters and review order;
+the checks of their arguments and the parts of the view every row shows (image, title,
+progress, message). Their buttons and keys are ``visionkit.widgets._controls``'. Subclasses
+say how a cell is stored (text or boxes) and what else their view shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ipywidgets
 import numpy as np
 import pandas as pd
 
 from ..annotation.savefile import AnnotationFile, Key, row_keys
+from ._controls import Controls
 from ._frame import RowFilter, find_image_column, format_value, row_mask
-from ._keymap import bind_keys, key_name, keys_for
 from ._thumbs import Thumb, ThumbnailCache
 
-__all__ = ["LabelSession", "button", "button_row", "distinct"]
+__all__ = ["NO_ROWS", "LabelSession"]
 
 ORDERS = ("index", "disagreement")
-# The buttons both annotators have: action -> (text, tooltip); {unit} is "row" or "image".
-BUTTONS = {
-    "previous": ("← previous", "go back one {unit}"),
-    "next": ("next →", "go on one {unit}"),
-    "undo": ("undo", "undo the last change"),
-}
 # What the view shows when the filter matches no row (the widget blanks its own traits too).
 NO_ROWS: dict[str, Any] = {
     "image": b"",
@@ -40,28 +32,6 @@ NO_ROWS: dict[str, Any] = {
 }
 
 
-def distinct(values: Sequence[Any], what: str) -> list[str]:
-    """``values`` as strings; ``ValueError`` if two are the same (``what`` names them)."""
-    out = [str(v) for v in values]
-    if len(set(out)) != len(out):
-        raise ValueError(f"{what} must be distinct: {out}")
-    return out
-
-
-def button(description: str, tooltip: str, on_click: Callable[[], None]) -> ipywidgets.Button:
-    """A button as wide as its text that calls ``on_click()``."""
-    out = ipywidgets.Button(
-        description=description, tooltip=tooltip, layout=ipywidgets.Layout(width="auto")
-    )
-    out.on_click(lambda _button: on_click())
-    return out
-
-
-def button_row(buttons: Mapping[str, ipywidgets.Button]) -> ipywidgets.HBox:
-    """``buttons`` in a row that wraps."""
-    return ipywidgets.HBox(list(buttons.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))
-
-
 @dataclass(frozen=True)
 class Change:
     pos: int
@@ -69,18 +39,13 @@ class Change:
     new: Any
 
 
-class LabelSession:
+class LabelSession(Controls):
     """The row walking, saving and undo behind both annotators (not a widget by itself)."""
 
     _done_word = "labelled"  # the progress line: "3 / 20 labelled"
-    _unit = "row"  # what "previous" and "next" go to
     _repr_done = "labelled"  # the repr: "3 / 20 labelled"
     _restored = "{} labels restored"  # the message when a save file restored some
     _column_param = "label_column"  # the parameter naming the column written to
-    # Actions that need suggestions= (their keys do nothing without), and actions the browser
-    # handles alone (zoom, pan): Python ignores their keys.
-    _suggestion_actions: tuple[str, ...] = ("accept",)
-    _view_actions: tuple[str, ...] = ()
 
     data: pd.DataFrame
     _column: str
@@ -101,18 +66,6 @@ class LabelSession:
             raise ValueError(
                 f"{self._column_param}={column!r} would overwrite the images or the suggestions"
             )
-
-    def _bind_keys(
-        self,
-        choices: list[str],
-        what: str,
-        defaults: Mapping[str, Sequence[str]],
-        keys: Mapping[str, str | Sequence[str]] | None,
-    ) -> None:
-        """Keys 1-9 pick ``choices`` (the options or labels: ``what``); the user's ``keys``
-        over the ``defaults`` do the actions (see ``bind_keys``)."""
-        self._choices = choices
-        self._bindings = bind_keys(defaults, keys, digits=min(len(choices), 9), what=what)
 
     def _start(
         self,
@@ -469,18 +422,6 @@ class LabelSession:
         self._file.write()  # re-reads the file first if someone else wrote
 
     # -- messages --------------------------------------------------------------------------
-    def _safe(self, action: Callable[..., None]) -> Callable[..., None]:
-        """Run ``action`` for a button or key; show its error in the widget instead of losing it
-        in the kernel's log."""
-
-        def run(*args: Any) -> None:
-            try:
-                action(*args)
-            except Exception as exc:
-                self._say(str(exc), error=True)
-
-        return run
-
     def _progress(self) -> str:
         total, labelled = len(self.data), self.labelled
         text = f"{labelled} / {total} {self._done_word}"
@@ -498,65 +439,6 @@ class LabelSession:
         if notes:
             where += f" ({', '.join(notes)})"
         return f"{text} · {where}"
-
-    def _say(self, message: str, *, error: bool = False) -> None:
-        self.view.message = message
-        self.view.message_kind = "error" if error else "info"
-
-    # -- keys, buttons and the front end's messages ----------------------------------------
-    def _active_bindings(self) -> dict[str, str]:
-        """``{key: action}`` without the actions that need suggestions when there are none."""
-        if self.suggestions is None:
-            return {k: a for k, a in self._bindings.items() if a not in self._suggestion_actions}
-        return dict(self._bindings)
-
-    def _action_buttons(
-        self,
-        actions: Sequence[str],
-        texts: Mapping[str, tuple[str, str]],
-        *,
-        keys_in_tooltip: bool,
-    ) -> dict[str, ipywidgets.Button]:
-        """A button per action (those that need suggestions only with them) that calls it.
-
-        ``texts`` gives an action's ``(text, tooltip)`` where ``BUTTONS`` does not; the text
-        ends with the action's first key (the tooltip lists them all, with ``keys_in_tooltip``).
-        """
-        buttons = {}
-        for name in actions:
-            if self.suggestions is None and name in self._suggestion_actions:
-                continue
-            description, tooltip = texts[name] if name in texts else BUTTONS[name]
-            tooltip = tooltip.format(unit=self._unit)
-            bound = keys_for(self._bindings, name)
-            if bound:
-                description += f" [{key_name(bound[0])}]"
-                if keys_in_tooltip:
-                    tooltip += f" ({', '.join(map(key_name, bound))})"
-            buttons[name] = button(
-                description, tooltip, self._safe(lambda n=name: getattr(self, n)())
-            )
-        return buttons
-
-    def _on_key(self, key: str) -> None:
-        """A key from the front end: 1-9 pick a choice (a digit past the choices is free for
-        an action); the others do their action."""
-        if len(key) == 1 and key.isdigit() and 0 < int(key) <= len(self._choices):
-            self._choose(self._choices[int(key) - 1])
-            return
-        action = self._active_bindings().get(key)
-        if action is not None and action not in self._view_actions:
-            getattr(self, action)()
-
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        """A message from the front end: a key, or what the widget's own view sends."""
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        if kind == "key":
-            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
-        else:
-            self._safe(lambda: self._on_view_msg(kind, content))()
 
     # -- the view --------------------------------------------------------------------------
     def _row_image(self, pos: int) -> Thumb:
@@ -590,13 +472,6 @@ class LabelSession:
             f"{self._repr_done}, position {self.position}>"
         )
 
-    # Subclasses implement these.
-    def _choose(self, choice: str) -> None:
-        """Key ``1``-``9``: pick ``choice``."""
-        raise NotImplementedError
-
-    def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
-        """A message of the widget's own kind from the front end (keys are handled here)."""
-
+    # Subclasses implement this (and Controls' _choose and _on_view_msg).
     def _show(self, message: str = "") -> None:
         raise NotImplementedError

@@ -39,9 +39,10 @@ import traitlets
 
 from ..annotation.agreement import match_label, normalise
 from ._assets import css, esm
+from ._controls import button, button_row, distinct
 from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
-from ._session import NO_ROWS, LabelSession, button, button_row, distinct
+from ._session import NO_ROWS, LabelSession
 
 __all__ = ["Annotator"]
 

@@ -29,17 +29,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import ipywidgets
 import numpy as np
 import pandas as pd
-import traitlets
 
 from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
-from ._assets import css, esm
+from ._controls import button_row, distinct
 from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
-from ._session import NO_ROWS, LabelSession, button_row, distinct
+from ._session import NO_ROWS, LabelSession
+from .box_view import VIEW_ACTIONS, BoxView
 
 __all__ = ["BoxAnnotator"]
 
@@ -57,35 +56,6 @@ DEFAULT_KEYS: dict[str, list[str]] = {
     "zoom_reset": ["0"],
     "pan": [" "],
 }
-# Handled in the browser alone (they change the view, not the data).
-VIEW_ACTIONS = ("zoom_in", "zoom_out", "zoom_reset", "pan")
-
-
-class BoxView(anywidget.AnyWidget):
-    """The BoxAnnotator's front end: the image, the boxes, the mouse and the keyboard."""
-
-    _esm = esm("_keys.js", "box_annotator.js")
-    _css = css("annotator.css", "box_annotator.css")
-
-    image = traitlets.Bytes(b"").tag(sync=True)
-    mime = traitlets.Unicode("").tag(sync=True)
-    image_error = traitlets.Unicode("").tag(sync=True)
-    natural_width = traitlets.Int(0).tag(sync=True)  # the full displayed size: box units
-    natural_height = traitlets.Int(0).tag(sync=True)
-    view_size = traitlets.Int(560).tag(sync=True)
-    boxes = traitlets.List(traitlets.Dict()).tag(sync=True)
-    suggestions = traitlets.List(traitlets.Dict()).tag(sync=True)
-    others = traitlets.List(traitlets.Dict()).tag(sync=True)
-    labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    current_label = traitlets.Unicode("").tag(sync=True)
-    selected = traitlets.Int(-1).tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
-    progress = traitlets.Unicode("").tag(sync=True)
-    message = traitlets.Unicode("").tag(sync=True)
-    message_kind = traitlets.Unicode("info").tag(sync=True)
-    bindings = traitlets.Dict().tag(sync=True)  # key -> action
-    key_help = traitlets.Unicode("").tag(sync=True)
-    row_id = traitlets.Int(0).tag(sync=True)
 
 
 def _rounded(box: dict[str, Any]) -> dict[str, Any]:

@@ -35,7 +35,15 @@ from .errors import (
     RowError,
     VisionError,
 )
-from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
+from .providers import (
+    Price,
+    Provider,
+    estimate_tokens,
+    get_provider,
+    providers,
+    register_provider,
+    set_price,
+)
 
 __version__ = "0.1.0"
 
@@ -84,7 +92,7 @@ _LAZY = {
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
 }
-_SUBMODULES = ("costs", "tokens")
+_SUBMODULES = ("costs", "offline", "tokens")
 
 register_accessor()  # df.vision, once pandas is loaded
 
@@ -106,6 +114,7 @@ __all__ = [
     "Job",
     "MissingAPIKey",
     "OfflineWarning",
+    "Price",
     "Provider",
     "RaterAgreement",
     "ReadImagesWarning",
@@ -129,6 +138,7 @@ __all__ = [
     "get_provider",
     "inspect_images",
     "krippendorff_alpha",
+    "offline",
     "plot_agreement",
     "plot_box_agreement",
     "plot_class_agreement",
@@ -142,6 +152,7 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "set_price",
     "set_storage_options",
     "submit",
     "thumbnail",
@@ -153,7 +164,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
-    from . import costs, tokens
+    from . import costs, offline, tokens
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,

@@ -216,7 +216,7 @@ def test_api_key_none_accepts_any_key():
 
 def test_models_list_and_unknown_model(client, server):
     ids = [m.id for m in client.models.list()]
-    assert ids == [MODEL, "google/gemma-3-27b-instruct/bf-16"]
+    assert ids == [MODEL, "google/gemma-3-27b-instruct/bf-16", "visionkit-offline-small"]
     # code written for inference.net runs unchanged
     client.chat.completions.create(model=ids[1], messages=user("hi"))
     with pytest.raises(openai.NotFoundError) as err:

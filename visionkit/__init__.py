@@ -35,7 +35,15 @@ from .errors import (
     RowError,
     VisionError,
 )
-from .providers import Provider, estimate_tokens, get_provider, providers, register_provider
+from .providers import (
+    Price,
+    Provider,
+    estimate_tokens,
+    get_provider,
+    providers,
+    register_provider,
+    set_price,
+)
 
 __version__ = "0.1.0"
 
@@ -86,7 +94,7 @@ _LAZY = {
     "state": "._state",
     "reset_state": "._state",
 }
-_SUBMODULES = ("costs", "tokens")
+_SUBMODULES = ("costs", "offline", "tokens")
 
 register_accessor()  # df.vision, once pandas is loaded
 
@@ -108,6 +116,7 @@ __all__ = [
     "Job",
     "MissingAPIKey",
     "OfflineWarning",
+    "Price",
     "Provider",
     "RaterAgreement",
     "ReadImagesWarning",
@@ -131,6 +140,7 @@ __all__ = [
     "get_provider",
     "inspect_images",
     "krippendorff_alpha",
+    "offline",
     "plot_agreement",
     "plot_box_agreement",
     "plot_class_agreement",
@@ -145,6 +155,7 @@ __all__ = [
     "read_images",
     "register_provider",
     "reset_state",
+    "set_price",
     "set_storage_options",
     "state",
     "submit",
@@ -157,7 +168,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
-    from . import costs, tokens
+    from . import costs, offline, tokens
     from ._state import reset_state, state
     from .accessor import VisionAccessor
     from .annotation import (

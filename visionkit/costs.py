@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ._state import register
-from .providers import Provider, get_provider
+from .providers import Price, Provider, get_provider, price_of
 
 __all__ = [
     "EstimateAccuracy",
@@ -184,6 +184,13 @@ class TokenSummary:
     over_cap: int  # images whose longest side is over cap_side
     resize_to: int | None  # the longest side the further saving is priced at
     tokens_resized: int | None  # total if each image were downscaled to ``resize_to``
+    model: str | None = None  # the model money is priced for (the provider's default)
+    price: Price | None = None  # its price, where known: money is shown beside tokens
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The image tokens in US dollars at the model's input price (None: price unknown)."""
+        return None if self.price is None else self.price.cost(self.tokens)
 
     @property
     def unsized(self) -> int:
@@ -204,6 +211,8 @@ class TokenSummary:
         """A few lines for a plot title, a CLI footer or a log."""
         noun = "image" if self.sized == 1 else "images"
         head = f"{self.provider}: {self.sized} {noun}, {self.tokens:,} tokens"
+        if self.cost_usd is not None:
+            head += f" (${self.cost_usd:,.2f} at {self.model}'s input price)"
         if self.unsized:
             head += f" ({self.unsized} without a known size)"
         lines = [head]
@@ -269,6 +278,8 @@ def token_summary(
         over_cap=over,
         resize_to=resize_to,
         tokens_resized=total_at(resize_to),
+        model=profile.default_model,
+        price=price_of(profile, profile.default_model),
     )
 
 

@@ -8,6 +8,11 @@ vLLM or Ollama server, most simply derived from a profile whose rules it shares:
         max_images=4, default_model="Qwen/Qwen2.5-VL-7B-Instruct"))
 
 ``DEFAULT_PROVIDER`` ("inference.net") is what every ``provider=`` default names.
+
+Prices: a profile's ``prices`` maps model names to a ``Price`` (US dollars per million tokens
+in and out, and the Batch API's discount), each default with its source and date beside it.
+Where a model's price is known, usage, dry runs, budgets and plots show money as well as
+tokens; set or correct one with ``vk.set_price(provider, model, input=..., output=...)``.
 """
 
 from __future__ import annotations
@@ -30,15 +35,20 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PROVIDER",
     "BatchLimits",
+    "Price",
     "Provider",
     "RateLimits",
     "estimate_tokens",
     "fit_tokens",
     "floor_side",
     "get_provider",
+    "money",
+    "money_fields",
+    "price_of",
     "providers",
     "register_provider",
     "same_tokens_size",
+    "set_price",
 ]
 
 TokenFunction = Callable[[Any, Any], "TokenCount"]
@@ -50,6 +60,41 @@ class RateLimits:
 
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """What one model costs: US dollars per million ``input`` (prompt, images included) and
+    ``output`` (completion) tokens, and the Batch API's ``batch_discount`` (0.5: half price).
+
+    ``source`` says where the figures come from and when they were read: prices change, so
+    check a default before a large job and correct it with ``vk.set_price``.
+    """
+
+    input: float
+    output: float
+    batch_discount: float = 0.0
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("input", "output"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(
+                    f"Price.{name} must be a number >= 0 (USD per 1M tokens), not {value!r}"
+                )
+        d = self.batch_discount
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+            raise ValueError(
+                f"batch_discount must be a fraction in [0, 1) (0.5: half price), not {d!r}"
+            )
+
+    def cost(
+        self, prompt_tokens: float, completion_tokens: float = 0, *, batch: bool = False
+    ) -> float:
+        """US dollars for these tokens (through the Batch API when ``batch``)."""
+        usd = (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
+        return usd * (1 - self.batch_discount) if batch else usd
 
 
 @dataclass(frozen=True)
@@ -96,6 +141,8 @@ class Provider:
     # Documented rate limits per account tier (``vk.connect(..., tier="paid")`` paces to them).
     tiers: Mapping[str, RateLimits] = field(default_factory=dict, compare=False)
     batch: BatchLimits | None = None  # the Batch API, if the provider has one
+    # Known prices by model name (``vk.set_price`` adds or corrects one).
+    prices: Mapping[str, Price] = field(default_factory=dict, compare=False)
 
     def derive(self, **changes: Any) -> Provider:
         """A new profile with ``changes`` (field=value) over this one's rules, e.g. a local
@@ -110,6 +157,11 @@ class Provider:
     def estimate(self, width: Any, height: Any) -> TokenCount:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
         return self.tokens(width, height)
+
+    def price(self, model: str | None = None) -> Price | None:
+        """The known price of ``model`` (default: the profile's ``default_model``), or None."""
+        name = model or self.default_model
+        return self.prices.get(name) if name else None
 
     def image_budget(self, images: int | None = None, prompt_allowance: int = 16_384) -> int | None:
         """Bytes one base64 data URI may take so that ``images`` of them and a prompt fit a body.
@@ -176,6 +228,26 @@ class ProviderRegistry(Mapping[str, Provider]):
         ]
         return pd.DataFrame(rows).set_index("provider")
 
+    def price_table(self) -> pd.DataFrame:
+        """Every known price: one row per provider and model, with its source and date."""
+        import pandas as pd
+
+        rows = [
+            {
+                "provider": p.name,
+                "model": model,
+                "input_per_million": price.input,
+                "output_per_million": price.output,
+                "batch_discount": price.batch_discount,
+                "source": price.source,
+            }
+            for p in self._items.values()
+            for model, price in p.prices.items()
+        ]
+        columns = ["provider", "model", "input_per_million", "output_per_million"]
+        columns += ["batch_discount", "source"]
+        return pd.DataFrame(rows, columns=columns).set_index(["provider", "model"])
+
     def __repr__(self) -> str:
         return f"ProviderRegistry({sorted(self._items)})"
 
@@ -232,6 +304,10 @@ INFERENCE_NET = register_provider(
             upload_interval=60.0,
             notes="docs.inference.net Batch API and rate-limits pages; file size from OpenAI",
         ),
+        # No default prices: inference.net prices each model in USD per 1M input and output
+        # tokens (docs.inference.net, "Serverless deployments": set per deployment), and the
+        # seed guide names none. vk.set_price("inference.net", MODEL, input=..., output=...)
+        # with the figures from your dashboard makes every table and plot show money.
     )
 )
 
@@ -255,6 +331,19 @@ OPENAI = register_provider(
             max_requests_per_file=50_000,
             notes="openai SDK docstring of batches.create",
         ),
+        # openai.com/api/pricing, USD per 1M tokens; the Batch API costs half
+        # (platform.openai.com/docs/guides/batch: "50% cost discount"). gpt-4o-mini bills an
+        # image as ~33x the tokens of this profile's GPT-4o formula, so its *reported* prompt
+        # tokens (and so its money) are far above the estimate: at these prices an image costs
+        # about the same on either model.
+        prices={
+            "gpt-4o-mini": Price(
+                0.15, 0.60, 0.5, source="openai.com/api/pricing, since launch on 2024-07-18"
+            ),
+            "gpt-4o": Price(
+                2.50, 10.00, 0.5, source="openai.com/api/pricing, gpt-4o-2024-08-06 (2024-10-02)"
+            ),
+        },
     )
 )
 
@@ -282,6 +371,13 @@ register_provider(
         max_side=1568,
         max_image_bytes=5 * 1024 * 1024,
         notes="tokens = w*h/750 after scaling to 1568 px / ~1.15 MP",
+        # anthropic.com/pricing, USD per 1M tokens; Message Batches cost half (docs.anthropic.com
+        # "Batch processing"), though the OpenAI-compatible endpoint this profile uses has none.
+        prices={
+            "claude-sonnet-4-5": Price(
+                3.00, 15.00, 0.5, source="anthropic.com/pricing, since launch on 2025-09-29"
+            ),
+        },
     )
 )
 
@@ -296,6 +392,75 @@ register_provider(
         batch=replace(INFERENCE_NET.batch, base_url=None) if INFERENCE_NET.batch else None,
     )
 )
+
+
+def price_of(provider: str | Provider | None, model: str | None = None) -> Price | None:
+    """The known price of ``model`` under ``provider`` (default model if ``None``), or None.
+
+    The registered profile of that name is asked first, so a price set with ``set_price``
+    reaches clients connected before it was set.
+    """
+    if isinstance(provider, str) and provider not in providers:
+        return None  # e.g. "openai-compatible": any server, price unknown
+    profile = get_provider(provider)
+    registered = providers._items.get(profile.name)
+    found = registered.price(model or profile.default_model) if registered is not None else None
+    return found if found is not None else profile.price(model)
+
+
+def set_price(
+    provider: str | Provider,
+    model: str,
+    *,
+    input: float,
+    output: float,
+    batch_discount: float = 0.0,
+    source: str = "set with vk.set_price",
+) -> Price:
+    """Set what ``model`` costs under ``provider``, in US dollars per million tokens.
+
+    From then on usage, dry runs, budgets, evaluations and plots show money for that model::
+
+        vk.set_price("inference.net", "google/gemma-3-27b-instruct/bf-16",
+                     input=0.10, output=0.30, batch_discount=0.5, source="my invoice, 2026-03")
+    """
+    profile = get_provider(provider)
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a model name, not {model!r}")
+    price = Price(input, output, batch_discount, source=source)
+    base = providers._items.get(profile.name, profile)
+    register_provider(base.derive(prices={**base.prices, model: price}), replace=True)
+    return price
+
+
+def money(
+    provider: str | Provider | None,
+    model: str | None,
+    prompt_tokens: float,
+    completion_tokens: float = 0,
+    *,
+    batch: bool = False,
+) -> float | None:
+    """US dollars for these tokens under ``model``'s known price, or None (price unknown)."""
+    price = price_of(provider, model)
+    if price is None:
+        return None
+    return price.cost(prompt_tokens, completion_tokens, batch=batch)
+
+
+def money_fields(
+    provider: str | Provider | None,
+    model: str | None,
+    prompt_tokens: float,
+    completion_tokens: float = 0,
+    *,
+    batch: bool = False,
+    name: str = "cost_usd",
+) -> dict[str, float]:
+    """``{name: dollars}`` for a usage dict when the price is known, else ``{}``: usage shows
+    money where prices are known and tokens only otherwise."""
+    usd = money(provider, model, prompt_tokens, completion_tokens, batch=batch)
+    return {} if usd is None else {name: round(usd, 6)}
 
 
 @overload

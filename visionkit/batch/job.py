@@ -28,7 +28,7 @@ from ..query.progress import in_ipython
 from ..query.replay import Recording
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
-from .result import PENDING, ResultRow, result_frame, tally
+from .result import PENDING, ResultRow, batch_money, result_frame, tally
 
 if TYPE_CHECKING:
     from openai import OpenAI as SyncOpenAI
@@ -453,6 +453,8 @@ class BatchJob:
             "model": job.get("model"),
             "job_id": self.id,
         }
+        usage = frame.attrs["usage"]
+        usage.update(batch_money(usage))
         return frame
 
     # -- recording (connect(record=...)) ---------------------------------------------------

@@ -43,7 +43,7 @@ from ..query.plan import Plan, RowPlan, plan_rows
 from ..query.progress import progress_bar
 from ..query.replay import REPLAY_ENV, not_recorded_message, unrecorded_error
 from .manifest import stored_label
-from .result import ResultRow, result_frame, tally
+from .result import ResultRow, batch_money, result_frame, tally
 
 __all__ = ["ReplayPass", "ReplayedJob", "replay_job", "replay_rows", "replayed_job"]
 
@@ -129,6 +129,8 @@ def replay_job(plan: Plan, job_id: str, *, progress: bool = False) -> ReplayedJo
         "model": plan.model,
         "job_id": job_id,
     }
+    usage = frame.attrs["usage"]
+    usage.update(batch_money(usage))
     if done.unrecorded and recording.strict:
         error = unrecorded_error(recording, [labels[p] for p in done.unrecorded])
         error.partial = frame

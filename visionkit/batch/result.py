@@ -11,10 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..providers import money_fields
 from ..query.cache import CachedAnswer
 from ..query.schema import Schema
 
-__all__ = ["PENDING", "ResultRow", "result_frame", "tally"]
+__all__ = ["PENDING", "ResultRow", "batch_money", "result_frame", "tally"]
 
 PENDING = "pending: "  # the error of a row whose batch has not finished
 
@@ -74,6 +75,20 @@ def tally(rows: Sequence[ResultRow]) -> dict[str, int]:
             usage["failed"] += 1
             usage["pending"] += row.error.startswith(PENDING)
     return usage
+
+
+def batch_money(usage: dict[str, Any]) -> dict[str, float]:
+    """``{"cost_usd": ...}`` for a batch result's usage, at the Batch API's discounted price,
+    where the model's price is known (else ``{}``: tokens only)."""
+    if not usage.get("provider"):
+        return {}
+    return money_fields(
+        usage["provider"],
+        usage.get("model"),
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+        batch=True,
+    )
 
 
 def result_frame(

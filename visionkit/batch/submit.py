@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BudgetExceeded
-from ..providers import BatchLimits
+from ..providers import BatchLimits, money, money_fields
 from ..query.cache import Cache
 from ..query.options import AskOptions
 from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
@@ -337,6 +337,16 @@ def _dry_run_frame(
         "model": plan.model,
         "dry_run": True,
     }
+    usage = out.attrs["usage"]  # prompts at the Batch API's price, where it is known
+    usage.update(
+        money_fields(
+            plan.provider,
+            plan.model,
+            usage["estimated_tokens"],
+            batch=True,
+            name="estimated_cost_usd",
+        )
+    )
     out.attrs["files"] = files
     return out
 
@@ -556,8 +566,10 @@ def launch(
             if shard.path is not None:
                 shard.path.unlink(missing_ok=True)
             manifest.update_shard(shard.shard_id, state="lost")
+        usd = money(plan.provider, plan.model, totals["estimated_tokens"], batch=True)
+        dollars = "" if usd is None else f" (about ${usd:,.2f} at {plan.model}'s batch price)"
         raise BudgetExceeded(
-            f"the estimate is {totals['estimated_tokens']:,} tokens for "
+            f"the estimate is {totals['estimated_tokens']:,} tokens{dollars} for "
             f"{totals['requests']:,} requests (prompt and images as encoded, "
             f"{plan.provider.name} formula; cache hits, repeated images and rows already "
             f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "

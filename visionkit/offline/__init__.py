@@ -36,13 +36,23 @@ match the declared mimetype
 at most 2 images per request                400
 ==========================================  ======  =====================================
 
+What it can and cannot see: it describes every image's pixels (size, format, named colours,
+brightness) and answers any other question about what an image shows with an honest "it
+cannot see", except one task: asked *how many marks* (or to *count* them), it counts the small
+red marks in each image as it received it (``visionkit.offline.marks``), so resizing changes
+what it can see. ``visionkit-offline`` looks at the image as sent; ``visionkit-offline-small``
+looks at it at 448 px a side at most, as small vision models do. ``make_marks(path, n)``
+writes such a set with its true counts (and simulated annotators), for evaluating prompts,
+models and image sizes offline (``df.vision.evaluate``) with a real cost/quality frontier.
+
 ``usage.prompt_tokens`` is the provider's token formula on each image's real size (read from its
 header) plus ``ceil(len(text) / 4)`` for the text of all messages; ``completion_tokens`` is
 ``ceil(len(answer) / 4)``.
 
-Models: the configured ``model`` ("visionkit-offline") and inference.net's default model name
-are accepted, so code written for inference.net runs unchanged; any other name is a 404 like a
-real provider's, unless ``any_model=True`` (``--any-model``), for pipelines with their own names.
+Models: the configured ``model`` ("visionkit-offline"), ``visionkit-offline-small`` and
+inference.net's default model name are accepted, so code written for inference.net runs
+unchanged; any other name is a 404 like a real provider's, unless ``any_model=True``
+(``--any-model``), for pipelines with their own names.
 
 Knobs for tests and benchmarks: ``latency`` (seconds per answered request, slept in the handler
 thread so requests overlap), ``fail_rate`` (a fraction answered with ``fail_status``; decided by
@@ -117,6 +127,7 @@ from __future__ import annotations
 from .api import BaseURL, serve, shared, start
 from .batches import BatchRecord
 from .describe import PREFIX, ImageFacts, describe_image
+from .marks import SMALL_MODEL, count_marks, make_marks
 from .server import DEFAULT_MODEL, OfflineServer
 from .stats import RequestRecord, ServerStats
 
@@ -126,13 +137,16 @@ from .stats import RequestRecord, ServerStats
 __all__ = [
     "DEFAULT_MODEL",
     "PREFIX",
+    "SMALL_MODEL",
     "BaseURL",
     "BatchRecord",
     "ImageFacts",
     "OfflineServer",
     "RequestRecord",
     "ServerStats",
+    "count_marks",
     "describe_image",
+    "make_marks",
     "serve",
     "shared",
     "start",

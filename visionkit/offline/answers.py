@@ -13,7 +13,7 @@ from typing import Any
 from .describe import PREFIX, ImageFacts
 from .rules import Parsed, short
 
-__all__ = ["answer_text", "completion", "fill_schema", "sse_body"]
+__all__ = ["answer_text", "completion", "count_text", "fill_schema", "sse_body"]
 
 
 _QUESTION_WORDS = re.compile(
@@ -40,10 +40,28 @@ def answer_text(facts: Sequence[ImageFacts], prompt: str) -> str:
     return body
 
 
-def _facts_payload(facts: Sequence[ImageFacts], prompt: str) -> dict[str, Any]:
+def count_text(counts: Sequence[int]) -> str:
+    """The answer to "how many marks": the count first, as a model asked for a number gives it."""
+
+    def marks(n: int) -> str:
+        return f"{n} red mark{'' if n == 1 else 's'}"
+
+    if len(counts) == 1:
+        said = marks(counts[0])
+    else:
+        said = "; ".join(f"image {i}: {marks(n)}" for i, n in enumerate(counts, 1))
+    return f"{said} ({PREFIX.replace('describes pixels only', 'counts small red marks only')})"
+
+
+def _facts_payload(
+    facts: Sequence[ImageFacts], prompt: str, counts: Sequence[int] | None = None
+) -> dict[str, Any]:
     images = [f.as_dict() for f in facts]
+    if counts is not None:
+        for image, n in zip(images, counts, strict=True):
+            image["count"] = n
     first = dict(images[0]) if images else {}
-    first["description"] = answer_text(facts, prompt)
+    first["description"] = count_text(counts) if counts else answer_text(facts, prompt)
     first["images"] = images
     return first
 
@@ -57,6 +75,7 @@ _ALIASES = {
     "brightness": ("brightness",),
     "images": ("images",),
     "frames": ("frames", "n_frames"),
+    "count": ("count", "marks", "n_marks", "mark_count", "number", "total"),
 }
 _LOOKUP = {alias: fact for fact, names in _ALIASES.items() for alias in names}
 
@@ -224,16 +243,24 @@ def fill_schema(
 
 
 def completion(
-    parsed: Parsed, facts: list[ImageFacts], request_id: str
+    parsed: Parsed,
+    facts: list[ImageFacts],
+    request_id: str,
+    *,
+    counts: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], int]:
+    """The completion object and its completion tokens; ``counts``: the marks counted in each
+    image when the prompt asked for them (``visionkit.offline.marks``)."""
     rf = parsed.response_format or {}
     kind = rf.get("type", "text")
     if kind == "json_object":
-        content = json.dumps(_facts_payload(facts, parsed.prompt), ensure_ascii=False)
+        content = json.dumps(_facts_payload(facts, parsed.prompt, counts), ensure_ascii=False)
     elif kind == "json_schema":
         schema = rf.get("json_schema", {}).get("schema") or {}
-        value = fill_schema(schema, _facts_payload(facts, parsed.prompt))
+        value = fill_schema(schema, _facts_payload(facts, parsed.prompt, counts))
         content = json.dumps(value, ensure_ascii=False)
+    elif counts:
+        content = count_text(counts)
     else:
         content = answer_text(facts, parsed.prompt)
     finish = "stop"

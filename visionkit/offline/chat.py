@@ -18,6 +18,7 @@ from ..providers import Provider
 from ..tokens import text_tokens
 from .answers import completion
 from .describe import FactsCache, ImageFacts
+from .marks import MODEL_RESOLUTION, count_marks, wants_count
 from .rules import Parsed, Reply, body_too_large, model_not_found, parse_request
 
 __all__ = ["Answer", "ChatEngine"]
@@ -85,7 +86,11 @@ class ChatEngine:
             facts.append(f)
             image_tokens += int(self.provider.estimate(f.width, f.height))
         image_tokens += len(parsed.urls) * int(self.provider.estimate(1, 1))
-        response, completion_tokens = completion(parsed, facts, request_id)
+        counts = None
+        if self._pixels and wants_count(parsed.prompt):  # the one task it can see
+            resolution = MODEL_RESOLUTION.get(parsed.model)
+            counts = [count_marks(part.full(), resolution=resolution) for part in parsed.images]
+        response, completion_tokens = completion(parsed, facts, request_id, counts=counts)
         prompt_tokens = image_tokens + text_tokens(*parsed.texts)
         response["usage"] = {
             "prompt_tokens": prompt_tokens,

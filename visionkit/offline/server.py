@@ -23,6 +23,7 @@ from .describe import PREFIX
 from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
 from .files import FileStore, UploadPacer
 from .handler import Handler, HTTPServer, Request, Response
+from .marks import SMALL_MODEL
 from .rules import Reply, check_key, model_not_found
 from .stats import RequestRecord, ServerStats
 
@@ -273,8 +274,9 @@ class OfflineServer:
     def model_list(self) -> list[dict[str, Any]]:
         names = [self.model]
         default = providers["inference.net"].default_model
-        if default and default not in names:
-            names.append(default)
+        for name in (default, SMALL_MODEL):  # SMALL_MODEL looks at 448 px (offline.marks)
+            if name and name not in names:
+                names.append(name)
         return [
             {"id": name, "object": "model", "created": self._created, "owned_by": "visionkit"}
             for name in names

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..errors import BudgetExceeded, ImageError, RequestError
 from ..images.decode import display_size, open_header
+from ..providers import money, money_fields
 from ..tokens import fit_within, text_tokens
 from .messages import describe_error
 from .plan import Plan, RowPlan, plan_rows, prepare_request_for
@@ -107,6 +108,13 @@ def dry_run_frame(plan: Plan) -> pd.DataFrame:
         "model": plan.model,
         "dry_run": True,
     }
+    totals = out.attrs["usage"]
+    # prompt tokens only: the completion is not known before the answer
+    totals.update(
+        money_fields(
+            plan.provider, plan.model, totals["estimated_tokens"], name="estimated_cost_usd"
+        )
+    )
     return out
 
 
@@ -128,8 +136,12 @@ def check_budget(plan: Plan, budget_tokens: int) -> int:
     totals = _totals(_estimate(plan, encode=True))
     total = totals["estimated_tokens"]
     if total > budget_tokens:
+        usd = money(plan.provider, plan.model, total)
+        dollars = (
+            "" if usd is None else f" (about ${usd:,.2f} for the prompts at {plan.model}'s price)"
+        )
         raise BudgetExceeded(
-            f"the estimate is {total:,} tokens for {totals['requests']:,} requests "
+            f"the estimate is {total:,} tokens{dollars} for {totals['requests']:,} requests "
             f"(prompt and images as encoded, {plan.provider.name} formula; cache hits and "
             f"repeated images are free), over budget_tokens={budget_tokens:,}; nothing was "
             "sent. dry_run=True shows the same estimate per row; max_side= makes images "

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import CacheError, RequestError
+from ..providers import money_fields
 from ..types import default_workers
 from .cache import CachedAnswer
 from .messages import describe_error
@@ -657,6 +658,8 @@ class Run:
             "interrupted": self.interrupted,
             "provider": plan.provider.name,
             "model": plan.model,
+            # what this run bought, in US dollars, where the model's price is known
+            **money_fields(plan.provider, plan.model, c.prompt_tokens, c.completion_tokens),
         }
         return out
 

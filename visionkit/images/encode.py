@@ -379,7 +379,7 @@ def encode_image(
 
 
 def encode_series(
-    images: pd.Series | Iterable[Any],
+    images: pd.Series | Iterable[ImageCell],
     *,
     provider: str | Provider = DEFAULT_PROVIDER,
     max_side: int | None = None,

@@ -30,6 +30,7 @@ import pandas as pd
 from PIL import Image
 
 from ..errors import ImageError, ReadImagesWarning
+from ..types import ImageCell
 from .bombs import decode_refusal
 from .cells import cell_kind, local_path, path_of, read_bytes
 from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
@@ -538,7 +539,7 @@ def read_images(
 
 
 def inspect_images(
-    images: pd.Series | Iterable[Any],
+    images: pd.Series | Iterable[ImageCell],
     *,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,

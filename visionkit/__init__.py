@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._register import register_accessor
 from .errors import (
+    BatchWarning,
     BudgetExceeded,
     CacheError,
     CacheWarning,
@@ -103,6 +104,7 @@ __all__ = [
     "Agreement",
     "Annotator",
     "BatchJob",
+    "BatchWarning",
     "BoxAgreement",
     "BoxAnnotator",
     "BudgetExceeded",

@@ -49,7 +49,7 @@ class DaskVisionAccessor:
 
     def inspect(self, *, image_column: str | None = None) -> dd.DataFrame:
         """``read_images``' columns for the image column, per partition, same index."""
-        from ..images.read import _frame
+        from ..images.rows import frame as _frame
 
         col = self._column(image_column)
         meta = _frame([], index=self._ddf._meta.index[:0])

@@ -44,7 +44,8 @@ from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_fo
 from ..query.progress import progress_bar
 from .claims import job_claim
 from .job import BatchJob, interrupted_in_notebook
-from .manifest import JobRow, Manifest, manifest_path, pack_key
+from .manifest import JobRow, Manifest, manifest_path
+from .packing import pack_key
 from .replayed import replay_job
 from .shards import Shard, ShardWriter
 from .upload import upload_pending

@@ -6,63 +6,11 @@ Usage::
     vk.state()          # what is held now: a table, one row per piece of state
     vk.reset_state()    # forget it all (as a fresh kernel would), e.g. between experiments
 
-Most of visionkit keeps nothing between calls: a call's options travel with the call, and the
-answer cache is a file (``vk.Cache``). What a process does keep, and why:
-
-============================  ====================================  ===========================
-piece                         kept by                               why
-============================  ====================================  ===========================
-storage options               ``visionkit.images.remote``           ``read_images(source,
-                                                                    storage_options=...)``
-                                                                    remembers them per prefix
-                                                                    so that later reads of the
-                                                                    same cells (encode, ask,
-                                                                    thumbnails) can open them
-fsspec filesystems            ``visionkit.images.remote``           one per protocol and
-                                                                    options: connections reused
-datasets                      ``visionkit.images.tables``           a ``datasets.Dataset`` read
-                                                                    by ``read_images`` (cells
-                                                                    ``dataset:<id>#col[row]``
-                                                                    point into it)
-table row groups, files       ``visionkit.images.tables``           Parquet row groups and open
-                                                                    files, for cells that point
-                                                                    into a table
-thumbnails                    ``visionkit.images.thumbnails``       the thumbnails ``show()``
-                                                                    and the widgets made, by
-                                                                    path and mtime
-default clients               ``visionkit.query.client``            ``vk.connect()`` made once
-                                                                    for calls without
-                                                                    ``client=``
-the shared offline server     ``visionkit.offline``                 the stand-in a key-less
-                                                                    ``vk.connect()`` starts
-replayed batch jobs           ``visionkit.batch.replayed``          ``BatchJob.load(id)`` finds
-                                                                    a job replayed here
-token tiers                   ``visionkit.costs``                   each provider's floor and
-                                                                    cap, scanned once
-providers                     ``visionkit.providers``               ``vk.register_provider``;
-                                                                    not reset (the built-in
-                                                                    profiles live there too)
-Dask: keys, clients, links    ``visionkit.dask``                    a worker's copy of the key
-                                                                    and storage options, its
-                                                                    clients, its link to the
-                                                                    coordinator
-============================  ====================================  ===========================
-
-Environment variables that change what ``vk.connect()`` gives (read at each call, never
-stored): ``INFERENCE_API_KEY`` (inference.net, else the offline stand-in), ``VISIONKIT_RECORD``
-and ``VISIONKIT_REPLAY`` (record answers to a folder, or replay them from one), ``CI``
-(replays are strict: a row never recorded fails the call). ``vk.state()`` shows them, with a
-key shown only as set or not.
-
-Hooks: while visionkit decodes an image it routes Pillow's warnings and libtiff's C error
-messages to that row's error text (``visionkit.images.pil_messages``): ``warnings.showwarning``
-is wrapped and libtiff's error handler replaced for the duration of the decode only, and put
-back when the last decode in flight ends, so nothing global stays installed between calls.
-``vk.state()`` says whether they are installed at this moment.
-
-How it is kept here: each module that holds state registers it (``register(name, describe,
-reset)``) when it is imported, so this module imports none of them (and a module never
-imported holds nothing and is not listed).
+What is kept and why, the environment variables ``connect()`` reads and the hooks installed
+while an image decodes are listed in docs/reference/state.md ("Process state"). Each module
+that holds state registers it here (``register(name, module, describe, reset)``) when it is
+imported, so this module imports none of them, and a module never imported holds nothing and
+is not listed.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ENVIRONMENT", "StatePiece", "register", "reset_state", "state", "without_credentials"]
+__all__ = ["ENVIRONMENT", "StatePiece", "register", "reset_state", "state"]
 
 # The environment variables that change what vk.connect() gives; values of the *_KEY ones are
 # never shown.
@@ -55,16 +55,6 @@ def register(
     """Called by a module holding process-wide state, once, when it is imported."""
     with _LOCK:
         _PIECES[name] = StatePiece(name, module, describe, reset)
-
-
-def without_credentials(url: str) -> str:
-    """``url`` with any ``user:password@`` removed, for showing it."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _environment() -> list[dict[str, object]]:

@@ -76,6 +76,8 @@ _LAZY = {
     "Client": ".query.client",
     "connect": ".query.client",
     "encode_image": ".images.encode",
+    "Evaluation": ".evaluation",
+    "evaluate": ".evaluation",
     "inspect_images": ".images.read",
     "read_images": ".images.read",
     "set_storage_options": ".images.remote",
@@ -106,6 +108,7 @@ __all__ = [
     "CacheWarning",
     "Client",
     "EncodeWarning",
+    "Evaluation",
     "Gallery",
     "ImageError",
     "MissingAPIKey",
@@ -130,6 +133,7 @@ __all__ = [
     "costs",
     "encode_image",
     "estimate_tokens",
+    "evaluate",
     "fleiss_kappa",
     "get_provider",
     "inspect_images",
@@ -187,6 +191,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     # instead of the function when proposals.py closes an import cycle through .query.
     from .annotation.agreement import agreement
     from .batch import BatchJob, batch_jobs
+    from .evaluation import Evaluation, evaluate
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.remote import set_storage_options

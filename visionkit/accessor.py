@@ -21,6 +21,7 @@ from .providers import DEFAULT_PROVIDER
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from .evaluation import Evaluation
     from .images.thumbnails import ImageGrid
     from .providers import Provider
     from .widgets import Annotator, Gallery
@@ -110,6 +111,17 @@ class VisionAccessor:
         from .batch import submit
 
         return submit(self._df, prompt, **kwargs)
+
+    def evaluate(self, truth: str | None = None, **kwargs: Any) -> Evaluation:
+        """Try prompts, models and image sizes on the labelled rows; see
+        ``visionkit.evaluate`` for the options.
+
+        >>> ev = df.vision.evaluate("label", prompts=..., max_side=[560, 1120])  # doctest: +SKIP
+        >>> ev.best("kappa", at_least=0.8)                                     # doctest: +SKIP
+        """
+        from .evaluation import evaluate
+
+        return evaluate(self._df, truth, **kwargs)
 
     def encode(
         self,
@@ -203,12 +215,14 @@ def _borrow_signature(
 def _borrow_ask_signatures() -> None:
     """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
     from .batch import submit
+    from .evaluation import evaluate
     from .images.encode import encode_series
     from .query.ask import ask, ask_async
 
     _borrow_signature(VisionAccessor.ask, ask)
     _borrow_signature(VisionAccessor.ask_async, ask_async)
     _borrow_signature(VisionAccessor.submit, submit)
+    _borrow_signature(VisionAccessor.evaluate, evaluate)
     _borrow_signature(
         VisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
     )

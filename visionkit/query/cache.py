@@ -80,7 +80,8 @@ _TABLES = (
         model TEXT,
         provider TEXT,
         created REAL NOT NULL,
-        checksum TEXT
+        checksum TEXT,
+        latency_s REAL
     )
     """,
     """
@@ -91,7 +92,7 @@ _TABLES = (
     )
     """,
 )
-_FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider"
+_FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider, latency_s"
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,14 @@ class CachedAnswer:
     estimated_tokens: int | None = None
     model: str | None = None
     provider: str | None = None
+    # seconds the provider took to give this answer (the successful attempt), when measured
+    latency_s: float | None = None
 
     def checksum(self, key: str) -> str:
-        """sha256 over the key and every field: what ``Cache.get`` verifies."""
-        fields = [key, *dataclasses.astuple(self)]
+        """sha256 over the key and every field: what ``Cache.get`` verifies. An entry without
+        a latency sums the fields it had before latencies were kept, so older entries verify."""
+        values = dataclasses.astuple(self)
+        fields = [key, *(values[:-1] if self.latency_s is None else values)]
         text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -188,10 +193,10 @@ class Cache:
             for table in _TABLES:
                 self._retry_locked(functools.partial(self._db.execute, table))
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
-            if "checksum" not in columns:  # a cache from before checksums: keep its answers
-                self._retry_locked(
-                    lambda: self._db.execute("ALTER TABLE answers ADD COLUMN checksum TEXT")
-                )
+            for name, kind in (("checksum", "TEXT"), ("latency_s", "REAL")):
+                if name not in columns:  # a cache from before this column: keep its answers
+                    alter = f"ALTER TABLE answers ADD COLUMN {name} {kind}"
+                    self._retry_locked(functools.partial(self._db.execute, alter))
             self._db.execute("SELECT COUNT(*) FROM answers").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -248,8 +253,8 @@ class Cache:
 
     def _verified(self, key: str, row: Sequence[Any]) -> CachedAnswer | None:
         """The entry from a row (its fields then its checksum), or None if it is corrupt."""
-        entry = CachedAnswer(*row[:6])
-        stored = row[6]
+        entry = CachedAnswer(*row[:7])
+        stored = row[7]
         if stored is None or stored == entry.checksum(key):
             return entry
         self.corrupt += 1
@@ -314,7 +319,7 @@ class Cache:
             with self._transaction():
                 self._db.execute(
                     f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key, *dataclasses.astuple(entry), time.time(), entry.checksum(key)),
                 )
                 self._db.execute("DELETE FROM claims WHERE key = ?", (key,))

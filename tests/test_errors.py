@@ -48,7 +48,13 @@ def test_every_warning_lives_in_errors_and_can_be_filtered_by_its_public_name(tm
     from visionkit import errors
 
     kinds = [n for n in errors.__all__ if n.endswith("Warning")]
-    assert set(kinds) == {"CacheWarning", "EncodeWarning", "OfflineWarning", "ReadImagesWarning"}
+    assert set(kinds) == {
+        "BatchWarning",
+        "CacheWarning",
+        "EncodeWarning",
+        "OfflineWarning",
+        "ReadImagesWarning",
+    }
     for name in kinds:
         assert getattr(vk, name) is getattr(errors, name) and issubclass(
             getattr(vk, name), UserWarning

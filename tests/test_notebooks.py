@@ -38,6 +38,7 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 # Public names a tutorial need not spell out (exception classes, modules, the accessor class).
 NOT_TAUGHT = {
     # the exception and warning classes (visionkit/errors.py's docstring lists them)
+    "BatchWarning",
     "CacheError",
     "CacheWarning",
     "EncodeWarning",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._register import register_accessor
 from .errors import (
+    BatchWarning,
     BudgetExceeded,
     CacheError,
     CacheWarning,
@@ -100,6 +101,7 @@ __all__ = [
     "Agreement",
     "Annotator",
     "BatchJob",
+    "BatchWarning",
     "BoxAgreement",
     "BoxAnnotator",
     "BudgetExceeded",

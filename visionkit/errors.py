@@ -15,6 +15,9 @@ and the warnings (each a ``UserWarning``, so ``warnings.filterwarnings`` can nam
     EncodeWarning       some rows could not be encoded and are NA (``errors="coerce"``)
     OfflineWarning      no API key was found: the offline stand-in answers
     CacheWarning        cached answers failed their checksum and are asked again
+    BatchWarning        a batch job's server sent something not taken (a result line for an
+                        id never sent, a status the API does not document), or a result was
+                        read before the job was done
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 A row's failure never stops a batch: it becomes that row's ``error`` text.
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BatchWarning",
     "BudgetExceeded",
     "CacheError",
     "CacheWarning",
@@ -127,3 +131,7 @@ class OfflineWarning(UserWarning):
 
 class CacheWarning(UserWarning):
     """Cached answers failed their checksum and were treated as missing (asked again)."""
+
+
+class BatchWarning(UserWarning):
+    """A batch job met something it did not take (see the tree above)."""

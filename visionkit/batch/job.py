@@ -13,7 +13,6 @@ button) ends the wait, never the batches. ``result()`` is ``ask``'s table for th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -23,9 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import BatchWarning
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
 from ..query.replay import Recording
+from .collect import TimeUp, collect, left
+from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
 from .result import PENDING, ResultRow, batch_money, result_frame, tally
@@ -34,31 +36,7 @@ __all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
 
 logger = logging.getLogger("visionkit")
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-_RECORD_CHUNK = 500  # answers looked up and recorded together while a batch is collected
-_CLASSES = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    403: "PermissionDeniedError",
-    404: "NotFoundError",
-    409: "ConflictError",
-    422: "UnprocessableEntityError",
-    429: "RateLimitError",
-}
-
-
-def line_error(line: dict[str, Any]) -> str:
-    """A failed output line's row error, worded as ``ask`` words the same failure."""
-    response = line.get("response") or {}
-    error = line.get("error") or {}
-    if error:
-        return f"{error.get('code') or 'error'}: {error.get('message') or ''}".strip()
-    status = int(response.get("status_code") or 0)
-    body = response.get("body") or {}
-    inner = body.get("error", body) if isinstance(body, dict) else {}
-    message = inner.get("message") if isinstance(inner, dict) else str(inner)
-    name = _CLASSES.get(status, "InternalServerError" if status >= 500 else "APIStatusError")
-    return f"{name} ({status}): {message}"
+KNOWN = RUNNING | TERMINAL
 
 
 def interrupted_in_notebook(message: str) -> bool:
@@ -81,44 +59,26 @@ def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
     return (name, None) if name == "offline" else (name, base_url and base_url.rstrip("/"))
 
 
-def _iter_lines(sdk: Any, file_id: str) -> Iterator[dict[str, Any]]:
-    """A result file's lines; one that is not a JSON object is skipped with a warning (its row,
-    if any, stays unanswered and is sent again by the next ``submit``), never the whole file."""
-    with sdk.files.with_streaming_response.content(file_id) as response:
-        for n, text in enumerate(response.iter_lines(), 1):
-            if not text.strip():
-                continue
-            try:
-                line = json.loads(text)
-            except ValueError as exc:
-                line = exc
-            if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
-                yield line
-            else:
-                warnings.warn(
-                    f"batch result file {file_id}, line {n}: not a result line with a "
-                    f"custom_id ({text[:80]!r}); skipped",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
+def _transient(exc: BaseException) -> bool:
+    """A failed poll or download worth trying again at the next poll (no answer, a 5xx, a
+    429), as opposed to a refusal that will not change (401, 404...)."""
+    import openai
+
+    if isinstance(exc, (openai.APIConnectionError, TimeUp)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code >= 500 or exc.status_code in (408, 409, 429)
+    )
 
 
-def _answer(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | str:
-    """An output line's ``(body, message)`` when it holds an answer (a 2xx response with a
-    choice), else the row's error: an error response delivered in the output file (as some
-    servers do) is an error, never an answer of None."""
-    response = line.get("response")
-    response = response if isinstance(response, dict) else {}
-    status = int(response.get("status_code") or 200)
-    if line.get("error") or not 200 <= status < 300:
-        return line_error(line)
-    body = response.get("body")
-    choices = body.get("choices") if isinstance(body, dict) else None
-    first = choices[0] if isinstance(choices, list) and choices else None
-    message = first.get("message") if isinstance(first, dict) else None
-    if not isinstance(body, dict) or not isinstance(message, dict):
-        return f"the result line holds no answer (status {status}, no choices[0].message)"
-    return body, message
+def _unknown(shard: dict[str, Any]) -> bool:
+    """A batch whose last poll reported a status the API does not document (or no readable
+    Batch at all): the wait stops on it."""
+    return (
+        shard["state"] == "created"
+        and shard["status"] is not None
+        and (shard["status"] not in KNOWN)
+    )
 
 
 class BatchJob:
@@ -134,6 +94,9 @@ class BatchJob:
         self.cache = cache
         self.client = client
         self._sdk: Any = None
+        self._sent: dict[str, tuple[int, str | None]] | None = None  # per refresh
+        self._problems: dict[str, str] = {}  # batch id -> why its status is unknown
+        self._warned_early = False
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -200,13 +163,20 @@ class BatchJob:
     @property
     def status(self) -> str:
         """``uploading`` (files not all uploaded), ``in_progress`` (batches running),
-        ``completed`` (every batch completed and collected), or ``incomplete`` (some batch
-        expired, was cancelled or failed, or lines failed: ``submit`` again sends those rows)."""
-        shards = [s for s in self.manifest.shards(self.id) if s["state"] != "lost"]
+        ``unknown`` (a batch reports a status the Batch API does not document: see
+        ``job.batches``), ``completed`` (every batch completed and collected), or
+        ``incomplete`` (some batch expired, was cancelled or failed, or lines failed:
+        ``submit`` again sends those rows)."""
+        return self._status(self.manifest.shards(self.id))
+
+    def _status(self, shards: list[dict[str, Any]]) -> str:
+        shards = [s for s in shards if s["state"] != "lost"]
         if not shards:
             return "completed"
         if any(s["state"] in ("written", "uploaded", "staged") for s in shards):
             return "uploading"
+        if any(_unknown(s) for s in shards):
+            return "unknown"
         if any(s["state"] != "collected" for s in shards):
             return "in_progress"
         if all(s["status"] == "completed" and not s["failed"] for s in shards):
@@ -220,88 +190,108 @@ class BatchJob:
     def done(self) -> bool:
         return self.status in ("completed", "incomplete")
 
+    def sdk_within(self, deadline: float | None) -> Any:
+        """The SDK for calls inside a wait with ``deadline``: its own retries off (the next
+        poll is the retry, and a retry must not outlast the deadline)."""
+        return self.sdk if deadline is None else self.sdk.with_options(max_retries=0)
+
     def refresh(self) -> BatchJob:
         """Ask the provider about each batch not collected yet; collect those that finished."""
+        self._refresh(None)
+        return self
+
+    def _refresh(self, deadline: float | None, *, patient: bool = False) -> None:
+        """``refresh``, each call given the time left before ``deadline``; ``patient``
+        (inside a wait): a transient failure (no answer, a 5xx, a 429) is logged and the
+        batch asked again at the next poll, instead of raising."""
+        self._sent = None
         for shard in self.manifest.shards(self.id):
             if shard["state"] != "created":
                 continue
-            batch = self.sdk.batches.retrieve(shard["batch_id"])
-            counts = batch.request_counts
-            self.manifest.update_shard(
-                shard["shard_id"],
-                status=batch.status,
-                completed=counts.completed if counts else 0,
-                failed=counts.failed if counts else 0,
-                total=counts.total if counts else shard["total"],
-                output_file_id=batch.output_file_id,
-                error_file_id=batch.error_file_id,
-            )
-            if batch.status in TERMINAL:
-                self._collect(shard, batch)
-        return self
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                state = self._poll(shard, deadline)
+                if state is not None and state.status in TERMINAL:
+                    collect(self, shard, state, deadline)
+            except Exception as exc:
+                if not (patient and _transient(exc)):
+                    raise
+                logger.info("batch %s: %s; asking again at the next poll", shard["batch_id"], exc)
 
-    def _collect(self, shard: dict[str, Any], batch: Any) -> None:
-        """Commit a finished batch's answers to the cache and its failures to the manifest."""
-        tokens = self.manifest.shard_tokens(shard["shard_id"])
-        job = self.manifest.job(self.id) or {}
-        provider, model = job.get("provider"), job.get("model")
+    def _poll(self, shard: dict[str, Any], deadline: float | None) -> BatchState | None:
+        """The batch's state, checked, recorded in the manifest; ``None`` when the answer was
+        not a Batch object (recorded as the status ``unreadable``: the wait stops on it)."""
+        options = {} if deadline is None else {"timeout": left(deadline)}
+        batch_id = shard["batch_id"]
+        raw = self.sdk_within(deadline).batches.with_raw_response.retrieve(batch_id, **options)
+        try:
+            state = batch_state(json.loads(raw.text), expected_id=batch_id)
+        except ValueError as exc:
+            state = f"not JSON ({exc})"
+        if isinstance(state, str):
+            self._problems[batch_id] = f"its answer does not fit a Batch object: {state}"
+            self.manifest.update_shard(shard["shard_id"], status="unreadable")
+            return None
+        if state.status not in KNOWN:
+            self._problems[batch_id] = f"it reports the status {state.status!r}"
+        counts = state.counts
+        self.manifest.update_shard(
+            shard["shard_id"],
+            status=state.status,
+            completed=counts.completed,
+            failed=counts.failed,
+            total=counts.total or shard["total"],
+            output_file_id=state.output_file_id,
+            error_file_id=state.error_file_id,
+        )
+        return state
+
+    def store(self, answers: dict[str, CachedAnswer], *, batch_id: str, last: bool = False) -> None:
+        """Commit collected answers to the cache (one transaction), then to the recording if
+        one is on; ``last``: the batch's final chunk (the recording is sorted once)."""
+        self.cache.put_many(answers)  # committed before anything else: paid for
         recording = self.recording
-        sent = self.manifest.submissions(self.id) if recording is not None else {}
-        delivered: dict[str, CachedAnswer] = {}
-        errors: list[tuple[str, str]] = []
-        if batch.output_file_id:
-            for line in _iter_lines(self.sdk, batch.output_file_id):
-                key = line["custom_id"]
-                found = _answer(line)
-                if isinstance(found, str):
-                    errors.append((key, found))
-                    continue
-                body, message = found
-                usage: dict[str, Any] = body.get("usage") or {}
-                entry = CachedAnswer(
-                    answer=message.get("content"),
-                    prompt_tokens=usage.get("prompt_tokens"),
-                    completion_tokens=usage.get("completion_tokens"),
-                    estimated_tokens=tokens.get(key),
-                    model=body.get("model") or model,
-                    provider=provider,
-                )
-                self.cache.put(key, entry)  # committed at once: paid for
-                if recording is not None:
-                    delivered[key] = entry
-                    if len(delivered) >= _RECORD_CHUNK:
-                        self._record(delivered, sent, only_new=False, batch_id=batch.id)
-                        delivered.clear()
-        if recording is not None:
-            self._record(delivered, sent, only_new=False, batch_id=batch.id)
-            recording.close()  # sorted once per batch, not per chunk
-        if batch.error_file_id:
-            errors.extend(
-                (line["custom_id"], line_error(line))
-                for line in _iter_lines(self.sdk, batch.error_file_id)
-            )
-        if batch.status == "failed" and batch.errors and batch.errors.data:
-            reason = "; ".join(
-                f"line {e.line}: {e.message}" for e in batch.errors.data[:3] if e is not None
-            )
-            errors.extend((key, f"batch failed validation: {reason}") for key in tokens)
-        self.manifest.set_errors(batch.id, errors)
-        self.manifest.update_shard(shard["shard_id"], state="collected")
+        if recording is None:
+            return
+        if self._sent is None:
+            self._sent = self.manifest.submissions(self.id)
+        self._record(answers, self._sent, only_new=False, batch_id=batch_id)
+        if last:
+            recording.close()
 
     def cancel(self) -> BatchJob:
-        """Cancel every batch still running; what completed is still delivered and collected."""
+        """Cancel every batch still running; what completed is still delivered and collected.
+
+        Each cancel is sent once (the SDK's retries off); after an unclear answer (a 5xx, no
+        answer) the batch is asked for its status, and the cancel is sent again only when it
+        is still running without ``cancelling``."""
         import openai
 
+        from .upload import unclear
+
+        once = self.sdk.with_options(max_retries=0)
         for shard in self.manifest.shards(self.id):
-            if shard["state"] == "created" and shard["status"] not in TERMINAL:
-                with contextlib.suppress(openai.ConflictError):  # finished meanwhile
-                    self.sdk.batches.cancel(shard["batch_id"])
+            if shard["state"] != "created" or shard["status"] in TERMINAL:
+                continue
+            for attempt in (1, 2):
+                try:
+                    once.batches.cancel(shard["batch_id"])
+                    break
+                except openai.ConflictError:  # finished meanwhile
+                    break
+                except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                    if not unclear(exc) or attempt == 2:
+                        raise
+                    state = self._poll(shard, None)
+                    if state is None or state.status not in ("validating", "in_progress"):
+                        break  # cancelling, or done: the cancel took effect or is moot
         return self.refresh()
 
     # -- waiting -----------------------------------------------------------------------------
 
-    def _counts(self) -> tuple[int, int, int]:
-        shards = self.manifest.shards(self.id)
+    @staticmethod
+    def _counts(shards: list[dict[str, Any]]) -> tuple[int, int, int]:
         return (
             sum(s["total"] or s["lines"] or 0 for s in shards if s["state"] != "lost"),
             sum(s["completed"] or 0 for s in shards),
@@ -311,14 +301,14 @@ class BatchJob:
     def _bar(self, progress: bool) -> Any:
         from tqdm.auto import tqdm
 
-        total, _, _ = self._counts()
+        total, _, _ = self._counts(self.manifest.shards(self.id))
         return tqdm(total=total, desc="batch", unit="line", disable=not progress)
 
-    def _show(self, bar: Any) -> None:
-        total, completed, failed = self._counts()
+    def _show(self, bar: Any, shards: list[dict[str, Any]], status: str) -> None:
+        total, completed, failed = self._counts(shards)
         bar.total = total
         bar.n = completed + failed
-        bar.set_postfix(completed=completed, failed=failed, status=self.status, refresh=False)
+        bar.set_postfix(completed=completed, failed=failed, status=status, refresh=False)
         bar.refresh()
 
     def wait(
@@ -331,17 +321,22 @@ class BatchJob:
     ) -> BatchJob:
         """Wait until every batch finished and was collected (or ``timeout`` seconds passed).
 
-        Polls every ``poll`` seconds, growing by half each time to ``max_poll``. Interrupting
-        (Ctrl-C, Jupyter's stop button) stops the wait only: the batches go on, and in Jupyter
-        the job is returned with a warning (in a script KeyboardInterrupt is re-raised).
+        Polls every ``poll`` seconds, growing by half each time to ``max_poll``. Every call
+        inside the wait (polls, downloads) gets the time left as its own timeout, so the wait
+        returns by about ``timeout``; a poll that fails for a passing reason (no answer, a
+        5xx) is tried again at the next one. A batch reporting a status the Batch API does not
+        document ends the wait with a ``BatchWarning`` naming it (``job.status`` is
+        ``unknown``). Interrupting (Ctrl-C, Jupyter's stop button) stops the wait only: the
+        batches go on, and in Jupyter the job is returned with a warning (in a script
+        KeyboardInterrupt is re-raised).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            self.refresh()
+            self._refresh(deadline, patient=True)
             for pause in self._pauses(deadline, poll, max_poll, bar):
                 time.sleep(pause)
-                self.refresh()
+                self._refresh(deadline, patient=True)
             return self
         except KeyboardInterrupt:
             if not interrupted_in_notebook(
@@ -368,10 +363,10 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            await asyncio.to_thread(self.refresh)
+            await asyncio.to_thread(self._refresh, deadline, patient=True)
             for pause in self._pauses(deadline, poll, max_poll, bar):
                 await asyncio.sleep(pause)
-                await asyncio.to_thread(self.refresh)
+                await asyncio.to_thread(self._refresh, deadline, patient=True)
             return self
         finally:
             bar.close()
@@ -380,33 +375,69 @@ class BatchJob:
         self, deadline: float | None, poll: float, max_poll: float, bar: Any
     ) -> Iterator[float]:
         """A wait's rhythm, after each refresh: show the progress, stop once every batch is
-        collected or the time is up, else the pause before the next refresh (``poll``
-        seconds, growing by half each time to ``max_poll``)."""
+        collected, a batch reports an unknown status, or the time is up, else the pause before
+        the next refresh (``poll`` seconds, growing by half each time to ``max_poll``)."""
         while True:
-            self._show(bar)
-            if self.done or (deadline is not None and time.monotonic() >= deadline):
+            shards = self.manifest.shards(self.id)
+            status = self._status(shards)  # once a poll
+            self._show(bar, shards, status)
+            if status == "unknown":
+                self._warn_unknown(shards)
+                return
+            if status in ("completed", "incomplete"):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
                 return
             yield max(0.0, poll if deadline is None else min(poll, deadline - time.monotonic()))
             poll = min(max_poll, poll * 1.5)
 
+    def _warn_unknown(self, shards: list[dict[str, Any]]) -> None:
+        found = [s for s in shards if _unknown(s)]
+        said = "; ".join(
+            f"batch {s['batch_id']}: {self._problems.get(s['batch_id'], repr(s['status']))}"
+            for s in found[:3]
+        )
+        warnings.warn(
+            f"stopped waiting for batch job {self.id}: {said}, which is not one of the Batch "
+            f"API's statuses ({', '.join(sorted(KNOWN))}). Its rows stay pending and are not "
+            "sent again while the batch may still run; job.refresh() asks again, "
+            "job.cancel() cancels it.",
+            BatchWarning,
+            stacklevel=user_stacklevel(),
+        )
+
     # -- the result --------------------------------------------------------------------------
 
-    def result(self) -> pd.DataFrame:
+    def result(self, *, strict: bool = False) -> pd.DataFrame:
         """``ask``'s table for the job's rows (answer, error, tokens, cached, ...) + ``batch_id``,
         on the submitted frame's index; ``attrs["usage"]`` has the totals.
 
-        Rows whose batch has not finished have the error ``pending: ...`` (``wait()`` first).
-        With a recording on (``connect(record=...)``), every answer shown is in it afterwards.
+        Before the job is done, rows whose batch has not finished have the error
+        ``pending: ...``, counted as ``pending`` in the usage (never as ``failed``), and a
+        ``BatchWarning`` says so once per job (``wait()`` first); ``strict=True`` raises
+        ``RuntimeError`` instead. With a recording on (``connect(record=...)``), every answer
+        shown is in it afterwards.
         """
         from ..query.schema import make_schema
 
+        shards = self.manifest.shards(self.id)
+        status = self._status(shards)
+        if status not in ("completed", "incomplete"):
+            message = (
+                f"batch job {self.id} is {status}: its rows not collected yet are shown as "
+                "pending (job.wait() first collects them)"
+            )
+            if strict:
+                raise RuntimeError(message)
+            if not self._warned_early:
+                self._warned_early = True
+                warnings.warn(message, BatchWarning, stacklevel=user_stacklevel())
         job = self.manifest.job(self.id) or {}
         rows = self.manifest.rows(self.id)
         keys = [r.key for r in rows if r.key]
         answers = self.cache.get_many(keys)
         errors = self.manifest.errors(k for k in keys if k not in answers)
         sent = self.manifest.submissions(self.id)
-        status = self.status
         schema = make_schema(json.loads(job["schema"])) if job.get("schema") else None
         results = []
         for row in rows:
@@ -426,7 +457,7 @@ class BatchJob:
             elif row.error is None:
                 if row.key in errors:
                     out.error = errors[row.key]
-                elif status in ("uploading", "in_progress"):
+                elif status in ("uploading", "in_progress", "unknown"):
                     out.error = f"{PENDING}batch job {status} (job.wait() collects it)"
                 else:
                     out.error = "not answered: submit the job again to send this row"
@@ -436,7 +467,6 @@ class BatchJob:
             self._record({k: answers[k] for k in keys if k in answers}, sent, only_new=True)
             recording.close()
         frame = result_frame([stored_label(r.label) for r in rows], results, schema)
-        shards = self.manifest.shards(self.id)
         reused = sum({r.key: r.attempts or 1 for r in rows if r.status == "reused"}.values())
         frame.attrs["usage"] = {
             "rows": len(rows),
@@ -444,6 +474,10 @@ class BatchJob:
             "requests": sum(s["lines"] or 0 for s in shards if s["state"] != "lost") + reused,
             "files": len(shards),
             "batches": sum(s["batch_id"] is not None for s in shards),
+            **{
+                name: sum(s[name] or 0 for s in shards)
+                for name in ("foreign_lines", "duplicate_lines", "unreadable_lines")
+            },
             "status": status,
             "provider": job.get("provider"),
             "model": job.get("model"),
@@ -497,9 +531,10 @@ class BatchJob:
                 recording.first_use(key)
 
     def __repr__(self) -> str:
-        total, completed, failed = self._counts()
+        shards = self.manifest.shards(self.id)
+        total, completed, failed = self._counts(shards)
         return (
-            f"BatchJob({self.id!r}, status={self.status!r}, lines={total}, "
+            f"BatchJob({self.id!r}, status={self._status(shards)!r}, lines={total}, "
             f"completed={completed}, failed={failed})"
         )
 

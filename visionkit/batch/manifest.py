@@ -17,15 +17,20 @@ Tables:
 - ``line_errors``: the provider's message for a line that failed (by key), until answered.
 - ``uploads``: when the last file was uploaded to each batch URL (the pacing survives a
   restart).
+- ``job_claims``: which process is submitting a job now, until when (a lease its owner renews):
+  two processes submitting one job never both upload it (``visionkit.batch.claims``).
 
 A shard moves ``written`` -> ``uploaded`` -> ``created`` -> ``collected``; a key is *covered*
 (not submitted again) while it sits in a shard that is not collected yet. Each change is its
 own transaction (WAL mode, a busy timeout: several processes may share the file). Columns
-added since a manifest was made are added to it when it is opened (``_ADDED``).
+added since a manifest was made are added to it when it is opened (``_ADDED``). A file that is
+not SQLite, or whose pages are damaged, raises one ``CacheError`` naming it and saying what to
+do (at open, or at the first read that meets the damage), never a raw ``sqlite3`` error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -33,6 +38,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from ..errors import CacheError
 
 __all__ = ["JobRow", "Manifest", "label_json", "manifest_path", "stored_label"]
 
@@ -68,6 +75,9 @@ CREATE TABLE IF NOT EXISTS line_errors (
 CREATE TABLE IF NOT EXISTS uploads (
     batch_base_url TEXT PRIMARY KEY, last REAL
 );
+CREATE TABLE IF NOT EXISTS job_claims (
+    job_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+);
 """
 
 # Columns newer than the tables above: added to an older manifest when it is opened.
@@ -78,6 +88,12 @@ _ADDED = {
         ("batch_id", "TEXT"),
         ("prompt", "TEXT"),
         ("images", "TEXT"),
+    ),
+    # result lines not taken: for ids the batch never held, repeated ids, unreadable lines
+    "shards": (
+        ("foreign_lines", "INTEGER"),
+        ("duplicate_lines", "INTEGER"),
+        ("unreadable_lines", "INTEGER"),
     ),
 }
 
@@ -122,6 +138,14 @@ def _chunks(keys: Iterable[str], size: int = 500) -> Iterator[list[str]]:
         yield unique[start : start + size]
 
 
+def _damaged(exc: BaseException) -> bool:
+    """A ``sqlite3`` error that means the file is not (or no longer) a sound database."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "malformed" in text or "not a database" in text or "disk i/o" in text
+    return isinstance(exc, sqlite3.DatabaseError)
+
+
 class Manifest:
     """A thread-safe handle on one manifest file."""
 
@@ -129,9 +153,17 @@ class Manifest:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        with self._guard():
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._setup(timeout)
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _setup(self, timeout: float) -> None:
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
@@ -146,52 +178,84 @@ class Manifest:
                         except sqlite3.OperationalError as exc:  # another process added it
                             if "duplicate column" not in str(exc):
                                 raise
+            self._db.execute("SELECT COUNT(*) FROM shards").fetchone()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """A damaged file becomes one ``CacheError`` naming it and what to do."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            raise CacheError(
+                f"the batch manifest {str(self.path)!r} cannot be used: {exc} (it is not a "
+                "SQLite database, or it is damaged). Move it away and visionkit forgets the "
+                "batch jobs recorded in it: their batches go on at the provider, answers "
+                "already collected stay in the answer cache, and submitting a job again sends "
+                "the rows without an answer (paying again for any still in a running batch). "
+                "`sqlite3 FILE .recover` may save it first.",
+                path=self.path,
+            ) from None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, self._guard():
             return self._db.execute(sql, params).fetchall()
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts by column name."""
+        with self._lock, self._guard():
+            cur = self._db.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def _many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Several statements in one transaction."""
-        with self._lock:
+        with self._lock, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
                     self._db.execute(sql, params)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     # -- jobs --------------------------------------------------------------------------------
 
     def save_job(self, job_id: str, **fields: Any) -> None:
-        row = self.job(job_id)
-        if row is None:
-            names = ["job_id", "created", *fields]
-            values = [job_id, time.time(), *fields.values()]
-            marks = ",".join("?" * len(names))
-            self._run(f"INSERT INTO jobs ({','.join(names)}) VALUES ({marks})", values)
-        elif fields:
-            sets = ",".join(f"{k} = ?" for k in fields)
-            self._run(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+        """Record the job, or update its fields (one transaction: two processes may save it)."""
+        self._many(
+            [
+                (
+                    "INSERT OR IGNORE INTO jobs (job_id, created) VALUES (?, ?)",
+                    (job_id, time.time()),
+                ),
+                *(
+                    [
+                        (
+                            f"UPDATE jobs SET {','.join(f'{k} = ?' for k in fields)} "
+                            "WHERE job_id = ?",
+                            [*fields.values(), job_id],
+                        )
+                    ]
+                    if fields
+                    else []
+                ),
+            ]
+        )
 
     def job(self, job_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description]
-        return None if row is None else dict(zip(names, row, strict=True))
+        found = self._dicts("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return found[0] if found else None
 
     def jobs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute("SELECT * FROM jobs ORDER BY created")
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self._dicts("SELECT * FROM jobs ORDER BY created")
 
     def reset_rows(self, job_id: str) -> None:
         self._run("DELETE FROM job_rows WHERE job_id = ?", (job_id,))
@@ -281,12 +345,7 @@ class Manifest:
         self._run(f"UPDATE shards SET {sets} WHERE shard_id = ?", [*fields.values(), shard_id])
 
     def shards(self, job_id: str) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT * FROM shards WHERE job_id = ? ORDER BY seq, created", (job_id,)
-            )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return self._dicts("SELECT * FROM shards WHERE job_id = ? ORDER BY seq, created", (job_id,))
 
     def next_seq(self, job_id: str) -> int:
         row = self._run("SELECT MAX(seq) FROM shards WHERE job_id = ?", (job_id,))
@@ -301,6 +360,18 @@ class Manifest:
             (key, *LIVE),
         )
         return bool(row)
+
+    def covered_keys(self) -> set[str]:
+        """Every key in a shard not yet collected (``covered``, for all of them at once)."""
+        marks = ",".join("?" * len(LIVE))
+        return {
+            key
+            for (key,) in self._run(
+                "SELECT k.key FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
+                f"WHERE s.state IN ({marks})",
+                LIVE,
+            )
+        }
 
     def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
         """key -> (how many of this job's batches held it, the latest one's batch id). A
@@ -351,3 +422,41 @@ class Manifest:
             "INSERT OR REPLACE INTO uploads (batch_base_url, last) VALUES (?, ?)",
             (batch_base_url, time.time()),
         )
+
+    # -- job claims (visionkit.batch.claims) ---------------------------------------------------
+
+    def claim_job(self, job_id: str, owner: str, lease: float) -> tuple[str, float] | None:
+        """Take the job for ``owner`` for ``lease`` seconds unless another owner's claim is
+        live; returns ``None`` when taken, else (the other owner, seconds its claim has left)."""
+        with self._lock, self._guard():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                held = self._db.execute(
+                    "SELECT owner, expires FROM job_claims WHERE job_id = ?", (job_id,)
+                ).fetchone()
+                if held is not None and held[0] != owner and held[1] > now:
+                    self._db.execute("COMMIT")
+                    return str(held[0]), float(held[1]) - now
+                self._db.execute(
+                    "INSERT OR REPLACE INTO job_claims (job_id, owner, expires) VALUES (?, ?, ?)",
+                    (job_id, owner, now + lease),
+                )
+                self._db.execute("COMMIT")
+                return None
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def renew_job(self, job_id: str, owner: str, lease: float) -> bool:
+        """Extend ``owner``'s claim; False when it no longer holds it."""
+        with self._lock, self._guard():
+            cur = self._db.execute(
+                "UPDATE job_claims SET expires = ? WHERE job_id = ? AND owner = ?",
+                (time.time() + lease, job_id, owner),
+            )
+            return cur.rowcount > 0
+
+    def release_job(self, job_id: str, owner: str) -> None:
+        self._run("DELETE FROM job_claims WHERE job_id = ? AND owner = ?", (job_id, owner))

@@ -71,9 +71,10 @@ def tally(rows: Sequence[ResultRow]) -> dict[str, int]:
             usage["prompt_tokens"] += row.prompt_tokens or 0
             usage["completion_tokens"] += row.completion_tokens or 0
             usage["estimated_tokens"] += row.estimated_tokens or 0
-        if row.error is not None:
+        if row.error is not None and row.error.startswith(PENDING):
+            usage["pending"] += 1  # not failed: not collected yet
+        elif row.error is not None:
             usage["failed"] += 1
-            usage["pending"] += row.error.startswith(PENDING)
     return usage
 
 

@@ -8,7 +8,8 @@ in its thread pool) is the manifest's question: is this key already in a file or
 collected? Then it is not encoded or submitted again. So calling ``submit`` again with the same
 arguments continues the same job -- files not uploaded yet are uploaded, nothing running is
 sent twice -- and once a batch has expired, been cancelled or failed lines, only the rows still
-without an answer are sent.
+without an answer are sent. Two processes submitting the same job at once take turns
+(``visionkit.batch.claims``): the second finds the first one's files and attaches to its batches.
 
 The job's id is a hash of the arguments (the provider and model, prompt, system prompt, schema,
 options, the image columns and the frame's index and image cells): the same call gives the same
@@ -40,6 +41,7 @@ from ..query.cache import Cache
 from ..query.options import AskOptions
 from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
 from ..query.progress import progress_bar
+from .claims import job_claim
 from .job import BatchJob, interrupted_in_notebook
 from .manifest import JobRow, Manifest, manifest_path
 from .replayed import replay_job
@@ -408,19 +410,20 @@ def submit(
         assert plan.cache is not None
         manifest = Manifest(manifest_path(plan.cache.path))
         job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
-        open_job(plan, manifest, job_id, prompt, metadata)
-        directory = job_directory(plan, job_id)
-        prep = prepare(
-            plan,
-            limits,
-            manifest,
-            directory,
-            job_id=job_id,
-            first_seq=manifest.next_seq(job_id),
-            progress=progress,
-            keep_rows=False,
-        )
-        return launch(plan, prep, manifest, job_id, settings)
+        with job_claim(manifest, job_id):  # one process submits a job at a time
+            open_job(plan, manifest, job_id, prompt, metadata)
+            directory = job_directory(plan, job_id)
+            prep = prepare(
+                plan,
+                limits,
+                manifest,
+                directory,
+                job_id=job_id,
+                first_seq=manifest.next_seq(job_id),
+                progress=progress,
+                keep_rows=False,
+            )
+            return launch(plan, prep, manifest, job_id, settings)
 
 
 def check_ready(plan: Plan) -> None:

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..batch.claims import job_claim
 from ..batch.manifest import JobRow, Manifest, manifest_path
 from ..batch.shards import Shard, jsonl_line
 from ..batch.submit import (
@@ -184,13 +185,29 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             parts = _run(dask_client, ddf, task, options.progress)
             _check_shared(parts, staging)
             job_id = job_identity(plan, prompt, [p.hashes for p in parts])
-            open_job(plan, manifest, job_id, prompt, settings.metadata)
-            directory = job_directory(plan, job_id)
-            prep = merge(parts, limits, plan, directory, first_seq=manifest.next_seq(job_id))
-            record(manifest, job_id, prep)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # what was not recorded is not kept
-        return launch(plan, prep, manifest, job_id, settings)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        with job_claim(manifest, job_id):  # one process submits a job at a time
+            try:
+                open_job(plan, manifest, job_id, prompt, settings.metadata)
+                directory = job_directory(plan, job_id)
+                # rows another process put in a live file while the workers ran: not again
+                covered = {
+                    r[2] for p in parts for r in p.prep.rows if r[3] == "send"
+                } & manifest.covered_keys()
+                prep = merge(
+                    parts,
+                    limits,
+                    plan,
+                    directory,
+                    first_seq=manifest.next_seq(job_id),
+                    covered=covered,
+                )
+                record(manifest, job_id, prep)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # what was not recorded is not kept
+            return launch(plan, prep, manifest, job_id, settings)
 
 
 def _replace(task: SubmitTask, **changes: Any) -> SubmitTask:
@@ -251,6 +268,7 @@ def merge(
     directory: Path | None,
     *,
     first_seq: int,
+    covered: set[str] | frozenset[str] = frozenset(),
 ) -> Preparation:
     """The partitions' passes as one (what ``prepare`` on the computed frame would record):
     rows on the frame's positions; an image that an earlier partition also sends dropped from
@@ -266,7 +284,10 @@ def merge(
     for part in parts:
         for pos, label, key, status, error, tokens, nbytes, seq in part.prep.rows:
             where = offset + pos
-            if status == "send" and first.setdefault(key, where) != where:
+            if status == "send" and key in covered:
+                drop[(part.number, seq)][key] = nbytes or 0
+                status, seq = "covered", None
+            elif status == "send" and first.setdefault(key, where) != where:
                 drop[(part.number, seq)][key] = nbytes or 0
                 status, seq = "repeat", None
             rows.append([where, label, key, status, error, tokens, nbytes, (part.number, seq)])

@@ -326,6 +326,28 @@ class Cache:
 
         self._run(write)
 
+    def put_many(self, entries: Mapping[str, CachedAnswer]) -> None:
+        """Store every entry in one transaction, committed before this returns (a batch job's
+        chunk of results: one commit per chunk, not per answer); their claims are removed."""
+        if not entries:
+            return
+        now = time.time()
+        rows = [
+            (key, *dataclasses.astuple(entry), now, entry.checksum(key))
+            for key, entry in entries.items()
+        ]
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.executemany("DELETE FROM claims WHERE key = ?", [(r[0],) for r in rows])
+
+        self._run(write)
+
     # -- claims: one process pays, the others wait ----------------------------------------
     def claim(self, key: str, owner: str) -> CachedAnswer | bool:
         """Claim ``key`` for ``owner`` before sending its request.

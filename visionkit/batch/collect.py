@@ -1,0 +1,149 @@
+"""Collecting a finished batch: its result files read line by line, each line checked, the
+answers committed to the answer cache, the failures kept as row errors.
+
+Only what the batch was sent is taken: a line is accepted when its ``custom_id`` is a key of
+this batch's input file (the job submitted it and awaits it). A line for any other id -- another
+prompt's cache key, an id never sent -- is counted and warned about, and never cached; a line
+that cannot be read (not JSON, no ``custom_id``) likewise. One rule for an id that comes twice:
+**the first line that answers it wins**; any later line for it (answer or error) is counted as
+a duplicate and ignored, and an error line followed by an answer for the same id gives the
+answer. The counts go to the manifest (``BatchJob.result().attrs["usage"]``: ``foreign_lines``,
+``duplicate_lines``, ``unreadable_lines``).
+
+Each line is checked against the output line's shape (``visionkit.batch.lines``): a line that
+does not fit (``"status_code": "abc"``, ``"usage": "lots"``) is that row's error, and the rest
+of the file is collected. Answers are committed in chunks, each chunk in one transaction before
+the next lines are read, and the batch is marked collected only after its last chunk is
+committed: an interrupt or a crash loses nothing paid for, and a later refresh reads the files
+again. A download honours the wait's deadline: past it the batch stays uncollected this time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BatchWarning
+from ..query.cache import CachedAnswer
+from .lines import BatchState, parse_line, user_stacklevel
+
+if TYPE_CHECKING:
+    from .job import BatchJob
+
+__all__ = ["TimeUp", "collect", "download_lines"]
+
+logger = logging.getLogger("visionkit")
+
+CHUNK = 2000  # answers committed (and recorded) together
+
+
+class TimeUp(Exception):
+    """The wait's deadline passed in the middle of a download."""
+
+
+def left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``None``: no deadline), at least a tenth of a second."""
+    return None if deadline is None else max(0.1, deadline - time.monotonic())
+
+
+def download_lines(sdk: Any, file_id: str, deadline: float | None) -> Iterator[bytes]:
+    """A result file's non-empty lines, streamed (never whole in memory); each network read
+    gets the time left before ``deadline``, and ``TimeUp`` is raised once it has passed."""
+    options = {} if deadline is None else {"timeout": left(deadline)}
+    with sdk.files.with_streaming_response.content(file_id, **options) as response:
+        rest = b""
+        for n, piece in enumerate(response.iter_bytes(1 << 16)):
+            if deadline is not None and n % 16 == 15 and time.monotonic() > deadline:
+                raise TimeUp
+            lines = (rest + piece).split(b"\n")
+            rest = lines.pop()
+            yield from (line for line in lines if line.strip())
+        if rest.strip():
+            yield rest
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What one batch's result lines held."""
+
+    answered: set[str] = dataclasses.field(default_factory=set)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    skipped: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+def collect(
+    job: BatchJob, shard: dict[str, Any], state: BatchState, deadline: float | None
+) -> None:
+    """Commit a finished batch's answers to the cache and its failures to the manifest (see
+    the module docstring); raises ``TimeUp`` (nothing marked collected) past ``deadline``."""
+    manifest, sdk = job.manifest, job.sdk_within(deadline)
+    expected = manifest.shard_tokens(shard["shard_id"])  # the keys this batch was sent
+    info = manifest.job(job.id) or {}
+    model, provider = info.get("model"), info.get("provider")
+    tally = _Tally()
+    chunk: dict[str, CachedAnswer] = {}
+    for file_id in (state.output_file_id, state.error_file_id):
+        if not file_id:
+            continue
+        for raw in download_lines(sdk, file_id, deadline):
+            line = parse_line(raw, model, provider)
+            key = line.custom_id
+            if key is None:
+                tally.skipped["unreadable_lines"] += 1
+                logger.info("batch %s: unreadable result line %r", state.id, raw[:80])
+                continue
+            if key not in expected:
+                tally.skipped["foreign_lines"] += 1
+                continue
+            if key in tally.answered:
+                tally.skipped["duplicate_lines"] += 1
+                continue
+            if line.answer is None:
+                if key in tally.errors:
+                    tally.skipped["duplicate_lines"] += 1
+                else:
+                    tally.errors[key] = line.error or "error"
+                continue
+            if tally.errors.pop(key, None) is not None:
+                tally.skipped["duplicate_lines"] += 1
+            tally.answered.add(key)
+            chunk[key] = dataclasses.replace(line.answer, estimated_tokens=expected[key])
+            if len(chunk) >= CHUNK:
+                job.store(chunk, batch_id=state.id)
+                chunk = {}
+    job.store(chunk, batch_id=state.id, last=True)
+    if state.status == "failed":
+        reason = f"batch failed validation: {state.failure()}"
+        tally.errors.update((k, reason) for k in expected if k not in tally.answered)
+    manifest.set_errors(state.id, list(tally.errors.items()))
+    manifest.update_shard(
+        shard["shard_id"],
+        state="collected",
+        completed=len(tally.answered),  # what arrived, whatever the server's counts said
+        failed=len(expected) - len(tally.answered),
+        foreign_lines=tally.skipped["foreign_lines"],
+        duplicate_lines=tally.skipped["duplicate_lines"],
+        unreadable_lines=tally.skipped["unreadable_lines"],
+    )
+    if tally.skipped:
+        _warn_skipped(state.id, tally.skipped)
+
+
+def _warn_skipped(batch_id: str, skipped: Counter[str]) -> None:
+    parts = {
+        "foreign_lines": "for ids this batch was never sent",
+        "duplicate_lines": "repeating an id already read (the first answer kept)",
+        "unreadable_lines": "that could not be read (no custom_id)",
+    }
+    said = "; ".join(f"{skipped[k]} {why}" for k, why in parts.items() if skipped[k])
+    warnings.warn(
+        f"batch {batch_id}: result lines not taken ({said}); none of them was cached. "
+        "attrs['usage'] of job.result() counts them.",
+        BatchWarning,
+        stacklevel=user_stacklevel(),
+    )

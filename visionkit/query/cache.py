@@ -93,6 +93,11 @@ _TABLES = (
     """,
 )
 _FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider, latency_s"
+# An answer's row: its key, the fields above, when it was stored and its checksum.
+_INSERT = (
+    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
+    f"VALUES ({', '.join('?' * (len(_FIELDS.split(',')) + 3))})"
+)
 
 
 @dataclass(frozen=True)
@@ -318,8 +323,7 @@ class Cache:
         def write() -> None:
             with self._transaction():
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _INSERT,
                     (key, *dataclasses.astuple(entry), time.time(), entry.checksum(key)),
                 )
                 self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
@@ -339,11 +343,7 @@ class Cache:
 
         def write() -> None:
             with self._transaction():
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._db.executemany(_INSERT, rows)
                 self._db.executemany("DELETE FROM claims WHERE key = ?", [(r[0],) for r in rows])
 
         self._run(write)

@@ -31,7 +31,8 @@ from ..query.client import Client, connect, default_client
 from ..query.options import AskOptions
 from ..query.plan import make_plan
 from ..query.progress import progress_bar
-from ..query.run import Run, run_in_thread
+from ..query.run import Run
+from ..query.thread import run_in_thread
 from . import scores
 from .grid import Config, make_grid
 from .result import Evaluation, summarise
@@ -103,9 +104,7 @@ def _run_config(
         **known,
     )
     with make_plan(data, config.prompt, options) as plan:
-        bar = progress_bar(plan.n, enabled=progress)
-        bar.set_description(config.label)
-        run = Run(plan, bar=bar)
+        run = Run(plan, bar=progress_bar(plan.n, desc=config.label, enabled=progress))
         frame = run_in_thread(run)
         latency = [r.latency_s for r in run.rows]
         identity = {

@@ -304,3 +304,11 @@ def test_a_failed_commit_is_rolled_back_so_later_answers_still_reach_the_file(tm
         cache.put("k2", CachedAnswer("kept", 1, 1, 1, "m", "offline"))
     with Cache(tmp_path / "answers.sqlite") as cache:
         assert cache.get("k2").answer == "kept" and cache.get("k1") is None
+
+
+def test_an_answers_values_are_its_fields_in_order():
+    """``values()`` (what is stored and checksummed) stays in step with the dataclass."""
+    import dataclasses
+
+    entry = CachedAnswer("a", 1, 2, 3, "m", "p")
+    assert entry.values() == dataclasses.astuple(entry)

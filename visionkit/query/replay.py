@@ -43,7 +43,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,6 +56,7 @@ __all__ = [
     "RECORD_ENV",
     "REPLAY_ENV",
     "Recording",
+    "answer_record",
     "ci_default",
     "not_recorded_message",
     "unrecorded_error",
@@ -86,6 +87,39 @@ _OPTIONAL = ("latency_s", "batch_id")
 def ci_default() -> bool:
     """Whether this looks like CI (the ``CI`` variable most CI services set)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def answer_record(
+    key: str,
+    entry: CachedAnswer,
+    *,
+    identity: tuple[str, str | None],
+    prompt: str,
+    system: str | None,
+    images: Sequence[str],
+    attempts: int = 1,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    """One answer as the store keeps it (see ``Recording.add``)."""
+    record: dict[str, Any] = {
+        "key": key,
+        "provider": identity[0],
+        "base_url": identity[1],
+        "model": entry.model,
+        "prompt": prompt,
+        "system": system,
+        "images": list(images),
+        "answer": entry.answer,
+        "prompt_tokens": entry.prompt_tokens,
+        "completion_tokens": entry.completion_tokens,
+        "estimated_tokens": entry.estimated_tokens,
+        "attempts": attempts,
+    }
+    if entry.latency_s is not None:
+        record["latency_s"] = entry.latency_s
+    if batch_id is not None:
+        record["batch_id"] = batch_id
+    return record
 
 
 @dataclass
@@ -198,35 +232,36 @@ class Recording:
     ) -> None:
         """Record ``entry`` (appended at once, so a crash keeps it; ``close`` sorts the file).
         ``batch_id``: the batch that delivered it (batch jobs)."""
+        self.add_many(
+            [
+                answer_record(
+                    key,
+                    entry,
+                    identity=identity,
+                    prompt=prompt,
+                    system=system,
+                    images=images,
+                    attempts=attempts,
+                    batch_id=batch_id,
+                )
+            ]
+        )
+
+    def add_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Record several ``answer_record``s with one lock and one append (a batch job's
+        chunk of results), each kept unless the store holds the same record already."""
         if self.mode != "record":
             return
-        record: dict[str, Any] = {
-            "key": key,
-            "provider": identity[0],
-            "base_url": identity[1],
-            "model": entry.model,
-            "prompt": prompt,
-            "system": system,
-            "images": list(images),
-            "answer": entry.answer,
-            "prompt_tokens": entry.prompt_tokens,
-            "completion_tokens": entry.completion_tokens,
-            "estimated_tokens": entry.estimated_tokens,
-            "attempts": attempts,
-        }
-        if entry.latency_s is not None:
-            record["latency_s"] = entry.latency_s
-        if batch_id is not None:
-            record["batch_id"] = batch_id
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            records = self._load()
-            if records.get(key) == record:
+            known = self._load()
+            new = [r for r in records if known.get(r["key"]) != r]
+            if not new:
                 return
-            records[key] = record
             self.path.mkdir(parents=True, exist_ok=True)
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
             with _file_lock(self.path), self.file.open("a", encoding="utf-8") as f:
-                f.write(line)
+                f.write(text)
+            known.update((r["key"], r) for r in new)
             self._dirty = True
 
     def has(self, key: str) -> bool:

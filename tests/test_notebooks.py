@@ -60,8 +60,7 @@ NOT_TAUGHT = {
     "tokens",
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
-# notebooks/10-evaluate-before-you-scale.ipynb teaches these
-PENDING: set[str] = {"set_price", "offline", "evaluate", "Evaluation"}
+PENDING: set[str] = set()
 
 
 def _load(path: Path) -> dict:

@@ -106,10 +106,10 @@ def plot_frontier(
             fontsize=8,
             color="0.25",
         )
-    ax.margins(x=0.15, y=0.08)  # room for the labels beside the points
+    ax.margins(x=0.25, y=0.08)  # room for the labels beside the points
     ax.grid(True, color="0.92", lw=0.8)
     ax.set_axisbelow(True)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
     ax.set_title(
         f"Cost against agreement, {int(table['rows'].max())} rows ({evaluation.source})",
         fontsize=10,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..providers import RateLimits
+from ..providers import Price, RateLimits
 from . import scores
 from .grid import Config
 from .project import Projection, project
@@ -65,11 +65,11 @@ class Evaluation:
     Fleiss' kappa, Krippendorff's alpha and observed agreement with the same intervals.
     """
 
-    table: pd.DataFrame
     answers: pd.DataFrame
     truth: pd.Series
     labels: list[Any]
     configs: dict[str, Config]
+    prices: dict[str, Price | None] = field(default_factory=dict)  # per configuration
     ceiling: pd.DataFrame | None = None
     source: str = ""
     no_consensus: int = 0
@@ -77,8 +77,21 @@ class Evaluation:
     resamples: int = scores.RESAMPLES
     seed: int = 0
     concurrency: int = 8
-    # per configuration: (provider profile, model, rate limits, request bytes per row or None)
+    # per configuration: provider profile, model, rate limits, request bytes per row (lazy)
     _runs: dict[str, Any] = field(default_factory=dict, repr=False)
+    # computed from the answers when the evaluation is made (statistics only, no figure)
+    table: pd.DataFrame = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.table = summarise(
+            self.answers,
+            self.configs,
+            self.labels,
+            self.prices,
+            resamples=self.resamples,
+            confidence=self.confidence,
+            seed=self.seed,
+        )
 
     # -- reading -------------------------------------------------------------------------
     def _label(self, config: str | Choice) -> str:
@@ -125,10 +138,13 @@ class Evaluation:
         label = str(order.index[0])
         return Choice(label, self.configs[label].ask_options(), table.loc[label])
 
-    def compare(self, a: str | Choice, b: str | Choice, *, alpha: float = 0.05) -> scores.McNemar:
-        """Whether configurations ``a`` and ``b`` really differ: McNemar's exact test on the
-        rows both answered (right or wrong against the truth, row by row)."""
-        a, b = self._label(a), self._label(b)
+    def compare(
+        self, first: str | Choice, second: str | Choice, *, alpha: float = 0.05
+    ) -> scores.McNemar:
+        """Whether two configurations (labels of ``table``'s index, or ``best``'s choices)
+        really differ: McNemar's exact test on the rows both answered (right or wrong against
+        the truth, row by row), significant below ``alpha``."""
+        a, b = self._label(first), self._label(second)
         answers = self.answers
         right_a = answers[answers.index == a].set_index("row")
         right_b = answers[answers.index == b].set_index("row")
@@ -243,7 +259,7 @@ def summarise(
     answers: pd.DataFrame,
     configs: Mapping[str, Config],
     labels: list[Any],
-    prices: Mapping[str, Any],
+    prices: Mapping[str, Price | None],
     *,
     resamples: int,
     confidence: float,

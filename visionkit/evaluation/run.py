@@ -8,7 +8,7 @@ latency of each paid answer, kept with it in the cache, so a re-run reports the 
 
 An answer becomes a label by, in order: ``field=`` (a ``schema=`` field's value), a
 ``normalise=`` callable (answer text -> label, or None), or by default the one label of the
-truth's that the answer names as a word (``vk.agreement``'s ``match_option``). Labels are
+truth's that the answer names as a word (``vk.agreement``'s ``match_label``). Labels are
 compared after case-folding and trimming (``vk.agreement``'s ``normalise``), so ``4`` from a
 schema's integer field matches the label ``"4"``.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..annotation.agreement import match_option
+from ..annotation.agreement import match_label
 from ..annotation.agreement import normalise as normalise_text
 from ..annotation.reliability import count_table
 from ..providers import price_of
@@ -35,7 +35,7 @@ from ..query.run import Run
 from ..query.thread import run_in_thread
 from . import scores
 from .grid import Config, make_grid
-from .result import Evaluation, summarise
+from .result import Evaluation
 from .truth import resolve_truth, stratified_sample
 
 __all__ = ["evaluate"]
@@ -69,7 +69,7 @@ def _labeller(
             return None
         if normalise is not None:
             return _to_label(normalise(answer), lookup)
-        named = match_option(answer, options)
+        named = match_label(answer, options)
         return None if named is None else by_text[named]
 
     return label
@@ -122,7 +122,7 @@ def evaluate(
     truth: str | None = None,
     *,
     raters: Sequence[str] | None = None,
-    annotations: Any = None,
+    annotations: str | os.PathLike[str] | pd.DataFrame | None = None,
     label_column: str = "label",
     prompts: str | Sequence[str] | Mapping[str, str] | None = None,
     models: str | Sequence[str] | None = None,
@@ -167,7 +167,7 @@ def evaluate(
     if field is not None and normalise is not None:
         raise TypeError("pass field= (a schema field) or normalise= (for text), not both")
     shared: dict[str, Any] = dict(request_options)
-    given = {"client": client, "column": image_column, "system": system, "schema": schema}
+    given = {"client": client, "image_column": image_column, "system": system, "schema": schema}
     shared.update({name: value for name, value in given.items() if value is not None})
     shared["concurrency"] = concurrency
     grid = make_grid(
@@ -233,15 +233,6 @@ def evaluate(
     for column in ("label", "answer", "error"):  # None, never NaN, where there is nothing
         answers[column] = answers[column].astype(object).where(answers[column].notna(), None)
     configs_by_label = {c.label: c for c in grid}
-    table = summarise(
-        answers,
-        configs_by_label,
-        labels,
-        prices,
-        resamples=resamples,
-        confidence=confidence,
-        seed=seed,
-    )
     ceiling = None
     if found.raters is not None:
         wide = found.raters.loc[rows]
@@ -253,11 +244,11 @@ def evaluate(
         ceiling["items"] = int((counts.sum(1) >= 2).sum())
         ceiling["raters"] = wide.shape[1]
     return Evaluation(
-        table=table,
         answers=answers,
         truth=truth_values,
         labels=labels,
         configs=configs_by_label,
+        prices=prices,
         ceiling=ceiling,
         source=found.source,
         no_consensus=found.no_consensus,

@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("bench_dask.py", [], ["--quick"]),
     ("bench_import.py", [], ["--quick"]),
     ("bench_scale.py", [], ["--rows", "1000"]),
+    ("bench_evaluate.py", [], ["--rows", "30"]),
 ]
 
 

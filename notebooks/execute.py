@@ -5,10 +5,10 @@
 
 CI compares these stored outputs with fresh ones (``pytest --nbval``), so commit what this
 writes. It runs each notebook top to bottom in its own folder with the ``python3`` kernel of
-this Python, with every provider key removed from the environment (the tutorials must run
-offline; pass ``--live`` to keep keys, and do not commit that run), records no timings, and
-applies ``sanitize.cfg`` to the stored text so nothing machine-specific (temporary paths,
-memory addresses, progress-bar rates) is committed. Needs ``nbclient`` (comes with jupyter).
+this Python, with every provider key removed from the environment and a fresh answer cache, as
+in CI (the tutorials must run offline; pass ``--live`` to keep keys and your cache, and do not
+commit that run), records no timings, and applies ``sanitize.cfg`` to the stored text so
+nothing machine-specific (temporary paths, memory addresses, progress-bar rates) is committed. Needs ``nbclient`` (comes with jupyter).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -24,6 +26,7 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 KEY_VARIABLES = ("INFERENCE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+CACHE_VARIABLE = "VISIONKIT_CACHE_DIR"
 
 
 def sanitize_patterns(path: Path = HERE / "sanitize.cfg") -> list[tuple[re.Pattern, str]]:
@@ -68,6 +71,12 @@ def execute(path: Path, *, live: bool = False) -> None:
     saved = {}
     if not live:
         saved = {k: os.environ.pop(k) for k in KEY_VARIABLES if k in os.environ}
+    # A fresh answer cache, as CI's (conftest.py): answers left in the user's cache by an
+    # earlier run would show as cache hits in the stored outputs, and CI would see purchases.
+    cache_dir = os.environ.get(CACHE_VARIABLE)
+    fresh = None if live else tempfile.mkdtemp(prefix="visionkit-notebook-cache-")
+    if fresh is not None:
+        os.environ[CACHE_VARIABLE] = fresh
     try:
         client = NotebookClient(
             nb,
@@ -79,6 +88,12 @@ def execute(path: Path, *, live: bool = False) -> None:
         client.execute()
     finally:
         os.environ.update(saved)
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+            if cache_dir is None:
+                del os.environ[CACHE_VARIABLE]
+            else:
+                os.environ[CACHE_VARIABLE] = cache_dir
     clean_outputs(nb)
     nbformat.write(nb, path)
 

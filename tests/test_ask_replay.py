@@ -125,5 +125,8 @@ def test_a_store_is_sorted_diff_friendly_and_holds_no_images(frame, acme, tmp_pa
         assert {k: record[k] for k in reported} == {k: row[k] for k in reported}
         assert record["provider"] == "acme-test" and record["system"] is None
         assert (record["base_url"], record["model"]) == (recorder.base_url, recorder.model)
-        assert sorted(record) == sorted(["key", "prompt", "images", *identity, *reported])
+        assert sorted(record) == sorted(
+            ["key", "prompt", "images", *identity, *reported, "latency_s"]
+        )
+        assert 0 < record["latency_s"] < 60  # seconds the answer took, for evaluations
     assert max(map(len, text.splitlines())) < 1000 and "data:image" not in text

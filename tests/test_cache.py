@@ -175,6 +175,46 @@ def test_a_cache_from_before_checksums_keeps_its_answers(tmp_path):
         assert cache.get("k2").answer == "new"
 
 
+def test_latency_is_kept_and_a_cache_from_before_latencies_still_verifies(tmp_path):
+    path = tmp_path / "before.sqlite"
+    old = CachedAnswer("an answer from before latencies", 1610, 7, 1605, "m", "offline")
+    values = (
+        "k",
+        *[
+            getattr(old, f)
+            for f in (
+                "answer",
+                "prompt_tokens",
+                "completion_tokens",
+                "estimated_tokens",
+                "model",
+                "provider",
+            )
+        ],
+    )
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE answers (key TEXT PRIMARY KEY, answer TEXT, prompt_tokens INTEGER, "
+        "completion_tokens INTEGER, estimated_tokens INTEGER, model TEXT, provider TEXT, "
+        "created REAL NOT NULL, checksum TEXT)"
+    )
+    con.execute(
+        "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)", (*values, old.checksum("k"))
+    )
+    con.commit()
+    con.close()
+    timed = CachedAnswer("a red square", 1610, 7, 1605, "m", "offline", latency_s=0.8125)
+    with Cache(path) as cache:
+        assert cache.get("k") == old and cache.corrupt == 0  # its checksum still holds
+        cache.put("k2", timed)
+    with Cache(path) as again:
+        assert again.get("k2") == timed and again.get("k2").latency_s == 0.8125
+        assert again.get_many(["k", "k2"]) == {"k": old, "k2": timed}
+    _flip_byte_in(path, b"a red square")  # an entry with a latency is checked as any other
+    with Cache(path) as damaged, pytest.warns(CacheWarning):
+        assert damaged.get("k2") is None
+
+
 def test_a_file_that_is_not_sqlite_is_one_clear_error(tmp_path):
     path = tmp_path / "answers.sqlite"
     path.write_bytes(b"these are my notes, not a database\n" * 200)

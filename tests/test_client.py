@@ -34,6 +34,15 @@ def test_auto_without_a_key_is_the_offline_stand_in_with_one_warning(monkeypatch
         vk.connect("offline")  # naming it is a choice: no warning
 
 
+def test_the_offline_warning_names_the_users_line_when_ask_connects_for_them(monkeypatch):
+    monkeypatch.delenv("INFERENCE_API_KEY", raising=False)
+    monkeypatch.setattr(client_module, "_offline_warned", threading.Event())  # a new process
+    monkeypatch.setattr(client_module, "_default", {})  # no default client made yet
+    with pytest.warns(vk.OfflineWarning) as record:
+        vk.ask(pd.DataFrame({"path": ["datasets/coffee.jpg"]}).iloc[:0], "Describe.")
+    assert record[0].filename == __file__  # this line, not visionkit's own connect("auto")
+
+
 def test_auto_with_a_key_is_inference_net(monkeypatch):
     monkeypatch.setenv("INFERENCE_API_KEY", SECRET)
     client = vk.connect()

@@ -228,6 +228,7 @@ def test_df_vision_twins_take_their_functions_parameters():
     _same_parameters(frame.vision.ask, vk.ask, 1)
     _same_parameters(frame.vision.ask_async, vk.ask_async, 1)
     _same_parameters(frame.vision.submit, vk.submit, 1)
+    _same_parameters(frame.vision.evaluate, vk.evaluate, 1)
     _same_parameters(frame.vision.propose_boxes, vk.propose_boxes, 1)
     _same_parameters(frame.vision.gallery, Gallery, 1)
     _same_parameters(frame.vision.annotate, Annotator, 1)

@@ -60,7 +60,7 @@ NOT_TAUGHT = {
     "tokens",
 }
 # Public names whose tutorial waits for another feature to land (remove them as it does).
-PENDING: set[str] = {"set_price", "offline"}  # notebooks/10-evaluate-before-you-scale.ipynb
+PENDING: set[str] = set()
 
 
 def _load(path: Path) -> dict:

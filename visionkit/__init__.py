@@ -80,6 +80,8 @@ _LAZY = {
     "Client": ".query.client",
     "connect": ".query.client",
     "encode_image": ".images.encode",
+    "Evaluation": ".evaluation",
+    "evaluate": ".evaluation",
     "inspect_images": ".images.read",
     "read_images": ".images.read",
     "set_storage_options": ".images.remote",
@@ -113,6 +115,7 @@ __all__ = [
     "CacheWarning",
     "Client",
     "EncodeWarning",
+    "Evaluation",
     "Gallery",
     "ImageError",
     "Job",
@@ -138,6 +141,7 @@ __all__ = [
     "costs",
     "encode_image",
     "estimate_tokens",
+    "evaluate",
     "fleiss_kappa",
     "get_provider",
     "inspect_images",
@@ -200,6 +204,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
     from .annotation.agreement import agreement
     from .batch import BatchJob, Job, batch_jobs
     from .batch.submit import submit
+    from .evaluation import Evaluation, evaluate
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.remote import set_storage_options

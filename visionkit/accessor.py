@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from .batch.protocol import Job
+    from .evaluation import Evaluation
     from .images.thumbnails import ImageGrid
     from .providers import Provider
     from .query.cache import Cache
@@ -273,6 +274,45 @@ class VisionAccessor:
         from .batch import submit
 
         return submit(self._df, prompt, **options)
+
+    # -- evaluating ------------------------------------------------------------------------
+    def evaluate(
+        self,
+        truth: str | None = None,
+        *,
+        raters: Sequence[str] | None = None,
+        annotations: str | os.PathLike[str] | pd.DataFrame | None = None,
+        label_column: str = "label",
+        prompts: str | Sequence[str] | Mapping[str, str] | None = None,
+        models: str | Sequence[str] | None = None,
+        max_side: int | Sequence[int | None] | None = None,
+        configs: Sequence[Mapping[str, Any]] | None = None,
+        schema: Any = None,
+        field: str | None = None,
+        normalise: Callable[[Any], Any] | None = None,
+        sample: int | None = None,
+        seed: int = 0,
+        client: Client | str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        concurrency: int = 8,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        progress: bool = True,
+        resamples: int = 2000,
+        confidence: float = 0.95,
+        **request_options: Any,
+    ) -> Evaluation:
+        """Try prompts, models and image sizes on the labelled rows; ``visionkit.evaluate``
+        with this DataFrame.
+
+        >>> ev = df.vision.evaluate("label", prompts=..., max_side=[560, 1120])  # doctest: +SKIP
+        >>> ev.best("kappa", at_least=0.8)                                     # doctest: +SKIP
+        """
+        options = {k: v for k, v in locals().items() if k not in ("self", "truth")}
+        options.update(options.pop("request_options"))
+        from .evaluation import evaluate
+
+        return evaluate(self._df, truth, **options)
 
     def propose_boxes(
         self,

@@ -25,6 +25,8 @@ A row's failure never stops a batch: it becomes that row's ``error`` text.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "RequestError",
     "RowError",
     "VisionError",
+    "user_stacklevel",
 ]
 
 
@@ -135,3 +138,17 @@ class CacheWarning(UserWarning):
 
 class BatchWarning(UserWarning):
     """A batch job met something it did not take (see the tree above)."""
+
+
+_PACKAGE = str(Path(__file__).resolve().parent)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning name the first frame outside visionkit (the
+    user's line), counted from the caller of ``warnings.warn``."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

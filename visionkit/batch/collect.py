@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import BatchWarning
+from ..errors import BatchWarning, user_stacklevel
 from ..query.cache import CachedAnswer
-from .lines import BatchState, parse_line, user_stacklevel
+from .lines import BatchState, parse_line
 from .manifest import Manifest
 
 if TYPE_CHECKING:

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import BatchWarning
+from ..errors import BatchWarning, user_stacklevel
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
 from ..query.replay import Recording, answer_record
 from ..redact import has_credentials, public_url
 from .collect import TimeUp, collect, left
-from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
+from .lines import RUNNING, TERMINAL, BatchState, batch_state
 from .manifest import Manifest, manifest_path, stored_label
 from .replayed import ReplayedJob, replayed_job
 from .result import PENDING, ResultRow, batch_money, result_frame, tally

@@ -15,10 +15,8 @@ is unknown and ends the wait naming it.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
@@ -35,7 +33,6 @@ __all__ = [
     "check_id",
     "line_error",
     "parse_line",
-    "user_stacklevel",
 ]
 
 RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -44,7 +41,6 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 # A file or batch id: what the server may name and visionkit puts in a URL path (no "/", no
 # "..", no spaces), at most 200 characters.
 _ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,199}")
-_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 _CLASSES = {
     400: "BadRequestError",
@@ -239,14 +235,3 @@ def parse_line(
             provider=provider,
         ),
     )
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning name the first frame outside visionkit (the
-    user's line), counted from the caller of ``warnings.warn``."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level

@@ -127,7 +127,7 @@ def make_marks(
 
     Columns: ``path``, ``count`` (the true number of marks, as text: a class label), the
     ``smallest`` mark's side in px, and one column per simulated annotator (``annotator_1``...)
-    whose label misses each mark of 1-2 px with probability 0.25 and each other mark with
+    whose label misses each mark of 1-2 px with probability 0.1 and each other mark with
     probability 0.02. ``save=``: also write those labels as the team annotators' long-form save
     file (``vk.read_annotations`` reads it). The same ``seed`` writes the same files and labels.
     """
@@ -153,7 +153,7 @@ def make_marks(
         Image.fromarray(pixels).save(path, optimize=False, compress_level=6)
         row: dict[str, Any] = {"path": str(path), "count": str(k), "smallest": min(sides)}
         for a in range(annotators):
-            miss = rng.random(k) < np.where(np.array(sides) <= 2, 0.25, 0.02)
+            miss = rng.random(k) < np.where(np.array(sides) <= 2, 0.1, 0.02)
             row[f"annotator_{a + 1}"] = str(max(0, k - int(miss.sum())))
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index([f"m{i:04d}" for i in range(n)]))

@@ -79,7 +79,8 @@ _TABLES = (
         model TEXT,
         provider TEXT,
         created REAL NOT NULL,
-        checksum TEXT
+        checksum TEXT,
+        latency_s REAL
     )
     """,
     """
@@ -90,7 +91,12 @@ _TABLES = (
     )
     """,
 )
-_FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider"
+_FIELDS = "answer, prompt_tokens, completion_tokens, estimated_tokens, model, provider, latency_s"
+# An answer's row: its key, the fields above, when it was stored and its checksum.
+_INSERT = (
+    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
+    f"VALUES ({', '.join('?' * (len(_FIELDS.split(',')) + 3))})"
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class CachedAnswer:
     estimated_tokens: int | None = None
     model: str | None = None
     provider: str | None = None
+    # seconds the provider took to give this answer (the successful attempt), when measured
+    latency_s: float | None = None
 
     def values(self) -> tuple[Any, ...]:
         """The fields in order, as stored (``dataclasses.astuple`` deep-copies: 10x slower)."""
@@ -113,11 +121,14 @@ class CachedAnswer:
             self.estimated_tokens,
             self.model,
             self.provider,
+            self.latency_s,
         )
 
     def checksum(self, key: str) -> str:
-        """sha256 over the key and every field: what ``Cache.get`` verifies."""
-        fields = [key, *self.values()]
+        """sha256 over the key and every field: what ``Cache.get`` verifies. An entry without
+        a latency sums the fields it had before latencies were kept, so older entries verify."""
+        values = self.values()
+        fields = [key, *(values[:-1] if self.latency_s is None else values)]
         text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -198,10 +209,10 @@ class Cache:
             for table in _TABLES:
                 self._retry_locked(functools.partial(self._db.execute, table))
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
-            if "checksum" not in columns:  # a cache from before checksums: keep its answers
-                self._retry_locked(
-                    lambda: self._db.execute("ALTER TABLE answers ADD COLUMN checksum TEXT")
-                )
+            for name, kind in (("checksum", "TEXT"), ("latency_s", "REAL")):
+                if name not in columns:  # a cache from before this column: keep its answers
+                    alter = f"ALTER TABLE answers ADD COLUMN {name} {kind}"
+                    self._retry_locked(functools.partial(self._db.execute, alter))
             self._db.execute("SELECT COUNT(*) FROM answers").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -258,8 +269,8 @@ class Cache:
 
     def _verified(self, key: str, row: Sequence[Any]) -> CachedAnswer | None:
         """The entry from a row (its fields then its checksum), or None if it is corrupt."""
-        entry = CachedAnswer(*row[:6])
-        stored = row[6]
+        entry = CachedAnswer(*row[:7])
+        stored = row[7]
         if stored is None or stored == entry.checksum(key):
             return entry
         self.corrupt += 1
@@ -323,8 +334,7 @@ class Cache:
         def write() -> None:
             with self._transaction():
                 self._db.execute(
-                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _INSERT,
                     (key, *entry.values(), time.time(), entry.checksum(key)),
                 )
                 self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
@@ -341,11 +351,7 @@ class Cache:
 
         def write() -> None:
             with self._transaction():
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO answers (key, {_FIELDS}, created, checksum) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._db.executemany(_INSERT, rows)
                 self._db.executemany("DELETE FROM claims WHERE key = ?", [(r[0],) for r in rows])
 
         self._run(write)

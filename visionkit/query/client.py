@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._state import register
-from ..errors import MissingAPIKey, OfflineWarning
+from ..errors import MissingAPIKey, OfflineWarning, user_stacklevel
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from ..redact import install_log_filter, public_url, redact_url, split_url
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
@@ -320,7 +320,10 @@ def connect(
             url, key = base_url, api_key or "offline"
         if auto and not _offline_warned.is_set():
             _offline_warned.set()  # once per process: each notebook cell is a new location
-            warnings.warn(f"visionkit: {offline_notice(url)}", OfflineWarning, stacklevel=2)
+            # names the user's line, also when ask() or evaluate() connected for them
+            warnings.warn(
+                f"visionkit: {offline_notice(url)}", OfflineWarning, stacklevel=user_stacklevel()
+            )
     else:
         named_url = base_url or profile.base_url
         if not named_url:

@@ -51,6 +51,9 @@ class RowResult:
     attempts: int = 0
     fields: dict[str, Any] | None = None  # the schema's fields, parsed from the answer
     finished: bool = False  # the run is done with this row (counted and on the progress bar)
+    # seconds the provider took to answer (the cached value for a hit), for ``evaluate``;
+    # not a column of ask's result
+    latency_s: float | None = None
 
     @property
     def untouched(self) -> bool:

@@ -11,8 +11,9 @@ object per line, sorted by key, so a re-recording shows in a diff as the answers
      "prompt_tokens": 1610, "completion_tokens": 12, "estimated_tokens": 1606, "attempts": 1}
 
 It holds answers and usage, never the images (only their sha256) and never the API key. An
-answer a batch job delivered also keeps its ``"batch_id"`` (after ``attempts``), so a replayed
-``job.result()`` shows the batch ids the recorded one did.
+answer ``ask`` bought also keeps its measured ``"latency_s"``, and one a batch job delivered its
+``"batch_id"`` (after ``attempts``), so a replayed evaluation reports the latencies, and a
+replayed ``job.result()`` the batch ids, the recorded one did.
 
 Replaying (``vk.connect(..., replay="answers/")`` or ``VISIONKIT_REPLAY=answers/``): the
 client answers every request from the store, under the provider identity it was recorded with
@@ -79,7 +80,8 @@ _FIELDS = (
     "estimated_tokens",
     "attempts",
 )
-_OPTIONAL = ("batch_id",)  # written only when set, so an ask's record keeps the fields above
+# written only when set, so an older record keeps exactly the fields above
+_OPTIONAL = ("latency_s", "batch_id")
 
 
 def ci_default() -> bool:
@@ -99,7 +101,7 @@ def answer_record(
     batch_id: str | None = None,
 ) -> dict[str, Any]:
     """One answer as the store keeps it (see ``Recording.add``)."""
-    record = {
+    record: dict[str, Any] = {
         "key": key,
         "provider": identity[0],
         "base_url": identity[1],
@@ -113,6 +115,8 @@ def answer_record(
         "estimated_tokens": entry.estimated_tokens,
         "attempts": attempts,
     }
+    if entry.latency_s is not None:
+        record["latency_s"] = entry.latency_s
     if batch_id is not None:
         record["batch_id"] = batch_id
     return record
@@ -190,6 +194,7 @@ class Recording:
             estimated_tokens=record.get("estimated_tokens"),
             model=record.get("model"),
             provider=record.get("provider"),
+            latency_s=_latency(record.get("latency_s")),
         )
 
     def attempts(self, key: str) -> int:
@@ -310,6 +315,13 @@ def _file_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _latency(value: Any) -> float | None:
+    """A recorded latency, checked: a number of seconds >= 0, else unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        return None
+    return float(value)
 
 
 def not_recorded_message(recording: Recording) -> str:

@@ -159,6 +159,7 @@ class Run:
         row.prompt_tokens = entry.prompt_tokens
         row.completion_tokens = entry.completion_tokens
         row.estimated_tokens = entry.estimated_tokens
+        row.latency_s = entry.latency_s
         row.cached = cached
         if cached:
             tally.cache_hits += 1
@@ -416,9 +417,11 @@ class Run:
                 # ``create``'s per-call re-typing of every field and a second serialisation
                 # on the event loop, which together cost more CPU than everything else
                 # visionkit does per row.
+                started = time.perf_counter()
                 response = await sdk.post(
                     "/chat/completions", cast_to=ChatCompletion, content=prepared.payload
                 )
+                latency = time.perf_counter() - started
             except openai.APIError as exc:
                 kind = classify(exc)
                 retry_after = parse_retry_after(headers_of(exc))
@@ -454,7 +457,7 @@ class Run:
             used = getattr(usage, "total_tokens", None)
             await self.gate.release(ticket, "ok", booked=booked, tokens=used)
             result.error = None
-            return self._store(row, response)
+            return self._store(row, response, latency)
 
     async def _acquire(self, tokens: int) -> int | None:
         """The gate's ticket for a send, or ``None`` if the run stops while waiting for it
@@ -502,8 +505,8 @@ class Run:
             )
         self._enter(Phase.STOPPED)
 
-    def _store(self, row: RowPlan, response: Any) -> CachedAnswer:
-        """Commit a paid answer at once, then record it in the row."""
+    def _store(self, row: RowPlan, response: Any, latency: float | None = None) -> CachedAnswer:
+        """Commit a paid answer at once (with the seconds it took), then record it in the row."""
         plan = self.plan
         assert row.key is not None and row.request is not None
         choices = getattr(response, "choices", None) or []
@@ -517,6 +520,7 @@ class Run:
             estimated_tokens=row.request.estimated_tokens,
             model=getattr(response, "model", None) or plan.model,
             provider=plan.provider.name,
+            latency_s=None if latency is None else round(latency, 4),
         )
         row.request = None  # the body is no longer needed
         if plan.cache is not None or plan.recording is not None:

@@ -55,6 +55,7 @@ __all__ = [
     "RECORD_ENV",
     "REPLAY_ENV",
     "Recording",
+    "answer_record",
     "ci_default",
     "not_recorded_message",
     "unrecorded_error",
@@ -128,6 +129,11 @@ class Recording:
                             record = json.loads(line)
                             records[str(record["key"])] = record
                         except (ValueError, KeyError, TypeError) as exc:
+                            if not line.endswith("\n"):
+                                # the last line, cut short by a crash while it was written:
+                                # that answer is still in the answer cache, and is recorded
+                                # again when next used
+                                continue
                             raise ValueError(
                                 f"{self.file}, line {number}, is not an answer record: {exc}"
                             ) from None
@@ -195,33 +201,39 @@ class Recording:
     ) -> None:
         """Record ``entry`` (appended at once, so a crash keeps it; ``close`` sorts the file).
         ``batch_id``: the batch that delivered it (batch jobs)."""
-        if self.mode != "record":
+        self.add_many(
+            [
+                answer_record(
+                    key,
+                    entry,
+                    identity=identity,
+                    prompt=prompt,
+                    system=system,
+                    images=images,
+                    attempts=attempts,
+                    batch_id=batch_id,
+                )
+            ]
+        )
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """Record several answers (``answer_record``s) with one lock and one append: when this
+        returns they are in the file, so a caller that acknowledges them only afterwards (a
+        batch line marked collected) loses none in a crash."""
+        if self.mode != "record" or not records:
             return
-        record = {
-            "key": key,
-            "provider": identity[0],
-            "base_url": identity[1],
-            "model": entry.model,
-            "prompt": prompt,
-            "system": system,
-            "images": list(images),
-            "answer": entry.answer,
-            "prompt_tokens": entry.prompt_tokens,
-            "completion_tokens": entry.completion_tokens,
-            "estimated_tokens": entry.estimated_tokens,
-            "attempts": attempts,
-        }
-        if batch_id is not None:
-            record["batch_id"] = batch_id
-        line = json.dumps(record, ensure_ascii=False) + "\n"
         with self._lock:
-            records = self._load()
-            if records.get(key) == record:
+            stored = self._load()
+            new = [r for r in records if stored.get(str(r["key"])) != r]
+            if not new:
                 return
-            records[key] = record
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
             self.path.mkdir(parents=True, exist_ok=True)
             with _file_lock(self.path), self.file.open("a", encoding="utf-8") as f:
-                f.write(line)
+                f.write(text)
+                f.flush()
+            for r in new:
+                stored[str(r["key"])] = r
             self._dirty = True
 
     def has(self, key: str) -> bool:
@@ -275,6 +287,37 @@ def _file_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def answer_record(
+    key: str,
+    entry: CachedAnswer,
+    *,
+    identity: tuple[str, str | None],
+    prompt: str,
+    system: str | None,
+    images: Sequence[str],
+    attempts: int = 1,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
+    """One line of a store (see the module docstring); ``batch_id`` only when set."""
+    record: dict[str, Any] = {
+        "key": key,
+        "provider": identity[0],
+        "base_url": identity[1],
+        "model": entry.model,
+        "prompt": prompt,
+        "system": system,
+        "images": list(images),
+        "answer": entry.answer,
+        "prompt_tokens": entry.prompt_tokens,
+        "completion_tokens": entry.completion_tokens,
+        "estimated_tokens": entry.estimated_tokens,
+        "attempts": attempts,
+    }
+    if batch_id is not None:
+        record["batch_id"] = batch_id
+    return record
 
 
 def not_recorded_message(recording: Recording) -> str:

@@ -18,6 +18,7 @@ Modes (``fault``, applied ``times`` times unless said otherwise):
 - ``cancel_500``: the batch is cancelled, then the answer is a 500.
 - ``poll_hang``: every batch retrieve waits ``hang`` seconds before it answers.
 - ``content_hang``: every file download waits ``hang`` seconds before it answers.
+- ``content_cut``: a file download sends the first half of the file, then drops the connection.
 - ``status_exploded``: retrieve reports the status ``"exploded"`` (every time).
 - ``bad_file_id``: retrieve reports a finished batch whose ``output_file_id`` is
   ``"../../v1/files"`` (every time).
@@ -381,7 +382,17 @@ def _handler(state: HostileBatch) -> type[BaseHTTPRequestHandler]:
                 s.calls["files.content"] += 1
                 if s.fault == "content_hang":
                     s._stop.wait(s.hang)
-                return self._send(200, None, raw=s.files[rest[0]]["data"])
+                data = s.files[rest[0]]["data"]
+                if s.fire("content_cut"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(0.3)  # the client has read what came, then the line drops
+                    raise _Drop
+                return self._send(200, None, raw=data)
             self._error(404, "unknown files path")
 
         def _batches(

@@ -287,3 +287,11 @@ def test_keys_made_from_a_template_are_request_keys():
         for prompt in ["Describe.", 'Is this a "cat"? {braces} ünïcode', ""]:
             for images in [[], ["a" * 64], ["b" * 64, "c" * 64]]:
                 assert make(prompt, images) == request_key(prompt=prompt, images=images, **fixed)
+
+
+def test_an_answers_values_are_its_fields_in_order():
+    """``values()`` (what is stored and checksummed) stays in step with the dataclass."""
+    import dataclasses
+
+    entry = CachedAnswer("a", 1, 2, 3, "m", "p")
+    assert entry.values() == dataclasses.astuple(entry)

@@ -54,11 +54,23 @@ def left(deadline: float | None) -> float | None:
 def download_lines(sdk: Any, file_id: str, deadline: float | None) -> Iterator[bytes]:
     """A result file's non-empty lines, streamed (never whole in memory); each network read
     gets the time left before ``deadline``, and ``TimeUp`` is raised once it has passed."""
+    import openai
+
     options = {} if deadline is None else {"timeout": left(deadline)}
     with sdk.files.with_streaming_response.content(file_id, **options) as response:
         rest = b""
-        for n, piece in enumerate(response.iter_bytes(1 << 16)):
-            if deadline is not None and n % 16 == 15 and time.monotonic() > deadline:
+        pieces = response.iter_bytes()  # as they arrive: a cut stream keeps what came
+        while True:
+            try:
+                piece = next(pieces, None)
+            except Exception as exc:  # the SDK's HTTP library's own error: the stream broke
+                raise openai.APIConnectionError(
+                    message=f"the download of {file_id} broke off: {exc}",
+                    request=response.http_request,
+                ) from exc
+            if piece is None:
+                break
+            if deadline is not None and time.monotonic() > deadline:
                 raise TimeUp
             lines = (rest + piece).split(b"\n")
             rest = lines.pop()
@@ -91,7 +103,7 @@ def collect(
         if not file_id:
             continue
         for raw in download_lines(sdk, file_id, deadline):
-            line = parse_line(raw, model, provider)
+            line = parse_line(raw, model, provider, expected)
             key = line.custom_id
             if key is None:
                 tally.skipped["unreadable_lines"] += 1
@@ -112,7 +124,7 @@ def collect(
             if tally.errors.pop(key, None) is not None:
                 tally.skipped["duplicate_lines"] += 1
             tally.answered.add(key)
-            chunk[key] = dataclasses.replace(line.answer, estimated_tokens=expected[key])
+            chunk[key] = line.answer
             if len(chunk) >= CHUNK:
                 job.store(chunk, batch_id=state.id)
                 chunk = {}

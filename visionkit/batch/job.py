@@ -25,7 +25,7 @@ import pandas as pd
 from ..errors import BatchWarning
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
-from ..query.replay import Recording
+from ..query.replay import Recording, answer_record
 from .collect import TimeUp, collect, left
 from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
 from .manifest import Manifest, manifest_path, stored_label
@@ -515,20 +515,24 @@ class BatchJob:
             job = self.manifest.job(self.id) or {}
             identity = _identity(job)
             asked = self.manifest.requests(todo)
+            records = []
             for key, entry in todo.items():
                 prompt, system, images = asked.get(key, (job.get("prompt") or "", None, []))
                 times, latest = sent.get(key, (1, None))
-                recording.add(
-                    key,
-                    entry,
-                    identity=identity,
-                    prompt=prompt,
-                    system=system,
-                    images=images,
-                    attempts=max(1, times),
-                    batch_id=batch_id or latest,
+                records.append(
+                    answer_record(
+                        key,
+                        entry,
+                        identity=identity,
+                        prompt=prompt,
+                        system=system,
+                        images=images,
+                        attempts=max(1, times),
+                        batch_id=batch_id or latest,
+                    )
                 )
                 recording.first_use(key)
+            recording.add_many(records)  # one lock and one append for the chunk
 
     def __repr__(self) -> str:
         shards = self.manifest.shards(self.id)

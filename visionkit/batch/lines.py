@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -201,9 +202,12 @@ def line_error(status: int, body: Any) -> str:
     return f"{name} ({status}): {str(message)[:500] if message is not None else ''}"
 
 
-def parse_line(raw: bytes, model: str | None, provider: str | None) -> LineResult:
+def parse_line(
+    raw: bytes, model: str | None, provider: str | None, tokens: Mapping[str, int | None]
+) -> LineResult:
     """One line of an output or error file: an answer (a 2xx response with a choice), or that
-    row's error -- an error response, an unrun line, or a line that does not fit the format."""
+    row's error -- an error response, an unrun line, or a line that does not fit the format.
+    ``tokens``: the estimate of each key (stored with its answer)."""
     try:
         line = _LINE.validate_json(raw)
     except pydantic.ValidationError as exc:
@@ -230,6 +234,7 @@ def parse_line(raw: bytes, model: str | None, provider: str | None) -> LineResul
             answer=body.choices[0].message.content,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            estimated_tokens=tokens.get(key),
             model=body.model or model,
             provider=provider,
         ),

@@ -3,29 +3,41 @@ and batch the moment it exists, so nothing paid for is lost to a crash or an int
 
 Tables:
 
-- ``jobs``: one row per job (its id, provider, base URLs, model, prompt, system prompt,
-  schema, the identity its cache keys were made under, when made).
-- ``job_rows``: the job's rows in order: label (JSON), cache key, the planning error or
-  status (``send``, ``hit``, ``covered``, ``repeat``, ``error``, or ``reused``: a hit reported
-  as bought because a recording was on, with the ``attempts`` and ``batch_id`` to report; see
-  ``visionkit.batch.replayed``), estimated tokens, and what the row asks (its prompt when it
-  is not the job's, its images' sha256): what a recording of its answer holds.
+- ``jobs``: one row per job (its id and a small number ``num`` the other tables use, provider,
+  base URLs, model, prompt, system prompt, schema, the identity its cache keys were made under,
+  the file limits it was cut by, when made).
+- ``rows``: the job's rows in order: label (JSON; NULL when it is the row's position), cache
+  key (32 bytes), the planning error or status (``send``, ``hit``, ``covered``, ``repeat``,
+  ``error``, or ``reused``: a hit reported as bought because a recording was on, with the
+  ``attempts`` and ``batch_id`` to report; see ``visionkit.batch.replayed``), estimated tokens,
+  what the row asks (its prompt only when it is not the job's -- a template filled per row --
+  and its images' sha256, 32 bytes each): what a recording of its answer holds; and ``seq``,
+  the job's input file that holds it last.
+- ``held``: the earlier files of a row sent more than once (each made a batch), so a result
+  counts every batch that held it.
 - ``shards``: each JSONL input file: its local path, lines, bytes, then its ``file_id`` as
   soon as the upload returns, its ``batch_id`` as soon as the batch is created, the batch's
-  last known status and counts, and whether its results were collected into the cache.
-- ``shard_keys``: which cache keys (= ``custom_id``) each shard holds.
+  last known status and counts, whether its results were collected into the cache, the result
+  lines not taken, and for sending rows again (``visionkit.batch.resend``): its ``round``
+  (0: sent by ``submit``), whether rows of it wait to be sent again (``resend``), and whether
+  the user cancelled it (``user_cancel``: those rows are not sent again).
 - ``line_errors``: the provider's message for a line that failed (by key), until answered.
 - ``uploads``: when the last file was uploaded to each batch URL (the pacing survives a
   restart).
 - ``job_claims``: which process is submitting a job now, until when (a lease its owner renews):
   two processes submitting one job never both upload it (``visionkit.batch.claims``).
 
+What is written per row is what a row needs, once: the prompt and templates are the job's
+(once per job), a key and a digest are bytes, not hex, and a row is in one table with two lean
+indexes (by the key's first 8 bytes; by file): about 130 bytes a row. A manifest made by an
+earlier visionkit (``job_rows`` and ``shard_keys``) is converted when it is opened
+(``visionkit.batch.manifest_v1``).
+
 A shard moves ``written`` -> ``uploaded`` -> ``created`` -> ``collected``; a key is *covered*
 (not submitted again) while it sits in a shard that is not collected yet. Each change is its
-own transaction (WAL mode, a busy timeout: several processes may share the file). Columns
-added since a manifest was made are added to it when it is opened (``_ADDED``). A file that is
-not SQLite, or whose pages are damaged, raises one ``CacheError`` naming it and saying what to
-do (at open, or at the first read that meets the damage), never a raw ``sqlite3`` error.
+own transaction (WAL mode, a busy timeout: several processes may share the file). A file that
+is not SQLite, or whose pages are damaged, raises one ``CacheError`` naming it and saying what
+to do (at open, or at the first read that meets the damage), never a raw ``sqlite3`` error.
 """
 
 from __future__ import annotations
@@ -43,59 +55,45 @@ from ..errors import CacheError
 
 __all__ = ["JobRow", "Manifest", "label_json", "manifest_path", "stored_label"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    provider TEXT, base_url TEXT, batch_base_url TEXT, model TEXT,
-    prompt TEXT, schema TEXT, cache_path TEXT, metadata TEXT
-);
-CREATE TABLE IF NOT EXISTS job_rows (
-    job_id TEXT NOT NULL, pos INTEGER NOT NULL, label TEXT, key TEXT,
-    status TEXT, error TEXT, estimated_tokens INTEGER,
-    PRIMARY KEY (job_id, pos)
-);
-CREATE INDEX IF NOT EXISTS job_rows_key ON job_rows (key);
-CREATE TABLE IF NOT EXISTS shards (
-    shard_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER, path TEXT,
-    lines INTEGER, bytes INTEGER, state TEXT NOT NULL, created REAL,
-    file_id TEXT, batch_id TEXT, status TEXT,
-    completed INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, total INTEGER DEFAULT 0,
-    output_file_id TEXT, error_file_id TEXT
-);
-CREATE INDEX IF NOT EXISTS shards_job ON shards (job_id);
-CREATE TABLE IF NOT EXISTS shard_keys (
-    shard_id TEXT NOT NULL, key TEXT NOT NULL, estimated_tokens INTEGER
-);
-CREATE INDEX IF NOT EXISTS shard_keys_key ON shard_keys (key);
-CREATE INDEX IF NOT EXISTS shard_keys_shard ON shard_keys (shard_id);
-CREATE TABLE IF NOT EXISTS line_errors (
-    key TEXT PRIMARY KEY, batch_id TEXT, error TEXT
-);
-CREATE TABLE IF NOT EXISTS uploads (
-    batch_base_url TEXT PRIMARY KEY, last REAL
-);
-CREATE TABLE IF NOT EXISTS job_claims (
-    job_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
-);
-"""
+VERSION = 2  # PRAGMA user_version of the layout below
 
-# Columns newer than the tables above: added to an older manifest when it is opened.
-_ADDED = {
-    "jobs": (("system", "TEXT"), ("identity", "TEXT")),
-    "job_rows": (
-        ("attempts", "INTEGER"),
-        ("batch_id", "TEXT"),
-        ("prompt", "TEXT"),
-        ("images", "TEXT"),
-    ),
-    # result lines not taken: for ids the batch never held, repeated ids, unreadable lines
-    "shards": (
-        ("foreign_lines", "INTEGER"),
-        ("duplicate_lines", "INTEGER"),
-        ("unreadable_lines", "INTEGER"),
-    ),
-}
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY, created REAL NOT NULL,
+        provider TEXT, base_url TEXT, batch_base_url TEXT, model TEXT,
+        prompt TEXT, schema TEXT, cache_path TEXT, metadata TEXT,
+        system TEXT, identity TEXT, num INTEGER, limits TEXT
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_num ON jobs (num)",
+    """CREATE TABLE IF NOT EXISTS rows (
+        job INTEGER NOT NULL, pos INTEGER NOT NULL, label TEXT, key BLOB, status TEXT,
+        error TEXT, tokens INTEGER, attempts INTEGER, batch_id TEXT, prompt TEXT, images BLOB,
+        seq INTEGER,
+        PRIMARY KEY (job, pos)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS rows_key ON rows (substr(key, 1, 8))",
+    "CREATE INDEX IF NOT EXISTS rows_seq ON rows (job, seq) WHERE seq IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS held (
+        job INTEGER NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+        PRIMARY KEY (job, pos, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS shards (
+        shard_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER, path TEXT,
+        lines INTEGER, bytes INTEGER, state TEXT NOT NULL, created REAL,
+        file_id TEXT, batch_id TEXT, status TEXT,
+        completed INTEGER DEFAULT 0, failed INTEGER DEFAULT 0, total INTEGER DEFAULT 0,
+        output_file_id TEXT, error_file_id TEXT,
+        foreign_lines INTEGER, duplicate_lines INTEGER, unreadable_lines INTEGER, job INTEGER,
+        round INTEGER DEFAULT 0, resend INTEGER DEFAULT 0, user_cancel INTEGER DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS shards_job ON shards (job_id)",
+    "CREATE INDEX IF NOT EXISTS shards_seq ON shards (job, seq)",
+    "CREATE TABLE IF NOT EXISTS line_errors (key TEXT PRIMARY KEY, batch_id TEXT, error TEXT)",
+    "CREATE TABLE IF NOT EXISTS uploads (batch_base_url TEXT PRIMARY KEY, last REAL)",
+    """CREATE TABLE IF NOT EXISTS job_claims (
+        job_id TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL
+    )""",
+)
 
 LIVE = ("written", "uploaded", "created")  # a key in such a shard is not submitted again
 
@@ -109,6 +107,36 @@ def stored_label(label: Any) -> Any:
     """``label`` as a job's result shows it: through JSON and back (a list is a tuple again)."""
     value = json.loads(label_json(label))
     return tuple(value) if isinstance(value, list) else value
+
+
+def pack_key(key: str | None) -> bytes | str | None:
+    """A cache key as stored: a sha256 hex key as its 32 bytes, anything else as it is."""
+    if key is not None and len(key) == 64:
+        try:
+            return bytes.fromhex(key)
+        except ValueError:
+            pass
+    return key
+
+
+def unpack_key(value: bytes | str | None) -> str | None:
+    return value.hex() if isinstance(value, bytes) else value
+
+
+def pack_images(images: Sequence[str] | None) -> bytes | str | None:
+    """Image digests as stored: 32 bytes each, or JSON when one is not a sha256 hex digest."""
+    if images is None:
+        return None
+    packed = [pack_key(d) for d in images]
+    if all(isinstance(d, bytes) for d in packed):
+        return b"".join(d for d in packed if isinstance(d, bytes))
+    return json.dumps(list(images))
+
+
+def unpack_images(value: bytes | str | None) -> list[str]:
+    if isinstance(value, bytes):
+        return [value[i : i + 32].hex() for i in range(0, len(value), 32)]
+    return json.loads(value) if value else []
 
 
 def manifest_path(cache_path: Path) -> Path:
@@ -129,6 +157,14 @@ class JobRow(NamedTuple):
     batch_id: str | None = None  # ``reused`` rows: the recorded batch, if a batch delivered it
     prompt: str | None = None  # None: the job's prompt (``add_rows`` only)
     images: Sequence[str] | None = None  # sha256 of each image (``add_rows`` only)
+    seq: int | None = None  # the job's input file the row went to last
+
+
+def _is_position(label: Any, pos: int) -> bool:
+    """Whether a row's label is its position (a default RangeIndex): stored as NULL."""
+    return (type(label) is int and label == pos) or (
+        hasattr(label, "dtype") and label.dtype.kind in "iu" and int(label) == pos
+    )
 
 
 def _chunks(keys: Iterable[str], size: int = 500) -> Iterator[list[str]]:
@@ -153,6 +189,8 @@ class Manifest:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._nums: dict[str, int] = {}  # job id -> num
+        self._prompts: dict[int, str | None] = {}  # num -> the job's prompt
         with self._guard():
             self._db = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -168,17 +206,24 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         with self._lock:
-            self._db.executescript(_SCHEMA)
-            for table, columns in _ADDED.items():
-                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                for name, kind in columns:
-                    if name not in have:
-                        try:
-                            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-                        except sqlite3.OperationalError as exc:  # another process added it
-                            if "duplicate column" not in str(exc):
-                                raise
-            self._db.execute("SELECT COUNT(*) FROM shards").fetchone()
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= VERSION:
+                return
+            self._db.execute("BEGIN IMMEDIATE")  # one process converts, the others wait
+            try:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] < VERSION:
+                    tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+                    if "job_rows" in tables:
+                        from .manifest_v1 import upgrade
+
+                        upgrade(self._db, _SCHEMA)
+                    for statement in _SCHEMA:
+                        self._db.execute(statement)
+                    self._db.execute(f"PRAGMA user_version = {VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -229,26 +274,22 @@ class Manifest:
     # -- jobs --------------------------------------------------------------------------------
 
     def save_job(self, job_id: str, **fields: Any) -> None:
-        """Record the job, or update its fields (one transaction: two processes may save it)."""
-        self._many(
-            [
-                (
-                    "INSERT OR IGNORE INTO jobs (job_id, created) VALUES (?, ?)",
-                    (job_id, time.time()),
-                ),
-                *(
-                    [
-                        (
-                            f"UPDATE jobs SET {','.join(f'{k} = ?' for k in fields)} "
-                            "WHERE job_id = ?",
-                            [*fields.values(), job_id],
-                        )
-                    ]
-                    if fields
-                    else []
-                ),
-            ]
-        )
+        """Record the job (with the next ``num``), or update its fields; one transaction:
+        two processes may save it at once."""
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "INSERT OR IGNORE INTO jobs (job_id, created, num) "
+                "VALUES (?, ?, (SELECT COALESCE(MAX(num), 0) + 1 FROM jobs))",
+                (job_id, time.time()),
+            )
+        ]
+        if fields:
+            sets = ",".join(f"{k} = ?" for k in fields)
+            statements.append(
+                (f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+            )
+        self._many(statements)
+        self._prompts.clear()
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         found = self._dicts("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -257,43 +298,90 @@ class Manifest:
     def jobs(self) -> list[dict[str, Any]]:
         return self._dicts("SELECT * FROM jobs ORDER BY created")
 
-    def reset_rows(self, job_id: str) -> None:
-        self._run("DELETE FROM job_rows WHERE job_id = ?", (job_id,))
+    def _num(self, job_id: str) -> int:
+        """The job's number in the other tables (``KeyError`` for a job never saved)."""
+        if job_id not in self._nums:
+            found = self._run("SELECT num FROM jobs WHERE job_id = ?", (job_id,))
+            if not found:
+                raise KeyError(f"no batch job {job_id!r} in {self.path}")
+            self._nums[job_id] = int(found[0][0])
+        return self._nums[job_id]
+
+    def _prompt(self, num: int) -> str | None:
+        if num not in self._prompts:
+            found = self._run("SELECT prompt FROM jobs WHERE num = ?", (num,))
+            self._prompts[num] = found[0][0] if found else None
+        return self._prompts[num]
 
     def add_rows(self, job_id: str, rows: Sequence[Sequence[Any]]) -> None:
-        """The job's rows (as planned), in one transaction: ``JobRow``s, or plain tuples
-        (pos, label, key, status, error, estimated_tokens[, ...]) in ``JobRow``'s order."""
+        """The job's rows as planned (``JobRow``s, or tuples in its order), in one transaction.
+
+        A row planned again keeps the file it was last sent in unless it is sent now; a row
+        sent again remembers the earlier file in ``held`` if that file made a batch."""
+        num = self._num(job_id)
+        prompt = self._prompt(num)
         planned = [JobRow(*r) for r in rows]
-        self._many(
+        records = [
             (
-                "INSERT OR REPLACE INTO job_rows (job_id, pos, label, key, status, error, "
-                "estimated_tokens, attempts, batch_id, prompt, images) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    r.pos,
-                    label_json(r.label),
-                    r.key,
-                    r.status,
-                    r.error,
-                    r.estimated_tokens,
-                    r.attempts,
-                    r.batch_id,
-                    r.prompt,
-                    None if r.images is None else json.dumps(list(r.images)),
-                ),
+                num,
+                r.pos,
+                None if _is_position(r.label, r.pos) else label_json(r.label),
+                pack_key(r.key),
+                r.status,
+                r.error,
+                r.estimated_tokens,
+                r.attempts,
+                r.batch_id,
+                None if r.prompt == prompt else r.prompt,
+                pack_images(r.images),
+                r.seq,
             )
             for r in planned
-        )
+        ]
+        resent = [(num, r.pos, r.seq) for r in planned if r.seq is not None]
+        with self._lock, self._guard():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO held (job, pos, seq) SELECT r.job, r.pos, r.seq "
+                    "FROM rows r JOIN shards s ON s.job = r.job AND s.seq = r.seq "
+                    "WHERE r.job = ? AND r.pos = ? AND r.seq != ? AND s.batch_id IS NOT NULL",
+                    resent,
+                )
+                self._db.executemany(
+                    "INSERT INTO rows (job, pos, label, key, status, error, tokens, attempts, "
+                    "batch_id, prompt, images, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (job, pos) DO UPDATE SET label = excluded.label, "
+                    "key = excluded.key, status = excluded.status, error = excluded.error, "
+                    "tokens = excluded.tokens, attempts = excluded.attempts, "
+                    "batch_id = excluded.batch_id, prompt = excluded.prompt, "
+                    "images = excluded.images, seq = COALESCE(excluded.seq, rows.seq)",
+                    records,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def rows(self, job_id: str) -> list[JobRow]:
         """The job's rows in order (without ``prompt`` and ``images``: see ``requests``)."""
         return [
-            JobRow(pos, json.loads(label), *rest)
-            for pos, label, *rest in self._run(
-                "SELECT pos, label, key, status, error, estimated_tokens, attempts, batch_id "
-                "FROM job_rows WHERE job_id = ? ORDER BY pos",
-                (job_id,),
+            JobRow(
+                pos,
+                pos if label is None else json.loads(label),
+                unpack_key(key),
+                status,
+                error,
+                tokens,
+                attempts,
+                batch_id,
+                seq=seq,
+            )
+            for pos, label, key, status, error, tokens, attempts, batch_id, seq in self._run(
+                "SELECT pos, label, key, status, error, tokens, attempts, batch_id, seq "
+                "FROM rows WHERE job = ? ORDER BY pos",
+                (self._num(job_id),),
             )
         ]
 
@@ -301,14 +389,17 @@ class Manifest:
         """key -> (prompt, system prompt, image digests): what the key's row asks."""
         out: dict[str, tuple[str, str | None, list[str]]] = {}
         for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
+            wanted = {pack_key(k): k for k in chunk}
+            heads = list({k[:8] for k in wanted if k is not None})
+            marks = ",".join("?" * len(heads))
             for key, prompt, system, images in self._run(
                 "SELECT r.key, COALESCE(r.prompt, j.prompt), j.system, r.images "
-                "FROM job_rows r JOIN jobs j ON j.job_id = r.job_id "
-                f"WHERE r.key IN ({marks})",
-                chunk,
+                "FROM rows r JOIN jobs j ON j.num = r.job "
+                f"WHERE substr(r.key, 1, 8) IN ({marks})",
+                heads,
             ):
-                out[key] = (prompt, system, json.loads(images) if images else [])
+                if key in wanted:
+                    out[wanted[key]] = (prompt, system, unpack_images(images))
         return out
 
     # -- shards ------------------------------------------------------------------------------
@@ -323,22 +414,22 @@ class Manifest:
         nbytes: int,
         state: str = "written",
     ) -> None:
-        """A closed shard file and the keys in it, in one transaction."""
-        statements: list[tuple[str, Sequence[Any]]] = [
+        """A closed shard file (its rows name it by ``seq``: ``add_rows``)."""
+        self._run(
+            "INSERT INTO shards (shard_id, job_id, job, seq, path, lines, bytes, state, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                "INSERT INTO shards (shard_id, job_id, seq, path, lines, bytes, state, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (shard_id, job_id, seq, str(path), len(keys), nbytes, state, time.time()),
-            )
-        ]
-        statements += [
-            (
-                "INSERT INTO shard_keys (shard_id, key, estimated_tokens) VALUES (?, ?, ?)",
-                (shard_id, k, t),
-            )
-            for k, t in keys
-        ]
-        self._many(statements)
+                shard_id,
+                job_id,
+                self._num(job_id),
+                seq,
+                str(path),
+                len(keys),
+                nbytes,
+                state,
+                time.time(),
+            ),
+        )
 
     def update_shard(self, shard_id: str, **fields: Any) -> None:
         sets = ",".join(f"{k} = ?" for k in fields)
@@ -353,45 +444,68 @@ class Manifest:
 
     def covered(self, key: str) -> bool:
         """Whether ``key`` is in a shard not yet collected (it must not be submitted again)."""
+        packed = pack_key(key)
+        assert packed is not None
         marks = ",".join("?" * len(LIVE))
         row = self._run(
-            "SELECT 1 FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
-            f"WHERE k.key = ? AND s.state IN ({marks}) LIMIT 1",
-            (key, *LIVE),
+            "SELECT 1 FROM rows r JOIN shards s ON s.job = r.job AND s.seq = r.seq "
+            f"WHERE substr(r.key, 1, 8) = ? AND r.key = ? AND s.state IN ({marks}) LIMIT 1",
+            (packed[:8], packed, *LIVE),
         )
         return bool(row)
 
-    def covered_keys(self) -> set[str]:
-        """Every key in a shard not yet collected (``covered``, for all of them at once)."""
+    def live_keys(self) -> set[bytes | str]:
+        """Every key in a shard not yet collected, as stored (``pack_key``): ``covered`` for
+        all keys at once."""
         marks = ",".join("?" * len(LIVE))
         return {
             key
             for (key,) in self._run(
-                "SELECT k.key FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
+                "SELECT r.key FROM shards s JOIN rows r ON r.job = s.job AND r.seq = s.seq "
                 f"WHERE s.state IN ({marks})",
                 LIVE,
             )
         }
 
+    def covered_keys(self) -> set[str]:
+        """Every key in a shard not yet collected, as hex."""
+        return {k for k in map(unpack_key, self.live_keys()) if k is not None}
+
     def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
         """key -> (how many of this job's batches held it, the latest one's batch id). A
         file never made a batch (refused by the budget, lost) does not count."""
-        out: dict[str, tuple[int, str | None]] = {}
-        for key, batch_id in self._run(
-            "SELECT k.key, s.batch_id FROM shard_keys k JOIN shards s ON s.shard_id = k.shard_id "
-            "WHERE s.job_id = ? AND s.batch_id IS NOT NULL ORDER BY s.seq",
-            (job_id,),
-        ):
-            n = out.get(key, (0, None))[0]
-            out[key] = (n + 1, batch_id)
-        return out
+        num = self._num(job_id)
+        found = self._run(
+            "SELECT r.key, s.seq, s.batch_id FROM rows r "
+            "JOIN shards s ON s.job = r.job AND s.seq = r.seq "
+            "WHERE r.job = ? AND s.batch_id IS NOT NULL "
+            "UNION ALL "
+            "SELECT r.key, s.seq, s.batch_id FROM held h "
+            "JOIN rows r ON r.job = h.job AND r.pos = h.pos "
+            "JOIN shards s ON s.job = h.job AND s.seq = h.seq "
+            "WHERE h.job = ? AND s.batch_id IS NOT NULL ORDER BY 2",
+            (num, num),
+        )
+        seen: dict[str, set[int]] = {}
+        latest: dict[str, str] = {}
+        for key, seq, batch_id in found:
+            name = unpack_key(key)
+            if name is None:
+                continue
+            seen.setdefault(name, set()).add(seq)
+            latest[name] = batch_id
+        return {k: (len(seqs), latest[k]) for k, seqs in seen.items()}
 
     def shard_tokens(self, shard_id: str) -> dict[str, int | None]:
-        return dict(
-            self._run(
-                "SELECT key, estimated_tokens FROM shard_keys WHERE shard_id = ?", (shard_id,)
+        """The keys a shard holds (its lines' ``custom_id``) and their estimated tokens."""
+        return {
+            unpack_key(key) or "": tokens
+            for key, tokens in self._run(
+                "SELECT r.key, r.tokens FROM shards s "
+                "JOIN rows r ON r.job = s.job AND r.seq = s.seq WHERE s.shard_id = ?",
+                (shard_id,),
             )
-        )
+        }
 
     # -- line errors, pacing -----------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_fo
 from ..query.progress import progress_bar
 from .claims import job_claim
 from .job import BatchJob, interrupted_in_notebook
-from .manifest import JobRow, Manifest, manifest_path
+from .manifest import JobRow, Manifest, manifest_path, pack_key
 from .replayed import replay_job
 from .shards import Shard, ShardWriter
 from .upload import upload_pending
@@ -192,9 +192,10 @@ def prepare(
     """
     covered: set[int] = set()
     lock = threading.Lock()
+    live = manifest.live_keys() if manifest is not None else set()  # one query, not one a row
 
     def finish(plan: Plan, row: RowPlan) -> RowPlan:
-        if manifest is not None and row.key is not None and manifest.covered(row.key):
+        if row.key is not None and pack_key(row.key) in live:
             row.images = None  # already in a file or batch of this cache's jobs: not again
             with lock:
                 covered.add(row.pos)
@@ -257,6 +258,7 @@ def prepare(
                         batch_id=batch_id,
                         prompt=str(plan.prompts[row.pos]),
                         images=row.digests or None,
+                        seq=shard_seq,
                     )
                 )
                 if len(pending) >= _ROW_CHUNK:
@@ -473,7 +475,6 @@ def open_job(
         if old["state"] == "staged":
             Path(old["path"]).unlink(missing_ok=True)
             manifest.update_shard(old["shard_id"], state="lost")
-    manifest.reset_rows(job_id)
 
 
 def launch(

@@ -392,4 +392,5 @@ def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
             shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
         )
     for start in range(0, len(prep.rows), _ROW_CHUNK):
-        manifest.add_rows(job_id, [JobRow(*r[:6]) for r in prep.rows[start : start + _ROW_CHUNK]])
+        chunk = prep.rows[start : start + _ROW_CHUNK]
+        manifest.add_rows(job_id, [JobRow(*r[:6])._replace(seq=r[7]) for r in chunk])

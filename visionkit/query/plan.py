@@ -67,6 +67,7 @@ import pandas as pd
 
 from ..errors import RequestError
 from ..images.cells import image_column
+from ..images.table_refs import tables_call
 from ..providers import Provider, RateLimits
 from .cache import Cache, CachedAnswer, KeyMaker
 from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
@@ -132,6 +133,12 @@ class Plan:
     # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
     schema_columns: dict[str, str] = field(default_factory=dict)
     _keys: dict[str, KeyMaker] = field(default_factory=dict, repr=False)  # model -> its keys
+    # the call's hold on table files (references' Parquet files are closed when it ends)
+    tables: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tables = tables_call()
+        self.tables.__enter__()
 
     @property
     def n(self) -> int:
@@ -282,6 +289,9 @@ class Plan:
             self.cache.close()
         if self.recording is not None:
             self.recording.close()
+        if self.tables is not None:  # once, however often close() is called
+            self.tables.__exit__(None, None, None)
+            self.tables = None
 
     def __enter__(self) -> Plan:
         return self

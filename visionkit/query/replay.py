@@ -42,7 +42,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -216,10 +216,11 @@ class Recording:
             ]
         )
 
-    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+    def add_many(self, records: Iterable[dict[str, Any]]) -> None:
         """Record several answers (``answer_record``s) with one lock and one append: when this
         returns they are in the file, so a caller that acknowledges them only afterwards (a
         batch line marked collected) loses none in a crash."""
+        records = list(records)
         if self.mode != "record" or not records:
             return
         with self._lock:

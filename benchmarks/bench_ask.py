@@ -298,6 +298,7 @@ def ask_in(tree: Path, url: str, paths: list[str], concurrency: int) -> dict:
             capture_output=True,
             text=True,
             env={**os.environ, "PYTHONPATH": str(tree)},
+            cwd=tempfile.gettempdir(),  # not this checkout: "-c" puts the working folder first
         )
     finally:
         os.unlink(f.name)

@@ -244,3 +244,22 @@ def test_announced_limits_are_kept_from_the_first_answer(tmp_path, style):
         stats = url.server.stats
     assert result["error"].isna().all(), result["error"].dropna().tolist()
     assert stats.answered == 60 and stats.refused_after_first_answer == 0
+
+
+def test_a_429_while_paced_to_a_known_limit_leaves_the_window_alone():
+    """The pacer holds the known limit and widens its margin on a 429; cutting the window's
+    rate as well would pace below the limit (91 % of it used at 250/min before this)."""
+    import asyncio
+
+    from visionkit.query.pacing import Gate
+
+    async def main() -> Gate:
+        gate = Gate(16, RateLimits(requests_per_minute=250))
+        ticket = await gate.acquire()
+        await gate.report_429(ticket, retry_after=0.05)
+        return gate
+
+    gate = asyncio.run(main())
+    assert gate.pacer is not None and gate.pacer.headroom < HEADROOM
+    assert gate.limiter.rate is None and gate.limiter.decreases == 0
+    assert 0 < gate.limiter.pause_remaining() <= 0.05  # the Retry-After still holds

@@ -236,7 +236,11 @@ class Gate:
     async def report_429(self, ticket: int, retry_after: float | None = None) -> None:
         """The request with ``ticket`` was refused with a 429 (ends the ticket)."""
         if self.pacer is not None:
+            # paced to a known limit: the pacer widens its margin; the window stays as it is
+            # (cutting it too would pace below the limit the pacer already holds to)
             self.pacer.back_off()
+            await self.limiter.release(ticket, "rate", retry_after, adapt=False)
+            return
         await self.limiter.release(ticket, "rate", retry_after)
 
 

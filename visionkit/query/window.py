@@ -57,10 +57,12 @@ class AdaptiveLimiter:
         minimum: int = 1,
         initial: int | None = None,
         decrease: float = 0.7,
-        gain: float = 0.002,
-        recover: float = 0.005,
-        plateau: float = 0.9,
-        accelerate: float = 50.0,
+        first_cut: float = 0.5,
+        probe: float = 0.02,
+        recover: float = 0.15,
+        plateau: float = 0.85,
+        accelerate: float = 10.0,
+        soon: int = 3,
         spread: float = 0.5,
         calm: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -75,13 +77,17 @@ class AdaptiveLimiter:
         self.rate: float | None = None
         self.lowest = float(limit)
         self.decrease = decrease
-        self.gain = gain
+        self.first_cut = first_cut
+        self.probe = probe
         self.recover = recover
         self.plateau = plateau
         self.accelerate = accelerate
+        self.soon = soon
         self.spread = spread
         self.calm = calm
-        self._quiet = 0  # successes since the last change of rate
+        self._changed = 0.0  # when the rate was last cut
+        self._cut_once = False
+        self._grown = 0.0  # when it last grew
         self.in_flight = 0
         self.decreases = 0
         self.rtt: float | None = None
@@ -130,9 +136,16 @@ class AdaptiveLimiter:
         return self._issued
 
     def give_back(
-        self, ticket: int, outcome: Literal["ok", "rate", "error"], retry_after: float | None = None
+        self,
+        ticket: int,
+        outcome: Literal["ok", "rate", "error"],
+        retry_after: float | None = None,
+        *,
+        adapt: bool = True,
     ) -> None:
-        """Record how the request with ``ticket`` ended and adapt."""
+        """Record how the request with ``ticket`` ended and adapt (``adapt=False``: a 429 met
+        while paced to a known limit -- the pacer widens its own margin; only the Retry-After
+        pause applies here)."""
         now = self._clock()
         self.in_flight -= 1
         sent = self._sent.pop(ticket, now)
@@ -141,8 +154,9 @@ class AdaptiveLimiter:
             self.rtt = took if self.rtt is None else 0.8 * self.rtt + 0.2 * took
             self._grow()
         elif outcome == "rate":
-            self._last_429 = now
-            if ticket > self._mark:  # sent after the last change: a fresh signal
+            if adapt:
+                self._last_429 = now
+            if adapt and ticket > self._mark:  # sent after the last change: a fresh signal
                 self._slow_down()
             if retry_after is not None and retry_after > 0:
                 self._paused_until = max(
@@ -156,15 +170,20 @@ class AdaptiveLimiter:
             self._paused_until = max(self._paused_until, until)
 
     def _grow(self) -> None:
+        now = self._clock()
         if self.pacing:
             assert self.rate is not None
-            self._quiet += 1
-            step = self.recover if self.rate < self._top else self.gain
-            # the longer no 429 has come, the faster the probe (a 429 that was a passing
-            # hiccup, not a limit, leaves the pace behind in a few dozen successes)
-            rate = self.rate * (1.0 + step * (1.0 + self._quiet / self.accelerate))
+            # Rates grow with time, not per success (a slow limit has few successes): back to
+            # ``plateau`` of where the last 429 came within a second or two, then a probe of
+            # ``probe`` a second, faster the longer no 429 has come (``accelerate`` seconds
+            # double it) -- a 429 that was a passing hiccup, not a limit, is soon left behind.
+            elapsed = min(max(0.0, now - self._grown), 1.0)
+            self._grown = now
             if self.rate < self._top:
-                rate = min(rate, self._top)
+                rate = min(self._top, self.rate * math.exp(self.recover * elapsed))
+            else:
+                quiet = now - self._changed
+                rate = self.rate * math.exp(self.probe * elapsed * (1.0 + quiet / self.accelerate))
             ceiling = self.max_limit / self.rtt if self.rtt else math.inf
             self.rate = max(MIN_RATE, min(rate, ceiling))
         elif self.slow_start:
@@ -183,20 +202,22 @@ class AdaptiveLimiter:
             self._mark = self._issued
             return
         rtt = self.rtt
-        if self.rate is None:
-            # the first 429: half what the window was sending, then paced
-            before = self.limit / rtt
-            self.rate = max(MIN_RATE, before * 0.5)
-            self._top = before * self.plateau
+        before = self.rate if self.rate is not None else self.limit / rtt
+        if self.rate is None and not self._cut_once:
+            # the run's first 429: the window had doubled past the limit; half of it
+            self.rate = max(MIN_RATE, before * self.first_cut)
+        elif self._issued - self._mark <= self.soon:
+            # refused again within a few sends of the last cut: it was far too little
+            self.rate = max(MIN_RATE, before * self.first_cut)
         else:
-            before = self.rate
             self.rate = max(MIN_RATE, before * self.decrease)
-            self._top = before * self.plateau
+        self._cut_once = True
+        self._top = before * self.plateau
+        self._changed = self._grown = self._clock()
         self._next_send = min(self._next_send, self._clock() + 1.0 / self.rate)
         self.lowest = min(self.lowest, max(float(self.minimum), self.rate * rtt))
         self.decreases += 1
         self._mark = self._issued
-        self._quiet = 0
 
     def _settle(self) -> None:
         """Back to the window after ``calm`` seconds without a 429."""
@@ -225,11 +246,16 @@ class AdaptiveLimiter:
                 await cond.wait()
 
     async def release(
-        self, ticket: int, outcome: Literal["ok", "rate", "error"], retry_after: float | None = None
+        self,
+        ticket: int,
+        outcome: Literal["ok", "rate", "error"],
+        retry_after: float | None = None,
+        *,
+        adapt: bool = True,
     ) -> None:
         cond = self._condition()
         async with cond:
-            self.give_back(ticket, outcome, retry_after)
+            self.give_back(ticket, outcome, retry_after, adapt=adapt)
             cond.notify_all()
 
     def __repr__(self) -> str:

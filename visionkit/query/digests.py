@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["KEEP_BYTES", "RACY_NS", "Read", "Stamp", "read_digests", "stamp_of"]
 
 RACY_NS = 2_000_000_000  # a file modified this recently is hashed again next time
-KEEP_BYTES = 256 * 1024  # image bytes kept from the digest's read for encoding
+KEEP_BYTES = 2 * 1024 * 1024  # image bytes kept from the digest's read for encoding
 KEEP_TOTAL = 8 * 1024 * 1024  # at most this much kept per chunk
 
 Stamp = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device

@@ -39,6 +39,7 @@ __all__ = ["INITIAL_WINDOW", "AdaptiveLimiter"]
 
 INITIAL_WINDOW = 4  # requests in flight before anything is known (at least; see the docstring)
 MIN_RATE = 0.05  # requests per second: never slower than one every 20 s
+MIN_SPREAD = 0.002  # seconds: sends closer than this within the window are not spread
 
 
 class AdaptiveLimiter:
@@ -132,7 +133,9 @@ class AdaptiveLimiter:
             assert self.rate is not None
             self._next_send = max(now, self._next_send) + 1.0 / self.rate
         elif self.spread and self.rtt is not None:
-            self._next_send = max(now, self._next_send) + self.spread * self.rtt / self.limit
+            gap = self.spread * self.rtt / self.limit
+            if gap >= MIN_SPREAD:  # (a shorter wait costs the event loop more than it spreads)
+                self._next_send = max(now, self._next_send) + gap
         return self._issued
 
     def give_back(

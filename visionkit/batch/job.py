@@ -26,6 +26,7 @@ from ..errors import BatchWarning
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
 from ..query.replay import Recording, answer_record
+from ..redact import has_credentials, public_url
 from .collect import TimeUp, collect, left
 from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
 from .manifest import Manifest, manifest_path, stored_label
@@ -56,7 +57,7 @@ def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
         return str(name), url
     name = str(job.get("provider"))  # a manifest from before identities were kept
     base_url = job.get("base_url")
-    return (name, None) if name == "offline" else (name, base_url and base_url.rstrip("/"))
+    return (name, None) if name == "offline" else (name, public_url(base_url))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -125,6 +126,12 @@ class BatchJob:
             raise KeyError(f"no batch job {job_id!r} in {manifest.path} (latest: {known})")
         if client is None:
             name = job["provider"]
+            if has_credentials(job["base_url"]) or has_credentials(job["batch_base_url"]):
+                raise ValueError(
+                    f"batch job {job_id!r} was submitted to {job['batch_base_url']}, whose "
+                    "credentials visionkit does not store; pass the client: "
+                    "BatchJob.load(job_id, client=vk.connect(base_url=..., model=...))"
+                )
             if name == "offline" or name == "openai-compatible":
                 client = connect(
                     "offline" if name == "offline" else "auto",

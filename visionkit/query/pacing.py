@@ -176,7 +176,9 @@ class Gate:
         paced = self.pacer is not None
         if paced:
             await self._pace(tokens)
-        ticket = await self.limiter.acquire()
+        # (the pacer spaces paced sends: the window's own spreading would only delay them
+        # past their slots, and the next one's slot then comes early after them)
+        ticket = await self.limiter.acquire(spread=not paced)
         if self.pacer is not None:
             if not paced:
                 try:

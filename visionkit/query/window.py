@@ -94,7 +94,8 @@ class AdaptiveLimiter:
         self.rtt: float | None = None
         self._clock = clock
         self._paused_until = 0.0
-        self._next_send = 0.0
+        self._next_send = 0.0  # paced (rate mode): the next send's time
+        self._spread_until = 0.0  # window mode: sends spread over the round trip
         self._last_429 = -math.inf
         self._top = 0.0  # recover quickly up to this rate (plateau x the rate of the last 429)
         self._sent: dict[int, float] = {}
@@ -116,11 +117,14 @@ class AdaptiveLimiter:
         self._settle()
         return self.rate is not None
 
-    def pause_remaining(self) -> float:
-        """Seconds until the next send may start (Retry-After pause, then pacing)."""
+    def pause_remaining(self, *, spread: bool = True) -> float:
+        """Seconds until the next send may start (Retry-After pause, then pacing; ``spread``:
+        the window's spreading too -- not when a known limit's pacer already spaces sends)."""
         until = self._paused_until
-        if self.pacing or self.spread:
+        if self.pacing:
             until = max(until, self._next_send)
+        elif spread and self.spread:
+            until = max(until, self._spread_until)
         return max(0.0, until - self._clock())
 
     def take(self) -> int:
@@ -135,7 +139,7 @@ class AdaptiveLimiter:
         elif self.spread and self.rtt is not None:
             gap = self.spread * self.rtt / self.limit
             if gap >= MIN_SPREAD:  # (a shorter wait costs the event loop more than it spreads)
-                self._next_send = max(now, self._next_send) + gap
+                self._spread_until = max(now, self._spread_until) + gap
         return self._issued
 
     def give_back(
@@ -235,11 +239,11 @@ class AdaptiveLimiter:
             self._cond = asyncio.Condition()
         return self._cond
 
-    async def acquire(self) -> int:
+    async def acquire(self, *, spread: bool = True) -> int:
         cond = self._condition()
         async with cond:
             while True:
-                pause = self.pause_remaining()
+                pause = self.pause_remaining(spread=spread)
                 if pause > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(cond.wait(), timeout=pause)

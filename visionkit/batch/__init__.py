@@ -14,13 +14,15 @@ Modules: ``submit`` (plan as ``ask`` does, write, check the budget, upload), ``s
 JSONL files, cut by bytes and lines), ``upload`` (paced uploads, batch creation), ``manifest``
 (the SQLite record of every file and batch), ``job`` (``BatchJob``: refresh, wait, collect
 results into the answer cache), ``result`` (the result table), ``replayed`` (record and replay:
-``ReplayedJob``, what ``submit`` returns under ``connect(replay=...)``).
+``ReplayedJob``, what ``submit`` returns under ``connect(replay=...)``), ``protocol`` (``Job``,
+the type both satisfy).
 """
 
 from __future__ import annotations
 
 from .job import BatchJob, batch_jobs
+from .protocol import Job
 from .replayed import ReplayedJob
 from .submit import submit
 
-__all__ = ["BatchJob", "ReplayedJob", "batch_jobs", "submit"]
+__all__ = ["BatchJob", "Job", "ReplayedJob", "batch_jobs", "submit"]

@@ -25,12 +25,13 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -43,10 +44,15 @@ from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_fo
 from ..query.progress import progress_bar
 from .claims import job_claim
 from .job import BatchJob, interrupted_in_notebook
-from .manifest import JobRow, Manifest, manifest_path, pack_key
+from .manifest import JobRow, Manifest, manifest_path
+from .packing import pack_key
 from .replayed import replay_job
 from .shards import Shard, ShardWriter
 from .upload import upload_pending
+
+if TYPE_CHECKING:
+    from ..query.client import Client
+    from .protocol import Job
 
 __all__ = ["BatchSettings", "Preparation", "prepare", "submit"]
 
@@ -301,7 +307,9 @@ def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
     )
 
 
-def _dry_run_frame(plan: Plan, prep: Preparation, limits: BatchLimits, interval: float) -> Any:
+def _dry_run_frame(
+    plan: Plan, prep: Preparation, limits: BatchLimits, interval: float
+) -> pd.DataFrame:
     index = plan.index
     rows = prep.rows
     out = pd.DataFrame(
@@ -348,16 +356,88 @@ def _dry_run_frame(plan: Plan, prep: Preparation, limits: BatchLimits, interval:
     return out
 
 
+@overload
 def submit(
-    df: pd.DataFrame,
+    data: pd.DataFrame,
     prompt: str,
     *,
-    client: Any = None,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: Literal[False] = ...,
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> Job: ...
+
+
+@overload
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: Literal[True],
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> pd.DataFrame: ...
+
+
+@overload
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: bool = ...,
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> Job | pd.DataFrame: ...
+
+
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
     model: str | None = None,
-    column: str | Sequence[str] | None = None,
+    image_column: str | Sequence[str] | None = None,
     system: str | None = None,
     schema: Any = None,
-    cache: Any = True,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
     max_side: int | None = None,
     max_file_bytes: int | None = None,
     max_requests_per_file: int | None = None,
@@ -368,7 +448,7 @@ def submit(
     budget_tokens: int | None = None,
     progress: bool = True,
     **request_options: Any,
-) -> Any:
+) -> Job | pd.DataFrame:
     """Submit one batch-API request per row (inference.net's Batch API: cheaper, unattended).
 
     Planned exactly as ``ask`` (same options, cache key and row errors); returns a
@@ -384,7 +464,7 @@ def submit(
     to upload, a little JPEG quality lost; the answers are cached under their own key).
     """
     options, settings = batch_arguments(locals())
-    with make_plan(df, prompt, options, connect_now=not dry_run) as plan:
+    with make_plan(data, prompt, options, connect_now=not dry_run) as plan:
         limits = settings.limits(plan.provider.batch)
         interval = limits.upload_interval
         if dry_run:
@@ -406,12 +486,12 @@ def submit(
                     manifest.close()
             return _dry_run_frame(plan, prep, limits, interval)
         if plan.replaying:  # answered from the recording: nothing written, nothing sent
-            job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+            job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
             return replay_job(plan, job_id, progress=progress)
         check_ready(plan)
         assert plan.cache is not None
         manifest = Manifest(manifest_path(plan.cache.path))
-        job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+        job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
         with job_claim(manifest, job_id):  # one process submits a job at a time
             open_job(plan, manifest, job_id, prompt, metadata)
             directory = job_directory(plan, job_id)

@@ -87,7 +87,10 @@ def make_images(folder: Path, n: int, side: int = 512, seed: int = 0) -> list[st
 
 @contextmanager
 def offline_server(
-    latency: float = 0.0, rate_limit: float | None = None, burst: float | None = None
+    latency: float = 0.0,
+    rate_limit: float | None = None,
+    burst: float | None = None,
+    rate_headers: str | None = None,
 ):
     """``python -m visionkit.offline`` in a subprocess; yields (base_url, stats filled on exit)."""
     cmd = [sys.executable, "-m", "visionkit.offline", "--port", "0", "--latency", str(latency)]
@@ -95,6 +98,8 @@ def offline_server(
         cmd += ["--rate-limit", str(rate_limit)]
     if burst:
         cmd += ["--burst", str(burst)]
+    if rate_headers:
+        cmd += ["--rate-headers", rate_headers]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
@@ -264,6 +269,80 @@ def measure_pacing(paths: list[str], burst: float | None) -> list[tuple[str, str
     return rows
 
 
+# A client process asking ``paths`` with the visionkit of checkout ``tree`` (see --against).
+ASK_CHILD = """
+import json, sys, tempfile, time
+from pathlib import Path
+import pandas as pd
+import visionkit as vk
+url, concurrency, listing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+paths = Path(listing).read_text().split("\\n")
+client = vk.connect("offline", base_url=url, api_key="offline")
+with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    result = pd.DataFrame({"path": paths}).vision.ask(
+        "Describe this image in one sentence.", client=client, cache=Path(tmp) / "c.sqlite",
+        concurrency=concurrency, progress=False)
+    elapsed = time.perf_counter() - start
+print(json.dumps({"elapsed": elapsed, "failed": int(result["error"].notna().sum())}))
+"""
+
+
+def ask_in(tree: Path, url: str, paths: list[str], concurrency: int) -> dict:
+    """``ask`` over ``paths`` in a fresh process importing checkout ``tree``'s visionkit."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(paths))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", ASK_CHILD, url, str(concurrency), f.name],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            cwd=tempfile.gettempdir(),  # not this checkout: "-c" puts the working folder first
+        )
+    finally:
+        os.unlink(f.name)
+    if out.returncode:
+        raise RuntimeError(f"the client on {tree} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_unknown(paths: list[str], trees: list[Path]) -> list[tuple[str, str, str, str]]:
+    """Issue 19: a limit nobody told the client (slow start), then the same limit announced
+    in headers; each run on every checkout in turn (``--against``), side by side."""
+    rows = []
+    cases = [
+        (10, 0.1, 120, 8, None),
+        (20, 0.2, 400, 32, None),
+        (10, 0.1, 120, 8, "openai"),
+        (10, 0.1, 120, 8, "ietf"),
+    ]
+    for rate, latency, n, conc, headers in cases:
+        for tree in trees:
+            with offline_server(latency=latency, rate_limit=rate, rate_headers=headers) as (
+                url,
+                stats,
+            ):
+                got = ask_in(tree, url, paths[:n], conc)
+            refused = stats.get("status_counts", {}).get("429", 0)
+            sent = stats.get("chat_requests", 1)
+            late = stats.get("refused_after_first_answer")
+            said = f"announced ({headers})" if headers else "not announced"
+            goal = "0 after the first answer" if headers else "< 5 %"
+            ok = (late == 0) if headers else refused / sent < 0.05
+            rows.append(
+                (
+                    f"{rate}/s limit {said}, {latency * 1000:.0f} ms, c={conc}, {n} rows "
+                    f"[{tree.name}]",
+                    f"{n / got['elapsed']:.2f} rows/s, {n - got['failed']} answered",
+                    f"429s {refused}/{sent} = {refused / sent:.1%}"
+                    + (f", {late} after the first answer" if late is not None else ""),
+                    f"{goal} {verdict(ok)}" if tree == trees[-1] else "(for comparison)",
+                )
+            )
+    return rows
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -272,16 +351,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows (smoke test)")
     parser.add_argument("--memory-child", nargs=3, metavar=("URL", "FOLDER", "N"))
-    parser.add_argument("--pacing", action="store_true", help="only item 6, the known limit")
+    parser.add_argument("--pacing", action="store_true", help="only the rate-limit runs")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        help="(with --pacing) another checkout whose client runs the same limits first",
+    )
     args = parser.parse_args()
     if args.memory_child:
         url, folder, n = args.memory_child
         memory_child(url, folder, int(n))
         return 0
     if args.pacing:
+        print(f"load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+        trees = [Path(t).resolve() for t in args.against] + [ROOT]
         with tempfile.TemporaryDirectory() as tmp:
-            paths = make_images(Path(tmp) / "set", 40 if args.quick else 160)
-            rows = [r for burst in (1, None) for r in measure_pacing(paths, burst)]
+            paths = make_images(Path(tmp) / "set", 400)
+            rows = measure_unknown(paths, trees)
+            rows += [r for burst in (1, None) for r in measure_pacing(paths[:160], burst)]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))

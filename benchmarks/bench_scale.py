@@ -49,7 +49,7 @@ ROOT = HERE.parents[1]
 PROMPT = "Describe this image in one sentence."
 LATENCY = 0.001  # seconds the stand-in takes per answer
 PER_FOLDER = 1000  # images per sub-folder (a million files in one folder is slow to list)
-CAMERA_COPIES = 8  # each JPEG of datasets/images/ copied this many times (distinct bytes)
+CAMERA_COPIES = 24  # each JPEG of datasets/images/ copied this many times (distinct bytes)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -90,6 +90,22 @@ class Figure:
     seconds: float
     rows: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu: float | None = None  # CPU seconds of the process (all threads) over the same work
+
+
+class Clock:
+    """``with Clock() as c: ...`` then ``c.seconds`` (wall) and ``c.cpu`` (process CPU)."""
+
+    def __enter__(self) -> Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+    def figure(self, rows: int, **extra: Any) -> Figure:
+        return Figure(self.seconds, rows, extra, self.cpu)
 
 
 @dataclass
@@ -152,58 +168,53 @@ def _check(result: Any, what: str) -> None:
 def read_images(ctx: Context) -> Figure:
     import visionkit as vk
 
-    start = time.perf_counter()
-    df = vk.read_images(ctx.images)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        df = vk.read_images(ctx.images)
     _check(df, "read_images")
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 @stage("encode", "df.vision.encode(): every image encoded, nothing else")
 def encode(ctx: Context) -> Figure:
     df = _frame(ctx)
-    start = time.perf_counter()
-    uris = df.vision.encode("offline", progress=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        uris = df.vision.encode("offline", progress=False)
     assert uris.notna().all()
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 @stage("dry_run", "ask(dry_run=True): read, hash, key, cache look-up, encode, check")
 def dry_run(ctx: Context) -> Figure:
     df = _frame(ctx)
     client = ctx.client()
-    start = time.perf_counter()
-    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, dry_run=True, progress=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, dry_run=True, progress=False)
     _check(result, "dry run")
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 @stage("ask", "ask against the stand-in, nothing cached (fills this checkout's cache)")
 def ask(ctx: Context) -> Figure:
     df = _frame(ctx)
     client = ctx.client()
-    start = time.perf_counter()
-    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
     _check(result, "ask")
     usage = result.attrs["usage"]
-    return Figure(seconds, len(df), {"requests": usage["requests"], "hits": usage["cache_hits"]})
+    return clock.figure(len(df), requests=usage["requests"], hits=usage["cache_hits"])
 
 
 @stage("ask_cached", "ask again: every row in the cache")
 def ask_cached(ctx: Context) -> Figure:
     df = _frame(ctx)
     client = ctx.client()
-    start = time.perf_counter()
-    result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        result = df.vision.ask(PROMPT, client=client, cache=ctx.cache, progress=False)
     _check(result, "cached ask")
     usage = result.attrs["usage"]
     if usage["cache_hits"] != len(df):
         raise RuntimeError(f"cached ask: {usage['cache_hits']} of {len(df)} rows were hits")
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 @stage("floor", "read and sha256 every file (what a cached re-run cannot go below)")
@@ -214,12 +225,10 @@ def floor(ctx: Context) -> Figure:
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with Clock() as clock, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         digests = list(pool.map(digest, paths, chunksize=256))
-    seconds = time.perf_counter() - start
     assert len(set(digests)) == len(paths)
-    return Figure(seconds, len(paths))
+    return clock.figure(len(paths))
 
 
 @stage("rss", "peak RSS of ask over every row (fresh cache) above the input frame")
@@ -231,7 +240,7 @@ def rss(ctx: Context) -> Figure:
     # Warm up on one other image: imports, the SDK, the HTTP stack are not per row.
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.png"
-        shutil.copy(ctx.camera_paths()[0], one)
+        shutil.copy(sorted((ROOT / "datasets" / "images").glob("*.jpg"))[0], one)
         vk.ask(
             __import__("pandas").DataFrame({"path": [str(one)]}),
             PROMPT,
@@ -242,20 +251,16 @@ def rss(ctx: Context) -> Figure:
         before = _rss_now()
         _reset_peak()
         cache = Path(tmp) / "rss.sqlite"
-        start = time.perf_counter()
-        result = df.vision.ask(PROMPT, client=client, cache=cache, progress=False)
-        seconds = time.perf_counter() - start
+        with Clock() as clock:
+            result = df.vision.ask(PROMPT, client=client, cache=cache, progress=False)
         peak = _rss_peak()
     _check(result, "ask (rss)")
     above = peak - before
-    return Figure(
-        seconds,
+    return clock.figure(
         len(df),
-        {
-            "rss_before_mb": round(before / 1e6, 1),
-            "rss_peak_mb": round(peak / 1e6, 1),
-            "bytes_per_row": round(above / len(df)),
-        },
+        rss_before_mb=round(before / 1e6, 1),
+        rss_peak_mb=round(peak / 1e6, 1),
+        bytes_per_row=round(above / len(df)),
     )
 
 
@@ -266,11 +271,10 @@ def camera_encode(ctx: Context) -> Figure:
     import visionkit  # noqa: F401
 
     df = pd.DataFrame({"path": ctx.camera_paths()})
-    start = time.perf_counter()
-    uris = df.vision.encode("offline", progress=False)
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        uris = df.vision.encode("offline", progress=False)
     assert uris.notna().all()
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 @stage("camera_dry_run", "ask(dry_run=True) on the same camera JPEGs")
@@ -281,13 +285,16 @@ def camera_dry_run(ctx: Context) -> Figure:
 
     df = pd.DataFrame({"path": ctx.camera_paths()})
     client = ctx.client()
-    start = time.perf_counter()
-    result = df.vision.ask(
-        PROMPT, client=client, cache=Path(ctx.work) / "camera.sqlite", dry_run=True, progress=False
-    )
-    seconds = time.perf_counter() - start
+    with Clock() as clock:
+        result = df.vision.ask(
+            PROMPT,
+            client=client,
+            cache=Path(ctx.work) / "camera.sqlite",
+            dry_run=True,
+            progress=False,
+        )
     _check(result, "camera dry run")
-    return Figure(seconds, len(df))
+    return clock.figure(len(df))
 
 
 # -- batch jobs (submit, wait + collect, the manifest, memory) ---------------------------------
@@ -385,7 +392,7 @@ def _warm_submit(client: Any, tmp: Path) -> None:
     import pandas as pd
 
     one = tmp / "one.png"
-    shutil.copy(sorted(Path(ROOT / "datasets").glob("*.jpg"))[0], one)
+    shutil.copy(sorted((ROOT / "datasets" / "images").glob("*.jpg"))[0], one)
     job = pd.DataFrame({"path": [str(one)]}).vision.submit(
         PROMPT, client=client, cache=tmp / "warm.sqlite", upload_interval=0, progress=False
     )
@@ -492,7 +499,7 @@ def run_stage(name: str, ctx: Context) -> Figure:
     if out.returncode:
         raise RuntimeError(f"stage {name} on {ctx.tree} failed:\n{out.stderr[-3000:]}")
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    return Figure(found["seconds"], found["rows"], found["extra"])
+    return Figure(**found)
 
 
 def child(name: str, context: str) -> None:
@@ -504,7 +511,6 @@ def child(name: str, context: str) -> None:
     ctx = Context(**json.loads(context))
     _warm_up()
     figure = STAGES[name].fn(ctx)
-    figure.extra["cpu_s"] = round(time.process_time(), 2)
     print(json.dumps(asdict(figure)))
 
 
@@ -528,8 +534,9 @@ def load() -> str:
 
 def describe(figure: Figure) -> str:
     rate = f", {figure.rows / figure.seconds:,.0f} rows/s" if figure.seconds and figure.rows else ""
-    extra = "".join(f", {k} {v}" for k, v in figure.extra.items() if k != "cpu_s")
-    return f"{figure.seconds:8.2f} s{rate}{extra}"
+    extra = "".join(f", {k} {v}" for k, v in figure.extra.items())
+    cpu = f" (cpu {figure.cpu:.2f} s)" if figure.cpu is not None else ""
+    return f"{figure.seconds:8.2f} s{cpu}{rate}{extra}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -600,9 +607,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cells = []
         for tree in trees:
-            top = results[(ratio.numerator, str(tree))].seconds
-            bottom = results[(ratio.denominator, str(tree))].seconds
-            cells.append(f"{top / bottom:5.2f}x" + (f" [{tree.name}]" if len(trees) > 1 else ""))
+            top, bottom = (
+                results[(ratio.numerator, str(tree))],
+                results[(ratio.denominator, str(tree))],
+            )
+            cpu = f" (cpu {top.cpu / bottom.cpu:.2f}x)" if top.cpu and bottom.cpu else ""
+            cells.append(
+                f"{top.seconds / bottom.seconds:5.2f}x{cpu}"
+                + (f" [{tree.name}]" if len(trees) > 1 else "")
+            )
         goal = ""
         if ratio.goal is not None:
             last = results[(ratio.numerator, str(ROOT))].seconds

@@ -80,37 +80,82 @@ def test_classify_connection_errors_and_others():
     assert classify(ValueError("x")) == "fail"
 
 
-def test_limiter_decreases_once_per_round_paces_and_recovers():
+def test_limiter_starts_small_and_doubles_each_round_trip():
     now = [0.0]
-    lim = AdaptiveLimiter(16, decrease=0.5, calm=5.0, clock=lambda: now[0])
+    lim = AdaptiveLimiter(32, clock=lambda: now[0])
+    assert lim.allowed() == 16 and lim.slow_start  # half the concurrency, at least 4
+    assert AdaptiveLimiter(8).allowed() == 4 and AdaptiveLimiter(2).allowed() == 2
     tickets = [lim.take() for _ in range(16)]
-    assert not lim.pacing  # no 429 yet: no pacing, full concurrency
-    # a burst of 429s from requests sent in the same round lowers the limit once
+    now[0] = 0.2
     for t in tickets[:8]:
-        lim.give_back(t, "rate")
-    assert lim.limit == 8.0 and lim.decreases == 1
-    # a request started after the decrease that is refused again lowers it again
-    t = lim.take()
-    lim.give_back(t, "rate", retry_after=2.0)
-    assert lim.limit == 4.0 and lim.decreases == 2 and lim.lowest == 4.0
-    assert lim.pause_remaining() == pytest.approx(2.0)
-    now[0] = 2.2  # the first round's successes come back after 2.2 s
+        lim.give_back(t, "ok")
+    assert lim.allowed() == 24  # +1 per success: doubles each round trip
     for t in tickets[8:]:
         lim.give_back(t, "ok")
-    assert lim.rtt == pytest.approx(2.2)
-    assert 4.0 < lim.limit < 4.3  # 429s are recent: probe up slowly (0.1 per round)
-    # paced: after a 429, sends are spaced rtt / limit apart
-    assert lim.pacing and lim.pause_remaining() == 0.0
+    assert lim.allowed() == 32 and not lim.slow_start  # up to the concurrency, no further
+    assert not lim.pacing and lim.lowest == 32
+
+
+def test_limiter_after_a_429_paces_at_the_rate_the_server_accepts():
+    now = [0.0]
+    lim = AdaptiveLimiter(16, clock=lambda: now[0])
+    first = [lim.take() for _ in range(8)]
+    now[0] = 0.2
+    for t in first:
+        lim.give_back(t, "ok")  # rtt 0.2 s, window 16
+    burst = [lim.take() for _ in range(16)]
+    for t in burst[:4]:
+        lim.give_back(t, "rate")  # one round's 429s: one signal
+    # the first 429: half what the window was sending (16 / 0.2 s = 80/s), then paced
+    assert lim.pacing and lim.rate == pytest.approx(40.0) and lim.decreases == 1
+    assert lim.lowest == pytest.approx(8.0)  # 40/s x 0.2 s in flight
+    for t in burst[4:]:
+        lim.give_back(t, "ok")
+    # paced: 1/rate apart
+    now[0] += lim.pause_remaining()
+    sent = [lim.take()]
+    assert lim.pause_remaining() == pytest.approx(1 / lim.rate, rel=0.01)
+    # a later 429 from a request sent after the change cuts the rate again, once; within a
+    # few sends of the last cut, that cut was far too little: by half
+    rate = lim.rate
+    now[0] += 1 / rate
+    sent += [lim.take(), lim.take()]
+    lim.give_back(sent[1], "rate")
+    lim.give_back(sent[0], "rate")  # sent before that change: no second cut
+    assert lim.decreases == 2 and lim.rate == pytest.approx(rate * 0.5)
+    # ...later than that, by 0.7
+    rate = lim.rate
+    for _ in range(5):
+        now[0] += 1 / rate
+        lim.give_back(lim.take(), "ok")
     t = lim.take()
-    assert lim.pause_remaining() == pytest.approx(2.2 / lim.limit, rel=0.05)
-    lim.give_back(t, "ok")
-    now[0] = 60.0  # long after the last 429: recover a round at a time, up to the maximum
+    lim.give_back(t, "rate")
+    assert lim.decreases == 3 and lim.rate == pytest.approx(rate * 0.7, rel=0.05)
+    # time wins the rate back: in a few seconds to 85 % of where the last 429 came, then on
+    rate = lim.rate / 0.7
+    for _ in range(40):
+        now[0] += 0.1
+        lim.give_back(lim.take(), "ok")
+    assert rate * 0.85 <= lim.rate <= 16 / lim.rtt  # (never faster than the window allows)
+    # a Retry-After holds every new send
+    lim.give_back(sent[-1], "rate", retry_after=2.0)  # (sent before the last change)
+    assert lim.pause_remaining() == pytest.approx(2.0)
+    # long without a 429: back to the window (from the rate's equivalent), then probing up
+    now[0] += 60.0
+    assert not lim.pacing and 1 <= lim.allowed() < 16
     for _ in range(400):
         lim.give_back(lim.take(), "ok")
-    assert lim.limit == 16.0
+    assert lim.allowed() == 16
     for _ in range(50):
         lim.give_back(lim.take(), "rate")
-    assert lim.allowed() == 1  # never below one
+    assert lim.rate is not None and lim.rate >= 0.05  # never slower than one in 20 s
+
+
+def test_limiter_without_a_round_trip_yet_halves_the_window():
+    lim = AdaptiveLimiter(16, clock=lambda: 0.0)
+    tickets = [lim.take() for _ in range(8)]
+    lim.give_back(tickets[0], "rate", retry_after=0.5)  # refused before any answer
+    assert not lim.pacing and lim.allowed() == 4 and lim.decreases == 1
 
 
 def test_limiter_never_lets_more_than_the_limit_in_flight():

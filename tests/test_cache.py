@@ -306,6 +306,29 @@ def test_a_failed_commit_is_rolled_back_so_later_answers_still_reach_the_file(tm
         assert cache.get("k2").answer == "kept" and cache.get("k1") is None
 
 
+def test_keys_made_from_a_template_are_request_keys():
+    """Plan.key writes the fixed parts of a key's JSON once (KeyMaker): the keys must be
+    exactly request_key's, or every answer cached before would be missed."""
+    import itertools
+
+    from visionkit.query.cache import KeyMaker, request_key
+
+    choices = {
+        "provider": ["offline", "inference.net"],
+        "base_url": [None, "https://api.example.com/v1/"],
+        "model": ["m", "modèle"],
+        "system": [None, 'be "brief"'],
+        "schema": [None, {"type": "object", "properties": {"n": {"type": "integer"}}}],
+        "params": [{}, {"temperature": 0.0, "_encode": {"max_side": 512}, "stop": ["\n"]}],
+    }
+    for values in itertools.product(*choices.values()):
+        fixed = dict(zip(choices, values, strict=True))
+        make = KeyMaker(**fixed)
+        for prompt in ["Describe.", 'Is this a "cat"? {braces} ünïcode', ""]:
+            for images in [[], ["a" * 64], ["b" * 64, "c" * 64]]:
+                assert make(prompt, images) == request_key(prompt=prompt, images=images, **fixed)
+
+
 def test_an_answers_values_are_its_fields_in_order():
     """``values()`` (what is stored and checksummed) stays in step with the dataclass."""
     import dataclasses

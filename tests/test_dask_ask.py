@@ -100,10 +100,33 @@ def test_known_limit_is_paced_cluster_wide_from_the_first_request(tmp_path, dask
             refused[rpm] = strict.stats.status_counts.get(429, 0)
         if rpm:  # (unpaced, a row may give up after its retries: what the limit is for)
             assert got["error"].isna().all(), got["error"].dropna().tolist()
-    assert refused[None] >= 5
+    assert refused[None] >= 3  # the coordinator's opening window of 4 met a bucket of 1
     # two worker processes, a scheduler and the server share 2 cores: a send may land a few ms
     # late and the next on time; the benchmark measures the rate over longer runs
     assert refused[240] <= 2
+
+
+@pytest.mark.parametrize("style", ["openai", "ietf"])
+def test_announced_limits_pace_every_worker_from_the_first_answer(tmp_path, dask_client, style):
+    """An unknown 10/s limit announced in headers: the worker that reads them tells the
+    coordinator, and from the first answer on no worker's request is refused."""
+    ddf = vk.dask.read_images(image_folder(tmp_path / "imgs", 48), partition_size=12)
+    from visionkit.dask.limiter import ensure_coordinator
+
+    ensure_coordinator(dask_client)
+    learnt = _coordinator(dask_client)["calls"].get("gate_learn", 0)
+    with OfflineServer(latency=0.1, rate_limit=10, rate_headers=style) as limited:
+        got = ddf.vision.ask(PROMPT, client=_connect(limited), cache=False, concurrency=8)
+        got = got.compute()
+        stats = limited.stats
+        url = limited.base_url
+    assert got["error"].isna().all(), got["error"].dropna().tolist()
+    assert stats.answered == 48 and stats.refused_after_first_answer == 0
+    gates = _coordinator(dask_client)
+    (gate,) = [g for n, g in gates.items() if n.startswith(f"offline|{url}")]
+    assert gate["paced_requests_per_minute"] == pytest.approx(600)
+    # told once per partition's run, not once a request
+    assert 1 <= gates["calls"]["gate_learn"] - learnt <= ddf.npartitions
 
 
 def test_the_same_image_in_two_partitions_is_sent_once(tmp_path, dask_client, server):

@@ -111,3 +111,14 @@ def test_image_budget_leaves_room_for_two_images_and_a_prompt():
     budget = p.image_budget()
     assert 2 * budget + 16_384 < 1_000_000
     assert budget > 480_000
+
+
+def test_one_image_without_numpy_gives_what_the_vectorised_formula_gives():
+    sizes = np.arange(0, 1400, 7)
+    w, h = np.meshgrid(sizes, sizes[::-1])
+    vectorised = inference_net_tokens(w.ravel(), h.ravel())
+    pairs = zip(w.ravel(), h.ravel(), strict=True)
+    scalar = [inference_net_tokens(int(a), int(b)) for a, b in pairs]
+    assert all(type(t) is int for t in scalar)
+    assert scalar == vectorised.tolist()
+    assert inference_net_tokens(840, 700) == inference_net_tokens(np.int64(840), 700)  # rint's half

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..query.cache import FILENAME, Cache, CachedAnswer, default_cache_path
@@ -76,6 +76,13 @@ class ClusterCache(Cache):
 
     def get_many(self, keys: Iterable[str]) -> dict[str, CachedAnswer]:
         return self.local.get_many(keys) if self.local is not None else {}
+
+    def recall(self, paths: Sequence[str]) -> dict[str, tuple[tuple[int, ...], str]]:
+        return self.local.recall(paths) if self.local is not None else {}
+
+    def remember(self, entries: Sequence[tuple[str, Sequence[int], str]]) -> None:
+        if self.local is not None:
+            self.local.remember(entries)
 
     def put(self, key: str, entry: CachedAnswer) -> None:
         if self.local is not None:

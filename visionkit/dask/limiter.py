@@ -10,7 +10,7 @@ the pandas and Dask paths share one implementation of the policy.
 
 Workers reach it through scheduler handlers (``visionkit_gate_acquire`` ...), one round trip
 per call, over a small connection pool in a thread of their own (``link()``). ``ClusterGate``
-offers the ``Gate``'s three calls to ``visionkit.query.run.Run``, which therefore runs unchanged
+offers the ``Gate``'s four calls to ``visionkit.query.run.Run``, which therefore runs unchanged
 on a worker. A 429 seen by one worker lowers the window and widens the pacing for all of them.
 
 The same coordinator holds the cluster's *claims* (``claim``/``unclaim``/``done``): the key a
@@ -44,6 +44,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .._state import register
 from ..providers import RateLimits
+from ..query.limits import Announced
 from ..query.pacing import Gate
 
 __all__ = ["MEMO_SIZE", "ClusterGate", "Coordinator", "Link", "ensure_coordinator", "link"]
@@ -88,6 +89,7 @@ class Coordinator(SchedulerPlugin):
             "gate_acquire",
             "gate_release",
             "gate_429",
+            "gate_learn",
             "gate_stats",
             "claim",
             "unclaim",
@@ -169,6 +171,18 @@ class Coordinator(SchedulerPlugin):
             await state.gate.report_429(ticket, retry_after)
         return self._limits(state)
 
+    def gate_learn(
+        self,
+        name: str,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        exhausted_for: float | None = None,
+    ) -> None:
+        """A worker read limits the server announced: the whole cluster paces to them."""
+        self.calls["gate_learn"] += 1
+        found = Announced(requests_per_minute, tokens_per_minute, exhausted_for)
+        self._state(name).gate.learn(found)
+
     @staticmethod
     def _limits(state: _GateState) -> dict[str, float]:
         limiter = state.gate.limiter
@@ -181,10 +195,12 @@ class Coordinator(SchedulerPlugin):
             if name is not None and gname != name:
                 continue
             limiter = state.gate.limiter
+            pacer = state.gate.pacer
             out[gname] = {
                 "concurrency": state.settings[0],
                 "requests_per_minute": state.settings[1],
                 "tokens_per_minute": state.settings[2],
+                "paced_requests_per_minute": pacer.requests_per_minute if pacer else None,
                 "limit": limiter.limit,
                 "lowest": limiter.lowest,
                 "in_flight": limiter.in_flight,
@@ -378,7 +394,7 @@ def owner_id(run: str) -> str:
 
 
 class ClusterGate:
-    """``visionkit.query.pacing.Gate``'s three calls, answered by the coordinator."""
+    """``visionkit.query.pacing.Gate``'s four calls, answered by the coordinator."""
 
     def __init__(self, line: Link, name: str, owner: str, concurrency: int) -> None:
         self.link = line
@@ -386,6 +402,7 @@ class ClusterGate:
         self.owner = owner
         self.in_flight = 0
         self.lowest = float(concurrency)
+        self._learnt: Announced | None = None
 
     async def acquire(self, tokens: int = 0) -> int:
         ticket: int = await self.link.acall(
@@ -412,6 +429,19 @@ class ClusterGate:
     async def report_429(self, ticket: int, retry_after: float | None = None) -> None:
         self.in_flight -= 1
         self.link.send("gate_429", name=self.name, ticket=ticket, retry_after=retry_after)
+
+    def learn(self, found: Announced | None) -> None:
+        """``Gate.learn``: announced limits go to the coordinator (when they change)."""
+        if found is None or found == self._learnt:
+            return
+        self._learnt = found
+        self.link.send(
+            "gate_learn",
+            name=self.name,
+            requests_per_minute=found.requests_per_minute,
+            tokens_per_minute=found.tokens_per_minute,
+            exhausted_for=found.exhausted_for,
+        )
 
     def close(self) -> None:
         """Give back anything this run still holds (tickets granted after it stopped), and

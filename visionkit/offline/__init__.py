@@ -62,7 +62,10 @@ hashing ``seed``, the body and how many times that body was seen, so a given run
 requests and a retry can succeed), ``rate_limit`` (requests/second, ``burst`` bucket size; each
 refused request is told, in ``Retry-After`` (whole seconds, as HTTP requires) and
 ``retry-after-ms`` (exact, read first by the openai SDK), when a token frees *for it*: successive
-refusals get successive tokens, so clients honouring the header come back spread out), and
+refusals get successive tokens, so clients honouring the header come back spread out;
+``rate_headers="openai"`` or ``"ietf"`` (``--rate-headers``) also announces the limit on every
+answer and 429, as ``x-ratelimit-limit/remaining/reset-requests`` or as ``RateLimit-Policy`` and
+``RateLimit``), and
 ``OfflineServer.inject(...)``: one-shot faults consumed by the next chat requests (a status with
 optional ``Retry-After``, a ``delay`` to provoke client timeouts, ``drop=True`` to close the
 connection without answering). ``pixels=False`` reads only each image's header (size, format;

@@ -61,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second")
     parser.add_argument("--burst", type=float, default=None)
     parser.add_argument(
+        "--rate-headers",
+        choices=["openai", "ietf"],
+        default=None,
+        help="announce the rate limit in response headers, as providers do",
+    )
+    parser.add_argument(
         "--api-key", default="offline", help="the key clients must send ('' accepts any key)"
     )
     parser.add_argument("--model", default=DEFAULT_MODEL)

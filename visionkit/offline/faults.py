@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .rules import Reply
 
-__all__ = ["Fault", "TokenBucket", "fault_name", "fault_reply", "retry_headers"]
+__all__ = ["Fault", "TokenBucket", "duration_text", "fault_name", "fault_reply", "retry_headers"]
 
 
 @dataclass
@@ -57,6 +57,19 @@ def retry_headers(seconds: float) -> dict[str, str]:
         "Retry-After": str(max(1, math.ceil(seconds))),
         "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
     }
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as OpenAI's ``x-ratelimit-reset-*`` headers write it: ``20ms``, ``1.5s``,
+    ``6m0s``, ``1h2m3s``."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs:.3g}s" if secs != int(secs) else f"{int(secs)}s"
+    if hours:
+        return f"{int(hours)}h{int(minutes)}m{text}"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 def fault_name(fault: Fault) -> str:

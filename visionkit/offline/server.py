@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import socket
 import struct
 import tempfile
@@ -20,7 +21,7 @@ from .answers import sse_body
 from .batches import BatchPlan, BatchRecord, BatchService, RunnerSettings
 from .chat import ChatEngine
 from .describe import PREFIX
-from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
+from .faults import Fault, TokenBucket, duration_text, fault_name, fault_reply, retry_headers
 from .files import FileStore, UploadPacer
 from .handler import Handler, HTTPServer, Request, Response
 from .marks import SMALL_MODEL
@@ -45,6 +46,10 @@ class OfflineServer:
     fail_rate: float = 0.0
     rate_limit: float | None = None
     burst: float | None = None  # token-bucket size; default: one second's worth (>= 1)
+    # Announce the rate limit on every chat answer and 429, as providers do: "openai"
+    # (x-ratelimit-limit/remaining/reset-requests) or "ietf" (RateLimit-Policy and RateLimit,
+    # draft-ietf-httpapi-ratelimit-headers-08); None: say nothing (a limit nobody was told).
+    rate_headers: str | None = None
     api_key: str | None = "offline"
     # Where a request may carry the key: "bearer", "basic" (the password of HTTP Basic auth,
     # as a URL's user:KEY@ sends it), "query:NAME" (a ?NAME=KEY parameter); see rules.check_key.
@@ -91,6 +96,11 @@ class OfflineServer:
                 raise ValueError(f"{name} must be >= 0, but {getattr(self, name)!r} was passed")
         if self.rate_limit is not None and self.rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0, but {self.rate_limit!r} was passed")
+        if self.rate_headers not in (None, "openai", "ietf"):
+            raise ValueError(
+                "rate_headers must be one of [None, 'openai', 'ietf'], but "
+                f"{self.rate_headers!r} was passed"
+            )
         self.provider = get_provider(self.profile)
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
@@ -420,7 +430,7 @@ class OfflineServer:
             f"Retry after {wait * 1000:.0f} ms.",
             type="requests",
             code="rate_limit_exceeded",
-            headers=retry_headers(wait),
+            headers={**retry_headers(wait), **self._ratelimit_headers()},
         )
 
     def _should_fail(self, digest: str, attempt: int) -> bool:
@@ -529,11 +539,22 @@ class OfflineServer:
         return Response.json(200, answer.response, headers=headers)
 
     def _ratelimit_headers(self) -> dict[str, str]:
-        if self._bucket is None:
+        """The limit as the ``rate_headers`` style announces it (see the field)."""
+        if self._bucket is None or self.rate_headers is None:
             return {}
+        bucket = self._bucket
         with self._lock:
-            remaining = int(self._bucket.tokens)
+            refilled = bucket.tokens + (time.monotonic() - bucket.stamp) * bucket.rate
+            remaining = max(0, int(min(bucket.burst, refilled)))
+            full_in = max(0.0, (bucket.burst - min(bucket.burst, refilled)) / bucket.rate)
+        if self.rate_headers == "openai":
+            return {
+                "x-ratelimit-limit-requests": str(round(bucket.rate * 60)),
+                "x-ratelimit-remaining-requests": str(remaining),
+                "x-ratelimit-reset-requests": duration_text(full_in),
+            }
+        window = bucket.burst / bucket.rate  # the bucket's quota, refilled over this window
         return {
-            "x-ratelimit-limit-requests": f"{self.rate_limit:g}/s",
-            "x-ratelimit-remaining-requests": str(max(0, remaining)),
+            "RateLimit-Policy": f'"default";q={bucket.burst:g};w={window:g}',
+            "RateLimit": f'"default";r={remaining};t={math.ceil(full_in)}',
         }

@@ -119,6 +119,7 @@ class ServerStats:
             "cpu_ms_per_request": round(1000 * self.cpu_seconds / max(1, self.chat_requests), 3),
             "duplicate_bodies": sum(n - 1 for n in self.bodies.values() if n > 1),
             "answered_span_s": round(self.answered_span, 3),
+            "refused_after_first_answer": self.refused_after_first_answer,
             "uploads": self.uploads,
             "uploads_refused": self.uploads_refused,
             "upload_bytes": self.upload_bytes,
@@ -128,6 +129,16 @@ class ServerStats:
             "batch_lines_failed": self.batch_lines_failed,
             "paid_twice": sum(n - 1 for n in self.paid_twice.values()),
         }
+
+    @property
+    def refused_after_first_answer(self) -> int:
+        """429s to requests that arrived after the first answer had gone out (a client that
+        paces to limits the answers announce should see none)."""
+        answered = [r.started + r.elapsed for r in self.records if r.status == 200]
+        if not answered:
+            return 0
+        first = min(answered)
+        return sum(1 for r in self.records if r.status == 429 and r.started >= first)
 
     @property
     def answered_span(self) -> float:

@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -57,6 +58,7 @@ __all__ = [
     "CacheError",
     "CacheWarning",
     "CachedAnswer",
+    "KeyMaker",
     "default_cache_path",
     "image_digest",
     "request_key",
@@ -88,6 +90,15 @@ _TABLES = (
         key TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
         expires REAL NOT NULL
+    )
+    """,
+    # Content digests of local files by their stat (visionkit.query.digests): an unchanged
+    # file is not read again to learn that its answer is here.
+    """
+    CREATE TABLE IF NOT EXISTS digests (
+        path TEXT PRIMARY KEY,
+        stamp TEXT NOT NULL,
+        digest TEXT NOT NULL
     )
     """,
 )
@@ -133,6 +144,9 @@ class CachedAnswer:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+_ANSWER_FIELDS = tuple(f.name for f in dataclasses.fields(CachedAnswer))
+
+
 def default_cache_path() -> Path:
     """``$VISIONKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/visionkit`` or ``~/.cache/visionkit``."""
     base = os.environ.get("VISIONKIT_CACHE_DIR")
@@ -173,6 +187,50 @@ def request_key(
     }
     text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class KeyMaker:
+    """``request_key`` with all but the prompt and the images fixed: the same keys, with the
+    JSON of the fixed parts written once instead of once a row."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str | None,
+        model: str,
+        system: str | None,
+        schema: Any,
+        params: Mapping[str, Any],
+    ) -> None:
+        marks = [f"\x00{os.urandom(8).hex()}\x00" for _ in range(2)]
+        recipe = {
+            "v": KEY_VERSION,
+            "provider": provider,
+            "base_url": (base_url or "").rstrip("/"),
+            "model": model,
+            "prompt": marks[0],
+            "system": system,
+            "schema": schema,
+            "params": dict(params),
+            "images": marks[1],
+        }
+        text = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=repr)
+        # sorted keys: "images" comes before "prompt"
+        head, _, rest = text.partition(json.dumps(marks[1]))
+        middle, _, tail = rest.partition(json.dumps(marks[0]))
+        self._parts = (head, middle, tail)
+
+    def __call__(self, prompt: str, images: Sequence[str]) -> str:
+        head, middle, tail = self._parts
+        text = (
+            head
+            + json.dumps(list(images), separators=(",", ":"))
+            + middle
+            + json.dumps(prompt)
+            + tail
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _damaged(exc: BaseException) -> bool:
@@ -355,6 +413,48 @@ class Cache:
                 self._db.executemany("DELETE FROM claims WHERE key = ?", [(r[0],) for r in rows])
 
         self._run(write)
+
+    # -- the digest index (visionkit.query.digests) ---------------------------------------
+    def recall(self, paths: Sequence[str]) -> dict[str, tuple[tuple[int, ...], str]]:
+        """The remembered (stat stamp, digest) of any of ``paths`` (best effort: a busy or
+        failing read recalls nothing, and the files are read instead)."""
+        out: dict[str, tuple[tuple[int, ...], str]] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start : start + 500])
+            query = (
+                "SELECT path, stamp, digest FROM digests WHERE path IN "
+                f"({','.join('?' * len(chunk))})"
+            )
+            try:
+                rows = self._run(functools.partial(self._fetch_all, query, chunk))
+            except CacheError:
+                raise
+            except Exception as exc:
+                logger.debug("could not recall digests: %s", exc)
+                return out
+            for path, stamp, digest in rows:
+                try:
+                    out[path] = (tuple(int(x) for x in stamp.split(":")), digest)
+                except (AttributeError, ValueError):
+                    continue
+        return out
+
+    def remember(self, entries: Sequence[tuple[str, Sequence[int], str]]) -> None:
+        """Remember (path, stat stamp, digest) entries in one transaction (best effort)."""
+        rows = [(path, ":".join(map(str, stamp)), digest) for path, stamp, digest in entries]
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO digests (path, stamp, digest) VALUES (?, ?, ?)", rows
+                )
+
+        try:
+            self._run(write)
+        except CacheError:
+            raise
+        except Exception as exc:
+            logger.debug("could not remember digests: %s", exc)
 
     # -- claims: one process pays, the others wait ----------------------------------------
     def claim(self, key: str, owner: str) -> CachedAnswer | bool:

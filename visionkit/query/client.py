@@ -45,6 +45,7 @@ uses -- one per ``ask`` call, or yours with ``ask_async``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -68,11 +69,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Client",
     "OfflineWarning",
+    "Session",
     "aiohttp_available",
     "cache_identity",
     "connect",
     "discover_model",
     "rate_limits",
+    "raw_response",
 ]
 
 logger = logging.getLogger("visionkit")
@@ -156,6 +159,46 @@ class Client:
             f"Client(provider={self.provider.name!r}, base_url={self.base_url!r}, "
             f"model={self.model!r})"
         )
+
+
+@functools.cache
+def raw_response() -> dict[str, Any]:
+    """Request options asking the SDK for the raw response (headers, then ``.parse()``), as its
+    ``with_raw_response`` does; the low-level ``post`` a run sends through takes them.
+    ``openai._constants`` is private, so its value is the fallback."""
+    try:
+        from openai._constants import RAW_RESPONSE_HEADER as name
+    except ImportError:  # pragma: no cover - an SDK that moved it
+        name = "X-Stainless-Raw-Response"
+    return {"headers": {name: "true"}}
+
+
+class Session:
+    """The SDK client one run sends through: SDK retries off (the run retries itself), the
+    call's timeout, and a fresh HTTP client made on first use -- inside the run's event loop,
+    as an aiohttp session is bound to its loop -- and closed by ``close``. A caller's own
+    ``http_client`` is used as it is and left open."""
+
+    def __init__(self, client: Client, timeout: float | None) -> None:
+        self.client = client
+        self.timeout = timeout
+        self._sdk: Any = None
+        self._owned = False
+
+    def sdk(self) -> Any:
+        if self._sdk is None:
+            http_client = self.client.http_client()
+            sdk = self.client.openai
+            if http_client is None:
+                self._sdk = sdk.with_options(max_retries=0, timeout=self.timeout)
+            else:
+                self._sdk = sdk.copy(max_retries=0, timeout=self.timeout, http_client=http_client)
+                self._owned = True
+        return self._sdk
+
+    async def close(self) -> None:
+        if self._owned:
+            await self._sdk.close()
 
 
 def cache_identity(provider: Provider, base_url: str | None) -> tuple[str, str | None]:

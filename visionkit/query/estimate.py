@@ -19,8 +19,9 @@ from ..images.decode import display_size, open_header
 from ..providers import money, money_fields
 from ..tokens import fit_within, text_tokens
 from .messages import describe_error
-from .plan import Plan, RowPlan, plan_rows, prepare_request_for
+from .plan import Plan
 from .progress import progress_bar
+from .rows import RowPlan, load_images, plan_rows, prepare_request_for
 
 __all__ = ["check_budget", "dry_run_frame"]
 
@@ -33,7 +34,10 @@ def _header_bound(plan: Plan, row: RowPlan) -> RowPlan:
     Each image is priced at the size ``encode`` starts from (its ``max_side`` fit); encoding
     can only shrink an image further, so this is an upper bound of the exact estimate.
     """
-    datas, row.images = row.images or [], None
+    datas = load_images(plan, row)
+    row.images = None
+    if datas is None:  # unreadable now, or answered since (a changed file)
+        return row
     try:
         tokens = text_tokens(str(plan.prompts[row.pos]), plan.system)
         max_side = plan.encode_options.get("max_side") or plan.provider.max_side

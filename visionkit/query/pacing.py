@@ -20,12 +20,17 @@ requests in flight (``visionkit.query.window.AdaptiveLimiter``: AIMD on 429s, th
 ``Retry-After`` pause, pacing after a 429), so the stricter of the two always wins: a known limit
 that is wrong (a free key told it is paid) still meets the 429 machinery.
 
-**The seam for a cluster-wide limit (Dask).** A run uses exactly three calls, so a ``Gate``
+Limits the server announces in its headers (``visionkit.query.limits``: OpenAI's
+``x-ratelimit-*`` or the IETF's ``RateLimit-Policy``) are read from every answer and paced to
+as if they had been given (``Gate.learn``), the stricter of the two where both are known.
+
+**The seam for a cluster-wide limit (Dask).** A run uses exactly four calls, so a ``Gate``
 backed by ``distributed`` can replace this one without touching the run::
 
     ticket = await gate.acquire(tokens)          # wait until this request may start
     await gate.release(ticket, "ok", tokens=usage_tokens)   # or "error" (5xx, timeout, 4xx)
     await gate.report_429(ticket, retry_after)   # a 429: ends the ticket, slows everyone
+    gate.learn(announced(response.headers))      # limits the server announced: pace to them
 
 ``tokens`` is the request's booked estimate (``acquire``) and, on release, the tokens the
 provider reported (``None`` if unknown). A cluster version would keep the ``Pacer``'s next-slot
@@ -44,9 +49,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..providers import RateLimits
+from .limits import Announced
 from .window import AdaptiveLimiter
 
-__all__ = ["HEADROOM", "Gate", "Pacer", "RateLimits"]
+__all__ = ["HEADROOM", "Announced", "Gate", "Pacer", "RateLimits"]
 
 # Pace at this fraction of a known limit: clocks, network jitter and the provider's own window
 # boundaries make sends land a little early or late; 3 % is enough to stay clear of a strict
@@ -147,6 +153,9 @@ class Gate:
     ) -> None:
         self.limiter = AdaptiveLimiter(concurrency, clock=clock)
         self.pacer = Pacer.from_limits(limits, clock=clock)
+        self.given = limits  # what the caller said; announced limits never loosen it
+        self.announced: Announced | None = None
+        self._clock = clock
         self._pace_lock: asyncio.Lock | None = None
 
     @property
@@ -161,19 +170,33 @@ class Gate:
         """Wait until a request of ``tokens`` may start; returns its ticket.
 
         Pacing comes first, one waiter at a time (so no one books a slot far ahead), then a
-        place in the concurrency window; a send therefore never starts before its slot.
+        place in the concurrency window; a send therefore never starts before its slot. A
+        waiter that came before the limits were learnt is paced once it has its place.
         """
+        paced = self.pacer is not None
+        if paced:
+            await self._pace(tokens)
+        # (the pacer spaces paced sends: the window's own spreading would only delay them
+        # past their slots, and the next one's slot then comes early after them)
+        ticket = await self.limiter.acquire(spread=not paced)
         if self.pacer is not None:
-            if self._pace_lock is None:
-                self._pace_lock = asyncio.Lock()
-            async with self._pace_lock:
-                delay = self.pacer.reserve(tokens)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            ticket = await self.limiter.acquire()
+            if not paced:
+                try:
+                    await self._pace(tokens)
+                except BaseException:
+                    await self.limiter.release(ticket, "error")
+                    raise
             self.pacer.started()
-            return ticket
-        return await self.limiter.acquire()
+        return ticket
+
+    async def _pace(self, tokens: int) -> None:
+        assert self.pacer is not None
+        if self._pace_lock is None:
+            self._pace_lock = asyncio.Lock()
+        async with self._pace_lock:
+            delay = self.pacer.reserve(tokens)
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def release(
         self,
@@ -189,8 +212,40 @@ class Gate:
             self.pacer.recover()
         await self.limiter.release(ticket, outcome)
 
+    def learn(self, found: Announced | None) -> None:
+        """Pace to the limits a server announced (``visionkit.query.limits``), as if the
+        caller had passed them -- the stricter of the two where both are known."""
+        if found is None:
+            return
+        if found.exhausted_for and not (found.requests_per_minute or found.tokens_per_minute):
+            # nothing left and no rate to pace to: hold until the server says (with a rate,
+            # the pace already spreads what is left; "reset" there means "whole again")
+            self.limiter.pause(found.exhausted_for)
+        if found == self.announced or (
+            found.requests_per_minute is None and found.tokens_per_minute is None
+        ):
+            return
+        self.announced = found
+        given = self.given or RateLimits()
+        requests = _stricter(given.requests_per_minute, found.requests_per_minute)
+        tokens = _stricter(given.tokens_per_minute, found.tokens_per_minute)
+        if self.pacer is None:
+            self.pacer = Pacer(requests, tokens, clock=self._clock)
+        else:
+            self.pacer.requests_per_minute = requests
+            self.pacer.tokens_per_minute = tokens
+
     async def report_429(self, ticket: int, retry_after: float | None = None) -> None:
         """The request with ``ticket`` was refused with a 429 (ends the ticket)."""
         if self.pacer is not None:
+            # paced to a known limit: the pacer widens its margin; the window stays as it is
+            # (cutting it too would pace below the limit the pacer already holds to)
             self.pacer.back_off()
+            await self.limiter.release(ticket, "rate", retry_after, adapt=False)
+            return
         await self.limiter.release(ticket, "rate", retry_after)
+
+
+def _stricter(a: float | None, b: float | None) -> float | None:
+    known = [x for x in (a, b) if x]
+    return min(known) if known else None

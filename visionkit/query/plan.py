@@ -59,25 +59,32 @@ server for its model (``run.discover_model``); the batch path must resolve it fi
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
-from ..errors import ImageError, RequestError
-from ..images.cells import find_image_column, read_bytes
+from ..errors import RequestError
+from ..images.cells import find_image_column
 from ..images.table_refs import tables_call
 from ..providers import Provider, RateLimits
-from ..types import default_workers, is_missing
-from .body import PreparedRequest, prepare_request
-from .cache import Cache, CachedAnswer, image_digest, request_key
+from .cache import Cache, CachedAnswer, KeyMaker
 from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
-from .messages import describe_error
 from .options import AskOptions
-from .replay import Recording
+from .replay import Recording, answer_record
+
+# The planner per row lives in .rows; its names are the planner's API too (see above).
+from .rows import (
+    RowPlan,
+    load_images,
+    lookup_row,
+    lookup_rows,
+    plan_rows,
+    prepare_request_for,
+    prepare_row,
+    read_row,
+)
 from .schema import Schema, make_schema
 from .template import check_template, fill_template
 
@@ -85,7 +92,9 @@ __all__ = [
     "RESULT_COLUMNS",
     "Plan",
     "RowPlan",
+    "load_images",
     "lookup_row",
+    "lookup_rows",
     "make_plan",
     "plan_rows",
     "prepare_request_for",
@@ -123,6 +132,7 @@ class Plan:
     # schema field -> its result column: the field's name, or ``answer_<field>`` when the
     # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
     schema_columns: dict[str, str] = field(default_factory=dict)
+    _keys: dict[str, KeyMaker] = field(default_factory=dict, repr=False)  # model -> its keys
     # the call's hold on table files (references' Parquet files are closed when it ends)
     tables: Any = field(default=None, repr=False)
 
@@ -160,20 +170,22 @@ class Plan:
 
     def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str:
         """The cache key of row ``pos`` with these image digests (see ``request_key``)."""
-        if self.client is not None:
-            name, base_url = self.client.cache_identity
-        else:
-            name, base_url = cache_identity(self.provider, self.provider.base_url)
-        return request_key(
-            provider=name,
-            base_url=base_url,
-            model=model or self.model or "",
-            prompt=str(self.prompts[pos]),
-            system=self.system,
-            schema=self.schema.json_schema if self.schema else None,
-            params={**self.params, "_encode": self.encode_options},
-            images=digests,
-        )
+        name = model or self.model or ""
+        maker = self._keys.get(name)
+        if maker is None:
+            if self.client is not None:
+                provider, base_url = self.client.cache_identity
+            else:
+                provider, base_url = cache_identity(self.provider, self.provider.base_url)
+            maker = self._keys[name] = KeyMaker(
+                provider=provider,
+                base_url=base_url,
+                model=name,
+                system=self.system,
+                schema=self.schema.json_schema if self.schema else None,
+                params={**self.params, "_encode": self.encode_options},
+            )
+        return maker(str(self.prompts[pos]), digests)
 
     @property
     def recording(self) -> Recording | None:
@@ -200,6 +212,24 @@ class Plan:
             return None
         return self.cache.get(key)
 
+    def lookup_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]:
+        """``lookup`` for several keys at once (one cache query per 500 keys): the keys known."""
+        found: dict[str, CachedAnswer] = {}
+        rest = list(keys)
+        recording = self.recording
+        if recording is not None:
+            for key in keys:
+                entry = recording.get(key)
+                if entry is not None:
+                    found[key] = entry
+            if recording.replaying:
+                return found
+            rest = [k for k in keys if k not in found]
+        if self.cache is None or self.model is None or not rest:
+            return found
+        found.update(self.cache.get_many(rest))
+        return found
+
     def save(self, row: RowPlan, entry: CachedAnswer, *, attempts: int = 1) -> None:
         """Commit an answer that was paid for: the cache (raises if the cache cannot), and the
         recording when one is on. Counts as the row's first use (see ``used``)."""
@@ -214,20 +244,35 @@ class Plan:
         """A row got ``entry`` without a request now (cache, recording, a twin). With a
         recording on, records it if new and returns True the first time this process uses
         it -- report it as bought then, so a recording and its replay show the same result."""
+        return self.used_many([(row, entry)])[0]
+
+    def used_many(self, pairs: Sequence[tuple[RowPlan, CachedAnswer]]) -> list[bool]:
+        """``used`` for several rows at once: what is new is recorded with one lock and one
+        append (a cached re-run of many rows while recording)."""
         recording = self.recording
-        if recording is None or row.key is None:
-            return False
-        if not recording.replaying and not recording.has(row.key):
-            self._record(row, entry, 1)
-        return recording.first_use(row.key)
+        if recording is None:
+            return [False] * len(pairs)
+        if not recording.replaying:
+            recording.add_many(
+                [
+                    self._answer_record(row, entry, 1)
+                    for row, entry in pairs
+                    if row.key is not None and not recording.has(row.key)
+                ]
+            )
+        return [row.key is not None and recording.first_use(row.key) for row, _ in pairs]
 
     def _record(self, row: RowPlan, entry: CachedAnswer, attempts: int) -> None:
-        assert self.recording is not None and row.key is not None
+        assert self.recording is not None
+        self.recording.add_many([self._answer_record(row, entry, attempts)])
+
+    def _answer_record(self, row: RowPlan, entry: CachedAnswer, attempts: int) -> dict[str, Any]:
+        assert row.key is not None
         if self.client is not None:
             identity = self.client.cache_identity
         else:
             identity = cache_identity(self.provider, self.provider.base_url)
-        self.recording.add(
+        return answer_record(
             row.key,
             entry,
             identity=identity,
@@ -351,146 +396,3 @@ def make_plan(
         owns_cache=cache is not None and cache is not options.cache,
         schema_columns=schema_columns,
     )
-
-
-def read_row(plan: Plan, pos: int) -> tuple[list[bytes], list[str]]:
-    """The raw bytes of the row's images and their content digests (thread-pool work)."""
-    label = plan.index[pos]
-    datas = []
-    for col, cells in zip(plan.columns, plan.cells, strict=True):
-        cell = cells[pos]
-        if is_missing(cell) or (isinstance(cell, (str, bytes)) and not cell):
-            raise ImageError(f"no image in column {col!r}", row=label)
-        datas.append(read_bytes(cell, row=label))
-    return datas, [image_digest(d) for d in datas]
-
-
-RowStatus = Literal["error", "hit", "send", "looked-up"]
-
-
-@dataclass(slots=True)
-class RowPlan:
-    """What the planner decided for one row (see the module docstring)."""
-
-    pos: int
-    label: Hashable
-    key: str | None = None
-    hit: CachedAnswer | None = None
-    request: PreparedRequest | None = None
-    error: str | None = None
-    estimated_tokens: int | None = None
-    request_bytes: int | None = None
-    repeat_of: int | None = None
-    # ``ask``'s runs only: another process holds a live claim on ``key`` and is asking it now.
-    busy: bool = False
-    # The image bytes between ``lookup_row`` and ``prepare_row``, then dropped.
-    images: list[bytes] | None = field(default=None, repr=False)
-    digests: list[str] = field(default_factory=list, repr=False)  # sha256 of each image
-
-    @property
-    def status(self) -> RowStatus:
-        if self.error is not None:
-            return "error"
-        if self.hit is not None:
-            return "hit"
-        if self.request is not None:
-            return "send"
-        return "looked-up"
-
-
-def lookup_row(plan: Plan, pos: int) -> RowPlan:
-    """Read the row's images, make its key and look it up (no encoding). Thread-pool work.
-
-    The result has ``error`` or ``hit``, or else ``images`` kept for ``prepare_row``.
-    """
-    row = RowPlan(pos=pos, label=plan.index[pos])
-    prompt = plan.prompts[pos]
-    if isinstance(prompt, RequestError):
-        row.error = describe_error(prompt)
-        return row
-    try:
-        datas, digests = read_row(plan, pos)
-    except (ImageError, RequestError) as exc:
-        row.error = describe_error(exc)
-        return row
-    row.digests = digests
-    row.key = plan.key(pos, digests)
-    row.hit = plan.lookup(row.key)
-    if row.hit is not None:
-        row.estimated_tokens = row.hit.estimated_tokens
-    else:
-        row.images = datas
-    return row
-
-
-def prepare_request_for(plan: Plan, row: RowPlan) -> RowPlan:
-    """Encode a looked-up row's images and check its body: sets ``request`` or ``error``."""
-    if row.images is None:
-        return row
-    datas, row.images = row.images, None
-    try:
-        row.request = prepare_request(
-            datas,
-            provider=plan.provider,
-            model=plan.model or "model",
-            prompt=str(plan.prompts[row.pos]),
-            system=plan.system,
-            response_format=plan.schema.response_format if plan.schema else None,
-            params=plan.params,
-            encode_options=plan.encode_options,
-            row=row.label,
-        )
-    except (ImageError, RequestError) as exc:
-        row.error = describe_error(exc)
-        return row
-    row.estimated_tokens = row.request.estimated_tokens
-    row.request_bytes = row.request.nbytes
-    return row
-
-
-def prepare_row(plan: Plan, pos: int) -> RowPlan:
-    """``lookup_row`` then, on a miss, encode and check: the whole decision for one row."""
-    return prepare_request_for(plan, lookup_row(plan, pos))
-
-
-def plan_rows(
-    plan: Plan,
-    positions: Iterable[int] | None = None,
-    *,
-    finish: Callable[[Plan, RowPlan], RowPlan] = prepare_request_for,
-    workers: int | None = None,
-    on_row: Callable[[RowPlan], None] | None = None,
-) -> Iterator[RowPlan]:
-    """Plan rows (all, or ``positions``) in order, in a thread pool; marks ``repeat_of``.
-
-    ``finish`` runs in the pool on each looked-up row that was neither an error nor a hit
-    (default: encode and check). At most ``2 * workers`` rows are planned ahead of the one
-    being yielded, so memory stays bounded however many rows there are. ``on_row`` is called
-    (in the caller's thread) for each row as it is yielded, e.g. to move a progress bar.
-    """
-    workers = workers or default_workers(minimum=2)
-    todo = iter(range(plan.n) if positions is None else positions)
-    first: dict[str, int] = {}
-
-    def work(pos: int) -> RowPlan:
-        row = lookup_row(plan, pos)
-        return row if row.images is None else finish(plan, row)
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-plan") as pool:
-        ahead: deque[Future[RowPlan]] = deque()
-        for pos in todo:
-            ahead.append(pool.submit(work, pos))
-            if len(ahead) >= 2 * workers:
-                break
-        while ahead:
-            row = ahead.popleft().result()
-            for pos in todo:
-                ahead.append(pool.submit(work, pos))
-                break
-            if row.key is not None and row.error is None and row.hit is None:
-                row.repeat_of = first.setdefault(row.key, row.pos)
-                if row.repeat_of == row.pos:
-                    row.repeat_of = None
-            if on_row is not None:
-                on_row(row)
-            yield row

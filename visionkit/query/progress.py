@@ -17,15 +17,21 @@ def progress_bar(total: int, *, desc: str = "vision ask", enabled: bool = True) 
     return tqdm(total=total, desc=desc, unit="row", disable=not enabled, dynamic_ncols=True)
 
 
-def show_progress(bar: Any, tally: Tally) -> None:
-    """One more row done: move ``bar`` on, with cache hits, failures and tokens beside it."""
-    postfix = {"cached": tally.cache_hits, "failed": tally.failed}
-    if tally.not_run:
-        postfix["not run"] = tally.not_run
-    bar.set_postfix(
-        postfix, tokens=f"{tally.prompt_tokens + tally.completion_tokens:,}", refresh=False
-    )
-    bar.update(1)
+def show_progress(bar: Any, tally: Tally, *, rows: int = 1, numbers: bool = True) -> None:
+    """``rows`` more rows done: move ``bar`` on; with ``numbers``, redraw the cache hits,
+    failures and tokens beside it (formatting them costs more than a cached row: a run asks
+    for them at most a few times a second, and once at the end)."""
+    if getattr(bar, "disable", False):
+        return
+    if numbers:
+        postfix = {"cached": tally.cache_hits, "failed": tally.failed}
+        if tally.not_run:
+            postfix["not run"] = tally.not_run
+        bar.set_postfix(
+            postfix, tokens=f"{tally.prompt_tokens + tally.completion_tokens:,}", refresh=False
+        )
+    if rows:
+        bar.update(rows)
 
 
 def in_ipython() -> bool:

@@ -164,6 +164,11 @@ class Recording:
                             record = json.loads(line)
                             records[str(record["key"])] = record
                         except (ValueError, KeyError, TypeError) as exc:
+                            if not line.endswith("\n"):
+                                # the last line, cut short by a crash while it was written:
+                                # that answer is still in the answer cache, and is recorded
+                                # again when next used
+                                continue
                             raise ValueError(
                                 f"{self.file}, line {number}, is not an answer record: {exc}"
                             ) from None
@@ -248,20 +253,24 @@ class Recording:
         )
 
     def add_many(self, records: Iterable[dict[str, Any]]) -> None:
-        """Record several ``answer_record``s with one lock and one append (a batch job's
-        chunk of results), each kept unless the store holds the same record already."""
-        if self.mode != "record":
+        """Record several answers (``answer_record``s) with one lock and one append: when this
+        returns they are in the file, so a caller that acknowledges them only afterwards (a
+        batch line marked collected) loses none in a crash."""
+        records = list(records)
+        if self.mode != "record" or not records:
             return
         with self._lock:
-            known = self._load()
-            new = [r for r in records if known.get(r["key"]) != r]
+            stored = self._load()
+            new = [r for r in records if stored.get(str(r["key"])) != r]
             if not new:
                 return
-            self.path.mkdir(parents=True, exist_ok=True)
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
+            self.path.mkdir(parents=True, exist_ok=True)
             with _file_lock(self.path), self.file.open("a", encoding="utf-8") as f:
                 f.write(text)
-            known.update((r["key"], r) for r in new)
+                f.flush()
+            for r in new:
+                stored[str(r["key"])] = r
             self._dirty = True
 
     def has(self, key: str) -> bool:

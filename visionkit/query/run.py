@@ -23,30 +23,42 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from ..errors import CacheError, RequestError
+from ..errors import CacheError
 from ..types import default_workers
 from .cache import CachedAnswer
 from .claims import Claims, new_owner
-from .client import discover_model
+from .client import Session, discover_model
 from .messages import describe_error
 from .outcome import INTERRUPTED, RowResult, Tally, result_frame
 from .pacing import Gate
-from .plan import Plan, RowPlan, lookup_row, prepare_request_for
+from .plan import Plan
 from .progress import show_progress
 from .replay import not_recorded_message, unrecorded_error
-from .retry import classify, decide, headers_of, parse_retry_after
+from .rows import (
+    Chunks,
+    RowPlan,
+    load_images,
+    lookup_row,
+    lookup_rows,
+    prepare_request_for,
+)
+from .send import Sender
 from .twins import Twins
 
 __all__ = ["INTERRUPTED", "Phase", "RowResult", "Run"]
 
 logger = logging.getLogger("visionkit")
+
+SHOW_EVERY = 0.1  # seconds between redraws of the progress bar's numbers
 
 
 class Phase(enum.Enum):
@@ -81,12 +93,14 @@ class Run:
         self.elapsed = 0.0
         self.twins = Twins(keep_answers=self.plan.cache is None)
         self.claims: Claims | None = None
+        self.sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[Any] | None = None
         self._wake: asyncio.Event | None = None  # set when the phase leaves RUNNING
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_failures = 0
         self._unrecorded: list[int] = []  # replay: rows the recording lacks
+        self._shown = -math.inf  # when the progress bar's numbers were last redrawn
 
     # -- control from another thread ---------------------------------------------------
     def request_drain(self) -> int:
@@ -126,16 +140,23 @@ class Run:
         elif row.error is not None:
             tally.failed += 1
         if self.bar is not None:
-            show_progress(self.bar, tally)
+            now = time.monotonic()
+            numbers = now - self._shown >= SHOW_EVERY
+            if numbers:
+                self._shown = now
+            show_progress(self.bar, tally, numbers=numbers)
 
-    def _hit(self, row: RowPlan, entry: CachedAnswer) -> None:
+    def _hit(self, row: RowPlan, entry: CachedAnswer, bought: bool | None = None) -> None:
         """A row answered without a request now: the cache, a twin's answer, a recording.
 
         With a recording on, the first use in this process is reported as bought (its
         recorded attempts and tokens count), so a recorded notebook and its replay match.
+        ``bought``: ``plan.used`` already asked (for a chunk of rows at once).
         """
         plan = self.plan
-        if plan.recording is not None and row.key is not None and plan.used(row, entry):
+        if bought is None:
+            bought = plan.recording is not None and plan.used(row, entry)
+        if plan.recording is not None and row.key is not None and bought:
             attempts = plan.recording.attempts(row.key)
             self.rows[row.pos].attempts = attempts
             self.tally.requests += attempts
@@ -185,19 +206,9 @@ class Run:
             self._wake.set()
         workers = default_workers(minimum=2)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-encode")
-        # A fresh HTTP client per run, made here inside the loop that uses it (an aiohttp
-        # session is bound to its loop) and closed below; a caller's own ``http_client`` is
-        # used as it is and left open. A replay sends nothing: no HTTP client at all.
-        http_client = None if plan.replaying else plan.client.http_client()
-        sdk: Any = None
-        if plan.replaying:
-            pass
-        elif http_client is None:
-            sdk = plan.client.openai.with_options(max_retries=0, timeout=options.timeout)
-        else:
-            sdk = plan.client.openai.copy(
-                max_retries=0, timeout=options.timeout, http_client=http_client
-            )
+        # The SDK client, made on the first send (a run answered from the cache makes no
+        # HTTP client at all); a replay sends nothing.
+        sdk = None if plan.replaying else Session(plan.client, options.timeout)
         window = asyncio.Semaphore(options.concurrency + 2 * workers)
         if plan.cache is not None:
             self.claims = Claims(plan.cache, self.owner)
@@ -210,20 +221,8 @@ class Run:
             if plan.model is None:
                 if sdk is None:
                     raise ValueError("pass model=... to replay a server that named its own model")
-                plan.model = await discover_model(sdk)
-            for pos in range(plan.n):
-                prompt = plan.prompts[pos]
-                if isinstance(prompt, RequestError):
-                    self.rows[pos].error = describe_error(prompt)
-                    self._finish(pos)
-                    continue
-                await window.acquire()
-                if self.stopping:
-                    window.release()
-                    break
-                task = asyncio.create_task(self._row(pos, sdk, pool, window))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                plan.model = await discover_model(sdk.sdk())
+            await self._dispatch(sdk, pool, window)
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
         except asyncio.CancelledError:
@@ -236,6 +235,8 @@ class Run:
         finally:
             self.elapsed = time.perf_counter() - self.started
             self._finish_unstarted()
+            if self.bar is not None:
+                show_progress(self.bar, self.tally, rows=0)  # the final numbers
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(BaseException):
@@ -243,7 +244,7 @@ class Run:
             if self.claims is not None:
                 self.claims.release_all()  # claims of rows never sent
             pool.shutdown(wait=False, cancel_futures=True)
-            if http_client is not None:
+            if sdk is not None:
                 await sdk.close()
         recording = plan.recording
         if recording is not None and recording.strict and self._unrecorded and self.fatal is None:
@@ -256,18 +257,96 @@ class Run:
                 self.fatal.partial = self.frame()  # type: ignore[attr-defined]
             raise self.fatal
 
-    async def _row(
-        self, pos: int, sdk: Any, pool: ThreadPoolExecutor, window: asyncio.Semaphore
+    async def _dispatch(
+        self, sdk: Session | None, pool: ThreadPoolExecutor, window: asyncio.Semaphore
     ) -> None:
+        """Walk the rows in order, looked up a chunk at a time in the pool (``lookup_rows``):
+        errors and cache hits are settled at once, each miss gets a task (at most ``window``
+        alive)."""
         plan = self.plan
+        loop = asyncio.get_running_loop()
+        chunks = Chunks()
+        todo = iter(range(plan.n))
+        ahead: deque[tuple[int, asyncio.Future[list[RowPlan]]]] = deque()
+
+        def look_up(positions: list[int]) -> list[RowPlan]:
+            start = time.perf_counter()
+            rows = lookup_rows(plan, positions)
+            chunks.took(len(rows), time.perf_counter() - start)
+            return rows
+
+        def submit() -> None:
+            chunk = chunks.take(todo)
+            if chunk:
+                # Answers stored before the look-up starts: if more are stored by the time a
+                # row would send, a twin may have been answered meanwhile (see ``_row``).
+                stamp = self.twins.stamp()
+                ahead.append((stamp, loop.run_in_executor(pool, look_up, chunk)))
+
+        submit()
+        submit()
+        try:
+            while ahead:
+                stamp, looked_up = ahead.popleft()
+                rows = await looked_up
+                submit()
+                if self.stopping:
+                    return
+                self._settle([row for row in rows if not row.missed])
+                for row in rows:
+                    if not row.missed:
+                        continue
+                    await window.acquire()
+                    if self.stopping:
+                        window.release()
+                        return
+                    task = asyncio.create_task(self._row(row, stamp, sdk, pool, window))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            for _, looked_up in ahead:
+                looked_up.cancel()
+
+    def _settle(self, rows: list[RowPlan]) -> None:
+        """Rows the look-up decided: their errors, or their answers from the cache or the
+        recording (recorded as used with one write for the chunk)."""
+        hits = [(row, row.hit) for row in rows if row.error is None and row.hit is not None]
+        try:
+            bought = self.plan.used_many(hits) if self.plan.recording is not None else None
+        except Exception as exc:  # the recording's folder failed: the answers still count
+            logger.error("could not record %d answers: %s", len(hits), exc)
+            bought = None
+        first = dict(zip((r.pos for r, _ in hits), bought, strict=True)) if bought else {}
+        for row in rows:
+            result = self.rows[row.pos]
+            try:
+                if row.error is not None:
+                    result.error = row.error
+                elif row.hit is not None:
+                    logger.debug("row %r: cache hit %s", row.label, (row.key or "")[:12])
+                    self._hit(row, row.hit, first.get(row.pos, False))
+            except Exception as exc:  # a bug or an unexpected library error: this row only
+                logger.exception("row %r failed unexpectedly", row.label)
+                result.error = describe_error(exc)
+            finally:
+                self._finish(row.pos)
+
+    async def _row(
+        self,
+        row: RowPlan,
+        stamp: int,
+        sdk: Session | None,
+        pool: ThreadPoolExecutor,
+        window: asyncio.Semaphore,
+    ) -> None:
+        """A missed row: claim its key, encode it and send it (or wait for whoever asks it)."""
+        plan = self.plan
+        pos = row.pos
         result = self.rows[pos]
         loop = asyncio.get_running_loop()
         holding = True  # the dispatcher's window slot, given back while waiting on another process
         try:
-            # Answers stored before the look-up starts; if more are stored by the time this row
-            # would send, a twin may have been answered meanwhile (see below).
-            stamp = self.twins.stamp()
-            row = await loop.run_in_executor(pool, self._prepare, pos)
+            row = await loop.run_in_executor(pool, self._claim_and_prepare, row)
             if row.busy:
                 self.tally.waited += 1
             while row.busy:
@@ -319,7 +398,9 @@ class Run:
             future = self.twins.start(row.key)
             entry = None
             try:
-                entry = await self._send(row, sdk)
+                response = await self._sender(sdk).send(row, result)
+                if response is not None:
+                    entry = self._store(row, response, result.latency_s)
             finally:
                 self.twins.end(row.key, future, entry)
                 if entry is None and self.claims is not None:
@@ -343,18 +424,24 @@ class Run:
             self._finish(pos)
 
     def _prepare(self, pos: int) -> RowPlan:
-        """Read, hash, look up and claim the key, and on a miss encode and check (in the pool).
+        """Look the row up again, then ``_claim_and_prepare`` (in the pool)."""
+        return self._claim_and_prepare(lookup_row(self.plan, pos))
 
-        Once the run is stopping, a miss is not encoded (``request`` stays ``None``).
+    def _claim_and_prepare(self, row: RowPlan) -> RowPlan:
+        """Claim a missed row's key and encode and check it (in the pool).
+
+        The key may turn out answered (``hit``) or another process's (``busy``); once the run
+        is stopping, a miss is not encoded (``request`` stays ``None``).
         """
         plan = self.plan
-        row = lookup_row(plan, pos)
-        if row.images is None:  # an error or a hit
+        if not row.missed:  # an error or a hit
             return row
         if plan.recording is not None and plan.replaying:
             row.images = None
             row.error = not_recorded_message(plan.recording)
-            self._unrecorded.append(pos)
+            self._unrecorded.append(row.pos)
+            return row
+        if load_images(plan, row) is None:  # unreadable now, or changed and answered
             return row
         if self.claims is not None:
             assert row.key is not None
@@ -377,108 +464,20 @@ class Run:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _send(self, row: RowPlan, sdk: Any) -> CachedAnswer | None:
-        """Send ``row``'s request, retrying as the policy says; the answer, or None."""
-        import openai
-        from openai.types.chat import ChatCompletion
-
-        plan = self.plan
-        max_retries = plan.options.max_retries
-        prepared = row.request
-        assert prepared is not None and row.key is not None
-        result = self.rows[row.pos]
-        result.estimated_tokens = prepared.estimated_tokens
-        self.tally.estimated_tokens += prepared.estimated_tokens
-        # What a tokens-per-minute limit is booked for before the answer says: the prompt's
-        # estimate plus the completion the request allows at most, if it says.
-        max_tokens = plan.options.request_options.get("max_tokens")
-        booked = prepared.estimated_tokens + (max_tokens if isinstance(max_tokens, int) else 0)
-        attempt = 0
-        while True:
-            if self.stopping:
-                if attempt == 0:
-                    result.error = INTERRUPTED
-                else:
-                    result.error = f"{result.error} (not retried: interrupted)"
-                return None
-            ticket = await self._acquire(booked)
-            if ticket is None:  # stopping: the top of the loop says why
-                continue
-            if self.stopping:
-                await self.gate.release(ticket, "error")
-                continue
-            attempt += 1
-            result.attempts = attempt
-            self.tally.requests += 1
-            try:
-                # The body goes out verbatim through the SDK's documented ``post`` (auth,
-                # errors and response types are the SDK's): the JSON bytes serialised -- once,
-                # in the thread pool -- and measured in ``prepare_request``. That skips
-                # ``create``'s per-call re-typing of every field and a second serialisation
-                # on the event loop, which together cost more CPU than everything else
-                # visionkit does per row.
-                started = time.perf_counter()
-                response = await sdk.post(
-                    "/chat/completions", cast_to=ChatCompletion, content=prepared.payload
-                )
-                latency = time.perf_counter() - started
-            except openai.APIError as exc:
-                kind = classify(exc)
-                retry_after = parse_retry_after(headers_of(exc))
-                if kind == "rate":
-                    self.tally.rate_limited += 1
-                    await self.gate.report_429(ticket, retry_after)
-                else:
-                    await self.gate.release(ticket, "error")
-                verdict = decide(kind, attempt, max_retries, retry_after)
-                if verdict.action == "stop":
-                    self._stop(exc)
-                    return None
-                result.error = describe_error(exc)
-                if verdict.action == "fail":
-                    if verdict.note:
-                        result.error = f"{result.error} ({verdict.note})"
-                    return None
-                self.tally.retries += 1
-                logger.info(
-                    "row %r: %s; retry %d of %d in %.2f s",
-                    row.label,
-                    result.error,
-                    attempt,
-                    max_retries,
-                    verdict.delay,
-                )
-                await self._sleep(verdict.delay)
-                continue
-            except BaseException:
-                await self.gate.release(ticket, "error")
-                raise
-            usage = getattr(response, "usage", None)
-            used = getattr(usage, "total_tokens", None)
-            await self.gate.release(ticket, "ok", booked=booked, tokens=used)
-            result.error = None
-            return self._store(row, response, latency)
-
-    async def _acquire(self, tokens: int) -> int | None:
-        """The gate's ticket for a send, or ``None`` if the run stops while waiting for it
-        (a pacing slot or a Retry-After pause can be long: an interrupt must not wait)."""
-        assert self._wake is not None
-        if self.stopping:
-            return None
-        acquire = asyncio.ensure_future(self.gate.acquire(tokens))
-        stop = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not acquire.done():
-                acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-        if acquire.cancelled():
-            return None
-        ticket: int = acquire.result()
-        return ticket
+    def _sender(self, session: Session | None) -> Sender:
+        """The run's ``Sender`` (made on its first send)."""
+        if self.sender is None:
+            assert session is not None and self._wake is not None
+            self.sender = Sender(
+                self.plan,
+                self.gate,
+                self.tally,
+                session,
+                self._wake,
+                stopping=lambda: self.stopping,
+                stop=self._stop,
+            )
+        return self.sender
 
     def _stop(self, exc: BaseException) -> None:
         """A 401 or a broken cache: start nothing more and raise ``exc`` from ``main``.

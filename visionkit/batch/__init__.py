@@ -19,7 +19,8 @@ results into the answer cache), ``result`` (the result table), ``replayed`` (rec
 
 from __future__ import annotations
 
-from .job import BatchJob, batch_jobs
+from .job import BatchJob
+from .listing import batch_jobs
 from .replayed import ReplayedJob
 from .submit import submit
 

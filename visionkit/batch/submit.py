@@ -43,6 +43,7 @@ from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_fo
 from ..query.progress import progress_bar
 from .claims import job_claim
 from .job import BatchJob, interrupted_in_notebook
+from .limits import BatchSettings, limits_json
 from .manifest import JobRow, Manifest, manifest_path, pack_key
 from .replayed import replay_job
 from .shards import Shard, ShardWriter
@@ -64,30 +65,6 @@ class BatchAskOptions(AskOptions):
     def encode_options(self) -> dict[str, Any]:
         options = super().encode_options
         return {**options, "compact": True} if self.compact else options
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """What only a batch job decides (``AskOptions`` carries everything ``ask`` shares)."""
-
-    max_file_bytes: int | None = None
-    max_requests_per_file: int | None = None
-    upload_interval: float | None = None
-    metadata: Mapping[str, str] | None = None
-
-    def limits(self, profile: BatchLimits | None) -> BatchLimits:
-        """The profile's limits with this job's overrides (a smaller value always wins)."""
-        base = profile or BatchLimits()
-        changes: dict[str, Any] = {}
-        for name in ("max_file_bytes", "max_requests_per_file"):
-            mine, theirs = getattr(self, name), getattr(base, name)
-            if mine is not None:
-                if mine < 1:
-                    raise ValueError(f"{name} must be >= 1, not {mine!r}")
-                changes[name] = mine if theirs is None else min(mine, theirs)
-        if self.upload_interval is not None:
-            changes["upload_interval"] = float(self.upload_interval)
-        return dataclasses.replace(base, **changes)
 
 
 def batch_arguments(arguments: Mapping[str, Any]) -> tuple[BatchAskOptions, BatchSettings]:
@@ -413,7 +390,7 @@ def submit(
         manifest = Manifest(manifest_path(plan.cache.path))
         job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
         with job_claim(manifest, job_id):  # one process submits a job at a time
-            open_job(plan, manifest, job_id, prompt, metadata)
+            open_job(plan, manifest, job_id, prompt, metadata, limits)
             directory = job_directory(plan, job_id)
             prep = prepare(
                 plan,
@@ -453,9 +430,15 @@ def job_directory(plan: Plan, job_id: str) -> Path:
 
 
 def open_job(
-    plan: Plan, manifest: Manifest, job_id: str, prompt: str, metadata: Mapping[str, str] | None
+    plan: Plan,
+    manifest: Manifest,
+    job_id: str,
+    prompt: str,
+    metadata: Mapping[str, str] | None,
+    limits: BatchLimits,
 ) -> None:
-    """Record the job (or find it again) before a planning pass records its rows and files."""
+    """Record the job (or find it again) before a planning pass records its rows and files;
+    ``limits``: what its files are cut by (rows sent again later are cut the same way)."""
     assert plan.client is not None and plan.cache is not None
     manifest.save_job(
         job_id,
@@ -469,6 +452,7 @@ def open_job(
         schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
         cache_path=str(plan.cache.path),
         metadata=json.dumps(dict(metadata or {})),
+        limits=json.dumps(limits_json(limits)),
     )
     # A previous pass cut short (or refused by the budget) left staged files: drop them.
     for old in manifest.shards(job_id):

@@ -190,7 +190,7 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             raise
         with job_claim(manifest, job_id):  # one process submits a job at a time
             try:
-                open_job(plan, manifest, job_id, prompt, settings.metadata)
+                open_job(plan, manifest, job_id, prompt, settings.metadata, limits)
                 directory = job_directory(plan, job_id)
                 # rows another process put in a live file while the workers ran: not again
                 covered = {

@@ -21,7 +21,9 @@ photographs upscaled with sensor-like grain, some with an EXIF rotation) into
       encode_image (draft mode at 1/8) vs the naive path with the limit switched off, each in
       a fresh subprocess;
   (e) the same camera photos as JPEG, HEIC (pillow-heif) and AVIF (Pillow): CPU per encode
-      and per header read. Neither HEIC nor AVIF has a draft mode, so each is decoded in full.
+      and per header read. Neither HEIC nor AVIF has a draft mode, so each is decoded in full;
+  (f) with ``--corpus FOLDER`` (e.g. Pillow's Tests/images, 1,067 fuzzed, truncated and odd
+      files; not bundled): peak RSS of read_images + encode over it, in fresh subprocesses.
 """
 
 from __future__ import annotations
@@ -553,13 +555,65 @@ def table(title: str, rows: list[tuple]) -> None:
         print(f"  {r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]}")
 
 
+_CORPUS_SCRIPT = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+import visionkit as vk
+from visionkit.images.encode import encode_series
+base = status("VmRSS")
+t0 = time.perf_counter()
+df = vk.read_images(sys.argv[1])
+t1 = time.perf_counter()
+read_peak = status("VmHWM")
+uris = encode_series(df.path, progress=False)
+t2 = time.perf_counter()
+print(json.dumps({"files": len(df), "read_errors": int(df.error.notna().sum()),
+                  "encoded": int(uris.notna().sum()), "base": base, "read_peak": read_peak,
+                  "peak": status("VmHWM"), "read_secs": t1 - t0, "encode_secs": t2 - t1}))
+"""
+
+
+def bench_corpus(folder: Path, runs: int = 3) -> list[tuple]:
+    """(f) read_images + encode over a folder of odd files (Pillow's Tests/images: fuzzed,
+    truncated, every format), each run in a fresh subprocess: peak RSS of the whole run."""
+    rows = []
+    for i in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", _CORPUS_SCRIPT, str(folder)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        r = json.loads(done.stdout.splitlines()[-1])
+        rows.append(
+            (
+                f"run {i + 1}: {r['files']} files, {r['encoded']} encoded",
+                f"peak {r['peak']:.0f} MB (read_images {r['read_peak']:.0f} MB, "
+                f"start {r['base']:.0f} MB)",
+                f"{r['read_secs']:.1f} s + {r['encode_secs']:.1f} s",
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (under a minute)")
     parser.add_argument(
         "--only",
-        choices=["read", "encode", "memory", "phone", "formats"],
+        choices=["read", "encode", "memory", "phone", "formats", "corpus"],
         help="run one of the parts",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="(f) also measure peak memory over this folder of odd files, e.g. a checkout of "
+        "Pillow's Tests/images (not bundled)",
     )
     args = parser.parse_args()
     n_read, n_naive, n_encode, n_mem = (300, 60, 48, 1000) if not args.quick else (100, 12, 12, 100)
@@ -587,6 +641,8 @@ def main() -> None:
             f"(e) phone formats: the same {n_formats} camera photos -> 1120 px JPEG, CPU per image",
             bench_phone_formats(unique, n_formats),
         )
+    if args.corpus is not None and args.only in (None, "corpus"):
+        table(f"(f) read_images + encode over {args.corpus}", bench_corpus(args.corpus))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\nmax RSS of this process: {rss:.0f} MB; took {time.perf_counter() - t0:.0f} s")
 

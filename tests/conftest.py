@@ -6,6 +6,8 @@ What is here, so a test file does not define it again:
   thread), handed to tests as an ``S3`` helper (tests/s3_server.py). moto and s3fs come with
   the dev extra: without them these tests fail rather than skip, so CI cannot go green
   without them.
+- ``gcs``, ``azure``: Google Cloud Storage and Azure Blob Storage on 127.0.0.1 (an emulator
+  from PyPI and Azurite from npm, started once per session: tests/object_stores.py).
 - ``server``: the offline stand-in (``visionkit.offline.serve()``) for one test: its base URL,
   whose ``.server`` is the running server (``server.server.stats``, ``.inject``).
 - ``client``: ``vk.connect("offline", ...)`` to that server, through the real ``openai`` SDK.
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from object_stores import GCS, Azure, azurite_server, gcs_server
 from s3_server import S3
 
 import visionkit as vk
@@ -53,6 +56,20 @@ def s3() -> Iterator[S3]:
         yield S3(endpoint=f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs() -> Iterator[GCS]:
+    """A GCS JSON API on 127.0.0.1 (gcp-storage-emulator, tests/object_stores.py)."""
+    with gcs_server() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azure]:
+    """Azure Blob Storage on 127.0.0.1 (Azurite from npm, tests/object_stores.py)."""
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

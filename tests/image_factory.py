@@ -65,6 +65,17 @@ def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     return path
 
 
+def thin_bombs(folder: Path) -> list[Path]:
+    """Tiny PNGs (cut short after a few rows) whose headers claim one column and tens of
+    millions of rows: within ``MAX_IMAGE_PIXELS`` by pixels, yet Pillow would allocate a
+    pointer per row (671 MB for 1x83,886,338: how fuzzed files in Pillow's own test corpus
+    took ~1 GB), and a photo beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = [bomb_png(folder / f"thin{i}.png", 1, 80_000_000 - i) for i in range(3)]
+    out.append(save(photo(120, 90), folder / "photo.png"))
+    return out
+
+
 _PHONE_JPEGS: dict[tuple[int, int], Path] = {}
 
 

@@ -15,6 +15,7 @@ import visionkit as vk
 from tests.test_ask import make_images
 from visionkit import offline
 from visionkit.query import run as run_module
+from visionkit.query import thread as thread_module
 
 SECRET = "sk-visionkit-test-SECRET-0123456789"
 
@@ -202,7 +203,7 @@ def test_interrupt_keeps_every_answer_and_a_rerun_sends_only_the_rest(tmp_path, 
 
 
 def test_interrupt_in_jupyter_returns_the_partial_frame(tmp_path, cache, monkeypatch, when):
-    monkeypatch.setattr(run_module, "in_ipython", lambda: True)
+    monkeypatch.setattr(thread_module, "in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
     with offline.serve(latency=0.5) as url:  # >= 3 s of work; the interrupt comes after ~0.5 s
         when(lambda: len(cache) >= 2, _thread.interrupt_main)

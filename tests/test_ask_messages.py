@@ -15,6 +15,7 @@ from tests.test_ask import make_images
 from tests.test_ask_transport import TRANSPORTS
 from visionkit import offline
 from visionkit.query import run as run_module
+from visionkit.query import thread as thread_module
 from visionkit.query.cache import Cache
 
 # retries wait 10-50 ms here (conftest.py): what a retry does matters, not how long it waits
@@ -77,7 +78,7 @@ def test_401_with_cache_off_keeps_the_answers_on_the_exception(tmp_path, caplog,
 
 
 def test_interrupted_rows_are_not_counted_as_failed(tmp_path, monkeypatch, capsys, when):
-    monkeypatch.setattr(run_module, "in_ipython", lambda: True)
+    monkeypatch.setattr(thread_module, "in_ipython", lambda: True)
     frame = pd.DataFrame({"path": make_images(tmp_path / "j", 12)})
     with Cache(tmp_path / "c.sqlite") as cache, offline.serve(latency=0.5) as url:
         client = vk.connect("offline", base_url=url, api_key="offline")

@@ -12,11 +12,11 @@ import pytest
 
 from visionkit.query.retry import (
     MAX_RETRY_AFTER,
-    AdaptiveLimiter,
     classify,
     parse_retry_after,
     retry_delay,
 )
+from visionkit.query.window import AdaptiveLimiter
 
 
 def test_retry_delay_is_exponential_capped_and_jittered():
@@ -144,3 +144,16 @@ def test_limiter_pause_holds_new_sends():
         return waited
 
     assert asyncio.run(main()) >= 0.1
+
+
+def test_the_retry_decision_is_a_pure_function_of_kind_attempt_and_retry_after():
+    from visionkit.query.retry import Verdict, decide
+
+    assert decide("auth", 1, 6) == Verdict("stop")
+    assert decide("fail", 1, 6) == Verdict("fail")
+    assert decide("retry", 2, 6, rand=lambda: 0.0) == Verdict("retry", delay=1.0)
+    assert decide("rate", 1, 6, retry_after=3.0, rand=lambda: 0.0) == Verdict("retry", delay=3.0)
+    assert decide("rate", 7, 6).note == "gave up after 7 attempts"
+    assert decide("retry", 1, 0).note == "gave up after 1 attempt; max_retries=0"
+    too_long = decide("rate", 1, 6, retry_after=MAX_RETRY_AFTER + 1)
+    assert too_long.action == "fail" and "server asked to wait 121 s" in (too_long.note or "")

@@ -27,8 +27,10 @@ from image_factory import (
     phone_jpeg,
     photo,
     png_bytes,
+    save,
     send,
     serve,
+    thin_bombs,
     truncated_jpeg,
 )
 from PIL import Image, ImageCms, ImageFile, ImageOps
@@ -941,3 +943,55 @@ def test_a_profile_that_fits_is_still_kept():
     photo(300, 200).save(buf, "PNG", icc_profile=profile)
     out = decode(encode_image(buf.getvalue()))
     assert out.info.get("icc_profile") == profile
+
+
+def test_thin_bombs_are_refused_before_pillow_allocates_their_rows(tmp_path):
+    """Pillow's own test corpus peaked near 1 GB on such files; read_images and encode over
+    them (two workers) now stay small, and each is its row's error (in a subprocess, to
+    measure its peak memory alone)."""
+    folder = tmp_path / "hostile"
+    thin_bombs(folder)
+    script = f"""
+import warnings
+warnings.simplefilter("ignore")
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) // 1024
+import visionkit as vk
+from visionkit.images.encode import encode_series
+before = peak()
+df = vk.read_images({str(folder)!r})
+uris = encode_series(df.path, progress=False, workers=2)
+print(peak() - before)
+print(df.error.tolist())
+print(uris.notna().tolist())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    grown, errors, encoded = done.stdout.splitlines()
+    assert int(grown) < 150, grown  # MB; a single thin bomb's rows alone took 640 MB
+    assert encoded == "[True, False, False, False]"  # the photo sorts first
+    assert errors.count("Pillow keeps a pointer per row") == 3
+
+
+def test_jpeg2000_is_decoded_at_a_resolution_level_near_the_target(tmp_path, monkeypatch):
+    """Like a JPEG's draft mode: a 2400x1800 JPEG 2000 wanted at 1120 px is decoded at half
+    size (its next resolution level), a quarter of the memory; the result is the same size."""
+    from PIL import Jpeg2KImagePlugin
+
+    path = save(photo(2400, 1800), tmp_path / "big.jp2", "JPEG2000")
+    loaded: list[tuple[int, int]] = []
+    real = Jpeg2KImagePlugin.Jpeg2KImageFile.load
+
+    def spy(self):
+        out = real(self)
+        loaded.append(self.size)
+        return out
+
+    monkeypatch.setattr(Jpeg2KImagePlugin.Jpeg2KImageFile, "load", spy)
+    im = decode(encode_image(path))
+    assert im.size == (1120, 840)
+    assert loaded and loaded[-1] == (1200, 900)
+    tiny = save(photo(8, 6), tmp_path / "tiny.jp2", "JPEG2000")
+    assert decode(encode_image(tiny)).size == (8, 6)  # nothing to reduce

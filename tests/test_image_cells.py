@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -442,3 +445,46 @@ def test_pillows_warnings_are_captured_not_shown(tmp_path, recwarn):
     with pil_errors():
         assert orientation(im2) == 1
     assert [str(w.message) for w in recwarn if "PIL" in w.filename] == []
+
+
+def test_only_regular_files_are_read_and_under_the_download_cap(tmp_path):
+    """/dev/zero, a FIFO nobody writes to and a file over the cap are each that row's error,
+    at once: nothing is read (in a subprocess with an address-space limit and an alarm, so a
+    regression fails instead of eating the machine's memory or hanging the suite)."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.png"
+    with open(big, "wb") as fh:  # sparse: 60 MB that take no disk
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.truncate(60 * 1024 * 1024)
+    script = f"""
+import resource, signal, warnings
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+signal.alarm(60)
+import pandas as pd
+import visionkit as vk
+from visionkit import ImageError
+from visionkit.images.cells import read_bytes
+from visionkit.images.encode import encode_series
+cells = ["/dev/zero", {str(fifo)!r}, {str(big)!r}]
+for i, cell in enumerate(cells):
+    try:
+        read_bytes(cell, row=i)
+    except ImageError as exc:
+        print(exc)
+warnings.simplefilter("ignore")
+uris = encode_series(pd.Series(cells), progress=False)
+print(sorted(uris.attrs["errors"]))
+info = vk.inspect_images(cells)
+print(info.error.tolist()[:2])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "row 0: not a regular file (a character device); only files are read"
+    assert lines[1] == "row 1: not a regular file (a FIFO); only files are read"
+    assert lines[2] == "row 2: file over the 50 MB cap (62,914,560 bytes)"
+    assert lines[3] == "[0, 1, 2]"
+    assert "a FIFO" in lines[4] and "a character device" in lines[4]

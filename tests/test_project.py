@@ -21,12 +21,13 @@ def _pyproject() -> dict:
 
 
 def _conda_packages() -> dict[str, str]:
-    """Package -> spec from environment.yml's conda list (pip section and python excluded)."""
+    """Package -> spec from environment.yml: its conda list and, for packages conda-forge
+    lacks, its pip section (python, pip and the editable install excluded)."""
     out = {}
     text = (ROOT / "environment.yml").read_text()
     for line in text.split("dependencies:", 1)[1].splitlines():
-        m = re.match(r"^  - ([A-Za-z0-9_.\-]+)(.*)$", line)
-        if m and m.group(1) not in ("python", "pip"):
+        m = re.match(r"^(?:  |      )- ([A-Za-z0-9_.\-]+)(.*)$", line)
+        if m and m.group(1) not in ("python", "pip") and not m.group(1).startswith("-"):
             out[m.group(1).lower()] = m.group(1) + m.group(2).strip()
     return out
 

@@ -248,3 +248,46 @@ def test_an_unknown_scheme_is_that_rows_error():
     assert uris.notna().tolist() == [True, False]
     info = vk.inspect_images(["nosuchfs://bucket/a.png"])
     assert info.error[0] == "cannot open: nosuchfs:// is not a filesystem fsspec knows"
+
+
+def test_a_forbidden_prefix_names_the_url_and_what_is_missing(s3):
+    name = s3.make_bucket({"photos/a.jpg": jpeg(1, size=(40, 30)), "other/x.jpg": b"x"})
+    secret = "wr0ng-" + "7" * 30
+    keys = s3.user_allowed(name, "photos/")  # may read photos/, may list the bucket
+    s3.set_auth(True)
+    try:
+        options = s3.options | {"key": "AKIANOSUCHKEY000", "secret": secret}
+        with pytest.raises(PermissionError) as info:
+            vk.read_images(f"s3://{name}/photos/", storage_options=options)
+        text = str(info.value)
+        assert f"access denied listing s3://{name}/photos/" in text
+        assert "storage_options={'key': ..., 'secret': ...}" in text
+        assert "AWS_ACCESS_KEY_ID" in text and secret not in text
+        with pytest.raises(PermissionError, match=f"listing s3://{name}/other/x.jpg"):
+            vk.read_images(f"s3://{name}/other/x.jpg", storage_options=s3.options | keys)
+    finally:
+        s3.set_auth(False)
+
+
+def test_public_url_drops_credentials():
+    assert remote.public_url("s3://AKIA:s3cret@bucket/a/b.jpg") == "s3://bucket/a/b.jpg"
+    assert remote.public_url("az://c/p/x.png?sig=abc&se=1") == "az://c/p/x.png"
+    assert remote.public_url("gs://bucket/") == "gs://bucket/"
+
+
+def test_an_object_over_the_cap_is_refused_before_its_body_is_read(s3, fetched):
+    big = b"\xff\xd8\xff" + bytes(1_500_000)
+    name = s3.make_bucket({"big/a.jpg": big, "big/b.jpg": big[:1000]})
+    cap = 1_000_000
+    with pytest.raises(ImageError, match=r"object over the 1,000,000 bytes cap \(1,500,003"):
+        read_bytes(f"s3://{name}/big/a.jpg", max_bytes=cap, storage_options=s3.options)
+    assert fetched == []  # its size came first (HEAD): no byte of the body was asked for
+    assert read_bytes(f"s3://{name}/big/b.jpg", max_bytes=cap, storage_options=s3.options)
+    assert [c[0].rsplit("/", 1)[1] for c in fetched] == ["b.jpg"]
+    fetched.clear()
+    listed = vk.read_images(f"s3://{name}/big/", storage_options=s3.options)  # sizes listed
+    assert listed.bytes.tolist() == [1_500_003, 1000]
+    fetched.clear()
+    with pytest.raises(ImageError, match="object over"):
+        read_bytes(listed.path[0], max_bytes=cap)
+    assert fetched == []

@@ -14,7 +14,7 @@ from image_factory import photo
 from PIL import Image
 
 import visionkit as vk
-import visionkit.images.tables as tables
+import visionkit.images.table_refs as tables
 from visionkit import ImageError
 from visionkit.images.cells import read_bytes
 from visionkit.images.encode import EncodeWarning, encode_series

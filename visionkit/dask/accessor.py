@@ -41,7 +41,7 @@ class DaskVisionAccessor:
 
     def inspect(self, *, column: str | None = None) -> Any:
         """``read_images``' columns for the image column, per partition, same index."""
-        from ..images.read import _frame
+        from ..images.rows import frame as _frame
 
         col = self._column(column)
         meta = _frame([], index=self._ddf._meta.index[:0])

@@ -43,8 +43,9 @@ def read_images(
     """
     import dask.dataframe as dd
 
-    from ..images.read import _frame, list_sources
+    from ..images.read import list_sources
     from ..images.remote import remember_options
+    from ..images.rows import frame as _frame
 
     if not isinstance(partition_size, int) or partition_size < 1:
         raise ValueError(f"partition_size must be an integer >= 1, not {partition_size!r}")
@@ -72,7 +73,8 @@ def _read_part(part: tuple[int, Any], concurrency: int | None) -> pd.DataFrame:
     """One partition: the headers of its files (on a worker), indexed by listing position."""
     import warnings
 
-    from ..images.read import ReadImagesWarning, _frame, read_listing
+    from ..images.read import ReadImagesWarning, read_listing
+    from ..images.rows import frame as _frame
 
     start, listing = part
     rows, positions, skipped = read_listing(listing, concurrency=concurrency)

@@ -13,11 +13,14 @@ may allocate:
 - PNG, GIF, WebP, TIFF, ... are decoded in full, so over the limit they stay an error for their
   row ("decompression bomb: 20000x20000 = 400 MP exceeds the 89 MP limit ..."), never a huge
   allocation.
+- Pillow also allocates a pointer (8 bytes) per row of every image it holds, so a tall, thin
+  image costs more than its pixels: a 1x83,886,338 RGBA "image" (a 284-byte BLP in Pillow's
+  own test corpus) is 336 MB of pixels and 671 MB of row pointers. Each row counts as
+  ``ROW_PIXELS`` more pixels here, so such an image is refused like any other bomb; for a
+  photo it adds a fraction of a percent.
 """
 
 from __future__ import annotations
-
-import math
 
 from PIL import Image
 
@@ -25,12 +28,28 @@ from ..errors import ImageError
 from ..tokens import fit_within
 from .formats import image_format
 
-__all__ = ["MAX_JPEG_PIXELS", "bomb_message", "check_decode", "decode_refusal", "jpeg_draft_scale"]
+__all__ = [
+    "MAX_JPEG_PIXELS",
+    "ROW_PIXELS",
+    "bomb_message",
+    "check_decode",
+    "decode_cost",
+    "decode_refusal",
+    "jpeg_draft_scale",
+]
 
 
 # A JPEG over PIL.Image.MAX_IMAGE_PIXELS is still accepted when its draft-mode decode is within
 # that limit, but only up to this declared size (a sanity cap: see the module docs).
 MAX_JPEG_PIXELS = 1_000_000_000
+
+# What one row costs Pillow beyond its pixels, counted in 4-byte pixels: its 8-byte pointer.
+ROW_PIXELS = 2
+
+
+def decode_cost(size: tuple[int, int]) -> int:
+    """What decoding ``size`` allocates, in pixels: the pixels and each row's pointer."""
+    return size[0] * size[1] + ROW_PIXELS * size[1]
 
 
 def _mp(pixels: float) -> str:
@@ -83,19 +102,25 @@ def decode_refusal(
     """
     limit = Image.MAX_IMAGE_PIXELS
     w, h = size
-    if limit is None or w * h <= limit:
+    if limit is None or decode_cost(size) <= limit:
         return None
     if fmt not in ("jpeg", "mpo"):
+        if w * h <= limit:  # the pixels fit; their row pointers do not
+            return (
+                f"decompression bomb: {w}x{h} has {h:,} rows, and Pillow keeps a pointer per "
+                f"row: decoding it would allocate as much as {_mp(decode_cost(size))}, over "
+                f"the {_mp(limit)} limit (PIL.Image.MAX_IMAGE_PIXELS)"
+            )
         return bomb_message(size=size)
     if w * h > MAX_JPEG_PIXELS:
         return (
             f"decompression bomb: {w}x{h} = {_mp(w * h)} JPEG exceeds the {_mp(MAX_JPEG_PIXELS)} "
             "cap for JPEGs decoded in draft mode (visionkit.images.bombs.MAX_JPEG_PIXELS)"
         )
-    smallest = next((s for s in (2, 4, 8) if math.prod(_scaled(size, s)) <= limit), None)
+    smallest = next((s for s in (2, 4, 8) if decode_cost(_scaled(size, s)) <= limit), None)
     if smallest is None:
         return f"{bomb_message(size=size)}, even decoded at 1/8 scale"
-    if decode_size is None or decode_size[0] * decode_size[1] <= limit:
+    if decode_size is None or decode_cost(decode_size) <= limit:
         return None
     how = (
         "in full"

@@ -18,20 +18,21 @@ import base64
 import binascii
 import io
 import os
+import stat
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
 from ..errors import ImageError
 from ..types import is_missing
-from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download
+from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download, size_text
 from .pil_errors import pil_errors
 from .remote import REMOTE_TIMEOUT, is_remote_url, read_object
-from .tables import is_table_ref, read_ref, struct_bytes
+from .table_refs import is_table_ref, ref_value, table_path
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -39,9 +40,11 @@ __all__ = [
     "decode_data_uri",
     "image_column",
     "local_path",
+    "open_regular",
     "path_of",
     "read_bytes",
     "source_label",
+    "table_value_bytes",
 ]
 
 
@@ -72,17 +75,7 @@ def cell_kind(cell: Any) -> str:
     """One of "missing", "pil", "bytes", "data", "url" (http/https), "remote" (an fsspec URL:
     s3://, gs://, ...), "ref" (a row of a table: ``x.parquet#image[3]``), "struct" (a
     ``{bytes, path}`` dict, as Parquet image columns read into pandas), "path" (or "unknown")."""
-    if is_missing(cell):
-        return "missing"
-    if isinstance(cell, Image.Image):
-        return "pil"
-    if isinstance(cell, (bytes, bytearray, memoryview)):
-        return "bytes"
-    if isinstance(cell, os.PathLike):
-        return "path"
-    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
-        return "struct"
-    if isinstance(cell, str):
+    if isinstance(cell, str):  # the common case first: a path or URL
         if is_table_ref(cell):
             return "ref"
         low = cell[:8].lower()
@@ -93,6 +86,16 @@ def cell_kind(cell: Any) -> str:
         if is_remote_url(cell):
             return "remote"
         return "path"
+    if is_missing(cell):
+        return "missing"
+    if isinstance(cell, Image.Image):
+        return "pil"
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(cell, os.PathLike):
+        return "path"
+    if isinstance(cell, dict) and ("bytes" in cell or "path" in cell):
+        return "struct"
     return "unknown"
 
 
@@ -120,17 +123,16 @@ def read_bytes(
     ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB). ``storage_options`` are for an
     fsspec URL (default: those remembered for its prefix, see ``visionkit.images.remote``).
     """
-    source = source_label(cell)
     try:
         data = _read_raw(
             cell, row=row, timeout=timeout, max_bytes=max_bytes, storage_options=storage_options
         )
     except ImageError as exc:
         if exc.row is None or exc.source is None:
-            raise ImageError(exc.reason, row=row, source=source) from exc
+            raise ImageError(exc.reason, row=row, source=source_label(cell)) from exc
         raise
     if not data:
-        raise ImageError("empty file (0 bytes)", row=row, source=source)
+        raise ImageError("empty file (0 bytes)", row=row, source=source_label(cell))
     return data
 
 
@@ -164,9 +166,10 @@ def _read_raw(
             max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
         )
     if kind == "ref":
-        return read_ref(cell, row=row)
-    if kind == "struct":
-        return struct_bytes(cell, row=row)
+        value, table = ref_value(cell)
+        return table_value_bytes(value, table, row=row, timeout=timeout, max_bytes=max_bytes)
+    if kind == "struct":  # a {bytes, path} cell of the user's frame: its path as it is
+        return table_value_bytes(cell, None, row=row, timeout=timeout, max_bytes=max_bytes)
     if kind == "remote":
         return read_object(
             cell,
@@ -175,16 +178,106 @@ def _read_raw(
             storage_options=storage_options,
         )
     if kind == "path":
-        with pil_errors(row, source_label(cell)):
-            path = local_path(cell)
-            if os.path.isdir(path):
-                raise IsADirectoryError(path)
-            with open(path, "rb") as fh:
-                return fh.read()
+        cap = DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes
+        with pil_errors(row, os.fspath(cell)):
+            fd, size = _regular_fd(local_path(cell), cap)
+            try:  # os.read: no file object for a read in one go (a per-row cost at scale)
+                data = os.read(fd, size + 1)  # not cap + 1: that allocates the whole cap
+                while len(data) <= cap:  # a short read, or the file grew since: read on
+                    want = size + 1 - len(data) if len(data) < size else 1 << 20
+                    more = os.read(fd, min(want, cap + 1 - len(data)))
+                    if not more:
+                        break
+                    data += more
+            finally:
+                os.close(fd)
+        if len(data) > cap:
+            raise ImageError(f"file over the {size_text(cap)} cap")
+        return data
     raise ImageError(
         f"unsupported image cell of type {type(cell).__name__} "
         "(expected a path, bytes, a PIL image, a data: URI, an http(s) URL or an s3://-style URL)"
     )
+
+
+def open_regular(path: str, max_bytes: int | None = None) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only, and only up to ``max_bytes`` (if given).
+
+    A FIFO, a device (``/dev/zero``, ``/dev/stdin``), a socket or a folder is refused with
+    ``ImageError`` without reading it: opened non-blocking (a FIFO without a writer would
+    block ``open`` for ever), then checked on the open descriptor, so a path swapped for
+    something else in between is still caught. A file over ``max_bytes`` is refused too.
+    """
+    fd, _size = _regular_fd(path, max_bytes)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _regular_fd(path: str, max_bytes: int | None) -> tuple[int, int]:
+    """``open_regular``'s checks, giving the open descriptor (blocking again) and the size."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError("is a directory, not an image file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"not a regular file ({_file_kind(st.st_mode)}); only files are read")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise ImageError(f"file over the {size_text(max_bytes)} cap ({st.st_size:,} bytes)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd, st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def table_value_bytes(
+    value: Any,
+    table: str | None,
+    *,
+    confine: bool = True,
+    row: object = None,
+    timeout: float | None = None,
+    max_bytes: int | None = None,
+) -> bytes:
+    """The image bytes of a value from a table's image column: a ``{bytes, path}`` struct's
+    bytes, else the file its path names; raw bytes; or a string (a path or URL).
+
+    Paths are resolved against the table's folder (``table``: the Parquet file's path or URL)
+    and, with ``confine``, must stay inside it (see ``table_refs.table_path``).
+    """
+    if is_missing(value):
+        raise ImageError("no image (missing value)")
+    if isinstance(value, Mapping):
+        data = value.get("bytes")
+        if data:
+            return bytes(data)
+        value = value.get("path")
+        if not value:
+            raise ImageError("no image (a struct with neither bytes nor path)")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        where = table_path(value, table, confine=confine)
+        return read_bytes(where, row=row, timeout=timeout, max_bytes=max_bytes)
+    raise ImageError(f"a table value of type {type(value).__name__} is not an image")
 
 
 def source_label(cell: Any) -> object:

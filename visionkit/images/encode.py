@@ -77,6 +77,7 @@ from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
 from .prefetch import close as close_prefetch
 from .prefetch import prefetched
+from .table_refs import tables_call
 
 __all__ = ["EncodeWarning", "encode_image", "encode_series"]
 
@@ -437,21 +438,9 @@ def encode_series(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(cells), desc="encode", unit="img", disable=not progress, delay=1.0)
-    results: list[Any] = []
     try:
-        if n_workers <= 1 or len(cells) <= 1:
-            for i in range(len(cells)):
-                results.append(one(i))
-                bar.update()
-        else:
-            with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                try:
-                    for result in pool.map(one, range(len(cells))):
-                        results.append(result)
-                        bar.update()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+        with tables_call():  # table references' files are closed when the call ends
+            results = _map_rows(one, len(cells), n_workers, bar)
     finally:
         bar.close()
         close_prefetch(source)
@@ -470,3 +459,22 @@ def encode_series(
             stacklevel=2,
         )
     return out
+
+
+def _map_rows(one: Any, n: int, workers: int, bar: Any) -> list[Any]:
+    """``[one(0), ..., one(n - 1)]`` on ``workers`` threads, in order, ticking ``bar``."""
+    results: list[Any] = []
+    if workers <= 1 or n <= 1:
+        for i in range(n):
+            results.append(one(i))
+            bar.update()
+        return results
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for result in pool.map(one, range(n)):
+                results.append(result)
+                bar.update()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return results

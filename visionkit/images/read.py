@@ -16,31 +16,24 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from PIL import Image
 
-from ..errors import ImageError, ReadImagesWarning
-from .bombs import decode_refusal
-from .cells import cell_kind, local_path, path_of, read_bytes
-from .decode import display_size, frame_count, is_lazy, open_bytes, open_header
-from .formats import image_format, is_not_an_image, sniff_format
-from .pil_errors import pil_errors
+from ..errors import ReadImagesWarning
+from .cells import cell_kind
+from .formats import is_not_an_image
+from .headers import cell_rows
+from .rows import COLUMNS, frame
 
 __all__ = ["COLUMNS", "IMAGE_EXTENSIONS", "ReadImagesWarning", "inspect_images", "read_images"]
 
-
-COLUMNS = ["path", "format", "width", "height", "mode", "frames", "bytes", "error"]
-_INT_COLUMNS = ["width", "height", "frames", "bytes"]
 
 # Names that claim an image format. A folder walk decides by content (every file Pillow can open
 # gets a row); a file Pillow cannot open still gets a row, with its reason, when its name says it
@@ -150,92 +143,6 @@ _NOT_IMAGE_EXTENSIONS = frozenset(
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-def header_info(im: Image.Image) -> dict[str, Any]:
-    """format, width, height (as displayed), mode, frames and error of an opened image.
-
-    ``error`` says why the image cannot be decoded within ``PIL.Image.MAX_IMAGE_PIXELS`` at
-    any scale (a PNG bomb; a 108 MP JPEG is fine: it decodes in draft mode), else None. Such
-    an image's frames are not counted (for a GIF that would walk the oversized frames).
-    """
-    w, h = display_size(im)
-    error = decode_refusal(im.size, image_format(im))
-    frames = frame_count(im) if error is None else None
-    return {
-        "format": image_format(im),
-        "width": w,
-        "height": h,
-        "mode": im.mode,
-        "frames": frames,
-        "error": error,
-    }
-
-
-def _empty_row(path: str | None) -> dict[str, Any]:
-    return {c: None for c in COLUMNS} | {"path": path}
-
-
-def _sniff_file(path: str) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return sniff_format(fh.read(32))
-    except OSError:
-        return None
-
-
-def _file_row(path: str) -> dict[str, Any]:
-    """One row of ``read_images`` for a local file; errors become the ``error`` column."""
-    row = _empty_row(path)
-    with contextlib.suppress(OSError):
-        row["bytes"] = os.stat(local_path(path)).st_size
-    try:
-        # pil_errors also around header_info: reading EXIF may make Pillow warn
-        with pil_errors(source=path), open_header(path) as im:
-            row.update(header_info(im))
-    except ImageError as exc:
-        row["error"] = exc.reason
-        if row["bytes"]:
-            row["format"] = _sniff_file(local_path(path))
-    return row
-
-
-def _cell_row(cell: Any) -> dict[str, Any]:
-    """One row of ``inspect_images`` for any image cell."""
-    kind = cell_kind(cell)
-    if kind == "path":
-        return _file_row(os.fspath(cell))
-    row = _empty_row(path_of(cell))
-    try:
-        if kind == "pil":
-            with pil_errors():
-                row.update(header_info(cell))
-            if not is_lazy(cell):
-                row["error"] = None  # already in memory: nothing more to allocate
-            return row
-        data = read_bytes(cell)
-        row["bytes"] = len(data)
-        row["format"] = sniff_format(data[:32])
-        with pil_errors(), open_bytes(data, check=False) as im:
-            row.update(header_info(im))
-    except ImageError as exc:
-        row["error"] = exc.reason
-    return row
-
-
-def _frame(rows: list[dict[str, Any]], index: pd.Index | None = None) -> pd.DataFrame:
-    # Text columns stay ``object`` with None for missing values on every pandas version
-    # (pandas 3 would infer its ``str`` dtype for some frames and not others, e.g. empty ones).
-    columns = {}
-    for col in COLUMNS:
-        values = [r[col] for r in rows]
-        dtype = "Int64" if col in _INT_COLUMNS else object
-        columns[col] = (
-            pd.Series(values, index=index, dtype=dtype)
-            if rows
-            else pd.Series([], index=index, dtype=dtype)
-        )
-    return pd.DataFrame(columns, index=index if rows else None)
-
-
 def _natural_key(path: str) -> tuple:
     parts = re.split(r"(\d+)", path)
     return ([int(p) if p.isdigit() else p.lower() for p in parts], path)
@@ -306,49 +213,12 @@ def _left_out(source: _Source, row: dict[str, Any]) -> bool:
     )
 
 
-def _map(func: Any, items: list[Any], *, threads: bool) -> list[Any]:
-    if threads and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
-            return list(pool.map(func, items))
-    return [func(item) for item in items]
-
-
 def _image_name(name: str) -> bool | None:
     """True/False by extension, None when only the bytes can tell."""
     ext = os.path.splitext(name)[1].lower()
     if ext in IMAGE_EXTENSIONS:
         return True
     return False if ext in _NOT_IMAGE_EXTENSIONS else None
-
-
-def _rows(
-    cells: list[Any],
-    *,
-    sizes: Mapping[str, int | None] | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-    concurrency: int | None = None,
-) -> list[dict[str, Any]]:
-    """Rows for ``cells``: remote ones (fsspec and http(s) URLs) from their leading bytes,
-    concurrently (``remote_headers``); the rest here."""
-    from .remote_headers import remote_header_rows
-
-    remote = [i for i, c in enumerate(cells) if cell_kind(c) in ("url", "remote")]
-    rows: list[Any] = [None] * len(cells)
-    if remote:
-        urls = [cells[i] for i in remote]
-        found = remote_header_rows(
-            urls,
-            sizes=[(sizes or {}).get(u) for u in urls],
-            storage_options=storage_options,
-            concurrency=concurrency,
-        )
-        for i, row in zip(remote, found, strict=True):
-            rows[i] = row
-    local = [i for i in range(len(cells)) if rows[i] is None]
-    local_rows = _map(_cell_row, [cells[i] for i in local], threads=False)
-    for i, row in zip(local, local_rows, strict=True):
-        rows[i] = row
-    return rows
 
 
 def _expand_remote(
@@ -434,7 +304,7 @@ def read_listing(
     """``read_images``' second half: the rows of the listed files (headers only), their
     positions in the listing, and the names of the files left out as not images (a walk's
     non-images, and objects without a telling extension whose bytes are not an image)."""
-    rows = _rows(
+    rows = cell_rows(
         [s.path for s in listing.sources],
         sizes=listing.sizes,
         storage_options=storage_options,
@@ -466,6 +336,7 @@ def read_images(
     column: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,
+    confine_paths: bool = True,
 ) -> pd.DataFrame:
     """A DataFrame with one row per image file, read from headers only.
 
@@ -499,7 +370,19 @@ def read_images(
     ({bytes, path} structs, binary or path strings); ``path`` is then a reference such as
     ``data/train.parquet#image[17]`` that every visionkit reader resolves, so the frame never
     copies the images, and the table's other columns come along (see
-    ``visionkit.images.tables``).
+    ``visionkit.images.tables``). A damaged table named on its own raises ``ValueError``
+    naming it; one found by a glob or in a folder is left out with a warning.
+
+    Paths a table names (a path string, or a ``{bytes: null, path}`` struct) are read from
+    the table's own folder, never from the working directory: ``img/0.png`` in
+    ``s3://b/data/train.parquet`` is ``s3://b/data/img/0.png``. With ``confine_paths=True``
+    (the default, for local and remote tables alike: a downloaded table is someone else's) a
+    path that leads out of that folder (an absolute path elsewhere, ``..``, a symbolic link
+    out of it, another bucket) is that row's error and is never read, so a table cannot make
+    visionkit read a private file and send it to a model. http(s) URLs are read wherever they
+    point. ``confine_paths=False`` reads paths anywhere, for a table you trust (a manifest
+    you wrote listing files elsewhere). A ``datasets.Dataset`` has no folder: its paths are
+    taken as they are, as ``datasets`` does.
 
     >>> df = read_images("datasets/")                            # doctest: +SKIP
     >>> df.vision.estimate_tokens().sum()                        # doctest: +SKIP
@@ -507,7 +390,13 @@ def read_images(
     from .tables import is_dataset, read_table_images
 
     if column is not None or is_dataset(source):
-        return read_table_images(source, column, storage_options=storage_options)
+        return read_table_images(
+            source,
+            column,
+            storage_options=storage_options,
+            concurrency=concurrency,
+            confine_paths=confine_paths,
+        )
     listing = list_sources(source, recursive=recursive, storage_options=storage_options)
     by_name = listing.by_name
     if by_name:
@@ -534,7 +423,7 @@ def read_images(
             ReadImagesWarning,
             stacklevel=2,
         )
-    return _frame(kept)
+    return frame(kept)
 
 
 def inspect_images(
@@ -549,5 +438,5 @@ def inspect_images(
     """
     series = images if isinstance(images, pd.Series) else pd.Series(list(images), dtype=object)
     cells = series.tolist()
-    rows = _rows(cells, storage_options=storage_options, concurrency=concurrency)
-    return _frame(rows, index=series.index)
+    rows = cell_rows(cells, storage_options=storage_options, concurrency=concurrency)
+    return frame(rows, index=series.index)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import random
 import re
 import threading
@@ -54,9 +55,12 @@ __all__ = [
     "filesystem",
     "is_remote_url",
     "list_images",
+    "public_url",
     "read_object",
     "set_storage_options",
 ]
+
+logger = logging.getLogger("visionkit")
 
 REMOTE_TIMEOUT = 60.0  # seconds: one deadline per object read (s3fs itself waits up to 60 s)
 
@@ -158,7 +162,10 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     except ImportError:
         raise ImportError(_hint(scheme)) from None
     try:
-        fs, path = fsspec.core.url_to_fs(url, **options)
+        if scheme in ("gs", "gcs") and options.get("endpoint_url"):
+            fs, path = _plain_gcs(url, options)
+        else:
+            fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError:
         raise ImportError(_hint(scheme)) from None
     except ValueError as exc:
@@ -170,6 +177,21 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     return fs, path
 
 
+def _plain_gcs(url: str, options: Mapping[str, Any]) -> tuple[Any, str]:
+    """gcsfs's plain filesystem for a custom ``endpoint_url`` (an emulator, a private endpoint).
+
+    gcsfs (2026.x) hands ``gs://`` to ``ExtendedGcsFileSystem`` unless the environment says
+    ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` before it is imported; that class first asks
+    each bucket's layout over gRPC (TLS, to the endpoint's host), which an emulator does not
+    serve: 60 s of retries per bucket, and an unknown answer is not cached, so it starts again
+    on every call. Such an endpoint serves only the JSON API the plain class speaks.
+    """
+    from gcsfs.core import GCSFileSystem
+
+    fs = GCSFileSystem(**options)
+    return fs, fs._strip_protocol(url)
+
+
 def _hint(scheme: str) -> str:
     package, extra = _EXTRAS.get(scheme, ("fsspec", "s3"))
     return (
@@ -179,9 +201,13 @@ def _hint(scheme: str) -> str:
     )
 
 
-def full_url(fs: Any, path: str) -> str:
-    """A path from ``fs`` as a URL with its protocol (fsspec's listings drop it)."""
-    return fs.unstrip_protocol(path)
+def full_url(fs: Any, path: str, scheme: str | None = None) -> str:
+    """A path from ``fs`` as a URL with its protocol (fsspec's listings drop it), written with
+    ``scheme`` when given: adlfs writes ``abfs://`` for a listing of ``az://``, and the options
+    remembered for ``az://container/`` must still apply to what was listed there."""
+    url = fs.unstrip_protocol(path)
+    own = scheme_of(url)
+    return f"{scheme}{url[len(own) :]}" if scheme and own and own != scheme else url
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,13 +230,15 @@ def fetch(
             return fs.cat_file(path, start=start, end=end, **kwargs)
         except FileNotFoundError:
             raise ImageError("file not found (no such object)") from None
-        except PermissionError:
-            raise ImageError("access denied (the credentials may not read this object)") from None
         except IsADirectoryError:
             raise ImageError("is a directory, not an image file") from None
         except ImportError:
             raise
         except Exception as exc:
+            if _forbidden(exc):
+                raise ImageError(
+                    "access denied (the credentials may not read this object)"
+                ) from None
             reason = _reason(exc)
             if not _transient(exc) or attempt == _RETRIES or time.monotonic() >= deadline:
                 raise ImageError(f"download failed: {reason}") from None
@@ -232,7 +260,14 @@ def read_object(
         fs, path = filesystem(url, storage_options)
     except ValueError as exc:  # an unknown scheme ("c://x.jpg"): this row's problem only
         raise ImageError(str(exc)) from None
-    data = fetch(fs, path, 0, max_bytes + 1, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    # The size first (from the listing fsspec keeps after read_images, else one HEAD): an
+    # object over the cap is refused before a byte of it is read.
+    size = _known_size(fs, path, timeout)
+    if size is not None and size > max_bytes:
+        raise ImageError(f"object over the {size_text(max_bytes)} cap ({size:,} bytes)")
+    left = max(0.1, deadline - time.monotonic())
+    data = fetch(fs, path, 0, max_bytes + 1, timeout=left)
     if len(data) > max_bytes:
         raise ImageError(f"object over the {size_text(max_bytes)} cap")
     return data
@@ -244,11 +279,32 @@ def object_size(fs: Any, path: str, *, timeout: float = REMOTE_TIMEOUT) -> int |
         size = fs.size(path, **kwargs)
     except FileNotFoundError:
         raise ImageError("file not found (no such object)") from None
-    except PermissionError:
-        raise ImageError("access denied (the credentials may not read this object)") from None
-    except Exception:
+    except Exception as exc:
+        if _forbidden(exc):
+            raise ImageError("access denied (the credentials may not read this object)") from None
         return None
     return int(size) if size is not None else None
+
+
+def _forbidden(exc: BaseException) -> bool:
+    """A 401/403 from any store: s3fs raises PermissionError, gcsfs an OSError that says
+    "Forbidden" (or "Unauthorized"), adlfs azure-core's HttpResponseError with its status."""
+    if isinstance(exc, PermissionError) or getattr(exc, "status_code", None) in (401, 403):
+        return True
+    text = str(exc).lstrip()
+    return isinstance(exc, OSError) and text.startswith(("Forbidden", "Unauthorized"))
+
+
+def _known_size(fs: Any, path: str, timeout: float) -> int | None:
+    """The object's size before reading it, or None when the store will not say: a HEAD
+    refused while a GET may be allowed (moto's IAM does that for a user allowed s3:GetObject
+    on a prefix, though AWS allows both) is left to the GET to decide."""
+    try:
+        return object_size(fs, path, timeout=timeout)
+    except ImageError as exc:
+        if exc.reason.startswith("file not found"):
+            raise
+        return None
 
 
 def _is_async(fs: Any) -> bool:
@@ -307,6 +363,61 @@ def list_images(
     store (one request less per item of a long list; a missing one becomes its row's error).
     ``skipped`` collects the names left out by ``is_image_name`` (for a warning).
     """
+    try:
+        with _slow_note(source):
+            return _list(source, recursive, storage_options, is_image_name, trust_name, skipped)
+    except Exception as exc:
+        if not _forbidden(exc) and type(exc).__name__ not in (
+            "NoCredentialsError",
+            "PartialCredentialsError",
+        ):
+            raise
+        what = "access denied listing" if _forbidden(exc) else "no credentials found to list"
+        raise PermissionError(
+            f"read_images: {what} {public_url(source)}: {_credentials_hint(scheme_of(source))}"
+        ) from None
+
+
+SLOW_NOTE_SECONDS = 15.0
+
+
+@contextlib.contextmanager
+def _slow_note(source: str) -> Any:
+    """Say so (once, on the ``visionkit`` logger, which Python prints when nothing else is
+    set up) when listing ``source`` takes longer than ``SLOW_NOTE_SECONDS``: a store that is
+    slow to answer must not look like a hung notebook cell."""
+    scheme = scheme_of(source)
+    why = (
+        " gcsfs first asks each bucket's layout over gRPC; if that is what waits, set "
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before importing gcsfs"
+        if scheme in ("gs", "gcs")
+        else ""
+    )
+    timer = threading.Timer(
+        SLOW_NOTE_SECONDS,
+        lambda: logger.warning(
+            "read_images: still listing %s after %.0f s; the store is slow to answer.%s",
+            public_url(source),
+            SLOW_NOTE_SECONDS,
+            why,
+        ),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _list(
+    source: str,
+    recursive: bool,
+    storage_options: Mapping[str, Any] | None,
+    is_image_name: Any,
+    trust_name: bool,
+    skipped: list[str] | None,
+) -> list[tuple[str, int | None]]:
     fs, path = filesystem(source, storage_options)
     base = source.rstrip("/").rsplit("/", 1)[-1]
     named_like_image = is_image_name is not None and is_image_name(base)
@@ -339,8 +450,48 @@ def list_images(
             if skipped is not None:
                 skipped.append(base)
             continue
-        out.append((full_url(fs, name), _size(info)))
+        out.append((full_url(fs, name, scheme_of(source)), _size(info)))
     return out
+
+
+_HINTS = {
+    "s3": (
+        "storage_options={'key': ..., 'secret': ...} (or {'anon': True} for a public bucket), "
+        "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws"
+    ),
+    "gs": (
+        "storage_options={'token': 'path/to/service-account.json'} (or {'token': 'anon'} for "
+        "a public bucket), or GOOGLE_APPLICATION_CREDENTIALS"
+    ),
+    "az": (
+        "storage_options={'account_name': ..., 'account_key': ...} or {'connection_string': "
+        "...}, or AZURE_STORAGE_CONNECTION_STRING"
+    ),
+    "hf": "storage_options={'token': ...}, or HF_TOKEN (huggingface-cli login)",
+}
+_HINTS["s3a"] = _HINTS["s3"]
+_HINTS["gcs"] = _HINTS["gs"]
+_HINTS["abfs"] = _HINTS["abfss"] = _HINTS["adl"] = _HINTS["az"]
+
+
+def _credentials_hint(scheme: str) -> str:
+    how = _HINTS.get(scheme, "storage_options= with the filesystem's credentials")
+    return (
+        "the credentials in use may not read it, or none were found. Give credentials that "
+        f"may list and read it: {how}"
+    )
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials: no ``user:password@`` and no query string (which may
+    hold a token or a signature)."""
+    m = _URL.match(url)
+    if m is None:
+        return url
+    rest = url[m.end() :]
+    host, sep, tail = rest.partition("/")
+    host = host.rsplit("@", 1)[-1]
+    return f"{m.group(0)}{host}{sep}{tail.split('?', 1)[0].split('#', 1)[0]}"
 
 
 def _size(info: Mapping[str, Any]) -> int | None:

@@ -23,7 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ImageError
+from .decode import open_lazy
 from .formats import sniff_format
+from .pil_errors import pil_errors
+from .rows import empty_row, frame, header_info
 
 __all__ = ["CONCURRENCY", "HEAD_BYTES", "header_frame", "remote_header_rows"]
 
@@ -102,11 +105,7 @@ def header_row(
     sizer: Callable[[], int | None] | None = None,
 ) -> dict[str, Any]:
     """``read_images``'s row for one remote object, reading as few leading bytes as it can."""
-    from .decode import _open_lazy
-    from .pil_errors import pil_errors
-    from .read import _empty_row, header_info
-
-    row = _empty_row(url)
+    row = empty_row(url)
     row["bytes"] = size
     data = b""
     try:
@@ -124,7 +123,7 @@ def header_row(
                     ctx.format = sniff_format(ctx.head)
                     if not data:
                         raise ImageError("empty file (0 bytes)")
-                    im = _open_lazy(PrefixFile(data, size), check=False)
+                    im = open_lazy(PrefixFile(data, size), check=False)
                     row.update(header_info(im))
                 return row
             except _NeedMore as more:
@@ -165,12 +164,10 @@ def remote_header_rows(
             except ImportError:
                 raise
             except Exception as exc:
-                from .read import _empty_row
-
                 # our own ValueError says which scheme; others are named only (their text
                 # could carry options)
                 why = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
-                return _empty_row(url) | {"error": f"cannot open: {why}"}
+                return empty_row(url) | {"error": f"cannot open: {why}"}
             return header_row(
                 url,
                 lambda start, end: fetch(fs, path, start, end),
@@ -213,9 +210,7 @@ def header_frame(
     the sizes, no object needs a HEAD request. Takes plain values only, so it runs on any
     worker process (credentials come from ``storage_options`` or the worker's environment).
     """
-    from .read import _frame
-
     rows = remote_header_rows(
         list(urls), sizes=sizes, storage_options=storage_options, concurrency=concurrency
     )
-    return _frame(rows)
+    return frame(rows)

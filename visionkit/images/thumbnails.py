@@ -32,6 +32,7 @@ from ..errors import ImageError
 from .cells import cell_kind, local_path, path_of, source_label
 from .decode import decode_image
 from .pil_errors import pil_errors
+from .table_refs import tables_call
 
 __all__ = ["ImageGrid", "clear_thumbnail_cache", "show_images", "thumbnail"]
 
@@ -219,12 +220,13 @@ def show_images(
         except ImageError as exc:
             tile.error = exc.reason
 
-    if len(tiles) > 1:
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            list(pool.map(render, range(len(tiles))))
-    else:
-        for i in range(len(tiles)):
-            render(i)
+    with tables_call():  # table references' files are closed when the grid is drawn
+        if len(tiles) > 1:
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                list(pool.map(render, range(len(tiles))))
+        else:
+            for i in range(len(tiles)):
+                render(i)
     return ImageGrid(tiles=tiles, total=len(images), size=size)
 
 

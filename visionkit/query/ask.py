@@ -80,7 +80,8 @@ from .estimate import check_budget, dry_run_frame
 from .options import AskOptions, parameters_doc
 from .plan import Plan, make_plan
 from .progress import progress_bar
-from .run import Run, run_in_thread
+from .run import Run
+from .thread import run_in_thread
 
 __all__ = ["ask", "ask_async"]
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import threading
 import warnings
@@ -59,8 +60,11 @@ __all__ = [
     "aiohttp_available",
     "cache_identity",
     "connect",
+    "discover_model",
     "rate_limits",
 ]
+
+logger = logging.getLogger("visionkit")
 
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
 
@@ -428,3 +432,16 @@ def default_client() -> Client:
         if client is None:
             client = _default[state] = connect("auto")
         return client
+
+
+async def discover_model(sdk: Any) -> str:
+    """The one model a server serves (for ``connect(base_url=...)`` without ``model=``)."""
+    page = await sdk.models.list()
+    ids = [m.id for m in page.data]
+    if len(ids) == 1:
+        logger.info("using the server's only model %r", ids[0])
+        return str(ids[0])
+    raise ValueError(
+        f"the server serves {len(ids)} models ({', '.join(ids[:10]) or 'none'}); "
+        "pass model=... to ask() or connect()"
+    )

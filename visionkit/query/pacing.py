@@ -16,7 +16,7 @@ tokens are not known before). Providers enforce per-minute limits with windows o
 allow some burst; spacing evenly is within any of them.
 
 ``Gate`` is what a run asks before each send. It composes the pacer with the adaptive limit on
-requests in flight (``visionkit.query.retry.AdaptiveLimiter``: AIMD on 429s, the server's
+requests in flight (``visionkit.query.window.AdaptiveLimiter``: AIMD on 429s, the server's
 ``Retry-After`` pause, pacing after a 429), so the stricter of the two always wins: a known limit
 that is wrong (a free key told it is paid) still meets the 429 machinery.
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..providers import RateLimits
-from .retry import AdaptiveLimiter
+from .window import AdaptiveLimiter
 
 __all__ = ["HEADROOM", "Gate", "Pacer", "RateLimits"]
 

@@ -1,4 +1,4 @@
-"""Retry policy and adaptive concurrency for batched requests (pure, testable without a network).
+"""The retry policy for batched requests (pure functions, testable without a network).
 
 Why visionkit owns its retry loop instead of the ``openai`` SDK's (``max_retries``): the SDK
 retries each request on its own, out of sight, so a batch cannot see a 429 as it happens. A
@@ -12,29 +12,30 @@ backoff from 0.5 s capped at 8 s with up to 25 % jitter, and ``retry-after-ms`` 
 - ``classify(exc)`` -> what a failure means for the batch: ``"auth"`` (stop the run),
   ``"rate"`` (429: slow down, retry), ``"retry"`` (5xx, 408, 409, timeouts, dropped
   connections) or ``"fail"`` (any other 4xx: that row fails with the provider's message).
-- ``AdaptiveLimiter``: an AIMD limit on requests in flight. Each success adds ``1/limit`` (so
-  about +1 per round of requests); a 429 multiplies the limit by ``decrease`` at most once per
-  round (only a request started after the last decrease can trigger the next), and a
-  ``Retry-After`` pauses every new send until it has passed.
+- ``decide(kind, attempt, max_retries, retry_after)`` -> a ``Verdict``: stop the run, fail the
+  row (with a note saying why it was not retried), or retry after a delay.
+
+The reaction of the whole batch to 429s (the adaptive window) is ``visionkit.query.window``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import email.utils
 import math
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
     "INITIAL_RETRY_DELAY",
     "MAX_RETRY_AFTER",
     "MAX_RETRY_DELAY",
-    "AdaptiveLimiter",
+    "Verdict",
     "classify",
+    "decide",
+    "gave_up",
     "parse_retry_after",
     "retry_delay",
 ]
@@ -108,133 +109,46 @@ def classify(exc: BaseException) -> Kind:
     return "fail"
 
 
-class AdaptiveLimiter:
-    """AIMD limit on requests in flight, paced after 429s, with a shared ``Retry-After`` pause.
+@dataclass(frozen=True)
+class Verdict:
+    """What to do after a failed attempt: ``"stop"`` the run, ``"fail"`` the row (``note``:
+    why it was not retried, for its error) or ``"retry"`` after ``delay`` seconds."""
 
-    ``ticket = await limiter.acquire()`` before a send, ``await limiter.release(ticket,
-    "ok" | "rate" | "error", retry_after)`` after it. The limit starts at ``limit`` (the
-    caller's ``concurrency``), never exceeds it and never drops below ``minimum``.
+    action: Literal["stop", "fail", "retry"]
+    delay: float = 0.0
+    note: str | None = None
 
-    Rate limits are usually requests per second, and near them the limit is small (4 requests
-    in flight at 20 req/s and 200 ms), where "+1 per round" is a 25 % jump and every probe is
-    a 429. So once a 429 has been seen: sends are *paced* at ``limit / rtt`` per second (rtt:
-    the smoothed duration of successful requests), which makes a fractional limit meaningful,
-    and while 429s are recent (``calm`` seconds) the limit grows ten times more slowly.
+
+def decide(
+    kind: Kind,
+    attempt: int,
+    max_retries: int,
+    retry_after: float | None = None,
+    *,
+    rand: Callable[[], float] = random.random,
+) -> Verdict:
+    """The policy after attempt number ``attempt`` failed as ``kind`` (see ``classify``).
+
+    >>> decide("retry", 1, 6, rand=lambda: 0.0)
+    Verdict(action='retry', delay=0.5, note=None)
+    >>> decide("rate", 3, 2).note
+    'gave up after 3 attempts'
     """
+    if kind == "auth":
+        return Verdict("stop")
+    if kind == "fail":
+        return Verdict("fail")
+    if attempt > max_retries:
+        return Verdict("fail", note=gave_up(attempt, max_retries))
+    if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+        return Verdict("fail", note=f"server asked to wait {retry_after:.0f} s; not retried")
+    return Verdict("retry", delay=retry_delay(attempt, retry_after, rand=rand))
 
-    def __init__(
-        self,
-        limit: int,
-        *,
-        minimum: int = 1,
-        decrease: float = 0.7,
-        calm: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if limit < 1:
-            raise ValueError(f"concurrency must be at least 1, but {limit!r} was passed")
-        self.max_limit = int(limit)
-        self.minimum = max(1, min(int(minimum), self.max_limit))
-        self.limit = float(limit)
-        self.lowest = float(limit)
-        self.decrease = decrease
-        self.calm = calm
-        self.in_flight = 0
-        self.decreases = 0
-        self.rtt: float | None = None
-        self._clock = clock
-        self._paused_until = 0.0
-        self._next_send = 0.0
-        self._last_429 = -math.inf
-        self._sent: dict[int, float] = {}
-        self._issued = 0  # tickets handed out so far
-        self._mark = 0  # tickets <= mark were issued before the last decrease
-        self._cond: asyncio.Condition | None = None
 
-    # -- pure bookkeeping (tested without an event loop) ---------------------------------
-    def allowed(self) -> int:
-        """Requests allowed in flight right now."""
-        return max(self.minimum, math.ceil(self.limit) if self.pacing else int(self.limit))
-
-    @property
-    def pacing(self) -> bool:
-        """Whether sends are spaced out (after the first 429, once a round trip is measured)."""
-        return self._last_429 > -math.inf and self.rtt is not None
-
-    def pause_remaining(self) -> float:
-        """Seconds until the next send may start (Retry-After pause, then pacing)."""
-        until = self._paused_until
-        if self.pacing:
-            until = max(until, self._next_send)
-        return max(0.0, until - self._clock())
-
-    def take(self) -> int:
-        """Record a send; returns its ticket (call only when ``in_flight < allowed()``)."""
-        now = self._clock()
-        self.in_flight += 1
-        self._issued += 1
-        self._sent[self._issued] = now
-        if self.pacing:
-            assert self.rtt is not None
-            self._next_send = max(now, self._next_send) + self.rtt / max(self.limit, 1e-9)
-        return self._issued
-
-    def give_back(
-        self, ticket: int, outcome: Literal["ok", "rate", "error"], retry_after: float | None = None
-    ) -> None:
-        """Record how the request with ``ticket`` ended and adapt the limit."""
-        now = self._clock()
-        self.in_flight -= 1
-        sent = self._sent.pop(ticket, now)
-        if outcome == "ok":
-            took = max(now - sent, 1e-4)
-            self.rtt = took if self.rtt is None else 0.8 * self.rtt + 0.2 * took
-            gain = 0.1 if now - self._last_429 < self.calm else 1.0
-            self.limit = min(float(self.max_limit), self.limit + gain / max(self.limit, 1.0))
-        elif outcome == "rate":
-            self._last_429 = now
-            if ticket > self._mark:  # started after the last decrease: a fresh signal
-                self.limit = max(float(self.minimum), self.limit * self.decrease)
-                self.lowest = min(self.lowest, self.limit)
-                self.decreases += 1
-                self._mark = self._issued
-            if retry_after is not None and retry_after > 0:
-                self._paused_until = max(
-                    self._paused_until, now + min(retry_after, MAX_RETRY_AFTER)
-                )
-
-    # -- asyncio front end ------------------------------------------------------------
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
-
-    async def acquire(self) -> int:
-        cond = self._condition()
-        async with cond:
-            while True:
-                pause = self.pause_remaining()
-                if pause > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(cond.wait(), timeout=pause)
-                    continue
-                if self.in_flight < self.allowed():
-                    return self.take()
-                await cond.wait()
-
-    async def release(
-        self, ticket: int, outcome: Literal["ok", "rate", "error"], retry_after: float | None = None
-    ) -> None:
-        cond = self._condition()
-        async with cond:
-            self.give_back(ticket, outcome, retry_after)
-            cond.notify_all()
-
-    def __repr__(self) -> str:
-        return (
-            f"AdaptiveLimiter(limit={self.limit:.2f}, max={self.max_limit}, "
-            f"in_flight={self.in_flight})"
-        )
+def gave_up(attempts: int, max_retries: int) -> str:
+    """``gave up after 3 attempts``; ``gave up after 1 attempt; max_retries=0``."""
+    text = f"gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+    return f"{text}; max_retries=0" if max_retries == 0 else text
 
 
 def headers_of(exc: BaseException) -> Any:

@@ -102,6 +102,24 @@ def test_open_files_are_bounded_while_a_call_reads_many(tmp_path, monkeypatch):
     assert _open_parquet_fds(tmp_path) == []
 
 
+@pytest.mark.filterwarnings("ignore:.*offline stand-in")
+def test_ask_and_submit_close_the_files_behind_references_when_they_end(tmp_path):
+    data = png(5)
+    refs = []
+    for i in range(5):
+        path = tmp_path / f"t{i}.parquet"
+        pq.write_table(struct_table([{"bytes": data, "path": None}]), path)
+        refs.append(f"{path}#image[0]")
+    df = pd.DataFrame({"image": refs})
+    cache = tmp_path / "answers.sqlite"
+    asked = df.vision.ask("Describe.", cache=cache, progress=False)
+    assert asked.answer.notna().all()
+    assert _open_parquet_fds(tmp_path) == []
+    planned = df.vision.submit("Describe.", cache=tmp_path / "b.sqlite", dry_run=True)
+    assert planned.error.isna().all()
+    assert _open_parquet_fds(tmp_path) == []
+
+
 def _open_parquet_fds(folder: Path) -> list[str]:
     out = []
     for fd in os.listdir("/proc/self/fd"):

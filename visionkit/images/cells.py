@@ -119,9 +119,11 @@ def read_bytes(
     """The encoded bytes of an image cell (file contents, decoded data URI, download, ...).
 
     A PIL image is saved losslessly as PNG. Empty content is an error ("empty file (0 bytes)").
-    URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``) and refused past
-    ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB). ``storage_options`` are for an
-    fsspec URL (default: those remembered for its prefix, see ``visionkit.images.remote``).
+    URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``); URLs and local
+    files alike are refused past ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB), and
+    only regular files are read (``open_regular``: never a FIFO or a device).
+    ``storage_options`` are for an fsspec URL (default: those remembered for its prefix, see
+    ``visionkit.images.remote``).
     """
     try:
         data = _read_raw(

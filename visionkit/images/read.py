@@ -150,21 +150,36 @@ def _natural_key(path: str) -> tuple:
 
 def _walk(folder: str, recursive: bool) -> list[str]:
     """Every non-hidden file under ``folder`` (following symbolic links, each real folder once,
-    so a link back up the tree ends), in natural order: ``img2`` before ``img10``."""
+    so a link back up the tree ends), in natural order: ``img2`` before ``img10``.
+
+    ``os.scandir`` entries say from the directory listing whether a name is a regular file,
+    so no file is stat'ed (only symbolic links are followed to see what they point at).
+    """
     found: list[str] = []
     seen: set[str] = set()
-    for top, dirs, files in os.walk(folder, followlinks=True):
+    stack = [folder]
+    while stack:
+        top = stack.pop()
         real = os.path.realpath(top)
         if real in seen:
-            dirs[:] = []
             continue
         seen.add(real)
-        # hidden files and folders: .ipynb_checkpoints, .git, macOS ._ resource forks
-        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
-        for name in files:
-            path = os.path.join(top, name)
-            if not name.startswith(".") and os.path.isfile(path):  # not a dangling link
-                found.append(path)
+        try:
+            entries = list(os.scandir(top))
+        except OSError:  # unreadable, or gone since it was listed: as os.walk skips it
+            continue
+        for entry in entries:
+            # hidden files and folders: .ipynb_checkpoints, .git, macOS ._ resource forks
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    if recursive:
+                        stack.append(entry.path)
+                elif entry.is_file():  # a regular file, or a link to one: not a dangling link
+                    found.append(entry.path)
+            except OSError:
+                continue
     return sorted(found, key=_natural_key)
 
 

@@ -32,6 +32,21 @@ What surprised us (also in the README):
   ``fs.storage_options`` holds the secret, so visionkit never formats a filesystem object.
 - s3fs retries some errors itself (its own loop for connection errors, botocore's for 5xx and
   throttling), so a transient S3 failure may be retried more than the twice said here.
+- adlfs lists ``az://container/`` as ``abfs://container/...``: the listed URLs keep the
+  scheme they were asked with, or the options remembered for ``az://container/`` would not
+  apply to them (``encode`` failed every row of such a frame).
+- gcsfs (2026.x) hands ``gs://`` to ``ExtendedGcsFileSystem`` unless
+  ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` is set before it is imported; that class asks each
+  bucket's layout over gRPC first, 60 s of retries against an endpoint that does not serve it,
+  and it does not cache a failed answer. With an ``endpoint_url`` visionkit uses gcsfs's plain
+  (JSON API) class; a listing slower than 15 s is reported on the ``visionkit`` logger.
+- Each store says "forbidden" its own way: s3fs raises ``PermissionError``, gcsfs an
+  ``OSError("Forbidden...")``, adlfs azure-core's ``HttpResponseError`` with ``status_code``
+  403; all are "access denied" here.
+- The size comes before the body (``read_object``): from fsspec's listing cache after
+  ``read_images`` (no request), else a HEAD. moto refuses the HEAD to a user allowed only
+  ``s3:GetObject`` on a prefix (AWS allows it), so a refused HEAD leaves the decision to the
+  ranged GET.
 """
 
 from __future__ import annotations

@@ -69,6 +69,7 @@ import pandas as pd
 
 from ..errors import ImageError, RequestError
 from ..images.cells import image_column, read_bytes
+from ..images.table_refs import tables_call
 from ..providers import Provider, RateLimits
 from ..types import default_workers, is_missing
 from .body import PreparedRequest, prepare_request
@@ -122,6 +123,12 @@ class Plan:
     # schema field -> its result column: the field's name, or ``answer_<field>`` when the
     # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
     schema_columns: dict[str, str] = field(default_factory=dict)
+    # the call's hold on table files (references' Parquet files are closed when it ends)
+    tables: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tables = tables_call()
+        self.tables.__enter__()
 
     @property
     def n(self) -> int:
@@ -237,6 +244,9 @@ class Plan:
             self.cache.close()
         if self.recording is not None:
             self.recording.close()
+        if self.tables is not None:  # once, however often close() is called
+            self.tables.__exit__(None, None, None)
+            self.tables = None
 
     def __enter__(self) -> Plan:
         return self

@@ -27,7 +27,7 @@ What it measures (the goals of issue 3):
 The server runs in its own process (``python -m visionkit.offline``), like a remote provider
 would, so its image decoding does not compete with the client for the GIL. Every timed
 visionkit run uses a fresh temporary cache. Images are distinct crops of the photos in
-``datasets/`` (so no two share a cache key), 512 px JPEGs.
+``datasets/images/`` (so no two share a cache key), 512 px JPEGs.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def make_images(folder: Path, n: int, side: int = 512, seed: int = 0) -> list[st
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = []
-    for p in sorted((ROOT / "datasets").iterdir()):
+    for p in sorted((ROOT / "datasets" / "images").iterdir()):
         if p.suffix.lower() in (".jpg", ".png", ".webp"):
             with Image.open(p) as im:
                 sources.append(im.convert("RGB"))

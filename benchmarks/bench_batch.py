@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -228,10 +227,8 @@ def bench_compact(paths: list[str]) -> None:
         f"   PSNR vs a lossless resize: {t.psnr_default.mean():.1f} dB -> "
         f"{t.psnr_compact.mean():.1f} dB ({t.psnr_compact.mean() - t.psnr_default.mean():+.1f})"
     )
-    sample = Path(vk.__file__).resolve().parents[1] / "datasets"
-    with warnings.catch_warnings():  # datasets/ also holds its licence, README and build script
-        warnings.simplefilter("ignore", vk.ReadImagesWarning)
-        d = vk.read_images(sample)
+    sample = Path(vk.__file__).resolve().parents[1] / "datasets" / "images"
+    d = vk.read_images(sample)
     a = d.vision.submit(PROMPT, dry_run=True, progress=False, cache=False)
     b = d.vision.submit(PROMPT, dry_run=True, progress=False, cache=False, compact=True)
     ua, ub = a.attrs["usage"], b.attrs["usage"]

@@ -60,12 +60,12 @@ UNIQUE = 24  # distinct camera images; more files are hard links to these
 # data
 
 
-# Colour photographs among the bundled sample images (datasets/, with their licences): the
+# Colour photographs among the bundled sample images (datasets/images/, licences in datasets/): the
 # benchmark needs nothing that the dev install does not have.
 SOURCES = ["astronaut.png", "coffee.jpg", "chelsea_large.webp", "hubble_deep_field.jpg"]
 SOURCES += ["grace_hopper.jpg", "grace_hopper_large.webp", "coffee_cup_portrait.webp"]
 SOURCES += ["hubble_crop.webp"]
-SAMPLES = Path(__file__).resolve().parents[1] / "datasets"
+SAMPLES = Path(__file__).resolve().parents[1] / "datasets" / "images"
 
 
 def _sources() -> list[np.ndarray]:

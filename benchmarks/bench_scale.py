@@ -8,8 +8,8 @@
     python benchmarks/bench_scale.py --list                  # the stages and ratios
 
 The images are tiny distinct PNGs (24x16), so what visionkit adds per row shows rather than
-the pixels' cost; the camera stages use the photos in ``datasets/`` (copied to distinct files)
-to check that nothing got worse where encoding dominates. The provider is the strict stand-in
+the pixels' cost; the camera stages use the photos in ``datasets/images/`` (copied to distinct
+files) to check that nothing got worse where encoding dominates. The provider is the strict stand-in
 (``python -m visionkit.offline`` in its own process, every rule enforced, ~1 ms per answer).
 
 Each stage runs in a fresh Python process (so imports, caches and peak memory are its own) and
@@ -49,7 +49,7 @@ ROOT = HERE.parents[1]
 PROMPT = "Describe this image in one sentence."
 LATENCY = 0.001  # seconds the stand-in takes per answer
 PER_FOLDER = 1000  # images per sub-folder (a million files in one folder is slow to list)
-CAMERA_COPIES = 8  # each JPEG of datasets/ copied this many times (distinct bytes)
+CAMERA_COPIES = 8  # each JPEG of datasets/images/ copied this many times (distinct bytes)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -61,7 +61,7 @@ class Context:
 
     rows: int
     images: str  # folder of the tiny PNGs (sub-folders of PER_FOLDER)
-    camera: str  # folder of camera JPEGs (copies of datasets/)
+    camera: str  # folder of camera JPEGs (copies of datasets/images/)
     work: str  # this checkout's own folder: its answer cache, anything a stage leaves behind
     url: str  # the stand-in's base URL
     tree: str  # the checkout whose visionkit is imported
@@ -259,7 +259,7 @@ def rss(ctx: Context) -> Figure:
     )
 
 
-@stage("camera_encode", "encode on camera JPEGs (datasets/, distinct copies)")
+@stage("camera_encode", "encode on camera JPEGs (datasets/images/, distinct copies)")
 def camera_encode(ctx: Context) -> Figure:
     import pandas as pd
 
@@ -453,12 +453,12 @@ def make_images(folder: Path, n: int) -> None:
 
 
 def make_camera(folder: Path) -> None:
-    """Each JPEG of datasets/ copied ``CAMERA_COPIES`` times, made distinct by bytes after
+    """Each JPEG of datasets/images/ copied ``CAMERA_COPIES`` times, made distinct by bytes after
     the end-of-image marker (decoders ignore them; the content hash does not)."""
     if (folder / ".complete").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
-    for src in sorted((ROOT / "datasets").glob("*.jpg")):
+    for src in sorted((ROOT / "datasets" / "images").glob("*.jpg")):
         data = src.read_bytes()
         for k in range(CAMERA_COPIES):
             (folder / f"{src.stem}-{k}.jpg").write_bytes(data + b"\0" * (k + 1))

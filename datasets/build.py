@@ -1,18 +1,18 @@
-"""Rebuild the ``datasets/`` sample images and ``manifest.csv`` from installed packages.
+"""Rebuild the ``datasets/images/`` sample images and ``manifest.csv`` from installed packages.
 
 Usage (from the repository root)::
 
     pip install scikit-image matplotlib pillow numpy   # build-time only, not visionkit deps
     python datasets/build.py
 
-Every image in this folder is derived from a public-domain / CC0 photograph that ships
+Every image in ``images/`` is derived from a public-domain / CC0 photograph that ships
 *inside* the wheels of scikit-image (``skimage/data/``) and matplotlib
 (``mpl-data/sample_data/``). Nothing is downloaded: scikit-image's pooch-fetched images are
 never used, only files that are present on disk in the installed package.
 
-The script deletes every image file in this folder (``*.png``, ``*.jpg``, ``*.webp``,
-``*.gif``), re-creates the set listed in ``SPECS`` and rewrites ``manifest.csv``.
-``README.md``, ``LICENSES.md`` and this script are left alone.
+The script deletes every image file in ``images/`` (``*.png``, ``*.jpg``, ``*.webp``,
+``*.gif``), re-creates the set listed in ``SPECS`` there and rewrites ``manifest.csv`` beside
+it. ``README.md``, ``LICENSES.md`` and this script are left alone.
 
 Determinism: all operations use fixed parameters (Pillow LANCZOS resampling, JPEG quality 85
 without optimisation passes, WebP quality 85 / method 4, fixed GIF palettes and frame
@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 HERE = Path(__file__).resolve().parent
+IMAGES = HERE / "images"  # the sample set alone, so read_images("datasets/images/") reads clean
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 LANCZOS = Image.Resampling.LANCZOS
 JPEG_QUALITY = 85
@@ -482,7 +483,9 @@ def displayed_size(path: Path) -> tuple[int, int]:
         return ImageOps.exif_transpose(im).size
 
 
-def build(out: Path = HERE) -> list[dict[str, str]]:
+def build(out: Path = IMAGES) -> list[dict[str, str]]:
+    """Write the images into ``out`` and ``manifest.csv`` beside that folder."""
+    out.mkdir(exist_ok=True)
     for old in sorted(out.iterdir()):
         if old.suffix.lower() in IMAGE_SUFFIXES:
             old.unlink()
@@ -503,7 +506,7 @@ def build(out: Path = HERE) -> list[dict[str, str]]:
                 "notes": spec.notes,
             }
         )
-    with open(out / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+    with open(out.parent / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
@@ -521,7 +524,7 @@ def main() -> int:
     rows = build()
     total = 0
     for r in rows:
-        size = (HERE / r["file"]).stat().st_size
+        size = (IMAGES / r["file"]).stat().st_size
         total += size
         w, h = int(r["width"]), int(r["height"])
         print(f"{r['file']:28s} {w:5d}x{h:<5d} {size / 1024:8.1f} KiB  ~{tokens(w, h)} tokens")

@@ -14,7 +14,7 @@ import visionkit as vk
 from visionkit import RequestError, offline
 from visionkit.query.body import encoded_size, image_tokens
 
-DATASETS = Path(__file__).resolve().parents[1] / "datasets"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "images"
 NET = vk.get_provider("inference.net")
 
 
@@ -30,9 +30,7 @@ def _saved(im: Image.Image, fmt: str, **options) -> bytes:
 
 @pytest.fixture(scope="module")
 def datasets_frame():
-    # datasets/ also holds its licence, README and build script: one warning says they are left out
-    with pytest.warns(vk.ReadImagesWarning, match="left out 4 files that are not images"):
-        return vk.read_images(str(DATASETS))
+    return vk.read_images(str(DATASETS))
 
 
 def test_encoded_size_reads_a_webp_bigger_than_the_decoded_prefix():

@@ -24,7 +24,7 @@ def test_auto_without_a_key_is_the_offline_stand_in_with_one_warning(monkeypatch
     with pytest.warns(vk.OfflineWarning, match="describe the pixels only") as record:
         client = vk.connect()
         vk.connect()  # once per process, not once per call site (each notebook cell is one)
-        vk.ask(pd.DataFrame({"path": ["datasets/coffee.jpg"]}).iloc[:0], "Describe.")
+        vk.ask(pd.DataFrame({"path": ["datasets/images/coffee.jpg"]}).iloc[:0], "Describe.")
     assert len(record) == 1
     assert client.provider.name == "offline" and client.model == "visionkit-offline"
     assert client.base_url == offline.shared().base_url

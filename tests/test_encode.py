@@ -663,7 +663,7 @@ def test_stripping_a_truncated_file_gives_none_never_an_exception(fmt):
 
 # --- format by content, and what gives way to the byte budget --------------------------------
 
-DATASETS = Path(__file__).resolve().parents[1] / "datasets"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "images"
 
 
 def grey_photo(width: int = 2000, height: int = 1500, seed: int = 0) -> Image.Image:
@@ -711,7 +711,7 @@ def test_greyscale_photo_is_jpeg_at_full_size_not_a_shrunken_png(tmp_path):
 
 
 def test_bundled_greyscale_photo_keeps_its_resolution():
-    # datasets/gravel_large.jpg: 2000x1500 grey. As a PNG it went to 887x665 (3,011 tokens).
+    # datasets/images/gravel_large.jpg: 2000x1500 grey. As a PNG it went to 887x665 (3,011 tokens).
     im = decode(encode_image(DATASETS / "gravel_large.jpg"))
     assert (im.format, im.size) == ("JPEG", (1120, 840))
     assert INET.estimate(*im.size) == 4803  # clamp(1120/560) * clamp(840/560) * 1601

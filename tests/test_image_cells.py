@@ -331,7 +331,7 @@ def test_header_size_of_jpeg_needs_its_frame_header():
 
 
 def test_header_size_of_the_bundled_datasets():
-    root = Path(__file__).resolve().parents[1] / "datasets"
+    root = Path(__file__).resolve().parents[1] / "datasets" / "images"
     for path in sorted(root.iterdir()):
         if path.suffix.lower() not in (".png", ".jpg", ".gif", ".webp"):
             continue

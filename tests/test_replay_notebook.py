@@ -26,7 +26,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
     env.update(
         PYTHONPATH=str(ROOT),
-        SAMPLE_IMAGES=str(ROOT / "datasets"),
+        SAMPLE_IMAGES=str(ROOT / "datasets" / "images"),
         VISIONKIT_CACHE_DIR=str(tmp_path / "cache"),
         **extra,
     )

@@ -3,7 +3,7 @@
 Usage::
 
     import visionkit as vk
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     df.vision.estimate_tokens()          # tokens per image for inference.net
     uris = df.vision.encode()            # data URIs the provider accepts
     result = df.vision.ask("Describe this image.")   # answers, cached and resumable

@@ -3,7 +3,7 @@
 Registered when ``visionkit`` is imported::
 
     import visionkit as vk
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     df.vision.estimate_tokens()
 """
 

@@ -5,7 +5,7 @@ CLI prints the same summary the token plot puts in its title)::
 
     import visionkit as vk
     from visionkit import costs
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     costs.token_summary(df)            # TokenSummary(images=22, tokens=65498, ...)
     costs.token_tiers("inference.net") # TokenTiers(floor_side=560, cap_side=1120, ...)
 

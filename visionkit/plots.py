@@ -7,7 +7,7 @@ figure (not ``plt.gca()``), so two plots in one notebook cell never land on the 
 layout. Extra keyword arguments go to the main artist (the scatter of images, the curves)::
 
     import visionkit as vk
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     ax = df.vision.plot_tokens()                 # images over the token map, with tiers
     vk.plot_token_curve(aspect=4 / 3)            # providers side by side
     vk.plot_usage(df.vision.ask("Describe."))    # estimate vs reported, after a run

@@ -98,7 +98,7 @@ def _notebook(path: Path, save: Path) -> None:
 sys.path.insert(0, {str(ROOT)!r})  # this checkout's visionkit
 from pathlib import Path
 import visionkit as vk
-images = vk.read_images({str(ROOT / "datasets")!r})
+images = vk.read_images({str(ROOT / "datasets" / "images")!r})
 images = images[images["error"].isna()].sort_values("path").reset_index(drop=True)
 images["name"] = images["path"].map(lambda p: Path(p).name)
 images["answer"] = 'an animal, probably'""",

@@ -1,4 +1,4 @@
-"""The ``visionkit`` command line: ``visionkit estimate datasets/ --plot out/tokens.png``.
+"""The ``visionkit`` command line: ``visionkit estimate datasets/images/ --plot out/tokens.png``.
 
 Each subcommand is a module of this package with one ``add_NAME_parser(subparsers)`` function
 that declares its arguments and sets ``func`` to a ``run_NAME(args) -> int`` function;

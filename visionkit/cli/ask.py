@@ -5,7 +5,7 @@ same SQLite cache as ``df.vision.ask``, so running the same command again after 
 crash or a failed row sends only what is missing. The output format follows ``--out``'s
 extension: ``.csv``, ``.parquet`` or ``.jsonl``.
 
-    visionkit ask datasets/ "Describe this image in one sentence." --out out/answers.csv
+    visionkit ask datasets/images/ "Describe this image in one sentence." --out out/answers.csv
     visionkit ask photos/ "Is this a {label}?" ...      # templates need a table, use Python
 """
 

@@ -2,7 +2,7 @@
 
 Registered in ``visionkit.cli.app.COMMANDS`` (``add_batch_parser``)::
 
-    visionkit batch submit datasets/ "Describe this image." [--dry-run] [--wait --out FILE]
+    visionkit batch submit datasets/images/ "Describe this image." [--dry-run] [--wait --out FILE]
     visionkit batch status [JOB]                # every job, or one job's files and batches
     visionkit batch results JOB --out answers.csv [--wait]
 

@@ -399,7 +399,7 @@ def read_images(
     you wrote listing files elsewhere). A ``datasets.Dataset`` has no folder: its paths are
     taken as they are, as ``datasets`` does.
 
-    >>> df = read_images("datasets/")                            # doctest: +SKIP
+    >>> df = read_images("datasets/images/")                         # doctest: +SKIP
     >>> df.vision.estimate_tokens().sum()                        # doctest: +SKIP
     """
     from .tables import is_dataset, read_table_images

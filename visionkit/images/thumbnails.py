@@ -7,7 +7,7 @@ is instant.
 
 Usage::
 
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     df.vision.show(caption=["format", "width"])        # an HTML grid in Jupyter
 """
 

@@ -3,7 +3,7 @@
 Usage::
 
     import visionkit as vk
-    df = vk.read_images("datasets/")
+    df = vk.read_images("datasets/images/")
     result = df.vision.ask("Describe this image in one sentence.")
     table = df.drop(columns="error").join(result)   # same index; one error column (see below)
     result.attrs["usage"]                 # requests, cache hits, retries, tokens, elapsed

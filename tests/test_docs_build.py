@@ -1,0 +1,186 @@
+"""The documentation site builds in strict mode, offline, and covers what it promises.
+
+``mkdocs build --strict`` fails on a broken link, a missing anchor, a reference mkdocstrings
+cannot resolve or a page left out of the nav. The build runs once per session into a temporary
+folder, with every proxy variable pointing at a closed port, so a build step that reaches for
+the network (web fonts, a CDN) fails here instead of hanging on a machine without one.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import visionkit
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens, a fetch fails at once
+    env = {
+        **os.environ,
+        "HTTP_PROXY": closed,
+        "HTTPS_PROXY": closed,
+        "http_proxy": closed,
+        "https_proxy": closed,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "NO_MKDOCS_2_WARNING": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", "mkdocs.yml", "-d", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-5000:]}"
+    assert "WARNING" not in proc.stderr, proc.stderr[-5000:]
+    return out
+
+
+def _reference_ids(site: Path) -> set[str]:
+    ids: set[str] = set()
+    for page in (site / "reference").rglob("*.html"):
+        ids |= set(re.findall(r'id="([\w.]+)"', page.read_text()))
+    return ids
+
+
+def test_every_public_name_is_in_the_reference(site):
+    ids = _reference_ids(site)
+    missing = [name for name in visionkit.__all__ if f"visionkit.{name}" not in ids]
+    assert not missing, f"not in the API reference: {missing}"
+
+
+def test_every_df_vision_method_is_in_the_reference(site):
+    ids = _reference_ids(site)
+    methods = [
+        name
+        for name, _ in inspect.getmembers(visionkit.VisionAccessor, inspect.isfunction)
+        if not name.startswith("_")
+    ]
+    assert methods
+    missing = [m for m in methods if f"visionkit.VisionAccessor.{m}" not in ids]
+    assert not missing, f"df.vision methods not in the API reference: {missing}"
+
+
+def test_every_dask_name_and_ddf_vision_method_is_in_the_reference(site):
+    import visionkit.dask
+
+    ids = _reference_ids(site)
+    missing = [n for n in visionkit.dask.__all__ if f"visionkit.dask.{n}" not in ids]
+    accessor = visionkit.dask.DaskVisionAccessor
+    methods = [
+        n for n, _ in inspect.getmembers(accessor, inspect.isfunction) if not n.startswith("_")
+    ]
+    missing += [m for m in methods if f"visionkit.dask.DaskVisionAccessor.{m}" not in ids]
+    assert not missing, f"not in the API reference: {missing}"
+
+
+def test_tutorials_are_rendered_with_their_stored_outputs(site):
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 9
+    for notebook in notebooks:
+        page = site / "notebooks" / notebook.stem / "index.html"
+        assert page.exists(), f"{notebook.name} is not rendered"
+        html = page.read_text()
+        assert "jp-OutputArea" in html, f"{notebook.name} is rendered without its outputs"
+
+
+def test_the_site_fetches_nothing_from_the_web(site):
+    """No web fonts or CDN scripts: the site reads the same offline."""
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        for host in ("fonts.googleapis.com", "fonts.gstatic.com"):
+            assert host not in html, f"{page.relative_to(site)} loads {host}"
+
+
+def test_every_page_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        rel = page.relative_to(ROOT / "docs").as_posix()
+        assert rel in nav, f"docs/{rel} is not in mkdocs.yml's nav"
+
+
+def test_quick_start_runs_the_readme_main_job():
+    fence = re.compile(r"```bash\n(.*?)```", re.S)
+    readme = fence.findall((ROOT / "README.md").read_text())[0]
+    quick = fence.findall((ROOT / "docs" / "quickstart.md").read_text())[0]
+    assert quick == readme
+
+
+def test_installation_lists_every_extra():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    page = (ROOT / "docs" / "installation.md").read_text()
+    for extra in extras:
+        assert f"| `{extra}` |" in page, f"the installation table lacks the {extra} extra"
+        assert f"pip install -e '.[{extra}]'" in page
+
+
+# What user documentation must not carry: machine load beside a figure, issue numbers and
+# commit hashes (they mean nothing to a reader and go stale).
+FORBIDDEN = {
+    "a load average": re.compile(r"\bload(?: average| avg)?s? (?:of )?\d|\bloadavg\b", re.I),
+    "an issue number": re.compile(r"\bissues? #?\d+|(?<![\w&])#\d{2,}\b", re.I),
+    "a commit hash": re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"),
+}
+
+
+@pytest.mark.parametrize("page", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_user_docs_carry_no_load_averages_issue_numbers_or_hashes(page):
+    text = page.read_text()
+    for what, pattern in FORBIDDEN.items():
+        found = [m.group(0) for m in pattern.finditer(text)]
+        assert not found, f"{page.relative_to(ROOT)} quotes {what}: {found[:5]}"
+
+
+def test_the_forbidden_patterns_catch_what_they_name():
+    samples = {
+        "a load average": "took 1.2 s at a load average of 3.5",
+        "an issue number": "fixed in issue 18, see #21",
+        "a commit hash": "measured against b08d84e",
+    }
+    for what, sample in samples.items():
+        assert FORBIDDEN[what].search(sample), what
+    harmless = "1,601 tokens; a 200 MB cap; cafe; 1120 px; facade"
+    assert not any(p.search(harmless) for p in FORBIDDEN.values())
+
+
+def test_the_reference_shows_docstrings_finished_at_import(site):
+    """``ask``'s parameter list is appended to its docstring at import time (shared with
+    ``submit``); the source alone lacks it, so docs/griffe_runtime.py puts it back."""
+    text = " ".join(
+        html.unescape(re.sub(r"<[^>]+>", " ", page.read_text()))
+        for page in (site / "reference").rglob("*.html")
+    )
+    text = re.sub(r"\s+", " ", text)
+    for function in (visionkit.ask, visionkit.ask_async):
+        doc = inspect.getdoc(function) or ""
+        assert "budget_tokens" in doc
+        last = [line for line in doc.splitlines() if line.strip()][-1]
+        assert re.sub(r"[`*]", "", last).strip() in text, f"{function.__name__}: {last!r}"
+
+
+def test_readme_links_into_the_docs_resolve():
+    """README.md is read on its own (on a forge, in an editor): its links are relative paths."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/") for t in local)
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"

@@ -276,3 +276,21 @@ def test_rows_of_a_batch_the_user_cancelled_are_not_sent_again(tmp_path, cache):
         assert server.stats.batches_created == 1
     assert job.status == "incomplete"
     assert job.result().error.str.startswith("batch_cancelled").any()
+
+
+def test_submitting_again_takes_over_the_rows_a_wait_would_send_again(images, cache):
+    """resubmit=False leaves rows to send again (and their input file); a second submit sends
+    them and clears the mark, so no later wait sends them a second time, and no file lingers."""
+    with hostile_batch(expire_fraction=0.5) as server:
+        job = submit(images, server, cache)
+        job.wait(timeout=60, progress=False, resubmit=False)
+        kept = Path(job.manifest.shards(job.id)[0]["path"])
+        assert kept.exists()  # kept for a wait to send its rows again
+        server.expire_fraction = 0.0
+        again = submit(images, server, cache)
+        assert not kept.exists()
+        again.wait(timeout=60, progress=False)
+        job.wait(timeout=60, progress=False)  # the first handle's wait sends nothing more
+        assert again.result().error.isna().all()
+        assert server.billed_lines == len(images) and server.billed_twice == {}
+        assert len(server.batches) == 2

@@ -399,11 +399,16 @@ def open_job(
         metadata=json.dumps(dict(metadata or {})),
         limits=json.dumps(limits_json(limits)),
     )
-    # A previous pass cut short (or refused by the budget) left staged files: drop them.
+    # A previous pass cut short (or refused by the budget) left staged files: drop them. And
+    # this pass plans every row still missing: rows a collected batch marked to be sent again
+    # by a wait (visionkit.batch.resend) are this pass's now; its kept input file goes.
     for old in manifest.shards(job_id):
         if old["state"] == "staged":
             Path(old["path"]).unlink(missing_ok=True)
             manifest.update_shard(old["shard_id"], state="lost")
+        elif old["state"] == "collected" and old["resend"]:
+            Path(old["path"]).unlink(missing_ok=True)
+            manifest.update_shard(old["shard_id"], resend=0)
 
 
 def launch(

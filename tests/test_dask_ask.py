@@ -185,6 +185,28 @@ def test_the_key_never_enters_the_graph_or_the_scheduler(tmp_path, dask_client, 
     assert secret not in logs
 
 
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_a_token_inside_the_base_url_reaches_the_workers_but_no_graph(
+    tmp_path, dask_client, server, form
+):
+    folder = image_folder(tmp_path / "imgs", 4)
+    secret = "tok-visionkit-url-secret-0815"
+    server.api_key, server.key_in = secret, ("basic", "query:api-key")
+    if form == "userinfo":
+        url = server.base_url.replace("http://", f"http://me:{secret}@")
+    else:
+        url = f"{server.base_url}?api-key={secret}"
+    client = vk.connect(base_url=url, model="visionkit-offline")
+    lazy = vk.dask.read_images(folder, partition_size=2).vision.ask(
+        PROMPT, client=client, cache=False
+    )
+    assert secret.encode() not in pickle.dumps(dict(lazy.__dask_graph__()))
+    got = lazy.compute()
+    assert got["error"].isna().all(), got["error"].dropna().tolist()  # the workers sent it
+    logs = str(dask_client.get_worker_logs()) + str(dask_client.get_scheduler_logs())
+    assert secret not in logs
+
+
 def test_dry_run_and_budget(tmp_path, dask_client, server):
     folder = image_folder(tmp_path / "imgs", 8)
     ddf = vk.dask.read_images(folder, partition_size=4)

@@ -28,6 +28,7 @@ from ..providers import BatchLimits
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
 from ..query.replay import Recording
+from ..redact import has_credentials
 from .collect import TimeUp, collect, left
 from .limits import BatchSettings, limits_json
 from .lines import RUNNING, TERMINAL, BatchState, batch_state, user_stacklevel
@@ -120,6 +121,12 @@ class BatchJob:
             raise KeyError(f"no batch job {job_id!r} in {manifest.path} (latest: {known})")
         if client is None:
             name = job["provider"]
+            if has_credentials(job["base_url"]) or has_credentials(job["batch_base_url"]):
+                raise ValueError(
+                    f"batch job {job_id!r} was submitted to {job['batch_base_url']}, whose "
+                    "credentials visionkit does not store; pass the client: "
+                    "BatchJob.load(job_id, client=vk.connect(base_url=..., model=...))"
+                )
             if name == "offline" or name == "openai-compatible":
                 client = connect(
                     "offline" if name == "offline" else "auto",

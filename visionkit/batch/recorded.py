@@ -9,6 +9,7 @@ from typing import Any
 
 from ..query.cache import CachedAnswer
 from ..query.replay import Recording, answer_record
+from ..redact import public_url
 from .manifest import Manifest
 
 __all__ = ["record_answers"]
@@ -21,7 +22,7 @@ def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
         return str(name), url
     name = str(job.get("provider"))  # a manifest from before identities were kept
     base_url = job.get("base_url")
-    return (name, None) if name == "offline" else (name, base_url and base_url.rstrip("/"))
+    return (name, None) if name == "offline" else (name, public_url(base_url))
 
 
 def record_answers(

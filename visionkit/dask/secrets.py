@@ -4,7 +4,8 @@ A task's arguments are pickled into the graph, held by the scheduler, listed by
 ``client.run_on_scheduler`` and shown in error reports, so the API key and secret
 ``storage_options`` never go into one. Instead:
 
-- ``ClientSpec`` (what a task carries) names the provider, base URL, model, transport, known
+- ``ClientSpec`` (what a task carries) names the provider, base URL (without credentials: a
+  ``user:token@`` or ``?api-key=`` travels with the key), model, transport, known
   rate limits and a random ``secret_id`` -- never the key;
 - the key and storage options travel once in a ``distributed.WorkerPlugin`` (``_Secrets``),
   which the scheduler keeps (pickled, in memory) and installs on every worker, including those
@@ -33,6 +34,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..providers import Provider, RateLimits
 from ..query.client import Client
+from ..redact import public_url
 
 __all__ = ["ClientSpec", "client_spec", "share_client", "share_storage_options"]
 
@@ -139,6 +141,7 @@ class ClientSpec:
                 model=self.model,
                 transport=self.transport if self.transport != "custom" else "auto",
                 default_headers=secret.get("headers") or None,
+                default_query=secret.get("query") or None,
             )
             if self.rate_limits is not None:
                 client = dataclasses.replace(client, rate_limits=self.rate_limits)
@@ -165,9 +168,9 @@ def client_spec(client: Client) -> ClientSpec:
         )
     sid = _secret_id(client)
     replay = (str(Path(recording.path).resolve()), recording.strict) if recording else None
-    spec = ClientSpec(
-        client.provider, client.base_url, client.model, client.transport, client.rate_limits, sid
-    )
+    # The URL without its credentials: they travel with the key (share_client), not in tasks.
+    url = public_url(client.base_url) or client.base_url
+    spec = ClientSpec(client.provider, url, client.model, client.transport, client.rate_limits, sid)
     return dataclasses.replace(spec, replay=replay)
 
 
@@ -182,7 +185,12 @@ def share_client(dask_client: Any, client: Client) -> ClientSpec:
             for k, v in dict(getattr(sdk, "_custom_headers", {}) or {}).items()
             if isinstance(v, str)
         }
-        secrets = {sid: {"api_key": sdk.api_key, "headers": headers}}
+        query = {
+            k: v
+            for k, v in dict(getattr(sdk, "_custom_query", {}) or {}).items()
+            if isinstance(v, str)
+        }
+        secrets = {sid: {"api_key": sdk.api_key, "headers": headers, "query": query}}
         _register(dask_client, _Secrets(f"visionkit-secrets-{sid}", clients=secrets))
     return spec
 

@@ -34,6 +34,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import ImageError
+from ..redact import install_log_filter, redact_text
 
 __all__ = [
     "DOWNLOAD_MAX_BYTES",
@@ -119,6 +120,7 @@ def _client() -> Any:
     if _Loop.client is None:
         import httpx
 
+        install_log_filter()  # httpx logs each request's URL: a user:token@ in it is masked
         _Loop.client = httpx.AsyncClient(
             follow_redirects=False,  # followed by hand: scheme and count checked
             headers={"User-Agent": "visionkit", "Accept-Encoding": "identity"},
@@ -147,7 +149,7 @@ async def _fetch(
             return await _fetch_once(url, start, end, max_bytes=max_bytes)
         except _Transient as exc:
             if attempt == _RETRIES:
-                raise ImageError(f"download failed: {exc}") from None
+                raise ImageError(f"download failed: {redact_text(str(exc))}") from None
         except ImageError:
             raise
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -158,9 +160,10 @@ async def _fetch(
         except httpx.HTTPError as exc:
             raise ImageError(f"download failed: {type(exc).__name__}: {_why(exc)}") from None
         except httpx.InvalidURL as exc:
-            raise ImageError(f"download failed: invalid URL ({exc})") from None
-        except (OSError, ValueError) as exc:  # socket errors, malformed URLs
-            raise ImageError(f"download failed: {type(exc).__name__}: {exc}") from None
+            raise ImageError(f"download failed: invalid URL ({redact_text(str(exc))})") from None
+        except Exception as exc:  # socket errors, malformed URLs, a port out of range...
+            exc = _single(exc)
+            raise ImageError(f"download failed: {type(exc).__name__}: {_why(exc)}") from None
         await asyncio.sleep(delay * (1 + random.random()))
         delay *= 2
     raise AssertionError("unreachable")  # pragma: no cover
@@ -260,8 +263,17 @@ def _protocol_reason(exc: Exception) -> str:
     return f"malformed HTTP response ({text})"
 
 
+def _single(exc: Exception) -> Exception:
+    """The one error inside an exception group of one (anyio wraps a failed connect so)."""
+    inner = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], Exception):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
+
+
 def _why(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
+    return redact_text(str(exc)) or type(exc).__name__
 
 
 def size_text(n: int) -> str:

@@ -63,6 +63,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ImageError, ReadImagesWarning
+from ..redact import redact_url, split_url
 from .download import size_text
 
 __all__ = [
@@ -445,12 +446,18 @@ def _list(
     if glob_chars:
         found = fs.glob(path, detail=True)
         if not found:
-            warnings.warn(f"read_images: {source} matches no file", ReadImagesWarning, stacklevel=3)
+            warnings.warn(
+                f"read_images: {redact_url(source)} matches no file",
+                ReadImagesWarning,
+                stacklevel=3,
+            )
     else:
         try:
             info = fs.info(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"read_images: no such object or prefix: {source}") from None
+            raise FileNotFoundError(
+                f"read_images: no such object or prefix: {redact_url(source)}"
+            ) from None
         if info.get("type") != "directory":
             return [(source, _size(info))]
         found = fs.find(path, maxdepth=None if recursive else 1, detail=True)
@@ -498,15 +505,12 @@ def _credentials_hint(scheme: str) -> str:
 
 
 def public_url(url: str) -> str:
-    """``url`` without credentials: no ``user:password@`` and no query string (which may
-    hold a token or a signature)."""
-    m = _URL.match(url)
-    if m is None:
-        return url
-    rest = url[m.end() :]
-    host, sep, tail = rest.partition("/")
-    host = host.rsplit("@", 1)[-1]
-    return f"{m.group(0)}{host}{sep}{tail.split('?', 1)[0].split('#', 1)[0]}"
+    """``url`` as messages show it: no ``user:password@`` and no query string (which may hold
+    a token or a signature); ``visionkit.redact`` takes them out."""
+    try:
+        return split_url(url)[0]
+    except ValueError:  # credentials already masked (***)
+        return redact_url(url)
 
 
 def _size(info: Mapping[str, Any]) -> int | None:

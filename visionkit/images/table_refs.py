@@ -31,7 +31,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from ..errors import ImageError
-from .remote import is_remote_url
+from .remote import is_remote_url, public_url
 
 __all__ = [
     "CACHE_BYTES",
@@ -275,7 +275,9 @@ def _open_parquet(source: str) -> _Open:
         return _Open(pq.ParquetFile(handle), handle)
     except Exception as exc:
         handle.close()
-        raise ImageError(f"cannot read the table {source}: {table_reason(exc)}") from None
+        raise ImageError(
+            f"cannot read the table {public_url(source)}: {table_reason(exc)}"
+        ) from None
 
 
 def table_reason(exc: BaseException) -> str:
@@ -296,15 +298,15 @@ def _open(source: str) -> Any:
         try:
             return fs.open(path, "rb")
         except FileNotFoundError:
-            raise ImageError(f"file not found: {source}") from None
+            raise ImageError(f"file not found: {public_url(source)}") from None
         except PermissionError:
-            raise ImageError(f"access denied: {source}") from None
+            raise ImageError(f"access denied: {public_url(source)}") from None
     try:
         return open(os.path.expanduser(source), "rb")
     except FileNotFoundError:
-        raise ImageError(f"file not found: {source}") from None
+        raise ImageError(f"file not found: {public_url(source)}") from None
     except OSError as exc:
-        raise ImageError(f"cannot open {source}: {exc.strerror or exc}") from None
+        raise ImageError(f"cannot open {public_url(source)}: {exc.strerror or exc}") from None
 
 
 def stamp(source: str) -> object:

@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import ImageError, ReadImagesWarning
 from .cells import image_column
 from .headers import bytes_row, cell_rows
-from .remote import is_remote_url
+from .remote import is_remote_url, public_url
 from .rows import COLUMNS, empty_row, frame
 from .table_refs import open_table, register_dataset, table_path, table_reason, tables_call
 
@@ -150,9 +150,11 @@ def _parquet_rows(path: str, column: str) -> Iterator[tuple[str, str, Any, dict[
         try:
             names = pf.schema_arrow.names
         except Exception as exc:
-            raise ImageError(f"the table {path}: {table_reason(exc)}") from None
+            raise ImageError(f"the table {public_url(path)}: {table_reason(exc)}") from None
         if column not in names:
-            raise KeyError(f"read_images: {path} has no column {column!r}; columns are {names}")
+            raise KeyError(
+                f"read_images: {public_url(path)} has no column {column!r}; columns are {names}"
+            )
         others = [c for c in names if c != column and _scalar(pf.schema_arrow.field(c).type)]
         n = 0
         batches = pf.iter_batches(batch_size=_BATCH, columns=[column, *others])
@@ -162,7 +164,9 @@ def _parquet_rows(path: str, column: str) -> Iterator[tuple[str, str, Any, dict[
             except StopIteration:
                 return
             except Exception as exc:
-                raise ImageError(f"the table {path} from row {n} on: {table_reason(exc)}") from None
+                raise ImageError(
+                    f"the table {public_url(path)} from row {n} on: {table_reason(exc)}"
+                ) from None
             for ref, value, extra in _batch_rows(path, batch, column, others, n):
                 yield ref, path, value, extra
             n += batch.num_rows

@@ -23,7 +23,9 @@ the provider profile (``profile="offline"``, or any other registered profile):
 ==========================================  ======  =====================================
 rule                                        status  why
 ==========================================  ======  =====================================
-``Authorization: Bearer <key>``             401     the key is never echoed or logged
+``Authorization: Bearer <key>``             401     the key is never echoed or logged;
+                                                    ``key_in=`` also takes it as Basic
+                                                    auth's password or a query parameter
 body smaller than 1,000,000 bytes           413     "must be less than 1MB"; decided from
                                                     Content-Length, the body is drained in
                                                     chunks, never held in memory

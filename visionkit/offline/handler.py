@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
+from ..redact import redact_target
 from .rules import Reply, body_too_large
 
 __all__ = ["DRAIN_LIMIT", "App", "HTTPServer", "Handler", "Request", "Response"]
@@ -290,7 +291,9 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        # The request line's query may hold a key (?api-key=...): logged masked.
+        words = (format % args).split(" ")
+        log.debug("%s %s", self.address_string(), " ".join(map(redact_target, words)))
 
     def handle_expect_100(self) -> bool:
         # Deferred: Request sends "100 Continue" only when the application reads the body, so a

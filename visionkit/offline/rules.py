@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,18 +318,39 @@ def short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def check_key(header: str | None, api_key: str | None) -> None:
+def check_key(
+    header: str | None,
+    api_key: str | None,
+    key_in: Sequence[str] = ("bearer",),
+    query: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (401) a request that does not carry ``api_key`` in one of the places ``key_in``
+    names: ``"bearer"`` (``Authorization: Bearer KEY``), ``"basic"`` (HTTP Basic auth whose
+    password is the key, as a URL's ``user:KEY@`` sends it) or ``"query:NAME"`` (the query
+    parameter NAME, as a gateway's ``?api-key=KEY``)."""
     if api_key is None:
         return
-    if not header or not header.lower().startswith("bearer ") or not header[7:].strip():
+    candidates: list[str] = []
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and "bearer" in key_in:
+        candidates.append(value.strip())
+    if scheme.lower() == "basic" and "basic" in key_in:
+        with contextlib.suppress(ValueError, binascii.Error):
+            candidates.append(
+                base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            )
+    for place in key_in:
+        if place.startswith("query:") and query and place[6:] in query:
+            candidates.append(query[place[6:]])
+    candidates = [c for c in candidates if c]
+    if not candidates:
         raise Reply(
             401,
             "You didn't provide an API key. Send it in the Authorization header as "
             "'Authorization: Bearer YOUR_KEY'.",
             code="invalid_api_key",
         )
-    given = header[7:].strip().encode()
-    if not hmac.compare_digest(given, api_key.encode()):
+    if not any(hmac.compare_digest(c.encode(), api_key.encode()) for c in candidates):
         raise Reply(
             401,
             "Incorrect API key provided. The offline stand-in's key is set by its "

@@ -46,6 +46,9 @@ class OfflineServer:
     rate_limit: float | None = None
     burst: float | None = None  # token-bucket size; default: one second's worth (>= 1)
     api_key: str | None = "offline"
+    # Where a request may carry the key: "bearer", "basic" (the password of HTTP Basic auth,
+    # as a URL's user:KEY@ sends it), "query:NAME" (a ?NAME=KEY parameter); see rules.check_key.
+    key_in: tuple[str, ...] = ("bearer",)
     model: str = DEFAULT_MODEL
     seed: int = 0
     profile: str | Provider = "offline"
@@ -328,7 +331,7 @@ class OfflineServer:
         method, path = request.method, request.path
         if method == "GET" and path in ("", "/health"):  # a liveness probe needs no key
             return Response.json(200, {"status": "ok", "service": PREFIX})
-        check_key(request.headers.get("Authorization"), self.api_key)
+        check_key(request.headers.get("Authorization"), self.api_key, self.key_in, request.query)
         parts = path.split("/")[1:]  # "/v1/files/ID/content" -> ["v1", "files", "ID", "content"]
         if parts[:2] == ["v1", "models"] and method == "GET":
             return self._models(parts[2:])
@@ -457,7 +460,7 @@ class OfflineServer:
         """Check one chat request and answer it (raises Reply for an error answer)."""
         # The body is read (or drained) first so a keep-alive connection stays in sync.
         body = request.read_body(self.max_body_bytes)
-        check_key(request.headers.get("Authorization"), self.api_key)
+        check_key(request.headers.get("Authorization"), self.api_key, self.key_in, request.query)
         rec.body_bytes = len(body)
         rec.digest = hashlib.sha256(body).hexdigest()
         with self._lock:

@@ -23,6 +23,14 @@ How the provider profile is chosen:
 The key is kept only inside the ``AsyncOpenAI`` object: ``repr(client)``, errors and log lines
 show the provider, URL and model, never the key.
 
+Credentials inside ``base_url`` (``https://user:token@host/v1``, ``?api-key=...``; see
+``visionkit.redact``) are taken out of the URL before the SDK client is built: the user and
+password go as HTTP Basic auth (what curl, requests and httpx send for them; together with an
+API key, which would need the same ``Authorization`` header, ``connect`` refuses up front), the
+query parameters as the SDK's ``default_query``, so no URL httpx, aiohttp or the SDK logs holds
+them. ``client.base_url`` (and the batch manifest) shows them as ``***``; cache keys and
+recordings name the server by its URL without them, so a new token keeps the cached answers.
+
 HTTP transport: when the SDK's aiohttp transport is installed (``pip install
 'visionkit[aiohttp]'``, which pulls ``openai[aiohttp]``), ``ask`` sends through
 ``openai.DefaultAioHttpClient`` instead of the SDK's default httpx stack: on the benchmark
@@ -48,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingAPIKey, OfflineWarning
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
+from ..redact import install_log_filter, public_url, redact_url, split_url
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
@@ -93,6 +102,10 @@ class Client:
     # Where the provider's Batch API (files, batches) lives: its profile's batch URL, or the
     # same server for a custom base_url (``connect(..., batch_base_url=...)`` overrides).
     batch_base_url: str | None = None
+    # The batch URL as given (with its credentials) and the SDK options that carry them:
+    # private, never shown (the fields above hold the URLs with credentials masked).
+    _batch_url: str | None = dataclasses.field(default=None, compare=False)
+    _batch_options: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def batch_sdk(self, **options: Any) -> SyncOpenAI:
         """A synchronous ``openai.OpenAI`` on ``batch_base_url`` with this client's key (for
@@ -105,12 +118,13 @@ class Client:
                 "connect(..., batch_base_url=...) if the server has one"
             )
         sdk = self.openai
+        base, _, _ = split_url(self._batch_url or self.batch_base_url)
         return openai.OpenAI(
             api_key=sdk.api_key,
-            base_url=self.batch_base_url,
+            base_url=base,
             organization=sdk.organization,
             project=sdk.project,
-            **options,
+            **{**self._batch_options, **options},
         )
 
     def http_client(self) -> Any:
@@ -193,7 +207,8 @@ def _transport(transport: str, client_options: dict[str, Any]) -> str:
 
 
 def _norm(url: str | None) -> str | None:
-    return None if url is None else str(url).rstrip("/")
+    """A base URL as it names a server: without credentials or a trailing slash."""
+    return public_url(url)
 
 
 def _offline_server() -> tuple[str, str]:
@@ -322,20 +337,59 @@ def connect(
                 )
         else:
             key = NO_KEY
-    sdk = openai.AsyncOpenAI(api_key=key, base_url=url, **client_options)
+    explicit_key = bool(api_key) or key not in (NO_KEY, "offline")
+    sdk_url, sdk_options = _live_options(url, client_options, explicit_key)
+    sdk = openai.AsyncOpenAI(api_key=key, base_url=sdk_url, **sdk_options)
     if batch_base_url is None:
         profile_batch = profile.batch.base_url if profile.batch is not None else None
         batch_base_url = url if base_url is not None or not profile_batch else profile_batch
+    if batch_base_url == url:
+        batch_options = sdk_options
+    else:
+        batch_options = _live_options(batch_base_url, {}, explicit_key)[1]
+    install_log_filter()
     return Client(
         openai=sdk,
         provider=profile,
         model=model or profile.default_model,
-        base_url=url,
+        base_url=redact_url(url),
         transport=kind,
         rate_limits=limits,
         recording=Recording(Path(record), "record") if record else None,
-        batch_base_url=batch_base_url,
+        batch_base_url=redact_url(batch_base_url) if batch_base_url else batch_base_url,
+        _batch_url=batch_base_url,
+        _batch_options=_credential_options(batch_options),
     )
+
+
+def _live_options(
+    url: str, client_options: dict[str, Any], explicit_key: bool
+) -> tuple[str, dict[str, Any]]:
+    """The SDK's base URL and options for ``url``: its credentials (``visionkit.redact``) move
+    out of the URL -- userinfo into a Basic ``Authorization`` header, query parameters into
+    ``default_query`` -- so no URL the SDK, httpx or aiohttp logs or raises holds them (and
+    aiohttp refuses credentials in a URL next to an ``Authorization`` header)."""
+    base, query, authorization = split_url(url)
+    options = dict(client_options)
+    if query:
+        options["default_query"] = {**query, **dict(options.get("default_query") or {})}
+    if authorization is not None:
+        headers = dict(options.get("default_headers") or {})
+        if explicit_key or any(k.lower() == "authorization" for k in headers):
+            raise ValueError(
+                f"{redact_url(url)} carries a user name and password, which are sent as HTTP "
+                "Basic auth in the Authorization header; an API key (api_key= or the "
+                "provider's key variable) or an Authorization header of your own would need "
+                "the same header. Keep one: drop the user:password@ part of the URL, or "
+                "connect without the key."
+            )
+        options["default_headers"] = {**headers, "Authorization": authorization}
+    return base, options
+
+
+def _credential_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``options`` that carry credentials to a second (batch) SDK client."""
+    return {k: options[k] for k in ("default_headers", "default_query") if options.get(k)}
 
 
 REPLAY_URL = "http://replay.invalid/v1"  # never contacted: a replaying run sends nothing

@@ -20,8 +20,11 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 
+from ..errors import BatchWarning
+from .lines import user_stacklevel
 from .manifest import Manifest
 
 __all__ = ["LEASE", "job_claim", "try_job_claim"]
@@ -104,11 +107,12 @@ def job_claim(
     owner = _owner()
     told = False
     while (held := claim_job(manifest, job_id, owner, lease)) is not None:
-        if not told:
-            logger.info(
-                "batch job %s is being submitted by another process (%s); waiting for it",
-                job_id,
-                held[0],
+        if not told:  # a wait that could be long (uploads are paced): never a silent one
+            warnings.warn(
+                f"batch job {job_id} is being submitted by another process ({held[0]}); "
+                "waiting until its files are uploaded, then this call attaches to its batches",
+                BatchWarning,
+                stacklevel=user_stacklevel(),
             )
             set_postfix = getattr(bar, "set_postfix_str", None)
             if set_postfix is not None:

@@ -86,8 +86,8 @@ def main(n: int = 1000, only_boxes: bool = False) -> None:
 
         for suffix in ("csv", "parquet"):
             save = Path(tmp) / f"labels.{suffix}"
-            ann = vk.Annotator(df.copy(), "label", ["cat", "dog"], save=save)
-            plain = vk.Annotator(df.copy(), "label", ["cat", "dog"])
+            ann = vk.Annotator(df.copy(), label_column="label", labels=["cat", "dog"], save=save)
+            plain = vk.Annotator(df.copy(), label_column="label", labels=["cat", "dog"])
             with_save = clock(lambda a=ann: [a.label("cat") for _ in range(LABELS)])
             without = clock(lambda a=plain: [a.label("cat") for _ in range(LABELS)])
             print(
@@ -107,12 +107,16 @@ def bench_boxes(df: pd.DataFrame, tmp: Path, draws: int = 40) -> None:
     n = len(df)
     for suffix in ("csv", "parquet"):
         save = tmp / f"boxes.{suffix}"
-        colleague = vk.BoxAnnotator(df.copy(), "boxes", ["cat", "dog"], save=save, annotator="ben")
+        colleague = vk.BoxAnnotator(
+            df.copy(), box_column="boxes", labels=["cat", "dog"], save=save, annotator="ben"
+        )
         for pos in range(n):  # ben's boxes everywhere, written once at the end
             colleague._put(pos, [{"label": "cat", "x": 10.0, "y": 10.0, "w": 50.0, "h": 40.0}])
             colleague._file.set(colleague._keys[pos], colleague._encode(colleague._get(pos)))
         colleague._file.write()
-        ann = vk.BoxAnnotator(df.copy(), "boxes", ["cat", "dog"], save=save, annotator="ana")
+        ann = vk.BoxAnnotator(
+            df.copy(), box_column="boxes", labels=["cat", "dog"], save=save, annotator="ana"
+        )
         times, cpu = [], []
         for k in range(draws):
             if k % 4 == 0 and k:

@@ -129,7 +129,7 @@ def test_budget_and_dry_run_are_one_computation(mixed_frame, small_body, tmp_pat
         assert (
             plan.loc[["a", "b"], "estimated_tokens"]
             < vk.estimate_tokens(
-                pd.Series([1000, 1000]), pd.Series([1000, 700]), small_body
+                pd.Series([1000, 1000]), pd.Series([1000, 700]), provider=small_body
             ).to_numpy()
             + 2
         ).all()

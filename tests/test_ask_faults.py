@@ -149,9 +149,9 @@ def test_three_images_per_request_fail_before_anything_is_sent(tmp_path, cache):
     frame = pd.DataFrame({"a": paths, "b": paths[::-1], "c": paths})
     with offline.serve() as url:
         with pytest.raises(vk.RequestError, match=r"3 images in each request.*at most 2"):
-            run(frame, url, cache, column=["a", "b", "c"])
+            run(frame, url, cache, image_column=["a", "b", "c"])
         assert url.server.stats.requests == 0
-        pair = run(frame, url, cache, column=["a", "b"], prompt="Compare these.")
+        pair = run(frame, url, cache, image_column=["a", "b"], prompt="Compare these.")
         assert url.server.stats.images == 6
     assert pair["error"].isna().all()
     assert "image 1 is" in pair["answer"].iloc[0] and "image 2 is" in pair["answer"].iloc[0]
@@ -168,12 +168,12 @@ def test_oversized_images_are_reencoded_and_never_meet_a_413(tmp_path, cache):
     assert (tmp_path / "noise.png").stat().st_size > 3_000_000
     frame = pd.DataFrame({"a": [big], "b": [big]})
     with offline.serve() as url:
-        one = run(frame, url, cache, column="a")
-        two = run(frame, url, cache, column=["a", "b"])
+        one = run(frame, url, cache, image_column="a")
+        two = run(frame, url, cache, image_column=["a", "b"])
         # a prompt so long the images must be squeezed into what is left of the 1 MB
-        long = run(frame, url, cache, column="a", prompt="Describe. " + "x" * 700_000)
+        long = run(frame, url, cache, image_column="a", prompt="Describe. " + "x" * 700_000)
         # and one that leaves no room at all: that row's error, nothing sent
-        hopeless = run(frame, url, cache, column="a", prompt="x" * 999_000)
+        hopeless = run(frame, url, cache, image_column="a", prompt="x" * 999_000)
         stats = url.server.stats
     for result in (one, two, long):
         assert result["error"].isna().all(), result["error"].tolist()

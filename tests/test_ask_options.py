@@ -128,7 +128,7 @@ def test_bad_arguments_fail_early_with_the_fix(frame, client):
     with pytest.raises(ValueError, match="0 disables retries"):
         frame.vision.ask("x", client=client, max_retries=None)
     with pytest.raises(KeyError, match="no column 'img'"):
-        frame.vision.ask("x", client=client, column="img")
+        frame.vision.ask("x", client=client, image_column="img")
     with pytest.raises(TypeError, match=r"messages= .* built from the row"):
         frame.vision.ask("x", client=client, messages=[])
 

@@ -34,17 +34,17 @@ def open_files(path: Path) -> list[str]:
 
 
 def test_entry_points_take_exactly_the_options_fields():
-    check_signature(ask, leading=["df", "prompt"])
-    check_signature(ask_async, leading=["df", "prompt"])
+    check_signature(ask, leading=["data", "prompt"])
+    check_signature(ask_async, leading=["data", "prompt"])
     df = pd.DataFrame({"path": ["a.png"]})
     check_signature(df.vision.ask, leading=["prompt"])
     check_signature(df.vision.ask_async, leading=["prompt"])
 
-    def drifted(df, prompt, *, client=None, concurrency=16, **request_options):
+    def drifted(data, prompt, *, client=None, concurrency=16, **request_options):
         pass
 
     with pytest.raises(TypeError, match="differ from AskOptions"):
-        check_signature(drifted, leading=["df", "prompt"])
+        check_signature(drifted, leading=["data", "prompt"])
 
 
 def test_each_parameter_is_documented_once_in_help():

@@ -88,7 +88,9 @@ def test_answers_are_asks_answers_and_land_in_the_cache(images, server, client, 
 def test_planning_is_asks_hits_repeats_and_bad_rows_never_reach_a_file(
     images, tmp_path, server, client, cache
 ):
-    images.vision.ask(PROMPT, client=client, cache=cache, progress=False, column="path").iloc[:3]
+    images.vision.ask(PROMPT, client=client, cache=cache, progress=False, image_column="path").iloc[
+        :3
+    ]
     extra = pd.DataFrame(
         {"path": [images.path.iloc[5], str(tmp_path / "missing.jpg")]}, index=["dup", "bad"]
     )
@@ -107,7 +109,7 @@ def test_a_row_breaking_the_rules_is_its_error_and_the_rest_are_sent(tmp_path, s
     paths = [save(photo(300, 200, seed=i), tmp_path / f"q{i}.jpg") for i in range(3)]
     df = pd.DataFrame({"a": [str(p) for p in paths], "b": [str(p) for p in paths]})
     df.loc[1, "b"] = None  # no second image: that row's error
-    job = run(df, client, tmp_path / "c.sqlite", column=["a", "b"]).wait(progress=False)
+    job = run(df, client, tmp_path / "c.sqlite", image_column=["a", "b"]).wait(progress=False)
     result = job.result()
     assert result.error.isna().tolist() == [True, False, True]
     assert "no image in column 'b'" in result.error[1]

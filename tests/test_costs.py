@@ -140,28 +140,28 @@ def test_token_curve_follows_the_longest_side_at_an_aspect():
         costs.token_curve(aspect=0)
 
 
-def test_usage_error_compares_estimates_with_reported_tokens():
+def test_estimate_accuracy_compares_estimates_with_reported_tokens():
     result = pd.DataFrame(
         {
             "estimated_tokens": pd.array([1000, 2000, 3000, None, 500], dtype="Int64"),
             "prompt_tokens": pd.array([1100, 2000, 2500, 900, None], dtype="Int64"),
         }
     )
-    fit = costs.usage_error(result)
+    fit = costs.estimate_accuracy(result)
     assert fit.n == 3
     errors = [(1000 - 1100) / 1100, 0.0, (3000 - 2500) / 2500]
-    assert fit.frame["relative_error"].tolist() == pytest.approx(errors)
+    assert fit.rows["relative_error"].tolist() == pytest.approx(errors)
     assert fit.median_relative_error == pytest.approx(0.0)
     assert fit.median_abs_relative_error == pytest.approx(100 / 1100)
     assert "9.1%" in fit.describe() and "3 rows" in fit.describe()
 
 
-def test_usage_error_without_usable_rows_and_without_the_columns():
-    fit = costs.usage_error(pd.DataFrame({"estimated_tokens": [1], "prompt_tokens": [None]}))
+def test_estimate_accuracy_without_usable_rows_and_without_the_columns():
+    fit = costs.estimate_accuracy(pd.DataFrame({"estimated_tokens": [1], "prompt_tokens": [None]}))
     assert fit.n == 0 and math.isnan(fit.median_relative_error)
     assert "no rows" in fit.describe()
     with pytest.raises(KeyError, match="prompt_tokens"):
-        costs.usage_error(pd.DataFrame({"estimated_tokens": [1]}))
+        costs.estimate_accuracy(pd.DataFrame({"estimated_tokens": [1]}))
 
 
 def test_max_tokens_is_the_most_any_image_costs_not_the_most_a_square_costs():

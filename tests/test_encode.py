@@ -417,7 +417,7 @@ def test_encode_series_without_failures_is_silent_and_matches_encode_image(mixed
 def test_encode_series_takes_encode_images_options_and_passes_them_on(mixed):
     # Both keep explicit keyword lists (help(), IDEs, mypy): the shared ones must not drift.
     one, many = (inspect.signature(f).parameters for f in (encode_image, encode_series))
-    assert set(one) - set(many) == {"cell", "compact", "row"}  # one image's own
+    assert set(one) - set(many) == {"image", "compact", "row"}  # one image's own
     for name in set(one) & set(many):
         assert (many[name].kind, many[name].default, many[name].annotation) == (
             one[name].kind,
@@ -500,7 +500,7 @@ def test_108mp_phone_jpeg_encodes_in_draft_mode_with_little_memory(phone, loaded
 def test_phone_jpeg_thumbnail_and_decode_image(phone):
     from visionkit.images.thumbnails import thumbnail
 
-    assert Image.open(io.BytesIO(thumbnail(phone, 160))).size == (160, 120)
+    assert Image.open(io.BytesIO(thumbnail(phone, thumb_size=160))).size == (160, 120)
     assert decode_image(phone, max_side=2000).size == (2000, 1500)
     with pytest.raises(ImageError) as info:
         decode_image(phone, row=4)  # full size: 108 MP in one allocation

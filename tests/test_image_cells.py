@@ -342,7 +342,7 @@ def test_header_size_of_the_bundled_datasets():
 def test_image_column_rule_is_shared_by_accessor_ask_and_widgets():
     import pandas as pd
 
-    from visionkit.images.cells import image_column
+    from visionkit.images.cells import find_image_column as image_column
 
     both = pd.DataFrame({"path": ["a.png"], "image": [b"x"]})
     assert image_column(both) == "image"

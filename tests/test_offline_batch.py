@@ -502,3 +502,48 @@ def test_the_command_line_serves_the_batch_api_with_its_knobs(tmp_path):
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["uploads"] == 2 and stats["batch_lines_answered"] == 2
     assert "Traceback" not in err
+
+
+# -- the runner's own settings, lock and counters ---------------------------------------------
+
+
+def test_the_batch_runner_is_given_settings_not_the_server_and_keeps_its_own_counts(
+    server, client, tmp_path
+):
+    """Issue 20: the batch service was handed the whole OfflineServer as its knobs (an import
+    circle, batches.py <-> server.py) and counted under the server's lock. It now takes a
+    ``RunnerSettings`` and keeps its batches and ``BatchCounters`` under a lock of its own;
+    ``server.stats`` reads the counters, and ``reset_stats`` starts them afresh."""
+    import ast
+    import inspect
+
+    from visionkit.offline import batches
+
+    tree = ast.parse(inspect.getsource(batches))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "server" not in imported  # not even under TYPE_CHECKING
+    service = server._batches
+    assert service.settings == server.runner_settings() == batches.RunnerSettings()
+    assert service._lock is not server._lock
+    done, _ = wait_for(client, submit(client, tmp_path, photo_lines(3)).id)
+    assert done.status == "completed"
+    stats = server.stats
+    assert stats.batch is service.counters
+    assert (stats.batches_created, stats.batch_lines, stats.batch_lines_answered) == (1, 3, 3)
+    assert stats.as_dict()["batch_lines_answered"] == 3 and stats.paid_twice == {}
+    old = server.reset_stats()
+    assert old.batch_lines == 3 and server.stats.batch_lines == 0
+    assert server.stats.batch is service.counters  # the new counters, still the service's
+    again, _ = wait_for(client, submit(client, tmp_path, photo_lines(3), name="b.jsonl").id)
+    assert again.status == "completed"
+    assert server.stats.batch_lines_answered == 3 and len(server.stats.paid_twice) == 0
+    assert old.batch_lines == 3  # the old stats keep what they counted
+
+
+def test_runner_settings_come_from_the_servers_batch_fields():
+    srv = offline.OfflineServer(
+        batch_time=0.5, batch_expire_fraction=0.25, line_fail_rate=0.1, line_fail_status=503
+    )
+    settings = srv.runner_settings()
+    assert (settings.run_time, settings.expire_fraction) == (0.5, 0.25)
+    assert (settings.line_fail_rate, settings.line_fail_status) == (0.1, 503)

@@ -65,7 +65,7 @@ def test_phone_formats_encode_upright_as_jpeg_never_as_themselves(tmp_path, save
 @pytest.mark.parametrize(("save_as", "fmt", "ext"), FORMATS, ids=["heic", "avif"])
 def test_phone_formats_thumbnail_decode_and_inspect(tmp_path, save_as, fmt, ext):
     path = phone_photo(tmp_path / f"sideways{ext}", save_as, orientation=6)
-    thumb = Image.open(io.BytesIO(thumbnail(path, 80)))
+    thumb = Image.open(io.BytesIO(thumbnail(path, thumb_size=80)))
     assert thumb.format == "JPEG" and thumb.size == (20, 80)
     assert _close(thumb.convert("RGB").getpixel((10, 5)), (255, 0, 0))
     assert decode_image(path, max_side=200).size == (50, 200)

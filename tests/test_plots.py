@@ -173,7 +173,7 @@ def test_plot_usage_draws_estimates_against_reported_with_the_diagonal():
     np.testing.assert_array_equal(points.get_offsets(), [[1601, 1650], [3202, 3260], [6404, 6460]])
     (diagonal,) = [line for line in ax.lines if line.get_label() == "y = x"]
     np.testing.assert_array_equal(diagonal.get_xdata(), diagonal.get_ydata())
-    fit = costs.usage_error(result)
+    fit = costs.estimate_accuracy(result)
     assert fit.describe() in ax.get_title(loc="left")
     assert "median error" in ax.get_title(loc="left")
     assert ax.get_xlabel() == "estimated tokens" and ax.get_ylabel() == "reported prompt tokens"
@@ -237,7 +237,7 @@ def _sample_calls(sizes: pd.DataFrame) -> dict:
         "plot_rater_agreement": lambda **kw: vk.plot_rater_agreement(raters, **kw),
         "plot_class_agreement": lambda **kw: vk.plot_class_agreement(raters, **kw),
         "plot_box_agreement": lambda **kw: vk.plot_box_agreement(
-            vk.box_agreement(boxes, "truth", "pred"), **kw
+            vk.box_agreement(boxes, truth="truth", answer="pred"), **kw
         ),
     }
 

@@ -105,6 +105,23 @@ def test_readme_leads_with_the_commands_ci_runs():
     assert last == test_command, ".ci/run's last line must be README's test command, verbatim"
 
 
+def test_ci_runs_lint_format_and_types_as_steps_before_the_tests():
+    """ruff check, ruff format --check and mypy are commands of their own in .ci/run (under
+    ``set -e``, so each failure stops CI), after the venv that brings them and before README's
+    test command, which stays the last line."""
+    readme = (ROOT / "README.md").read_text()
+    test_command = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, flags=re.S)[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "set -euo pipefail" in ci
+    lines = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines[-1] == test_command, ".ci/run must end with README's test command"
+    steps = [".venv/bin/ruff check .", ".venv/bin/ruff format --check .", ".venv/bin/mypy"]
+    at = [lines.index(step) for step in steps]  # ValueError: a step is missing
+    venv = next(i for i, ln in enumerate(lines) if ln.startswith("python3 -m venv .venv"))
+    assert venv < min(at) and max(at) < len(lines) - 1
+    assert _pyproject()["tool"]["mypy"]["packages"] == ["visionkit"]
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 

@@ -153,7 +153,9 @@ def test_cells_read_with_remembered_options_encode_like_local_bytes(s3, bucket):
     assert remote_uris.tolist()[1:] == local_uris.tolist()[1:]
     other = read_bytes(f"s3://{name}/other/x.jpg")  # another prefix of the same bucket
     assert other == objects["other/x.jpg"]
-    assert Image.open(io.BytesIO(thumbnail(f"s3://{name}/photos/img2.jpg", 64))).size == (48, 64)
+    assert Image.open(
+        io.BytesIO(thumbnail(f"s3://{name}/photos/img2.jpg", thumb_size=64))
+    ).size == (48, 64)
 
 
 def test_missing_and_forbidden_objects_are_row_errors(s3, bucket):

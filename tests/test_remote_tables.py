@@ -42,7 +42,7 @@ def dataset() -> datasets.Dataset:
 
 
 def test_a_dataset_reads_without_writing_images_and_keeps_its_columns(dataset, tmp_path):
-    df = vk.read_images(dataset, column="image")
+    df = vk.read_images(dataset, image_column="image")
     assert df.width.tolist() == [60 + 10 * i for i in range(7)]
     assert df.format.tolist() == ["png", "jpeg"] * 3 + ["png"]
     assert df.label.tolist() == LABELS
@@ -62,18 +62,18 @@ def test_a_dataset_reads_without_writing_images_and_keeps_its_columns(dataset, t
 
 def test_dataset_references_follow_select_and_shuffle(dataset):
     picked = dataset.select([5, 1])
-    df = vk.read_images(picked, column="image")
+    df = vk.read_images(picked, image_column="image")
     assert df.label.tolist() == ["cat", "dog"]
     assert [read_bytes(p) for p in df.path] == [IMAGES[5], IMAGES[1]]
 
 
 @pytest.mark.filterwarnings("ignore:.*offline stand-in")
 def test_references_encode_show_and_ask_like_the_bytes_they_point_at(dataset, tmp_path):
-    df = vk.read_images(dataset, column="image")
+    df = vk.read_images(dataset, image_column="image")
     uris = encode_series(df.path, progress=False)
     direct = encode_series(pd.Series(IMAGES), progress=False)
     assert uris.tolist() == direct.tolist()
-    thumb = Image.open(io.BytesIO(thumbnail(df.path[2], 32)))
+    thumb = Image.open(io.BytesIO(thumbnail(df.path[2], thumb_size=32)))
     assert max(thumb.size) == 32
     assert "<img" in df.vision.show(n=3)._repr_html_()
     result = df.vision.ask("Describe.", cache=tmp_path / "c.sqlite", progress=False)
@@ -81,7 +81,7 @@ def test_references_encode_show_and_ask_like_the_bytes_they_point_at(dataset, tm
 
 
 def test_a_reference_to_a_dataset_from_another_process_says_so(dataset, monkeypatch):
-    df = vk.read_images(dataset, column="image")
+    df = vk.read_images(dataset, image_column="image")
     monkeypatch.setattr(tables, "_DATASETS", {})
     with pytest.raises(ImageError, match="another Python process"):
         read_bytes(df.path[0], row=0)
@@ -99,7 +99,7 @@ def parquet_files(dataset, tmp_path):
 
 
 def test_parquet_files_by_glob(parquet_files, monkeypatch):
-    df = vk.read_images(f"{parquet_files}/*.parquet", column="image")
+    df = vk.read_images(f"{parquet_files}/*.parquet", image_column="image")
     assert df.label.tolist() == LABELS
     assert df.path[4] == f"{parquet_files}/train-00001.parquet#image[1]"
     assert df.width.tolist() == [60 + 10 * i for i in range(7)]
@@ -139,12 +139,12 @@ def test_binary_and_path_columns(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "t.parquet")
-    raw = vk.read_images(tmp_path / "t.parquet", column="raw")
+    raw = vk.read_images(tmp_path / "t.parquet", image_column="raw")
     assert raw.width.tolist() == [60, 70, 80]
     assert raw.id.tolist() == [10, 11, 12]
     assert "file" in raw.columns  # a string column comes along
     assert read_bytes(raw.path[1]) == IMAGES[1]
-    files = vk.read_images(str(tmp_path / "t.parquet"), column="file")
+    files = vk.read_images(str(tmp_path / "t.parquet"), image_column="file")
     assert files.path.tolist() == paths  # path cells are read as they are
     assert files.width.tolist() == [60, 70, 80]
 
@@ -155,20 +155,20 @@ def test_struct_cells_from_pandas_are_image_cells(parquet_files):
     info = vk.inspect_images(frame.image)
     assert info.width.tolist() == [60, 70, 80]
     assert info.path.tolist() == ["img0.png", "img1.png", "img2.png"]
-    uris = frame.vision.encode(column="image", progress=False)
+    uris = frame.vision.encode(image_column="image", progress=False)
     assert uris.notna().all()
 
 
 def test_table_errors(parquet_files, tmp_path):
     with pytest.raises(KeyError, match="no column 'picture'"):
-        vk.read_images(parquet_files / "train-00000.parquet", column="picture")
+        vk.read_images(parquet_files / "train-00000.parquet", image_column="picture")
     with pytest.raises(FileNotFoundError):
-        vk.read_images(tmp_path / "missing.parquet", column="image")
+        vk.read_images(tmp_path / "missing.parquet", image_column="image")
     with pytest.raises(ImageError, match="past the end"):
         read_bytes(f"{parquet_files}/train-00000.parquet#image[99]")
     broken = pa.table({"image": pa.array([b"not an image", None], pa.binary())})
     pq.write_table(broken, tmp_path / "broken.parquet")
-    df = vk.read_images(tmp_path / "broken.parquet", column="image")
+    df = vk.read_images(tmp_path / "broken.parquet", image_column="image")
     assert df.error.tolist() == ["not an image (looks like text)", "no image (missing value)"]
     with pytest.warns(EncodeWarning, match="row 1: no image"):
         encode_series(df.path, progress=False)
@@ -178,7 +178,9 @@ def test_parquet_on_s3(s3, dataset, tmp_path):
     local = tmp_path / "train.parquet"
     pq.write_table(dataset.with_format("arrow")[:], local, row_group_size=3)
     bucket = s3.make_bucket({"data/train.parquet": local.read_bytes()})
-    df = vk.read_images(f"s3://{bucket}/data/*.parquet", column="image", storage_options=s3.options)
+    df = vk.read_images(
+        f"s3://{bucket}/data/*.parquet", image_column="image", storage_options=s3.options
+    )
     assert df.path[6] == f"s3://{bucket}/data/train.parquet#image[6]"
     assert df.label.tolist() == LABELS
     tables._CACHE.clear()

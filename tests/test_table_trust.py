@@ -188,9 +188,9 @@ def test_read_images_names_a_damaged_table_or_leaves_it_out_of_a_glob(damaged):
     good, cut, junk = damaged
     for bad in (cut, junk):
         with pytest.raises(ValueError, match=rf"read_images: cannot read the table {bad}"):
-            vk.read_images(bad, column="image")
+            vk.read_images(bad, image_column="image")
     with pytest.warns(vk.ReadImagesWarning, match="cut.parquet") as caught:
-        df = vk.read_images(f"{good.parent}/*.parquet", column="image")
+        df = vk.read_images(f"{good.parent}/*.parquet", image_column="image")
     assert any("junk.parquet" in str(w.message) for w in caught)
     assert len(df) == 3 and df.error.isna().all()
 
@@ -225,7 +225,7 @@ def test_a_table_cannot_make_visionkit_read_a_file_outside_its_folder(private, m
     pq.write_table(struct_table(rows), table)
     monkeypatch.chdir(secret.parent)  # a relative path must not be read from the cwd
 
-    df = vk.read_images(table, column="image")
+    df = vk.read_images(table, image_column="image")
     assert df.path[0] == str(data / "img" / "0.png")
     assert df.error[0] is None and df.width[0] == 40
     for i in (1, 2, 3, 4):
@@ -239,7 +239,7 @@ def test_a_table_cannot_make_visionkit_read_a_file_outside_its_folder(private, m
             read_bytes(f"{table}#image[{i}]")
     assert read_bytes(f"{table}#image[0]") == (data / "img" / "0.png").read_bytes()
 
-    trusted = vk.read_images(table, column="image", confine_paths=False)
+    trusted = vk.read_images(table, image_column="image", confine_paths=False)
     assert trusted.error.isna().all()
     assert trusted.path[1] == str(secret)
 
@@ -250,7 +250,7 @@ def test_string_paths_in_a_table_are_relative_to_it_and_urls_are_kept(private, m
     paths = ["img/0.png", str(secret), "https://example.invalid/a.png"]
     pq.write_table(pa.table({"file": paths}), table)
     monkeypatch.chdir(secret.parent)
-    df = vk.read_images(table, column="file")
+    df = vk.read_images(table, image_column="file")
     assert df.path.tolist()[0] == str(data / "img" / "0.png") and df.error[0] is None
     assert "outside its folder" in df.error[1] and str(secret) not in df.path[1]
     assert df.path[2] == "https://example.invalid/a.png"  # read wherever it points
@@ -269,7 +269,9 @@ def test_table_paths_on_s3_stay_in_the_tables_prefix(s3, tmp_path):
     bucket = s3.make_bucket(
         {"data/t.parquet": local.read_bytes(), "data/img/0.png": image, "private/x.png": image}
     )
-    df = vk.read_images(f"s3://{bucket}/data/t.parquet", column="image", storage_options=s3.options)
+    df = vk.read_images(
+        f"s3://{bucket}/data/t.parquet", image_column="image", storage_options=s3.options
+    )
     assert df.path[0] == f"s3://{bucket}/data/img/0.png" and df.error[0] is None
     assert df.width[0] == 40
     assert "outside its folder" in df.error[1] and "outside its folder" in df.error[2]

@@ -41,7 +41,7 @@ def calls(monkeypatch) -> list:
 def test_thumbnail_is_a_small_jpeg_of_the_right_shape(tmp_path):
     path = tmp_path / "big.jpg"
     photo(1600, 1200).save(path)
-    data = thumbnail(path, size=160)
+    data = thumbnail(path, thumb_size=160)
     assert sniff_format(data) == "jpeg"
     im = Image.open(io.BytesIO(data))
     assert im.size == (160, 120)
@@ -49,9 +49,11 @@ def test_thumbnail_is_a_small_jpeg_of_the_right_shape(tmp_path):
 
 
 def test_thumbnail_is_upright_and_png_when_transparent(tmp_path):
-    rotated = Image.open(io.BytesIO(thumbnail(exif_rotated_jpeg(tmp_path / "r.jpg"), 100)))
+    rotated = Image.open(
+        io.BytesIO(thumbnail(exif_rotated_jpeg(tmp_path / "r.jpg"), thumb_size=100))
+    )
     assert rotated.size == (25, 100)
-    data = thumbnail(palette_with_transparency(), 32)
+    data = thumbnail(palette_with_transparency(), thumb_size=32)
     assert sniff_format(data) == "png"
     im = Image.open(io.BytesIO(data)).convert("RGBA")
     assert im.getpixel((20, 5))[3] == 0
@@ -60,7 +62,7 @@ def test_thumbnail_is_upright_and_png_when_transparent(tmp_path):
 def test_thumbnail_never_upscales(tmp_path):
     path = tmp_path / "s.png"
     photo(40, 30).save(path)
-    assert Image.open(io.BytesIO(thumbnail(path, 160))).size == (40, 30)
+    assert Image.open(io.BytesIO(thumbnail(path, thumb_size=160))).size == (40, 30)
 
 
 def test_thumbnail_cache_hits_and_invalidates_on_change(tmp_path, calls):
@@ -151,6 +153,6 @@ def test_show_default_n_caps_large_sets(tmp_path):
     p = tmp_path / "a.png"
     Image.new("RGB", (20, 20), "red").save(p)
     df = pd.DataFrame({"image": [str(p)] * 100})
-    grid = df.vision.show(size=64)
+    grid = df.vision.show(thumb_size=64)
     assert len(grid.tiles) == display_module.DEFAULT_N
     assert f"showing {display_module.DEFAULT_N} of 100" in grid._repr_html_()

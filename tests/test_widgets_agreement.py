@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import visionkit as vk
-from visionkit.annotation.agreement import match_option, normalise
+from visionkit.annotation.agreement import match_label, normalise
 
 
 @pytest.fixture
@@ -54,13 +54,13 @@ def test_nothing_to_compare_and_missing_columns():
         vk.agreement(pd.DataFrame({"label": ["a"]}))
 
 
-def test_normalise_and_match_option():
+def test_normalise_and_match_label():
     assert normalise("  The   Cat. ") == "the cat"
     assert normalise("  ") is None and normalise(float("nan")) is None
-    assert match_option("It looks like a Cat.", ["cat", "dog"]) == "cat"
-    assert match_option("a cat and a dog", ["cat", "dog"]) is None  # names two
-    assert match_option("catalogue", ["cat"]) is None  # whole words only
-    assert match_option("DOG", ["cat", "dog"]) == "dog"
+    assert match_label("It looks like a Cat.", ["cat", "dog"]) == "cat"
+    assert match_label("a cat and a dog", ["cat", "dog"]) is None  # names two
+    assert match_label("catalogue", ["cat"]) is None  # whole words only
+    assert match_label("DOG", ["cat", "dog"]) == "dog"
 
 
 def test_plot_agreement_draws_counts_and_returns_the_axes(df):

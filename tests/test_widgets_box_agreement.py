@@ -57,15 +57,15 @@ def test_box_agreement_precision_recall_per_class():
         },
         index=["a", "b", "c", "d"],
     )
-    r = vk.box_agreement(df, "ann", "bob", iou=0.5)
+    r = vk.box_agreement(df, truth="ann", answer="bob", iou=0.5)
     # row a: cat IoU 90*100/(2*10000-9000)=0.818 matched, dog 0; row b: IoU 0.5 matched
-    assert (r.images, r.a_boxes, r.b_boxes, r.matched) == (3, 3, 4, 2)
+    assert (r.images, r.truth_boxes, r.answer_boxes, r.matched) == (3, 3, 4, 2)
     assert r.precision == pytest.approx(2 / 4) and r.recall == pytest.approx(2 / 3)
     assert r.f1 == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
     assert r.mean_iou == pytest.approx((9000 / 11000 + 0.5) / 2)
-    assert r.per_class.loc["cat", ["a_boxes", "b_boxes", "matched"]].tolist() == [2, 3, 2]
+    assert r.per_class.loc["cat", ["truth_boxes", "answer_boxes", "matched"]].tolist() == [2, 3, 2]
     assert r.per_class.loc["dog", "recall"] == 0
-    strict = vk.box_agreement(df, "ann", "bob", iou=0.6)
+    strict = vk.box_agreement(df, truth="ann", answer="bob", iou=0.6)
     assert strict.matched == 1
     at = r.curve.set_index("iou")
     assert at.loc[0.5, "precision"] == r.precision and at.loc[0.85, "recall"] == 0
@@ -84,9 +84,9 @@ def test_bad_cells_name_the_row():
         parse_boxes("[{", row=1)
     assert parse_boxes(float("nan")) is None and parse_boxes("[]") == []
     df = pd.DataFrame({"a": [[box("x", 0, 0, 1, 1)]], "b": [None]})
-    r = vk.box_agreement(df, "a", "b")
+    r = vk.box_agreement(df, truth="a", answer="b")
     assert r.images == 0 and math.isnan(r.precision)
     with pytest.raises(KeyError, match="'c'"):
-        vk.box_agreement(df, "a", "c")
+        vk.box_agreement(df, truth="a", answer="c")
     with pytest.raises(ValueError, match="iou"):
-        vk.box_agreement(df, "a", "b", iou=0)
+        vk.box_agreement(df, truth="a", answer="b", iou=0)

@@ -38,7 +38,7 @@ def test_importable():
 
 def test_draw_label_move_resize_delete_undo(df, tmp_path):
     save = tmp_path / "boxes.csv"
-    ann = vk.BoxAnnotator(df, "boxes", LABELS, save=save)
+    ann = vk.BoxAnnotator(df, box_column="boxes", labels=LABELS, save=save)
     assert (ann.view.natural_width, ann.view.natural_height) == (120, 80)
     draw(ann, 10, 10, 30, 20)
     assert df["boxes"].iloc[0] == [{"label": "cat", "x": 10.0, "y": 10.0, "w": 30.0, "h": 20.0}]
@@ -67,7 +67,7 @@ def test_draw_label_move_resize_delete_undo(df, tmp_path):
 
 def test_empty_next_skip_and_resume(df, tmp_path):
     save = tmp_path / "boxes.parquet"
-    ann = vk.BoxAnnotator(df, "boxes", LABELS, save=save, annotator="ana")
+    ann = vk.BoxAnnotator(df, box_column="boxes", labels=LABELS, save=save, annotator="ana")
     msg(ann, type="key", key="e")  # r0: nothing to box, go on
     assert df["boxes"].iloc[0] == [] and ann.current == "r1"
     draw(ann, 1, 1, 10, 10)
@@ -76,7 +76,7 @@ def test_empty_next_skip_and_resume(df, tmp_path):
     msg(ann, type="key", key="s")  # r2 is not done: skip goes to r3
     assert ann.current == "r3"
     fresh = image_frame(tmp_path / "imgs", n=5)
-    again = vk.BoxAnnotator(fresh, "boxes", LABELS, save=save, annotator="ana")
+    again = vk.BoxAnnotator(fresh, box_column="boxes", labels=LABELS, save=save, annotator="ana")
     assert fresh["boxes"].iloc[0] == [] and len(fresh["boxes"].iloc[1]) == 1
     assert again.current == "r2" and again.restored == 2
     assert pd.isna(fresh["boxes"].iloc[2])
@@ -84,11 +84,11 @@ def test_empty_next_skip_and_resume(df, tmp_path):
 
 def test_json_text_cells_are_read_and_bad_cells_name_the_row(df):
     df["boxes"] = [json.dumps([{"label": "cat", "x": 1, "y": 2, "w": 3, "h": 4}])] + [None] * 4
-    vk.BoxAnnotator(df, "boxes", LABELS)
+    vk.BoxAnnotator(df, box_column="boxes", labels=LABELS)
     assert df["boxes"].iloc[0] == [{"label": "cat", "x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0}]
     df["boxes"] = [None, [{"label": "cat", "x": 1}], None, None, None]
     with pytest.raises(ValueError, match="row 'r1'"):
-        vk.BoxAnnotator(df, "boxes", LABELS)
+        vk.BoxAnnotator(df, box_column="boxes", labels=LABELS)
 
 
 def test_suggestions_take_one_take_all_hide(df):
@@ -102,7 +102,7 @@ def test_suggestions_take_one_take_all_hide(df):
         [],
         None,
     ]
-    ann = vk.BoxAnnotator(df, "boxes", LABELS, suggestions="proposed")
+    ann = vk.BoxAnnotator(df, box_column="boxes", labels=LABELS, suggestions="proposed")
     assert len(ann.view.suggestions) == 2
     msg(ann, type="take", index=1)  # click on the dog
     assert [b["label"] for b in df["boxes"].iloc[0]] == ["dog"]
@@ -122,7 +122,9 @@ def test_suggestions_take_one_take_all_hide(df):
 
 
 def test_keys_can_be_rebound(df):
-    ann = vk.BoxAnnotator(df, "boxes", LABELS, keys={"delete": ["Delete", "d"], "empty": "n"})
+    ann = vk.BoxAnnotator(
+        df, box_column="boxes", labels=LABELS, keys={"delete": ["Delete", "d"], "empty": "n"}
+    )
     draw(ann, 1, 1, 10, 10)
     msg(ann, type="key", key="d")
     assert df["boxes"].iloc[0] == []
@@ -134,9 +136,9 @@ def test_keys_can_be_rebound(df):
     assert ann.view.bindings["d"] == "delete" and "e" not in ann.view.bindings
     assert "d / Del" in ann.view.key_help or "Del / d" in ann.view.key_help
     with pytest.raises(ValueError, match="pick labels"):
-        vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": "1"})
+        vk.BoxAnnotator(df, box_column="boxes", labels=LABELS, keys={"next": "1"})
     # Two labels: "3" is free for an action.
-    ann = vk.BoxAnnotator(df, "boxes", LABELS, keys={"next": ["3", "ArrowRight"]})
+    ann = vk.BoxAnnotator(df, box_column="boxes", labels=LABELS, keys={"next": ["3", "ArrowRight"]})
     before = ann.position
     msg(ann, type="key", key="3")
     assert ann.position == before + 1
@@ -144,23 +146,25 @@ def test_keys_can_be_rebound(df):
 
 def test_two_annotators_blind_order_and_box_agreement(df, tmp_path):
     save = tmp_path / "team.csv"
-    ana = vk.BoxAnnotator(df.copy(), "boxes", LABELS, save=save, annotator="ana")
-    ben = vk.BoxAnnotator(df.copy(), "boxes", LABELS, save=save, annotator="ben")
+    ana = vk.BoxAnnotator(df.copy(), box_column="boxes", labels=LABELS, save=save, annotator="ana")
+    ben = vk.BoxAnnotator(df.copy(), box_column="boxes", labels=LABELS, save=save, annotator="ben")
     for ann, dx in ((ana, 0), (ben, 2)):
         ann.add_box(10 + dx, 10, 40, 40)  # r0: nearly the same
         ann.next()
         ann.add_box(0, 0, 20, 20) if ann is ana else ann.add_box(60, 40, 30, 30)  # r1: apart
     review = vk.BoxAnnotator(
-        df.copy(), "boxes", LABELS, save=save, annotator="lead", order="disagreement"
+        df.copy(), labels=LABELS, save=save, annotator="lead", order="disagreement"
     )
     assert list(review.rows.index)[:2] == ["r1", "r0"]
     review.position = 0
     assert {b["annotator"] for b in review.view.others} == {"ana", "ben"}
-    blind = vk.BoxAnnotator(df.copy(), "boxes", LABELS, save=save, annotator="cem", blind=True)
+    blind = vk.BoxAnnotator(
+        df.copy(), box_column="boxes", labels=LABELS, save=save, annotator="cem", blind=True
+    )
     blind.position = 0
     assert blind.view.others == []
     wide = review.by_annotator()
-    r = vk.box_agreement(wide, "ana", "ben", iou=0.5)
+    r = vk.box_agreement(wide, truth="ana", answer="ben", iou=0.5)
     assert (r.images, r.matched, r.precision) == (2, 1, 0.5)
     long = vk.read_annotations(save)
     assert set(long["annotator"]) == {"ana", "ben"}
@@ -218,11 +222,11 @@ def test_propose_boxes_maps_the_models_pixels_to_the_full_size_upright_image(tmp
     assert proposed["b"] == [{"label": "cat", "x": 50.0, "y": 25.0, "w": 100.0, "h": 50.0}]
     assert pd.isna(proposed["c"]) and "c" in proposed.attrs["errors"]
     ann = vk.BoxAnnotator(
-        df.iloc[:2].assign(proposed=proposed.iloc[:2]), "boxes", LABELS, suggestions="proposed"
+        df.iloc[:2].assign(proposed=proposed.iloc[:2]), labels=LABELS, suggestions="proposed"
     )
     assert (ann.view.natural_width, ann.view.natural_height) == (2000, 3000)
     ann.accept()
-    assert ann.df["boxes"].iloc[0] == proposed["a"]
+    assert ann.data["boxes"].iloc[0] == proposed["a"]
 
 
 def test_propose_boxes_scales_from_the_size_ask_sent_however_ask_shrank_it(tmp_path):

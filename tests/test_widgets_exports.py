@@ -45,7 +45,7 @@ def df(tmp_path):
 
 def test_coco_loads_in_pycocotools_with_every_box(df, tmp_path):
     out = tmp_path / "coco" / "train.json"
-    coco_dict = vk.to_coco(df, "boxes", LABELS, path=out, image_root=tmp_path / "imgs")
+    coco_dict = vk.to_coco(df, out, labels=LABELS, image_root=tmp_path / "imgs")
     coco = COCO(str(out))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == LABELS
     images = coco.loadImgs(coco.getImgIds())
@@ -61,11 +61,11 @@ def test_coco_loads_in_pycocotools_with_every_box(df, tmp_path):
         assert got == want
     assert coco_dict["annotations"][0]["iscrowd"] == 0
     with pytest.raises(ValueError, match=r"\['bird'\] that are not in labels"):
-        vk.to_coco(df, "boxes", ["cat", "dog"])
+        vk.to_coco(df, labels=["cat", "dog"])
 
 
 def test_yolo_files(df, tmp_path):
-    written = vk.to_yolo(df, "boxes", LABELS, folder=tmp_path / "yolo")
+    written = vk.to_yolo(df, tmp_path / "yolo", labels=LABELS)
     assert [p.name for p in written] == ["side.txt", "wide.txt", "empty.txt"]
     assert (tmp_path / "yolo" / "classes.txt").read_text() == "cat\ndog\nbird\n"
     side = [line.split() for line in (tmp_path / "yolo" / "side.txt").read_text().splitlines()]
@@ -74,13 +74,13 @@ def test_yolo_files(df, tmp_path):
     assert (tmp_path / "yolo" / "empty.txt").read_text() == ""
     twin = pd.concat([df.iloc[:1], df.iloc[:1].rename(index={"a": "z"})])
     with pytest.raises(ValueError, match=r"rows .a. and .z. would both write side\.txt"):
-        vk.to_yolo(twin, "boxes", LABELS, folder=tmp_path / "y2")
+        vk.to_yolo(twin, tmp_path / "y2", labels=LABELS)
 
 
 def test_hugging_face_dataset_with_class_labels(df):
     import datasets
 
-    ds = vk.to_hf_dataset(df, "boxes", LABELS)
+    ds = vk.to_hf_dataset(df, box_column="boxes", labels=LABELS)
     assert isinstance(ds, datasets.Dataset) and len(ds) == 3
     # datasets turns a Sequence of a dict into a dict of lists: objects.category is a list
     # of ClassLabel
@@ -91,28 +91,30 @@ def test_hugging_face_dataset_with_class_labels(df):
     assert first["objects"]["category"] == [0, 2]
     assert first["objects"]["bbox"][1] == pytest.approx([150.5, 0.0, 49.5, 30.0])
     assert ds[2]["objects"]["bbox"] == []
-    labels = vk.to_hf_dataset(df, "label", ["cat", "dog"])
+    labels = vk.to_hf_dataset(df, label_column="label", labels=["cat", "dog"])
     assert labels.features["label"].names == ["cat", "dog"]
     assert labels["label"] == [0, 1, 0] and len(labels) == 3
 
 
 def test_long_form_for_csv_and_parquet(df, tmp_path):
-    long = vk.to_long(df, "boxes")
+    long = vk.to_long(df, box_column="boxes")
     assert list(long.columns) == ["index", "path", "label", "x", "y", "w", "h"]
     assert long["index"].tolist() == ["a", "a", "b", "c"]
     assert long["label"].tolist()[:3] == ["cat", "bird", "dog"] and pd.isna(long["label"].iloc[3])
     long.to_parquet(tmp_path / "boxes.parquet")
     back = pd.read_parquet(tmp_path / "boxes.parquet")
     assert back["x"].tolist()[:3] == [10.0, 150.5, 0.0]
-    labels = vk.to_long(df, "label")
+    labels = vk.to_long(df, label_column="label")
     assert labels[["index", "label"]].values.tolist() == [["a", "cat"], ["b", "dog"], ["d", "cat"]]
 
 
 def test_long_form_of_a_save_file(df, tmp_path):
     save = tmp_path / "team.csv"
-    ann = vk.BoxAnnotator(df.drop(columns="boxes"), "boxes", LABELS, save=save, annotator="ana")
+    ann = vk.BoxAnnotator(
+        df.drop(columns="boxes"), box_column="boxes", labels=LABELS, save=save, annotator="ana"
+    )
     ann.add_box(1, 2, 30, 40, label="dog")
-    long = vk.to_long(vk.read_annotations(save), "boxes")
+    long = vk.to_long(vk.read_annotations(save), box_column="boxes")
     assert list(long.columns) == [
         "index",
         "path",

@@ -28,9 +28,9 @@ def thumbnail_calls(monkeypatch):
     calls = []
     real = visionkit.images.thumbnails.thumbnail
 
-    def counting(cell, size=160, **kwargs):
-        calls.append((cell, size))
-        return real(cell, size=size, **kwargs)
+    def counting(image, *, thumb_size=160, **kwargs):
+        calls.append((image, thumb_size))
+        return real(image, thumb_size=thumb_size, **kwargs)
 
     monkeypatch.setattr(visionkit.images.thumbnails, "thumbnail", counting)
     return calls
@@ -177,7 +177,7 @@ def test_repr_is_cheap(df):
 
 
 def test_df_vision_gallery(df):
-    g = df.vision.gallery("answer", page_size=5)
+    g = df.vision.gallery(caption="answer", page_size=5)
     assert isinstance(g, Gallery) and g.page_count == 6 and g._items[0]["caption"] == "Cat."
 
 

@@ -127,9 +127,9 @@ def test_edge_cases():
     r = vk.rater_agreement(blank)
     assert r.items == 1 and r.pairwise["n"].iloc[0] == 1  # blank, None, NaN, NA are missing
     with pytest.raises(ValueError, match="at least two raters"):
-        vk.rater_agreement(same, columns=["a"])
+        vk.rater_agreement(same, raters=["a"])
     with pytest.raises(KeyError, match="nope"):
-        vk.rater_agreement(same, columns=["a", "nope"])
+        vk.rater_agreement(same, raters=["a", "nope"])
     with pytest.raises(ValueError, match="equally long"):
         vk.cohen_kappa(["x"], ["x", "y"])
     r = vk.rater_agreement(ratings(8))
@@ -150,7 +150,7 @@ def test_human_vs_model_kappa_matches_sklearn():
     mapped = ["cat", "dog", "dog", "dog", "bird", "cat", "cat", "bird"]
     human = ["cat", "cat", "dog", "dog", "bird", "cat", "dog", "bird"]
     assert r.kappa == pytest.approx(cohen_kappa_score(human, mapped), abs=1e-9)
-    assert r.per_class.loc["cat", ["human", "model", "both"]].tolist() == [3, 3, 2]
+    assert r.per_class.loc["cat", ["truth", "answer", "both"]].tolist() == [3, 3, 2]
     assert "kappa" in repr(r)
 
 

@@ -33,7 +33,7 @@ def test_extra_columns_and_rows_of_a_users_file_are_kept(df, tmp_path):
         }
     )
     own.to_csv(save, index=False)
-    ann = vk.Annotator(df, "label", OPTIONS, save=save)
+    ann = vk.Annotator(df, label_column="label", labels=OPTIONS, save=save)
     assert df["label"].iloc[0] == "cat" and ann.restored == 1
     ann.label("bird")  # r1
     back = pd.read_csv(save, dtype=str, keep_default_na=False).set_index("index")
@@ -46,7 +46,7 @@ def test_extra_columns_and_rows_of_a_users_file_are_kept(df, tmp_path):
 
 def test_tilde_is_expanded(df, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    ann = vk.Annotator(df, "label", OPTIONS, save="~/labels.csv")
+    ann = vk.Annotator(df, label_column="label", labels=OPTIONS, save="~/labels.csv")
     ann.label("cat")
     assert (tmp_path / "home" / "labels.csv").exists()
     assert ann.save_path == tmp_path / "home" / "labels.csv"
@@ -58,7 +58,7 @@ def test_a_symlink_is_written_through_and_stays_a_link(df, tmp_path):
     real.parent.mkdir()
     link = tmp_path / "labels.csv"
     link.symlink_to(real)
-    ann = vk.Annotator(df, "label", OPTIONS, save=link)
+    ann = vk.Annotator(df, label_column="label", labels=OPTIONS, save=link)
     ann.label("dog")
     assert link.is_symlink() and os.readlink(link) == str(real)
     assert "dog" in real.read_text()
@@ -69,14 +69,14 @@ def test_the_files_mode_is_kept_and_a_new_file_gets_the_umask(df, tmp_path):
     save = tmp_path / "labels.csv"
     old = os.umask(0o022)
     try:
-        vk.Annotator(df, "label", OPTIONS, save=save).label("cat")
+        vk.Annotator(df, label_column="label", labels=OPTIONS, save=save).label("cat")
         assert stat.S_IMODE(save.stat().st_mode) == 0o644  # not mkstemp's 0600
         save.chmod(0o664)
-        vk.Annotator(df, "label", OPTIONS, save=save).label("dog")
+        vk.Annotator(df, label_column="label", labels=OPTIONS, save=save).label("dog")
         assert stat.S_IMODE(save.stat().st_mode) == 0o664
         os.umask(0o077)
         other = tmp_path / "private.parquet"
-        vk.Annotator(df, "label", OPTIONS, save=other).label("cat")
+        vk.Annotator(df, label_column="label", labels=OPTIONS, save=other).label("cat")
         assert stat.S_IMODE(other.stat().st_mode) == 0o600
     finally:
         os.umask(old)
@@ -85,9 +85,9 @@ def test_the_files_mode_is_kept_and_a_new_file_gets_the_umask(df, tmp_path):
 @pytest.mark.parametrize("name", ["team.csv", "team.parquet"])
 def test_two_annotators_share_one_file(df, tmp_path, name):
     save = tmp_path / name
-    ana = vk.Annotator(df.copy(), "label", OPTIONS, save=save, annotator="ana")
+    ana = vk.Annotator(df.copy(), label_column="label", labels=OPTIONS, save=save, annotator="ana")
     ben_df = df.copy()
-    ben = vk.Annotator(ben_df, "label", OPTIONS, save=save, annotator="ben")
+    ben = vk.Annotator(ben_df, label_column="label", labels=OPTIONS, save=save, annotator="ben")
     ana.label("cat")  # r0
     ben.label("dog")  # r0: written while ana's session is open: both are kept
     ana.label("bird")  # r1
@@ -100,7 +100,7 @@ def test_two_annotators_share_one_file(df, tmp_path, name):
     assert long["label_at"].notna().all()
     # A later session of ben sees only ben's labels in the column, the others beside them.
     again_df = df.copy()
-    again = vk.Annotator(again_df, "label", OPTIONS, save=save, annotator="ben")
+    again = vk.Annotator(again_df, label_column="label", labels=OPTIONS, save=save, annotator="ben")
     assert again_df["label"].tolist()[:2] == ["dog", None]
     assert again.current == "r1" and again.view.others == "ana: bird"  # first unlabelled
     assert again.others(0) == {"ana": "cat"}
@@ -110,7 +110,9 @@ def test_two_annotators_share_one_file(df, tmp_path, name):
     r = vk.rater_agreement(wide)
     assert r.pairwise["n"].iloc[0] == 1  # only r0 has both
     # Blind: the others' labels are not shown.
-    blind = vk.Annotator(df.copy(), "label", OPTIONS, save=save, annotator="cem", blind=True)
+    blind = vk.Annotator(
+        df.copy(), label_column="label", labels=OPTIONS, save=save, annotator="cem", blind=True
+    )
     blind.position = 0
     assert blind.view.others == ""
     with pytest.raises(ValueError, match="blind"):
@@ -119,8 +121,8 @@ def test_two_annotators_share_one_file(df, tmp_path, name):
 
 def test_sessions_of_the_same_file_merge_and_undo_is_saved(df, tmp_path):
     save = tmp_path / "team.csv"
-    a = vk.Annotator(df.copy(), "label", OPTIONS, save=save, annotator="ana")
-    b = vk.Annotator(df.copy(), "label", OPTIONS, save=save, annotator="ben")
+    a = vk.Annotator(df.copy(), label_column="label", labels=OPTIONS, save=save, annotator="ana")
+    b = vk.Annotator(df.copy(), label_column="label", labels=OPTIONS, save=save, annotator="ben")
     a.label("cat")
     b.label("dog")
     b.label("dog")
@@ -150,13 +152,15 @@ def test_order_by_disagreement(df, tmp_path):
         "ben": ["cat", "dog", "dog", "cat", None, None],
         "cem": ["cat", "bird", "dog", "cat", "dog", None],
     }.items():
-        ann = vk.Annotator(df.copy(), "label", OPTIONS, save=save, annotator=name)
+        ann = vk.Annotator(
+            df.copy(), label_column="label", labels=OPTIONS, save=save, annotator=name
+        )
         for pos, label in enumerate(labels):
             if label:
                 ann.position = pos
                 ann.label(label)
     review = vk.Annotator(
-        df.copy(), "label", OPTIONS, save=save, annotator="lead", order="disagreement"
+        df.copy(), labels=OPTIONS, save=save, annotator="lead", order="disagreement"
     )
     # r1: cat/dog/bird (2/3 disagree), r3: bird/cat/cat (1/3), r0, r2 agree, r4 one label, r5 none
     assert list(review.rows.index) == ["r1", "r3", "r0", "r2", "r4", "r5"]
@@ -170,5 +174,7 @@ def test_order_by_disagreement(df, tmp_path):
 def test_order_by_disagreement_with_the_model(df):
     df["label"] = ["cat", "dog", "bird", None, "cat", "cat"]
     # answers: Cat., a dog, bird, Cat., a dog, bird
-    ann = vk.Annotator(df, "label", OPTIONS, suggestions="answer", order="disagreement")
+    ann = vk.Annotator(
+        df, label_column="label", labels=OPTIONS, suggestions="answer", order="disagreement"
+    )
     assert list(ann.rows.index)[:2] == ["r4", "r5"]  # the model names another option

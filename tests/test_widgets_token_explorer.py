@@ -17,9 +17,9 @@ def test_table_equals_estimate_tokens_for_every_provider():
     table = ex.table
     assert list(table.index) == list(vk.providers)
     for name in vk.providers:
-        assert table.loc[name, "tokens"] == vk.estimate_tokens(1500, 900, name)
+        assert table.loc[name, "tokens"] == vk.estimate_tokens(1500, 900, provider=name)
     assert "1500 × 900" in ex.output.value
-    assert f"{vk.estimate_tokens(1500, 900, 'inference.net'):,}" in ex.output.value
+    assert f"{vk.estimate_tokens(1500, 900, provider='inference.net'):,}" in ex.output.value
 
 
 def test_updates_live_when_a_slider_moves():
@@ -38,13 +38,13 @@ def test_updates_live_when_a_slider_moves():
 )
 def test_fit_budget_is_the_largest_same_aspect_size_under_the_budget(provider, w, h, budget):
     fit = fit_budget(w, h, budget, provider)
-    cost = lambda side: vk.estimate_tokens(*fit_within(w, h, side), provider)  # noqa: E731
+    cost = lambda side: vk.estimate_tokens(*fit_within(w, h, side), provider=provider)  # noqa: E731
     if fit is None:
         assert cost(1) > budget
         return
     side = max(fit)
     assert fit == fit_within(w, h, side)
-    assert vk.estimate_tokens(*fit, provider) <= budget
+    assert vk.estimate_tokens(*fit, provider=provider) <= budget
     if side < max(w, h):
         assert cost(side + 1) > budget  # one pixel more would not fit
 
@@ -71,7 +71,7 @@ def test_pick_an_image_from_the_dataframe(tmp_path):
     ex = vk.TokenExplorer(df[["path"]])
     ex.image_picker.value = 3
     assert ex.size == (df["width"].iloc[3], df["height"].iloc[3])
-    assert ex.table.loc["openai", "tokens"] == vk.estimate_tokens(*ex.size, "openai")
+    assert ex.table.loc["openai", "tokens"] == vk.estimate_tokens(*ex.size, provider="openai")
 
 
 def test_moving_a_slider_off_the_picked_image_stops_naming_it(tmp_path):

@@ -7,6 +7,7 @@ Usage::
     df.vision.estimate_tokens()          # tokens per image for inference.net
     uris = df.vision.encode()            # data URIs the provider accepts
     result = df.vision.ask("Describe this image.")   # answers, cached and resumable
+    job = df.vision.submit("Describe this image.")   # the same as a batch job (cheaper, later)
 
 This module is the public facade and nothing else. ``import visionkit`` loads the exception
 tree and the provider profiles; ``df.vision`` is registered as soon as pandas is loaded
@@ -71,7 +72,9 @@ _LAZY = {
     "to_yolo": ".annotation",
     "ask": ".query.ask",
     "BatchJob": ".batch",
+    "Job": ".batch",
     "batch_jobs": ".batch",
+    "submit": ".batch.submit",
     "ask_async": ".query.ask",
     "Cache": ".query.cache",
     "Client": ".query.client",
@@ -89,6 +92,8 @@ _LAZY = {
     "Gallery": ".widgets",
     "TokenExplorer": ".widgets",
     "VisionAccessor": ".accessor",
+    "state": "._state",
+    "reset_state": "._state",
 }
 _SUBMODULES = ("costs", "offline", "tokens")
 
@@ -110,6 +115,7 @@ __all__ = [
     "EncodeWarning",
     "Gallery",
     "ImageError",
+    "Job",
     "MissingAPIKey",
     "OfflineWarning",
     "Price",
@@ -150,8 +156,11 @@ __all__ = [
     "read_annotations",
     "read_images",
     "register_provider",
+    "reset_state",
     "set_price",
     "set_storage_options",
+    "state",
+    "submit",
     "thumbnail",
     "to_coco",
     "to_hf_dataset",
@@ -162,6 +171,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load lazily
     from . import costs, offline, tokens
+    from ._state import reset_state, state
     from .accessor import VisionAccessor
     from .annotation import (
         BOX_SCHEMA,
@@ -185,10 +195,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time these load laz
         to_yolo,
     )
 
-    # Not through .annotation: the package has a submodule of the same name, which mypy binds
-    # instead of the function when proposals.py closes an import cycle through .query.
+    # Not through their packages: each has a submodule of the same name, which mypy may bind
+    # instead of the function.
     from .annotation.agreement import agreement
-    from .batch import BatchJob, batch_jobs
+    from .batch import BatchJob, Job, batch_jobs
+    from .batch.submit import submit
     from .images.encode import encode_image
     from .images.read import inspect_images, read_images
     from .images.remote import set_storage_options

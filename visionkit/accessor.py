@@ -5,14 +5,20 @@ Registered when ``visionkit`` is imported::
     import visionkit as vk
     df = vk.read_images("datasets/images/")
     df.vision.estimate_tokens()
+
+Each method is a twin of a ``vk`` function with the DataFrame left out, and its parameters are
+written out here (not borrowed at run time) so that IDEs and static tools show every option;
+tests/test_naming.py holds each twin to its function's parameters and defaults.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pandas as pd
 
@@ -21,9 +27,13 @@ from .providers import DEFAULT_PROVIDER
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from .batch.protocol import Job
     from .images.thumbnails import ImageGrid
     from .providers import Provider
-    from .widgets import Annotator, Gallery
+    from .query.cache import Cache
+    from .query.client import Client
+    from .widgets import Annotator, BoxAnnotator, Gallery
+    from .widgets._frame import RowFilter
 
 __all__ = ["VisionAccessor"]
 
@@ -32,18 +42,19 @@ __all__ = ["VisionAccessor"]
 class VisionAccessor:
     """Image-set methods on any DataFrame with an image column (``image`` or ``path``)."""
 
-    def __init__(self, df: pd.DataFrame) -> None:
-        _borrow_ask_signatures()
-        self._df = df
+    def __init__(self, data: pd.DataFrame) -> None:
+        _borrow_encode_signature()
+        self._df = data
 
-    def _column(self, column: str | None) -> str:
-        """The image column: ``column`` if given, else ``image`` if present, else ``path``."""
-        from .images.cells import image_column
+    def _column(self, image_column: str | None) -> str:
+        """The image column: ``image_column`` if given, else ``image`` if present, else ``path``."""
+        from .images.cells import find_image_column
 
-        return image_column(self._df, column)
+        return find_image_column(self._df, image_column)
 
+    # -- images and tokens -----------------------------------------------------------------
     def estimate_tokens(
-        self, provider: str | Provider = DEFAULT_PROVIDER, *, column: str | None = None
+        self, provider: str | Provider = DEFAULT_PROVIDER, *, image_column: str | None = None
     ) -> pd.Series:
         """Estimated image tokens per row, as an ``Int64`` Series (NA where the size is unknown).
 
@@ -53,25 +64,25 @@ class VisionAccessor:
         from .providers import estimate_tokens
 
         df = self._df
-        if column is None and {"width", "height"} <= set(df.columns):
+        if image_column is None and {"width", "height"} <= set(df.columns):
             sizes = df
         else:
-            sizes = self.inspect(column=column)
-        out = estimate_tokens(sizes["width"], sizes["height"], provider)
+            sizes = self.inspect(image_column=image_column)
+        out = estimate_tokens(sizes["width"], sizes["height"], provider=provider)
         return out.rename("estimated_tokens")
 
-    def inspect(self, *, column: str | None = None) -> pd.DataFrame:
+    def inspect(self, *, image_column: str | None = None) -> pd.DataFrame:
         """The same columns as ``read_images`` for this DataFrame's image column, same index."""
         from .images.read import inspect_images
 
-        col = self._column(column)
+        col = self._column(image_column)
         return inspect_images(self._df[col])
 
     def plot_tokens(
         self,
         provider: str | Provider | None = None,
         *,
-        column: str | None = None,
+        image_column: str | None = None,
         resize_to: int | str | None = "floor",
         ax: Axes | None = None,
         **kwargs: Any,
@@ -84,59 +95,210 @@ class VisionAccessor:
         from .plots import plot_tokens
 
         data = self._df
-        if column is not None or not {"width", "height"} <= set(data.columns):
-            data = self.inspect(column=column) if len(data) else data
+        if image_column is not None or not {"width", "height"} <= set(data.columns):
+            data = self.inspect(image_column=image_column) if len(data) else data
         return plot_tokens(data, provider, resize_to=resize_to, ax=ax, **kwargs)
-
-    def ask(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
-        """Ask a vision model about each row's image; see ``visionkit.ask`` for the options.
-
-        >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
-        >>> df.drop(columns="error").join(result)  # ask's error covers it   # doctest: +SKIP
-        """
-        from .query.ask import ask
-
-        return ask(self._df, prompt, **kwargs)
-
-    async def ask_async(self, prompt: str, **kwargs: Any) -> pd.DataFrame:
-        """``await df.vision.ask_async(prompt, ...)``: ``ask`` in the caller's event loop."""
-        from .query.ask import ask_async
-
-        return await ask_async(self._df, prompt, **kwargs)
-
-    def submit(self, prompt: str, **kwargs: Any) -> Any:
-        """Submit one batch-API request per row: ``job = df.vision.submit(prompt)``; see
-        ``visionkit.batch.submit`` for the options, ``job.wait()`` and ``job.result()``."""
-        from .batch import submit
-
-        return submit(self._df, prompt, **kwargs)
 
     def encode(
         self,
         provider: str | Provider = DEFAULT_PROVIDER,
         *,
-        column: str | None = None,
+        image_column: str | None = None,
         **kwargs: Any,
     ) -> pd.Series:
         """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
 
         Takes ``visionkit.images.encode.encode_series``' options (shown by help() and
-        Shift+Tab), plus ``column``. One warning names the failing rows; ``errors="raise"``
-        raises ``ImageError`` naming the first. EXIF (GPS included), XMP and comments are not
-        sent unless ``strip_metadata=False``. ``progress=False`` hides the progress bar (shown
-        only when encoding takes over a second).
+        Shift+Tab), plus ``image_column``. One warning names the failing rows;
+        ``errors="raise"`` raises ``ImageError`` naming the first. EXIF (GPS included), XMP and
+        comments are not sent unless ``strip_metadata=False``. ``progress=False`` hides the
+        progress bar (shown only when encoding takes over a second).
         """
         from .images.encode import encode_series
 
-        return encode_series(self._df[self._column(column)], provider=provider, **kwargs)
+        return encode_series(self._df[self._column(image_column)], provider=provider, **kwargs)
 
+    # -- asking ----------------------------------------------------------------------------
+    def ask(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = None,
+        model: str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        schema: Any = None,
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout: float | None = 60,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        dry_run: bool = False,
+        budget_tokens: int | None = None,
+        progress: bool = True,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_side: int | None = None,
+        **request_options: Any,
+    ) -> pd.DataFrame:
+        """Ask a vision model about each row's image; ``visionkit.ask`` with this DataFrame.
+
+        >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
+        >>> df.drop(columns="error").join(result)  # ask's error covers it   # doctest: +SKIP
+        """
+        options = _options(locals())
+        from .query.ask import ask
+
+        return ask(self._df, prompt, **options)
+
+    async def ask_async(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = None,
+        model: str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        schema: Any = None,
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout: float | None = 60,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        dry_run: bool = False,
+        budget_tokens: int | None = None,
+        progress: bool = True,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_side: int | None = None,
+        **request_options: Any,
+    ) -> pd.DataFrame:
+        """``await df.vision.ask_async(prompt, ...)``: ``ask`` in the caller's event loop."""
+        options = _options(locals())
+        from .query.ask import ask_async
+
+        return await ask_async(self._df, prompt, **options)
+
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: Literal[False] = ...,
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> Job: ...
+
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: Literal[True],
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: bool = ...,
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> Job | pd.DataFrame: ...
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = None,
+        model: str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        schema: Any = None,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        max_side: int | None = None,
+        max_file_bytes: int | None = None,
+        max_requests_per_file: int | None = None,
+        upload_interval: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        compact: bool = False,
+        dry_run: bool = False,
+        budget_tokens: int | None = None,
+        progress: bool = True,
+        **request_options: Any,
+    ) -> Job | pd.DataFrame:
+        """Submit one batch-API request per row: ``job = df.vision.submit(prompt)``;
+        ``visionkit.submit`` with this DataFrame (``job.wait()``, ``job.result()``)."""
+        options = _options(locals())
+        from .batch import submit
+
+        return submit(self._df, prompt, **options)
+
+    def propose_boxes(
+        self,
+        labels: Sequence[str],
+        *,
+        prompt: str | None = None,
+        image_column: str | None = None,
+        client: Client | str | None = None,
+        **ask_kwargs: Any,
+    ) -> pd.Series:
+        """Boxes of ``labels`` proposed by a vision model for every image:
+        ``visionkit.propose_boxes`` with this DataFrame."""
+        from .annotation.proposals import propose_boxes
+
+        return propose_boxes(
+            self._df, labels, prompt=prompt, image_column=image_column, client=client, **ask_kwargs
+        )
+
+    # -- widgets ---------------------------------------------------------------------------
     def show(
         self,
         n: int | None = None,
         caption: str | Sequence[str] | None = None,
         *,
-        size: int = 160,
-        column: str | None = None,
+        thumb_size: int = 160,
+        image_column: str | None = None,
     ) -> ImageGrid:
         """An inline HTML grid of thumbnails (the first ``n``, default 36) for notebooks.
 
@@ -145,70 +307,108 @@ class VisionAccessor:
         """
         from .images.thumbnails import caption_frame, show_images
 
-        images = self._df[self._column(column)]
-        return show_images(images, n=n, captions=caption_frame(self._df, caption), size=size)
+        images = self._df[self._column(image_column)]
+        captions = caption_frame(self._df, caption)
+        return show_images(images, n=n, captions=captions, thumb_size=thumb_size)
 
     def gallery(
         self,
-        caption: str | Sequence[str] | None = None,
         *,
-        column: str | None = None,
-        **kwargs: Any,
+        image_column: str | None = None,
+        caption: str | Sequence[str] | None = None,
+        page_size: int = 24,
+        thumb_size: int = 160,
+        filter: RowFilter = None,
     ) -> Gallery:
         """A paged, filterable, selectable ``visionkit.Gallery`` of this DataFrame's images."""
+        options = _options(locals())
         from .widgets import Gallery
 
-        return Gallery(self._df, column=self._column(column), caption=caption, **kwargs)
+        return Gallery(self._df, **options)
 
     def annotate(
         self,
-        column: str = "label",
-        options: Sequence[str] | None = None,
         *,
+        label_column: str = "label",
+        labels: Sequence[str] | None = None,
+        multi: bool = False,
+        text: bool = False,
+        suggestions: str | None = None,
+        save: str | Path | None = None,
+        annotator: str | None = None,
+        blind: bool = False,
+        filter: RowFilter = "all",
+        order: str = "index",
+        keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
-        **kwargs: Any,
+        view_size: int = 640,
+        sep: str = ";",
     ) -> Annotator:
-        """A ``visionkit.Annotator`` writing labels to ``df[column]`` (in place)."""
+        """A ``visionkit.Annotator`` writing labels to ``df[label_column]`` (in place)."""
+        options = _options(locals())
         from .widgets import Annotator
 
-        return Annotator(
-            self._df, column, options, image_column=self._column(image_column), **kwargs
-        )
+        return Annotator(self._df, **options)
+
+    def annotate_boxes(
+        self,
+        *,
+        box_column: str = "boxes",
+        labels: Sequence[str] = (),
+        save: str | Path | None = None,
+        annotator: str | None = None,
+        suggestions: str | None = None,
+        blind: bool = False,
+        filter: RowFilter = "all",
+        order: str = "index",
+        keys: Mapping[str, str | Sequence[str]] | None = None,
+        image_column: str | None = None,
+        view_size: int = 560,
+        zoom_size: int = 1600,
+    ) -> BoxAnnotator:
+        """A ``visionkit.BoxAnnotator`` writing boxes to ``df[box_column]`` (in place)."""
+        options = _options(locals())
+        from .widgets import BoxAnnotator
+
+        return BoxAnnotator(self._df, **options)
 
 
-def _borrow_signature(
-    method: Any, function: Any, *, doc: bool = True, column: bool = False, first: str = ""
-) -> None:
-    """Give ``method`` the parameters (and docstring) of ``function`` less its first one, the
-    data, so help() and Jupyter's Shift+Tab show every option in one place. ``column`` adds
-    the accessor's own ``column=`` keyword; ``first`` names a keyword the method also takes
-    positionally (``df.vision.encode("openai")``)."""
+def _options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A method's keyword arguments (its ``locals()``) to pass on to its function: ``self``
+    and ``prompt`` left out, ``**request_options``/``**ask_kwargs`` spread out again."""
+    out = {k: v for k, v in arguments.items() if k not in ("self", "prompt")}
+    for spread in ("request_options", "ask_kwargs"):
+        out.update(out.pop(spread, {}))
+    return out
+
+
+def borrow_encode_signature(method: Callable[..., Any], function: Callable[..., Any]) -> None:
+    """Give an accessor's ``encode`` the options of ``encode_series`` (less its first
+    parameter, the images) after its own ``provider`` and ``image_column``, so help() and
+    Jupyter's Shift+Tab show them all in one place."""
     sig = inspect.signature(function)
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     rest = list(sig.parameters.values())[1:]
-    lead = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in rest if p.name == first]
-    params += lead + [p for p in rest if p.name != first]
-    if column:
-        keyword = inspect.Parameter(
-            "column", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in rest if p.name == "provider"]
+    params += [p for p in rest if p.name != "provider"]
+    params.append(
+        inspect.Parameter(
+            "image_column",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation="str | None",
         )
-        at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
-        params.insert(at, keyword)
-    method.__signature__ = sig.replace(parameters=params)
-    if doc:
-        method.__doc__ = function.__doc__
+    )
+    method.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _borrow_ask_signatures() -> None:
-    """Done on the first ``df.vision`` (not at import: ``ask`` pulls in the query engine)."""
-    from .batch import submit
+def _borrow_encode_signature() -> None:
+    """Done on the first ``df.vision`` (not at import: ``encode`` pulls in Pillow): ``encode``'s
+    options, and the parameter docs of ``ask`` (written once, in ``AskOptions``)."""
     from .images.encode import encode_series
-    from .query.ask import ask, ask_async
+    from .query.options import parameters_doc
 
-    _borrow_signature(VisionAccessor.ask, ask)
-    _borrow_signature(VisionAccessor.ask_async, ask_async)
-    _borrow_signature(VisionAccessor.submit, submit)
-    _borrow_signature(
-        VisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
-    )
+    borrow_encode_signature(VisionAccessor.encode, encode_series)
+    for method in (VisionAccessor.ask, VisionAccessor.ask_async):
+        method.__doc__ = (method.__doc__ or "") + parameters_doc(indent=8)

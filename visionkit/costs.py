@@ -36,19 +36,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._state import register
 from .providers import Price, Provider, get_provider, price_of
 
 __all__ = [
+    "EstimateAccuracy",
     "TokenSummary",
     "TokenTiers",
-    "UsageError",
+    "estimate_accuracy",
     "fit_sides",
     "image_sizes",
     "token_curve",
     "token_summary",
     "token_surface",
     "token_tiers",
-    "usage_error",
 ]
 
 # Sides scanned to find a provider's tiers; past this every known provider has stopped growing.
@@ -301,7 +302,7 @@ def token_surface(
 
 
 def token_curve(
-    provider: str | Provider | None = None, aspect: float = 1.0, max_side: int = 2400
+    provider: str | Provider | None = None, aspect: float = 1.0, *, max_side: int = 2400
 ) -> pd.DataFrame:
     """Tokens for images of one ``aspect`` (width / height) as the longest side grows.
 
@@ -323,21 +324,21 @@ def token_curve(
 
 
 @dataclass(frozen=True)
-class UsageError:
+class EstimateAccuracy:
     """How far the token estimate was from the provider's reported prompt tokens.
 
-    ``frame`` holds the rows where both are known: ``estimated``, ``reported``, and
+    ``rows`` holds the rows where both are known: ``estimated``, ``reported``, and
     ``relative_error = (estimated - reported) / reported`` (negative: the estimate was low).
     Reported prompt tokens include the prompt's text, so a small negative bias is expected.
     """
 
-    frame: pd.DataFrame
+    rows: pd.DataFrame
     median_relative_error: float  # signed: the typical bias
     median_abs_relative_error: float  # the typical size of the miss
 
     @property
     def n(self) -> int:
-        return len(self.frame)
+        return len(self.rows)
 
     def describe(self) -> str:
         if not self.n:
@@ -350,21 +351,21 @@ class UsageError:
         return f"median error {self.median_abs_relative_error:.1%} ({how}), {self.n} rows"
 
 
-def usage_error(
-    result: pd.DataFrame,
+def estimate_accuracy(
+    data: pd.DataFrame,
     *,
     estimated: str = "estimated_tokens",
     reported: str = "prompt_tokens",
-) -> UsageError:
+) -> EstimateAccuracy:
     """Compare an ``ask`` result's ``estimated_tokens`` with its reported ``prompt_tokens``."""
-    missing = [c for c in (estimated, reported) if c not in result.columns]
+    missing = [c for c in (estimated, reported) if c not in data.columns]
     if missing:
         raise KeyError(
-            f"usage_error needs columns {estimated!r} and {reported!r} (an ask() result); "
-            f"missing {missing}, have {list(result.columns)}"
+            f"estimate_accuracy needs columns {estimated!r} and {reported!r} (an ask() result); "
+            f"missing {missing}, have {list(data.columns)}"
         )
-    est = pd.to_numeric(result[estimated], errors="coerce").astype("float64")
-    rep = pd.to_numeric(result[reported], errors="coerce").astype("float64")
+    est = pd.to_numeric(data[estimated], errors="coerce").astype("float64")
+    rep = pd.to_numeric(data[reported], errors="coerce").astype("float64")
     ok = est.notna() & rep.notna() & (rep > 0)
     frame = pd.DataFrame({"estimated": est[ok], "reported": rep[ok]})
     frame["relative_error"] = (frame["estimated"] - frame["reported"]) / frame["reported"]
@@ -373,4 +374,14 @@ def usage_error(
         absolute = float(frame["relative_error"].abs().median())
     else:
         signed = absolute = float("nan")
-    return UsageError(frame, signed, absolute)
+    return EstimateAccuracy(
+        rows=frame, median_relative_error=signed, median_abs_relative_error=absolute
+    )
+
+
+def _held_tiers() -> tuple[int, str]:
+    info = _extremes.cache_info()
+    return info.currsize, f"{info.currsize} providers scanned"
+
+
+register("token tiers", __name__, _held_tiers, _extremes.cache_clear)

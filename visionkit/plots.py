@@ -206,7 +206,7 @@ def plot_token_curve(
         ends += [max(costs.token_tiers(p).boundaries, default=0) for p in profiles]
         max_side = int(np.ceil(max([1200, *ends]) * 1.15 / 100) * 100)
     for profile in profiles:
-        curve = costs.token_curve(profile, aspect, max_side)
+        curve = costs.token_curve(profile, aspect, max_side=max_side)
         ax.plot(curve["side"], curve["tokens"], label=profile.name, **kwargs)
     ax.set_xlim(0, max_side)
     ax.set_ylim(bottom=0)
@@ -223,21 +223,22 @@ def plot_token_curve(
     return ax
 
 
-def plot_usage(result: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
-    """Estimated against reported prompt tokens for an ``ask`` result, with the y = x line.
+def plot_usage(data: pd.DataFrame, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Estimated against reported prompt tokens for an ``ask`` result (``data``), with the
+    y = x line.
 
     The title gives the median relative error, so you learn how far to trust the estimate
     for your model. Reported prompt tokens include the text prompt, so points sit a little
     above the line. ``kwargs`` go to ``ax.scatter``.
     """
-    fit = costs.usage_error(result)
+    fit = costs.estimate_accuracy(data)
     ax = _new_axes(ax, (5.8, 5.4))
     ax.set_xlabel("estimated tokens")
     ax.set_ylabel("reported prompt tokens")
     if not fit.n:
         ax.set_title("Estimated vs reported prompt tokens", fontsize=10, loc="left")
         return _message(ax, "no rows with both an estimate\nand reported prompt tokens")
-    frame = fit.frame
+    frame = fit.rows
     style: dict[str, Any] = {
         "s": 36,
         "alpha": 0.8,

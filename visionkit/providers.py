@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import tokens as _tokens
+from ._state import register
 from .errors import ImageError
-from .tokens import fit_within
+from .tokens import TokenCount, fit_within
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = [
@@ -49,7 +51,7 @@ __all__ = [
     "set_price",
 ]
 
-TokenFunction = Callable[[Any, Any], Any]
+TokenFunction = Callable[[Any, Any], "TokenCount"]
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class BatchLimits:
     notes: str = field(default="", compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Provider:
     """One OpenAI-compatible vision endpoint and the rules it documents.
 
@@ -152,7 +154,7 @@ class Provider:
         """
         return replace(self, **changes)
 
-    def estimate(self, width: Any, height: Any) -> Any:
+    def estimate(self, width: Any, height: Any) -> TokenCount:
         """Estimated image tokens for ``width x height`` (scalar or vectorised)."""
         return self.tokens(width, height)
 
@@ -461,7 +463,25 @@ def money_fields(
     return {} if usd is None else {name: round(usd, 6)}
 
 
-def estimate_tokens(width: Any, height: Any, provider: str | Provider = DEFAULT_PROVIDER) -> Any:
+@overload
+def estimate_tokens(
+    width: float, height: float, *, provider: str | Provider = DEFAULT_PROVIDER
+) -> int: ...
+
+
+@overload
+def estimate_tokens(
+    width: np.ndarray | Sequence[float], height: Any, *, provider: str | Provider = ...
+) -> np.ndarray: ...
+
+
+@overload
+def estimate_tokens(width: Any, height: Any, *, provider: str | Provider = ...) -> pd.Series: ...
+
+
+def estimate_tokens(
+    width: Any, height: Any, *, provider: str | Provider = DEFAULT_PROVIDER
+) -> int | np.ndarray | pd.Series:
     """Estimated image tokens for ``width x height`` under ``provider``'s formula.
 
     Scalars give an ``int``; arrays and Series give the same shape (a Series keeps its index).
@@ -546,3 +566,10 @@ def same_tokens_size(w: int, h: int, provider: Provider) -> tuple[int, int]:
         else:
             lo = mid + 1
     return fit_within(w, h, lo)
+
+
+def _held_providers() -> tuple[int, str]:
+    return len(providers), ", ".join(providers)
+
+
+register("providers", __name__, _held_providers)  # not reset: the built-in profiles live here

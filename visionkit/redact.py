@@ -29,6 +29,8 @@ import re
 import threading
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from ._state import register
+
 __all__ = [
     "CREDENTIAL_WORDS",
     "MASK",
@@ -220,3 +222,12 @@ def install_log_filter() -> None:
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     _installed.set()
+
+
+def _held_filter() -> tuple[int, str]:
+    if not _installed.is_set():
+        return 0, ""
+    return len(LOGGERS), "credentials masked in the records of: " + ", ".join(LOGGERS)
+
+
+register("log filter", __name__, _held_filter)  # kept: it only masks secrets

@@ -12,12 +12,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "TokenCount",
     "anthropic_tokens",
     "fit_within",
     "inference_net_tokens",
     "openai_tokens",
     "text_tokens",
 ]
+
+# An estimate: an ``int`` for a scalar size, an ``int64`` array for array-likes.
+TokenCount = int | np.ndarray
 
 INFERENCE_NET_TILE = 560
 INFERENCE_NET_BASE = 1601
@@ -30,12 +34,12 @@ def _arrays(width: Any, height: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     return w, h, scalar
 
 
-def _result(values: np.ndarray, scalar: bool) -> Any:
+def _result(values: np.ndarray, scalar: bool) -> TokenCount:
     out = np.rint(values).astype("int64")
     return int(out) if scalar else out
 
 
-def inference_net_tokens(width: Any, height: Any) -> Any:
+def inference_net_tokens(width: Any, height: Any) -> TokenCount:
     """inference.net's estimate: ``clamp(H/560, 1, 2) * clamp(W/560, 1, 2) * 1601``, rounded.
 
     Source: the provider's vision guide (docs.inference.net, "Token Usage"). The formula printed
@@ -52,7 +56,7 @@ def inference_net_tokens(width: Any, height: Any) -> Any:
     return _result(fw * fh * INFERENCE_NET_BASE, scalar)
 
 
-def openai_tokens(width: Any, height: Any, detail: str = "high") -> Any:
+def openai_tokens(width: Any, height: Any, *, detail: str = "high") -> TokenCount:
     """OpenAI's tile formula for GPT-4o-class models (``detail="high"`` or ``"low"``).
 
     Source: platform.openai.com/docs/guides/images-vision, "Calculating costs" (GPT-4o, GPT-4.1,
@@ -82,7 +86,7 @@ ANTHROPIC_MAX_EDGE = 1568
 ANTHROPIC_MAX_PIXELS = 1_150_000  # ~1,600 tokens * 750 px per token, per the docs' size table
 
 
-def anthropic_tokens(width: Any, height: Any) -> Any:
+def anthropic_tokens(width: Any, height: Any) -> TokenCount:
     """Anthropic's estimate: ``width * height / 750`` after its own downscaling rule.
 
     Source: docs.anthropic.com/en/docs/build-with-claude/vision, "Evaluate image size": images

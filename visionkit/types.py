@@ -1,6 +1,10 @@
 """Type aliases and small shared helpers used in signatures across the package.
 
-``ImageCell`` is anything an image column may hold; ``is_missing`` is the one test for an
+``ImageCell`` is anything an image column may hold, and the type of every public parameter
+that takes one image (``vk.encode_image(image)``, ``vk.thumbnail(image)``): a path or URL
+(``str`` or ``os.PathLike``; http(s), fsspec URLs, ``data:`` URIs and table references such as
+``x.parquet#image[3]`` are strings), the file's bytes, a PIL image, or a ``{bytes, path}``
+mapping as Parquet image columns read into pandas. ``is_missing`` is the one test for an
 empty cell (None, NaN, ``pd.NA``, ``pd.NaT``); ``default_workers`` sizes every thread pool.
 """
 
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
@@ -15,7 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageCell", "default_workers", "is_missing"]
 
-ImageCell = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image"]
+ImageCell = Union[
+    str, "os.PathLike[str]", bytes, bytearray, memoryview, "Image.Image", Mapping[str, Any]
+]
 
 
 def is_missing(value: Any) -> bool:

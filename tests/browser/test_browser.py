@@ -102,14 +102,14 @@ images = vk.read_images({str(ROOT / "datasets" / "images")!r})
 images = images[images["error"].isna()].sort_values("path").reset_index(drop=True)
 images["name"] = images["path"].map(lambda p: Path(p).name)
 images["answer"] = 'an animal, probably'""",
-        f"""ann = vk.Annotator(images.head(6).copy(), "label", {OPTIONS!r}, save={str(save)!r},
+        f"""ann = vk.Annotator(images.head(6).copy(), labels={OPTIONS!r}, save={str(save)!r},
                    suggestions="answer", annotator="ana")
 ann""",
         """gallery = vk.Gallery(images, caption="name", page_size=8, thumb_size=140)
 gallery""",
         f"""import pandas as pd
 photos = pd.DataFrame({{"path": [{str(save.parent / "sideways.jpg")!r}]}})
-boxes = vk.BoxAnnotator(photos, "boxes", ["cat", "dog"], annotator="ana",
+boxes = vk.BoxAnnotator(photos, box_column="boxes", labels=["cat", "dog"], annotator="ana",
                         save={str(save.parent / "boxes.csv")!r}, view_size=400)
 boxes""",
     ]

@@ -11,7 +11,7 @@ long form), ``plots`` (their figures),
 
 from __future__ import annotations
 
-from .agreement import Agreement, agreement, match_option, normalise
+from .agreement import Agreement, agreement, match_label, normalise
 from .boxes import BoxAgreement, box_agreement, iou, match_boxes, parse_boxes
 from .exports import to_coco, to_hf_dataset, to_long, to_yolo
 from .plots import plot_agreement, plot_box_agreement, plot_class_agreement, plot_rater_agreement
@@ -38,7 +38,7 @@ __all__ = [
     "iou",
     "krippendorff_alpha",
     "match_boxes",
-    "match_option",
+    "match_label",
     "normalise",
     "parse_boxes",
     "plot_agreement",

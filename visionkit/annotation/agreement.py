@@ -2,9 +2,9 @@
 
 Usage::
 
-    result = vk.agreement(df, human="label", model="answer")
+    result = vk.agreement(df, truth="label", answer="answer")
     result.rate            # 0.87
-    result.confusion       # human labels down, model answers across, counts
+    result.confusion       # true labels down, answers across, counts
     vk.plot_agreement(result)
 
 Both sides are compared after ``normalise``: case folded, whitespace collapsed, and quotes and
@@ -12,7 +12,7 @@ trailing punctuation stripped, so ``"Cat."`` matches ``"cat"``. A model answer i
 ``match=`` decides when an answer counts as a label: ``"exact"`` (the default: equal after
 normalising), ``"word"`` (the label appears as a whole word or phrase in the answer, so
 ``"It is a cat"`` matches ``"cat"``), or any ``callable(label, answer) -> bool``. An answer that
-matches exactly one of the labels seen in ``human`` is counted as that label in the confusion
+matches exactly one of the labels seen in ``truth`` is counted as that label in the confusion
 table; any other answer keeps its normalised text as its own column.
 
 Rows where either side is missing (NA, None or blank) are left out and counted in ``missing``.
@@ -27,17 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    pass
-
 from .reliability import rater_agreement
 
-__all__ = ["Agreement", "agreement", "match_option", "normalise"]
+__all__ = ["Agreement", "agreement", "match_label", "normalise"]
 
 Match = str | Callable[[str, str], bool]
 
@@ -75,34 +72,35 @@ def _matcher(match: Match) -> Callable[[str, str], bool]:
     )
 
 
-def match_option(answer: Any, options: Iterable[str], match: Match = "word") -> str | None:
-    """The one option ``answer`` names, or ``None`` (no option, or several).
+def match_label(answer: Any, labels: Iterable[str], match: Match = "word") -> str | None:
+    """The one label ``answer`` names, or ``None`` (no label, or several).
 
-    An exact match (after ``normalise``) wins; otherwise ``match`` decides (by default an
-    option that appears as a whole word in the answer).
+    An exact match (after ``normalise``) wins; otherwise ``match`` decides (by default a
+    label that appears as a whole word in the answer).
 
-    >>> match_option("It looks like a Cat.", ["cat", "dog"])
+    >>> match_label("It looks like a Cat.", ["cat", "dog"])
     'cat'
     """
     said = normalise(answer)
     if said is None:
         return None
-    options = list(options)
-    for option in options:
-        if normalise(option) == said:
-            return option
+    labels = list(labels)
+    for label in labels:
+        if normalise(label) == said:
+            return label
     test = _matcher(match)
-    found = [o for o in options if (n := normalise(o)) is not None and test(n, said)]
+    found = [o for o in labels if (n := normalise(o)) is not None and test(n, said)]
     return found[0] if len(found) == 1 else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Agreement:
     """The result of :func:`agreement`.
 
     ``rate`` is ``matches / n`` (NaN when nothing could be compared), ``n`` the rows compared,
     ``missing`` the rows left out because a side was missing, ``confusion`` a DataFrame of
-    counts with human labels as rows and model answers as columns.
+    counts with the true labels as rows and the answers as columns; ``truth`` and ``answer``
+    name the two columns compared.
     """
 
     rate: float
@@ -110,8 +108,8 @@ class Agreement:
     matches: int
     missing: int
     confusion: pd.DataFrame
-    human: str = "label"
-    model: str = "answer"
+    truth: str = "label"
+    answer: str = "answer"
     kappa: float = float("nan")
     per_class: pd.DataFrame | None = None
 
@@ -130,26 +128,27 @@ class Agreement:
 
 
 def agreement(
-    df: pd.DataFrame,
-    human: str = "label",
-    model: str = "answer",
+    data: pd.DataFrame,
     *,
+    truth: str = "label",
+    answer: str = "answer",
     match: Match = "exact",
 ) -> Agreement:
-    """The agreement rate between ``df[human]`` and ``df[model]``, and a confusion table.
+    """The agreement rate between ``data[truth]`` (the true labels) and ``data[answer]`` (a
+    model's answers, or another annotator's labels), and a confusion table.
 
     See the module docstring for how text is normalised and what ``match`` does.
     """
-    for name in (human, model):
-        if name not in df.columns:
-            raise KeyError(f"agreement: no column {name!r}; columns are {list(df.columns)}")
+    for name in (truth, answer):
+        if name not in data.columns:
+            raise KeyError(f"agreement: no column {name!r}; columns are {list(data.columns)}")
     test = _matcher(match)
-    humans = [normalise(v) for v in df[human]]
-    answers = [normalise(v) for v in df[model]]
+    truths = [normalise(v) for v in data[truth]]
+    answers = [normalise(v) for v in data[answer]]
     pairs = [
-        (h, a) for h, a in zip(humans, answers, strict=True) if h is not None and a is not None
+        (h, a) for h, a in zip(truths, answers, strict=True) if h is not None and a is not None
     ]
-    missing = len(humans) - len(pairs)
+    missing = len(truths) - len(pairs)
     labels = sorted({h for h, _ in pairs})
     matches = 0
     rows, cols = [], []
@@ -169,15 +168,15 @@ def agreement(
         pd.Categorical(cols, categories=labels + others),
         dropna=False,
     )
-    confusion.index.name = human
-    confusion.columns.name = model
-    confusion.index = pd.Index(list(confusion.index), name=human, dtype=object)
-    confusion.columns = pd.Index(list(confusion.columns), name=model, dtype=object)
+    confusion.index.name = truth
+    confusion.columns.name = answer
+    confusion.index = pd.Index(list(confusion.index), name=truth, dtype=object)
+    confusion.columns = pd.Index(list(confusion.columns), name=answer, dtype=object)
     rate = matches / n if n else float("nan")
     kappa, per_class = float("nan"), None
     if n:
-        stats = rater_agreement(pd.DataFrame({"human": rows, "model": cols}))
-        kappa = stats.kappa("human", "model")
+        stats = rater_agreement(pd.DataFrame({"truth": rows, "answer": cols}))
+        kappa = stats.kappa("truth", "answer")
         per_class = _per_class(rows, cols, stats.per_class)
     return Agreement(
         rate=rate,
@@ -185,24 +184,24 @@ def agreement(
         matches=matches,
         missing=missing,
         confusion=confusion,
-        human=human,
-        model=model,
+        truth=truth,
+        answer=answer,
         kappa=kappa,
         per_class=per_class,
     )
 
 
 def _per_class(rows: list[str], cols: list[str], stats: pd.DataFrame) -> pd.DataFrame:
-    """Per label: how often the human and the model gave it, both at once, and Fleiss' kappa_j
+    """Per label: how often the truth and the answer gave it, both at once, and Fleiss' kappa_j
     (for two raters: Scott's pi of "this label or not")."""
-    human = pd.Series(rows).value_counts()
+    given = pd.Series(rows).value_counts()
     said = pd.Series(cols).value_counts()
     both = pd.Series([h for h, c in zip(rows, cols, strict=True) if h == c]).value_counts()
     labels = list(stats.index)
     table = pd.DataFrame(
         {
-            "human": human.reindex(labels, fill_value=0).to_numpy(),
-            "model": said.reindex(labels, fill_value=0).to_numpy(),
+            "truth": given.reindex(labels, fill_value=0).to_numpy(),
+            "answer": said.reindex(labels, fill_value=0).to_numpy(),
             "both": both.reindex(labels, fill_value=0).to_numpy(),
             "fleiss_kappa": stats["fleiss_kappa"].to_numpy(),
         },

@@ -7,7 +7,7 @@ thumbnail's or an encoded copy's. An empty list means "looked at, nothing to box
 
 Usage::
 
-    r = vk.box_agreement(df, "boxes_ann", "boxes_bob", iou=0.5)
+    r = vk.box_agreement(df, truth="boxes_ann", answer="boxes_bob", iou=0.5)
     r.precision, r.recall, r.f1    # bob's boxes matched in ann's, ann's matched by bob's
     r.per_class                    # the same per label
     vk.plot_box_agreement(r)       # precision and recall against the IoU threshold
@@ -149,18 +149,19 @@ def match_boxes(
 class BoxAgreement:
     """The result of :func:`box_agreement`.
 
-    ``precision`` is the share of ``b``'s boxes matched in ``a``, ``recall`` the share of
-    ``a``'s boxes matched by ``b`` (NaN when there are none), ``mean_iou`` over the matches;
+    ``truth`` and ``answer`` name the two box columns compared. ``precision`` is the share of
+    the answer's boxes matched in the truth's, ``recall`` the share of the truth's boxes
+    matched by the answer's (NaN when there are none), ``mean_iou`` over the matches;
     ``per_class`` the same per label; ``curve`` precision and recall at IoU thresholds
     0.05-0.95, for :func:`visionkit.plot_box_agreement`; ``images`` the rows both annotated.
     """
 
-    a: str
-    b: str
+    truth: str
+    answer: str
     iou: float
     images: int
-    a_boxes: int
-    b_boxes: int
+    truth_boxes: int
+    answer_boxes: int
     matched: int
     precision: float
     recall: float
@@ -171,7 +172,7 @@ class BoxAgreement:
 
     def __repr__(self) -> str:
         return (
-            f"BoxAgreement({self.b!r} vs {self.a!r} at IoU {self.iou}: precision="
+            f"BoxAgreement({self.answer!r} vs {self.truth!r} at IoU {self.iou}: precision="
             f"{self.precision:.3f}, recall={self.recall:.3f}, f1={self.f1:.3f}, "
             f"matched={self.matched}, images={self.images})"
         )
@@ -188,15 +189,16 @@ def _f1(p: float, r: float) -> float:
 
 
 def box_agreement(
-    df: pd.DataFrame,
-    a: str,
-    b: str,
+    data: pd.DataFrame,
     *,
+    truth: str,
+    answer: str,
     iou: float = 0.5,
     by_label: bool = True,
 ) -> BoxAgreement:
-    """How well the boxes in ``df[b]`` agree with those in ``df[a]`` (rows either side has not
-    annotated are left out). See the module docstring."""
+    """How well the boxes in ``data[answer]`` agree with those in ``data[truth]`` (rows either
+    side has not annotated are left out). See the module docstring."""
+    df, a, b = data, truth, answer
     for name in (a, b):
         if name not in df.columns:
             raise KeyError(f"box_agreement: no column {name!r}; columns are {list(df.columns)}")
@@ -229,8 +231,8 @@ def box_agreement(
     at = hits[float(iou)]
     per_class = pd.DataFrame(
         {
-            "a_boxes": count_a,
-            "b_boxes": count_b,
+            "truth_boxes": count_a,
+            "answer_boxes": count_b,
             "matched": at,
             "precision": [_ratio(at[k], count_b[k]) for k in labels],
             "recall": [_ratio(at[k], count_a[k]) for k in labels],
@@ -253,12 +255,12 @@ def box_agreement(
     precision, recall = _ratio(matched, total_b), _ratio(matched, total_a)
     all_ious = [v for vs in ious.values() for v in vs]
     return BoxAgreement(
-        a=a,
-        b=b,
+        truth=a,
+        answer=b,
         iou=float(iou),
         images=len(pairs),
-        a_boxes=total_a,
-        b_boxes=total_b,
+        truth_boxes=total_a,
+        answer_boxes=total_b,
         matched=matched,
         precision=precision,
         recall=recall,

@@ -2,10 +2,15 @@
 
 Usage::
 
-    vk.to_coco(df, "boxes", labels, path="train.json")      # COCO detection JSON
-    vk.to_yolo(df, "boxes", labels, folder="labels/")        # one .txt per image + classes.txt
-    ds = vk.to_hf_dataset(df, "boxes", labels)               # datasets.Dataset (visionkit[hf])
-    vk.to_long(df, "boxes").to_csv("boxes.csv")              # one row per box (or label)
+    vk.to_coco(df, "train.json", labels=labels)     # COCO detection JSON of df["boxes"]
+    vk.to_yolo(df, "labels/", labels=labels)        # one .txt per image + classes.txt
+    ds = vk.to_hf_dataset(df, labels=labels)        # datasets.Dataset (visionkit[hf])
+    vk.to_long(df).to_csv("boxes.csv")              # one row per box
+    vk.to_long(df, label_column="label")            # one row per labelled image
+
+``box_column`` names the column of boxes (default ``"boxes"``), ``label_column`` a column of
+class labels (``to_long`` and ``to_hf_dataset`` take either), ``labels`` the classes in
+order (default: those found, sorted).
 
 Rows not annotated yet (NA) are left out; an image marked "nothing to box" (``[]``) is kept,
 with no boxes, as COCO and YOLO expect negatives to be. Box coordinates are pixels of the
@@ -23,11 +28,16 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .boxes import parse_boxes
+
+if TYPE_CHECKING:
+    # The module, not the package: the repo's datasets/ folder (sample images) shadows the
+    # package's top level for mypy, and datasets ships no type information anyway.
+    from datasets.arrow_dataset import Dataset
 
 __all__ = ["to_coco", "to_hf_dataset", "to_long", "to_yolo"]
 
@@ -72,26 +82,38 @@ def _sizes(df: pd.DataFrame, image_column: str, positions: list[int]) -> list[tu
 
 
 def _image_column(df: pd.DataFrame, column: str | None) -> str:
-    from ..images.cells import image_column
+    from ..images.cells import find_image_column
 
-    return image_column(df, column)
+    return find_image_column(df, column)
+
+
+def _target(box_column: str | None, label_column: str | None) -> tuple[str, bool]:
+    """The column to export and whether it holds boxes: ``box_column`` or ``label_column``
+    (not both); neither means ``box_column="boxes"``."""
+    if box_column is not None and label_column is not None:
+        raise TypeError("pass box_column= or label_column=, not both")
+    if label_column is not None:
+        return label_column, False
+    return box_column or "boxes", True
 
 
 def to_coco(
-    df: pd.DataFrame,
-    column: str = "boxes",
-    labels: Sequence[str] | None = None,
-    *,
+    data: pd.DataFrame,
     path: str | os.PathLike[str] | None = None,
+    *,
+    box_column: str = "boxes",
+    labels: Sequence[str] | None = None,
     image_column: str | None = None,
     image_root: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """A COCO detection dataset (``images``, ``annotations``, ``categories``) of the boxes.
+    """A COCO detection dataset (``images``, ``annotations``, ``categories``) of the boxes in
+    ``data[box_column]``.
 
     ``labels`` fixes the category ids (1, 2, ... in that order; default: the labels found,
     sorted). ``file_name`` is the image path, relative to ``image_root`` when given; image ids
     count from 1 in row order. With ``path`` the JSON is also written there. Returns the dict.
     """
+    df, column = data, box_column
     rows = _rows(df, column)
     names = _labels(rows, labels)
     ids = {name: i for i, name in enumerate(names, start=1)}
@@ -129,23 +151,24 @@ def to_coco(
 
 
 def to_yolo(
-    df: pd.DataFrame,
-    column: str = "boxes",
-    labels: Sequence[str] | None = None,
+    data: pd.DataFrame,
+    path: str | os.PathLike[str],
     *,
-    folder: str | os.PathLike[str],
+    box_column: str = "boxes",
+    labels: Sequence[str] | None = None,
     image_column: str | None = None,
 ) -> list[Path]:
-    """YOLO label files: ``folder/<image stem>.txt`` with ``class cx cy w h`` per box
-    (class from 0 in ``labels`` order, the rest normalised to 0-1 by the displayed size), and
-    ``folder/classes.txt``. Two images with the same stem are an error naming both rows.
-    Returns the files written."""
+    """YOLO label files in the folder ``path``: ``<image stem>.txt`` with ``class cx cy w h``
+    per box of ``data[box_column]`` (class from 0 in ``labels`` order, the rest normalised to
+    0-1 by the displayed size), and ``classes.txt``. Two images with the same stem are an
+    error naming both rows. Returns the files written."""
+    df, column = data, box_column
     rows = _rows(df, column)
     names = _labels(rows, labels)
     ids = {name: i for i, name in enumerate(names)}
     col = _image_column(df, image_column)
     sizes = _sizes(df, col, [pos for pos, _, _ in rows])
-    out_dir = Path(folder)
+    out_dir = Path(path)
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: dict[str, Any] = {}
     written = []
@@ -169,19 +192,23 @@ def to_yolo(
     return written
 
 
-def to_long(df: pd.DataFrame, column: str = "boxes") -> pd.DataFrame:
-    """One row per box (``label, x, y, w, h``) or, for a label column, per labelled row,
+def to_long(
+    data: pd.DataFrame, *, box_column: str | None = None, label_column: str | None = None
+) -> pd.DataFrame:
+    """One row per box of ``box_column`` (``label, x, y, w, h``; default ``"boxes"``) or, for
+    ``label_column``, per labelled row,
     with the DataFrame's index as the ``index`` column and ``path``/``annotator``/times when
     present: the shape for ``to_csv``/``to_parquet`` and for pandas' groupby.
 
     Works on an annotated DataFrame and on a save file's long frame (``vk.read_annotations``,
     where boxes are JSON text). A "nothing to box" row gives one row with NA coordinates.
     """
+    df = data
+    column, box_like = _target(box_column, label_column)
     if column not in df.columns:
         raise KeyError(f"no column {column!r}; columns are {list(df.columns)}")
     keep = [c for c in ("index", "path", "annotator", f"{column}_at") if c in df.columns]
     records = []
-    box_like = any(isinstance(v, list) for v in df[column]) or _looks_like_json(df[column])
     for label, (_, row) in zip(df.index, df.iterrows(), strict=True):
         base = {"index": row["index"] if "index" in keep else label}
         base.update({c: row[c] for c in keep if c != "index"})
@@ -207,25 +234,20 @@ def to_long(df: pd.DataFrame, column: str = "boxes") -> pd.DataFrame:
     return out
 
 
-def _looks_like_json(values: pd.Series) -> bool:
-    for v in values:
-        if isinstance(v, str) and v.strip():
-            return v.lstrip().startswith("[")
-    return False
-
-
 def to_hf_dataset(
-    df: pd.DataFrame,
-    column: str = "boxes",
-    labels: Sequence[str] | None = None,
+    data: pd.DataFrame,
     *,
+    box_column: str | None = None,
+    label_column: str | None = None,
+    labels: Sequence[str] | None = None,
     image_column: str | None = None,
-) -> Any:
+) -> Dataset:
     """A Hugging Face ``datasets.Dataset``, built locally (nothing is uploaded).
 
-    For a box column: features ``image`` (``datasets.Image``), ``width``, ``height`` and
-    ``objects`` (``bbox`` as ``[x, y, w, h]`` in displayed pixels, ``category`` a
-    ``ClassLabel``); for a label column: ``image`` and ``label`` (a ``ClassLabel``). Needs
+    For ``box_column`` (default ``"boxes"``): features ``image`` (``datasets.Image``),
+    ``width``, ``height`` and ``objects`` (``bbox`` as ``[x, y, w, h]`` in displayed pixels,
+    ``category`` a ``ClassLabel``); for ``label_column``: ``image`` and ``label`` (a
+    ``ClassLabel``). Needs
     ``pip install 'visionkit[hf]'``.
     """
     try:
@@ -235,10 +257,11 @@ def to_hf_dataset(
         raise ImportError(
             "to_hf_dataset needs Hugging Face datasets: pip install 'visionkit[hf]'"
         ) from None
+    df = data
+    column, is_boxes = _target(box_column, label_column)
     col = _image_column(df, image_column)
     if column not in df.columns:
         raise KeyError(f"no column {column!r}; columns are {list(df.columns)}")
-    is_boxes = any(isinstance(v, list) for v in df[column]) or _looks_like_json(df[column])
     images = [str(c) if isinstance(c, str | os.PathLike) else c for c in df[col]]
     if not is_boxes:
         present = df[column].notna().to_numpy()
@@ -251,7 +274,10 @@ def to_hf_dataset(
             {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
         )
         kept = [im for im, p in zip(images, present, strict=True) if p]
-        return datasets.Dataset.from_dict({"image": kept, "label": values}, features=features)
+        table: Dataset = datasets.Dataset.from_dict(
+            {"image": kept, "label": values}, features=features
+        )
+        return table
     rows = _rows(df, column)
     names = _labels(rows, labels)
     sizes = _sizes(df, col, [pos for pos, _, _ in rows])
@@ -268,7 +294,7 @@ def to_hf_dataset(
             ),
         }
     )
-    data = {
+    columns = {
         "image": [images[pos] for pos, _, _ in rows],
         "width": [w for w, _ in sizes],
         "height": [h for _, h in sizes],
@@ -280,4 +306,5 @@ def to_hf_dataset(
             for _, _, boxes in rows
         ],
     }
-    return datasets.Dataset.from_dict(data, features=features)
+    dataset: Dataset = datasets.Dataset.from_dict(columns, features=features)
+    return dataset

@@ -3,10 +3,10 @@
 Every function takes ``ax=`` and returns the Axes; with ``ax=None`` it draws on a new figure,
 never on ``plt.gca()``, so a plot never lands on top of an earlier one::
 
-    vk.plot_agreement(vk.agreement(df, human="label", model="answer"))   # confusion table
+    vk.plot_agreement(vk.agreement(df, truth="label", answer="answer"))  # confusion table
     vk.plot_rater_agreement(vk.rater_agreement(wide))                    # pairwise kappa
     vk.plot_class_agreement(vk.rater_agreement(wide))                    # per label
-    vk.plot_box_agreement(vk.box_agreement(df, "ann", "bob"))            # P/R against IoU
+    vk.plot_box_agreement(vk.box_agreement(df, truth="ann", answer="bob"))  # P/R vs IoU
 """
 
 from __future__ import annotations
@@ -59,27 +59,31 @@ def _heatmap(ax: Axes, table: pd.DataFrame, fmt: str, cmap: str, **kwargs: Any) 
 def plot_agreement(
     data: pd.DataFrame | Agreement | None = None,
     *,
-    human: str = "label",
-    model: str = "answer",
+    truth: str = "label",
+    answer: str = "answer",
     match: Match = "exact",
     ax: Axes | None = None,
     cmap: str = "Blues",
     **kwargs: Any,
 ) -> Axes:
-    """The confusion table of :func:`visionkit.agreement` (human down, model across), counts
+    """The confusion table of :func:`visionkit.agreement` (truth down, answer across), counts
     in each cell, the diagonal outlined. ``data`` is a DataFrame or an ``Agreement``; extra
     keyword arguments go to ``ax.imshow``."""
     if data is None:
         return _message(_new_axes(ax, (4.5, 3.5)), "agreement: no data")
-    result = data if isinstance(data, Agreement) else agreement(data, human, model, match=match)
+    result = (
+        data
+        if isinstance(data, Agreement)
+        else agreement(data, truth=truth, answer=answer, match=match)
+    )
     table = result.confusion
     ax = _new_axes(ax, (1.6 + 0.55 * table.shape[1], 1.4 + 0.45 * max(table.shape[0], 1)))
     if table.empty:
         ax.set_title("agreement: nothing to compare")
         return ax
     _heatmap(ax, table, "g", cmap, **kwargs)
-    ax.set_xlabel("model" if result.model == "model" else f"model ({result.model})")
-    ax.set_ylabel("human" if result.human == "human" else f"human ({result.human})")
+    ax.set_xlabel("answer" if result.answer == "answer" else f"answer ({result.answer})")
+    ax.set_ylabel("truth" if result.truth == "truth" else f"truth ({result.truth})")
     ax.set_title(
         f"agreement {result.rate:.0%}, kappa {result.kappa:.2f} (n={result.n}"
         + (f", {result.missing} missing)" if result.missing else ")")
@@ -132,7 +136,7 @@ def plot_class_agreement(
     **kwargs: Any,
 ) -> Axes:
     """Per label: Fleiss' kappa_j and one-vs-rest alpha (for a ``RaterAgreement`` or a wide
-    DataFrame), or kappa_j of human vs model (for an ``Agreement``), as horizontal bars.
+    DataFrame), or kappa_j of truth vs answer (for an ``Agreement``), as horizontal bars.
     Extra keyword arguments go to ``ax.barh``."""
     if isinstance(data, Agreement):
         table = data.per_class if data.per_class is not None else pd.DataFrame()
@@ -176,10 +180,11 @@ def plot_box_agreement(
         raise TypeError(f"plot_box_agreement needs a BoxAgreement, not {type(data).__name__}")
     ax = _new_axes(ax, (5.0, 3.4))
     curve = data.curve
-    if not data.a_boxes and not data.b_boxes:
+    if not data.truth_boxes and not data.answer_boxes:
         return _message(ax, "no boxes to compare")
-    ax.plot(curve["iou"], curve["precision"], marker=".", label=f"precision ({data.b})", **kwargs)
-    ax.plot(curve["iou"], curve["recall"], marker=".", label=f"recall (of {data.a})", **kwargs)
+    label = f"precision ({data.answer})"
+    ax.plot(curve["iou"], curve["precision"], marker=".", label=label, **kwargs)
+    ax.plot(curve["iou"], curve["recall"], marker=".", label=f"recall (of {data.truth})", **kwargs)
     ax.axvline(data.iou, color="0.4", lw=0.8, ls="--")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
@@ -187,7 +192,8 @@ def plot_box_agreement(
     ax.set_ylabel("share of boxes")
     ax.legend(fontsize=8, frameon=False, loc="lower left")
     ax.set_title(
-        f"{data.b} vs {data.a}: P {data.precision:.2f}, R {data.recall:.2f} at IoU {data.iou:g}",
+        f"{data.answer} vs {data.truth}: P {data.precision:.2f}, R {data.recall:.2f} "
+        f"at IoU {data.iou:g}",
         fontsize=10,
     )
     return ax

@@ -3,7 +3,7 @@
 Usage::
 
     df["proposed"] = vk.propose_boxes(df, ["cat", "dog"], client=client)
-    vk.BoxAnnotator(df, "boxes", ["cat", "dog"], suggestions="proposed")   # accept / adjust
+    vk.BoxAnnotator(df, labels=["cat", "dog"], suggestions="proposed")   # accept / adjust
 
 The model answers with :data:`BOX_SCHEMA` (through ``vk.ask(..., schema=BOX_SCHEMA)``): boxes
 as corners ``x_min, y_min, x_max, y_max`` and the ``units`` it used, one of:
@@ -27,11 +27,14 @@ model's text is matched to a label as the Annotator matches answers).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .agreement import match_option
+from .agreement import match_label
+
+if TYPE_CHECKING:
+    from ..query.client import Client
 
 __all__ = ["BOX_SCHEMA", "UNITS", "box_schema", "boxes_from_answer", "propose_boxes"]
 
@@ -109,7 +112,7 @@ def boxes_from_answer(
             continue
         label = str(raw.get("label", "")).strip()
         if labels:
-            named = match_option(label, labels)
+            named = match_label(label, labels)
             if named is None:
                 continue
             label = named
@@ -134,15 +137,15 @@ def boxes_from_answer(
 
 
 def propose_boxes(
-    df: pd.DataFrame,
+    data: pd.DataFrame,
     labels: Sequence[str],
     *,
     prompt: str | None = None,
-    column: str | None = None,
-    client: Any = None,
+    image_column: str | None = None,
+    client: Client | str | None = None,
     **ask_kwargs: Any,
 ) -> pd.Series:
-    """Ask a vision model for boxes of ``labels`` in every image of ``df``.
+    """Ask a vision model for boxes of ``labels`` in every image of ``data``.
 
     Returns one cell per row (a list of boxes in full-size displayed pixels, or NA where the
     image or the answer failed; ``attrs["errors"]`` says why, by row). ``client`` is a
@@ -153,11 +156,12 @@ def propose_boxes(
     any shrinking to fit the provider's body limit, which a long ``prompt`` forces -- so it
     is read from ``ask``'s own planner (``_sent_sizes``), not guessed from the image.
     """
-    from ..images.cells import image_column
+    from ..images.cells import find_image_column
     from ..images.read import inspect_images
     from ..query.ask import ask
     from ..query.client import Client, connect
 
+    df = data
     if ask_kwargs.get("dry_run"):
         raise ValueError(
             "propose_boxes sends the requests; to price them, call vk.ask(..., dry_run=True) "
@@ -168,7 +172,7 @@ def propose_boxes(
     labels = [str(x) for x in labels]
     if not labels:
         raise ValueError("propose_boxes needs the labels to look for")
-    cells = df[image_column(df, column)]
+    cells = df[find_image_column(df, image_column)]
     full = inspect_images(cells)
     errors: dict[Any, str] = {
         label: str(err)
@@ -178,7 +182,12 @@ def propose_boxes(
     frame = pd.DataFrame({"image": cells.to_numpy(dtype=object)}, index=df.index)
     frame = frame.loc[full["error"].isna().to_numpy()]
     text = prompt or DEFAULT_PROMPT.format(labels=", ".join(repr(x) for x in labels))
-    options = {"column": "image", "schema": box_schema(labels), "client": client, **ask_kwargs}
+    options = {
+        "image_column": "image",
+        "schema": box_schema(labels),
+        "client": client,
+        **ask_kwargs,
+    }
     sent = _sent_sizes(frame, text, **options)
     result = ask(frame, text, **options)
     out = pd.Series([None] * len(df), index=df.index, dtype=object)

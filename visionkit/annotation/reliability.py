@@ -3,7 +3,7 @@
 Usage::
 
     wide = ann.by_annotator()            # one column per annotator, NA where one gave no label
-    r = vk.rater_agreement(wide)         # or pass columns=["ann", "bob", "model"]
+    r = vk.rater_agreement(wide)         # or pass raters=["ann", "bob", "model"]
     r.alpha, r.fleiss_kappa              # Krippendorff's alpha (missing allowed), Fleiss' kappa
     r.pairwise                           # Cohen's kappa and raw agreement for each pair
     r.per_class                          # per label: Fleiss' kappa_j and one-vs-rest alpha
@@ -102,13 +102,13 @@ def _kappa_from_table(table: np.ndarray) -> float:
     return float((p_o - p_e) / (1 - p_e)) if p_e != 1 else float("nan")
 
 
-def cohen_kappa(a: Sequence[Any] | pd.Series, b: Sequence[Any] | pd.Series) -> float:
+def cohen_kappa(rater_a: Sequence[Any] | pd.Series, rater_b: Sequence[Any] | pd.Series) -> float:
     """Cohen's kappa of two raters' labels for the same items (items either left out skipped)."""
-    if len(a) != len(b):
+    if len(rater_a) != len(rater_b):
         raise ValueError(
-            f"cohen_kappa needs two equally long label lists, not {len(a)} and {len(b)}"
+            f"cohen_kappa needs two equally long label lists, not {len(rater_a)} and {len(rater_b)}"
         )
-    frame = pd.DataFrame({"a": list(a), "b": list(b)})
+    frame = pd.DataFrame({"a": list(rater_a), "b": list(rater_b)})
     codes, labels = _codes(frame)
     both = (codes >= 0).all(axis=1)
     k = len(labels)
@@ -180,7 +180,7 @@ def _alpha_per_class(table: np.ndarray) -> np.ndarray:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RaterAgreement:
     """The result of :func:`rater_agreement` (see the module docstring for the statistics).
 
@@ -216,8 +216,9 @@ class RaterAgreement:
         )
         return head + self.pairwise.to_html(float_format="{:.3f}".format)
 
-    def kappa(self, a: str, b: str) -> float:
-        """Cohen's kappa of raters ``a`` and ``b``."""
+    def kappa(self, rater_a: str, rater_b: str) -> float:
+        """Cohen's kappa of raters ``rater_a`` and ``rater_b``."""
+        a, b = rater_a, rater_b
         row = self.pairwise[
             ((self.pairwise["rater_a"] == a) & (self.pairwise["rater_b"] == b))
             | ((self.pairwise["rater_a"] == b) & (self.pairwise["rater_b"] == a))
@@ -227,15 +228,15 @@ class RaterAgreement:
         return float(row["kappa"].iloc[0])
 
 
-def rater_agreement(data: pd.DataFrame, columns: Sequence[str] | None = None) -> RaterAgreement:
+def rater_agreement(data: pd.DataFrame, *, raters: Sequence[str] | None = None) -> RaterAgreement:
     """Agreement of two or more raters' labels: one column per rater, one row per item.
 
-    ``columns`` picks the raters (default: every column). Missing labels are allowed; see the
+    ``raters`` picks the rater columns (default: every column). Missing labels are allowed; see the
     module docstring for what each statistic does with them.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"rater_agreement needs a DataFrame, not {type(data).__name__}")
-    raters = list(data.columns if columns is None else columns)
+    raters = list(data.columns if raters is None else raters)
     absent = [c for c in raters if c not in data.columns]
     if absent:
         raise KeyError(f"rater_agreement: no column {absent}; columns are {list(data.columns)}")

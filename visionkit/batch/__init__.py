@@ -20,14 +20,16 @@ SQLite record of every job, row, file and batch; ``manifest_v1`` converts an old
 (results into the answer cache), ``resend`` (rows a round left unanswered, sent again by the
 wait), ``result`` (the result table), ``recorded`` and ``replayed`` (record and replay:
 ``ReplayedJob``, what ``submit`` returns under ``connect(replay=...)``), ``listing``
-(``batch_jobs``).
+(``batch_jobs``), ``protocol`` (``Job``, the type ``BatchJob`` and ``ReplayedJob`` both
+satisfy).
 """
 
 from __future__ import annotations
 
 from .job import BatchJob
 from .listing import batch_jobs
+from .protocol import Job
 from .replayed import ReplayedJob
 from .submit import submit
 
-__all__ = ["BatchJob", "ReplayedJob", "batch_jobs", "submit"]
+__all__ = ["BatchJob", "Job", "ReplayedJob", "batch_jobs", "submit"]

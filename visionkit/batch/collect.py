@@ -28,15 +28,16 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BatchWarning
 from ..query.cache import CachedAnswer
 from .lines import BatchState, parse_line, user_stacklevel
+from .manifest import Manifest
 from .resend import MAX_ROUNDS, SPLIT, retryable
 
 if TYPE_CHECKING:
-    from .job import BatchJob
+    from openai import OpenAI as SyncOpenAI
 
 __all__ = ["TimeUp", "collect", "download_lines"]
 
@@ -91,8 +92,22 @@ class _Tally:
     skipped: Counter[str] = dataclasses.field(default_factory=Counter)
 
 
+class Collecting(Protocol):
+    """What collecting a batch needs of its job (``BatchJob`` has it): the job's id and
+    manifest, the SDK for calls before ``deadline``, and where answers are stored."""
+
+    id: str
+    manifest: Manifest
+
+    def sdk_within(self, deadline: float | None) -> SyncOpenAI: ...
+
+    def store(
+        self, answers: dict[str, CachedAnswer], *, batch_id: str, last: bool = False
+    ) -> None: ...
+
+
 def collect(
-    job: BatchJob, shard: dict[str, Any], state: BatchState, deadline: float | None
+    job: Collecting, shard: dict[str, Any], state: BatchState, deadline: float | None
 ) -> None:
     """Commit a finished batch's answers to the cache and its failures to the manifest (see
     the module docstring); raises ``TimeUp`` (nothing marked collected) past ``deadline``."""

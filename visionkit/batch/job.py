@@ -19,7 +19,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -37,6 +37,9 @@ from .recorded import record_answers
 from .replayed import ReplayedJob, replayed_job
 from .resend import resend_pending
 from .result import PENDING, ResultRow, batch_money, result_frame, tally
+
+if TYPE_CHECKING:
+    from openai import OpenAI as SyncOpenAI
 
 __all__ = ["TERMINAL", "BatchJob", "interrupted_in_notebook"]
 
@@ -89,7 +92,7 @@ class BatchJob:
         self.manifest = manifest
         self.cache = cache
         self.client = client
-        self._sdk: Any = None
+        self._sdk: SyncOpenAI | None = None
         self._sent: dict[str, tuple[int, str | None]] | None = None  # per refresh
         self._problems: dict[str, str] = {}  # batch id -> why its status is unknown
         self._warned_early = False
@@ -139,7 +142,8 @@ class BatchJob:
         return cls(job_id, manifest, store, client)
 
     @property
-    def sdk(self) -> Any:
+    def sdk(self) -> SyncOpenAI:
+        """The synchronous SDK client on the job's Batch API (made on first use)."""
         if self._sdk is None:
             self._sdk = self.client.batch_sdk()
         return self._sdk
@@ -192,7 +196,7 @@ class BatchJob:
     def done(self) -> bool:
         return self.status in ("completed", "incomplete")
 
-    def sdk_within(self, deadline: float | None) -> Any:
+    def sdk_within(self, deadline: float | None) -> SyncOpenAI:
         """The SDK for calls inside a wait with ``deadline``: its own retries off (the next
         poll is the retry, and a retry must not outlast the deadline)."""
         return self.sdk if deadline is None else self.sdk.with_options(max_retries=0)
@@ -224,7 +228,7 @@ class BatchJob:
     def _poll(self, shard: dict[str, Any], deadline: float | None) -> BatchState | None:
         """The batch's state, checked, recorded in the manifest; ``None`` when the answer was
         not a Batch object (recorded as the status ``unreadable``: the wait stops on it)."""
-        options = {} if deadline is None else {"timeout": left(deadline)}
+        options: dict[str, Any] = {} if deadline is None else {"timeout": left(deadline)}
         batch_id = shard["batch_id"]
         raw = self.sdk_within(deadline).batches.with_raw_response.retrieve(batch_id, **options)
         try:

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from .manifest import pack_images, pack_key
+from .packing import pack_images, pack_key
 
 __all__ = ["upgrade"]
 

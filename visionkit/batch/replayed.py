@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._state import register
 from ..query.plan import Plan, RowPlan, plan_rows
 from ..query.progress import progress_bar
 from ..query.replay import REPLAY_ENV, not_recorded_message, unrecorded_error
@@ -180,11 +181,26 @@ class ReplayedJob:
     def cancel(self) -> ReplayedJob:
         return self
 
-    def wait(self, timeout: float | None = None, **_: Any) -> ReplayedJob:
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> ReplayedJob:
         """Returns at once (``BatchJob.wait``'s arguments are accepted)."""
         return self
 
-    async def wait_async(self, timeout: float | None = None, **_: Any) -> ReplayedJob:
+    async def wait_async(
+        self,
+        timeout: float | None = None,
+        *,
+        poll: float = 0.5,
+        max_poll: float = 60.0,
+        progress: bool = True,
+    ) -> ReplayedJob:
+        """Returns at once (``BatchJob.wait_async``'s arguments are accepted)."""
         return self
 
     def result(self, *, strict: bool = False) -> pd.DataFrame:
@@ -196,3 +212,10 @@ class ReplayedJob:
 
     def __repr__(self) -> str:
         return f"ReplayedJob({self.id!r}, status={self.status!r}, replayed from {self.source!r})"
+
+
+def _held_jobs() -> tuple[int, str]:
+    return len(_JOBS), ", ".join(sorted(_JOBS))
+
+
+register("replayed batch jobs", __name__, _held_jobs, _JOBS.clear)

@@ -25,16 +25,18 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BatchWarning
 from .claims import try_job_claim
 from .lines import user_stacklevel
-from .manifest import Manifest, pack_key
+from .manifest import Manifest
+from .packing import pack_key
 from .shards import Shard, ShardWriter
 
 if TYPE_CHECKING:
-    from .job import BatchJob
+    from ..providers import BatchLimits
+    from ..query.cache import Cache
 
 __all__ = ["MAX_ROUNDS", "resend_pending", "retryable"]
 
@@ -44,6 +46,21 @@ MAX_ROUNDS = 5  # rounds of sending again after the first
 _STATUS = re.compile(r"\((\d{3})\)")
 _CUSTOM_ID = re.compile(rb'^\{"custom_id": "([^"\\]+)"')
 SPLIT = 2  # ``shards.resend`` for a batch refused for its size (1: send its rows as they were)
+
+
+class Resending(Protocol):
+    """What sending rows again needs of its job (``BatchJob`` has it): its id, manifest and
+    answer cache, its files' limits (to read, and to lower), and its upload step."""
+
+    id: str
+    manifest: Manifest
+    cache: Cache
+
+    def limits(self) -> BatchLimits: ...
+
+    def save_limits(self, limits: BatchLimits) -> None: ...
+
+    def upload(self, deadline: float | None = None) -> int: ...
 
 
 def retryable(error: str | None) -> bool:
@@ -61,7 +78,7 @@ def retryable(error: str | None) -> bool:
     return status >= 500 or status in (408, 409, 429)
 
 
-def resend_pending(job: BatchJob, deadline: float | None) -> int:
+def resend_pending(job: Resending, deadline: float | None) -> int:
     """Send again the rows of every collected batch marked ``resend``, and upload any file of
     the job not uploaded yet; returns how many new files were made. Does nothing while another
     process holds the job (it is sending it)."""
@@ -81,7 +98,7 @@ def resend_pending(job: BatchJob, deadline: float | None) -> int:
         return made
 
 
-def _rewrite(job: BatchJob) -> int:
+def _rewrite(job: Resending) -> int:
     """The marked batches' rows still missing, into new files recorded as ``written``."""
     manifest = job.manifest
     pending = [s for s in manifest.shards(job.id) if s["state"] == "collected" and s["resend"]]

@@ -38,7 +38,8 @@ from ..query.plan import Plan, RowPlan, plan_rows, prepare_request_for
 from ..query.progress import progress_bar
 from .job import BatchJob, interrupted_in_notebook
 from .limits import BatchSettings, limits_json
-from .manifest import JobRow, Manifest, pack_key
+from .manifest import JobRow, Manifest
+from .packing import pack_key
 from .shards import Shard, ShardWriter
 from .upload import upload_pending
 
@@ -301,7 +302,9 @@ def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
     )
 
 
-def dry_run_frame(plan: Plan, prep: Preparation, limits: BatchLimits, interval: float) -> Any:
+def dry_run_frame(
+    plan: Plan, prep: Preparation, limits: BatchLimits, interval: float
+) -> pd.DataFrame:
     """A dry run's table: ``ask``'s dry-run columns plus each row's ``file``, with the plan
     (files, bytes, upload time) in ``attrs``."""
     index = plan.index

@@ -20,8 +20,9 @@ and uploaded one by one at the profile's pace (``visionkit.batch.upload``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pandas as pd
 
@@ -41,19 +42,96 @@ from .shared import (
     prepare,
 )
 
+if TYPE_CHECKING:
+    from ..query.cache import Cache
+    from ..query.client import Client
+    from .protocol import Job
+
 __all__ = ["submit"]
 
 
+@overload
 def submit(
-    df: pd.DataFrame,
+    data: pd.DataFrame,
     prompt: str,
     *,
-    client: Any = None,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: Literal[False] = ...,
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> Job: ...
+
+
+@overload
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: Literal[True],
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> pd.DataFrame: ...
+
+
+@overload
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = ...,
+    model: str | None = ...,
+    image_column: str | Sequence[str] | None = ...,
+    system: str | None = ...,
+    schema: Any = ...,
+    cache: bool | str | os.PathLike[str] | Cache | None = ...,
+    max_side: int | None = ...,
+    max_file_bytes: int | None = ...,
+    max_requests_per_file: int | None = ...,
+    upload_interval: float | None = ...,
+    metadata: Mapping[str, str] | None = ...,
+    compact: bool = ...,
+    dry_run: bool = ...,
+    budget_tokens: int | None = ...,
+    progress: bool = ...,
+    **request_options: Any,
+) -> Job | pd.DataFrame: ...
+
+
+def submit(
+    data: pd.DataFrame,
+    prompt: str,
+    *,
+    client: Client | str | None = None,
     model: str | None = None,
-    column: str | Sequence[str] | None = None,
+    image_column: str | Sequence[str] | None = None,
     system: str | None = None,
     schema: Any = None,
-    cache: Any = True,
+    cache: bool | str | os.PathLike[str] | Cache | None = True,
     max_side: int | None = None,
     max_file_bytes: int | None = None,
     max_requests_per_file: int | None = None,
@@ -64,7 +142,7 @@ def submit(
     budget_tokens: int | None = None,
     progress: bool = True,
     **request_options: Any,
-) -> Any:
+) -> Job | pd.DataFrame:
     """Submit one batch-API request per row (inference.net's Batch API: cheaper, unattended).
 
     Planned exactly as ``ask`` (same options, cache key and row errors); returns a
@@ -80,7 +158,7 @@ def submit(
     to upload, a little JPEG quality lost; the answers are cached under their own key).
     """
     options, settings = batch_arguments(locals())
-    with make_plan(df, prompt, options, connect_now=not dry_run) as plan:
+    with make_plan(data, prompt, options, connect_now=not dry_run) as plan:
         limits = settings.limits(plan.provider.batch)
         interval = limits.upload_interval
         if dry_run:
@@ -102,12 +180,12 @@ def submit(
                     manifest.close()
             return dry_run_frame(plan, prep, limits, interval)
         if plan.replaying:  # answered from the recording: nothing written, nothing sent
-            job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+            job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
             return replay_job(plan, job_id, progress=progress)
         check_ready(plan)
         assert plan.cache is not None
         manifest = Manifest(manifest_path(plan.cache.path))
-        job_id = job_identity(plan, prompt, [cell_hashes(df, plan.columns)])
+        job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
         with job_claim(manifest, job_id):  # one process submits a job at a time
             open_job(plan, manifest, job_id, prompt, metadata, limits)
             directory = job_directory(plan, job_id)

@@ -148,7 +148,7 @@ def run_ask(args: argparse.Namespace) -> int:
         args.prompt,
         client=client,
         model=args.model,
-        column="path",
+        image_column="path",
         system=args.system,
         schema=schema,
         concurrency=args.concurrency,

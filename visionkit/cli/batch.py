@@ -117,7 +117,7 @@ def run_submit(args: argparse.Namespace) -> int:
         args.prompt,
         client=None if args.dry_run and args.provider == "auto" else _client(args),
         model=args.model,
-        column="path",
+        image_column="path",
         system=args.system,
         cache=_cache(args),
         max_side=args.max_side,

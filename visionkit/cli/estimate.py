@@ -75,7 +75,7 @@ def _estimate_table(df: Any, provider: str, roots: Sequence[str]) -> Any:
         },
         index=df.index,
     )
-    table["tokens"] = estimate_tokens(table["width"], table["height"], provider)
+    table["tokens"] = estimate_tokens(table["width"], table["height"], provider=provider)
     table["error"] = df["error"]
     return table
 

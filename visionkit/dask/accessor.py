@@ -15,13 +15,21 @@ up partition by partition. Nothing runs until ``.compute()`` / ``.persist()``.
 from __future__ import annotations
 
 import functools
-import inspect
-from typing import Any
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pandas as pd
 from dask.dataframe.extensions import register_dataframe_accessor
 
 from ..providers import DEFAULT_PROVIDER, Provider
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+    from ..batch.protocol import Job
+    from ..query.cache import Cache
+    from ..query.client import Client
 
 __all__ = ["DaskVisionAccessor"]
 
@@ -30,57 +38,85 @@ __all__ = ["DaskVisionAccessor"]
 class DaskVisionAccessor:
     """Image-set methods on a Dask DataFrame with an image column (``image`` or ``path``)."""
 
-    def __init__(self, ddf: Any) -> None:
+    def __init__(self, data: dd.DataFrame) -> None:
         _borrow_signatures()
-        self._ddf = ddf
+        self._ddf = data
 
-    def _column(self, column: str | None) -> str:
-        from ..images.cells import image_column
+    def _column(self, image_column: str | None) -> str:
+        from ..images.cells import find_image_column
 
-        return image_column(self._ddf._meta, column)
+        return find_image_column(self._ddf._meta, image_column)
 
-    def inspect(self, *, column: str | None = None) -> Any:
+    def inspect(self, *, image_column: str | None = None) -> dd.DataFrame:
         """``read_images``' columns for the image column, per partition, same index."""
         from ..images.rows import frame as _frame
 
-        col = self._column(column)
+        col = self._column(image_column)
         meta = _frame([], index=self._ddf._meta.index[:0])
         _share_storage()
-        return self._ddf.map_partitions(_inspect, col, meta=meta, enforce_metadata=False)
+        frame: dd.DataFrame = self._ddf.map_partitions(
+            _inspect, col, meta=meta, enforce_metadata=False
+        )
+        return frame
 
     def estimate_tokens(
-        self, provider: str | Provider = DEFAULT_PROVIDER, *, column: str | None = None
-    ) -> Any:
+        self, provider: str | Provider = DEFAULT_PROVIDER, *, image_column: str | None = None
+    ) -> dd.Series:
         """Estimated image tokens per row (``Int64``, NA where the size is unknown), from
         ``width``/``height`` when present, else from each image's header."""
         ddf = self._ddf
-        if column is None and {"width", "height"} <= set(ddf.columns):
+        if image_column is None and {"width", "height"} <= set(ddf.columns):
             sizes = ddf[["width", "height"]]
         else:
-            sizes = self.inspect(column=column)[["width", "height"]]
+            sizes = self.inspect(image_column=image_column)[["width", "height"]]
         meta = pd.Series([], dtype="Int64", name="estimated_tokens", index=ddf._meta.index[:0])
-        return sizes.map_partitions(_estimate, provider, meta=meta, enforce_metadata=False)
+        tokens: dd.Series = sizes.map_partitions(
+            _estimate, provider, meta=meta, enforce_metadata=False
+        )
+        return tokens
 
     def encode(
         self,
         provider: str | Provider = DEFAULT_PROVIDER,
         *,
-        column: str | None = None,
+        image_column: str | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> dd.Series:
         """``df.vision.encode`` per partition: a Series of data URIs (NA where a row fails).
 
         Takes ``encode_series``' options; ``progress`` is off on the workers.
         """
-        col = self._column(column)
+        col = self._column(image_column)
         kwargs = {**kwargs, "progress": False}
         meta = pd.Series([], dtype=object, name="data_uri", index=self._ddf._meta.index[:0])
         _share_storage()
-        return self._ddf[col].map_partitions(
+        uris: dd.Series = self._ddf[col].map_partitions(
             _encode, provider, kwargs, meta=meta, enforce_metadata=False
         )
+        return uris
 
-    def ask(self, prompt: str, *, out: str | None = None, **kwargs: Any) -> Any:
+    def ask(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = None,
+        model: str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        schema: Any = None,
+        concurrency: int = 8,
+        max_retries: int = 6,
+        timeout: float | None = 60,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        dry_run: bool = False,
+        budget_tokens: int | None = None,
+        progress: bool = True,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_side: int | None = None,
+        out: str | None = None,
+        **request_options: Any,
+    ) -> dd.DataFrame:
         """``df.vision.ask`` on every partition, lazily, through one cluster-wide rate limit.
 
         Same parameters and result as ``visionkit.ask``, plus ``out=``: a folder or URL where
@@ -88,43 +124,111 @@ class DaskVisionAccessor:
         call again reads finished partitions instead of running them (see
         ``visionkit.dask.out``). Needs a ``distributed`` Client (a LocalCluster will do).
         """
+        arguments = locals()
         from ..query.options import AskOptions
         from .ask import ask_frame
 
-        request_options = {k: v for k, v in kwargs.items() if k not in _ASK_FIELDS}
-        named = {k: v for k, v in kwargs.items() if k in _ASK_FIELDS}
-        options = AskOptions(**named, request_options=request_options)
-        return ask_frame(self._ddf, prompt, options, out=out)
+        return ask_frame(self._ddf, prompt, AskOptions.from_arguments(arguments), out=out)
 
-    def submit(self, prompt: str, **kwargs: Any) -> Any:
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: Literal[False] = ...,
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> Job: ...
+
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: Literal[True],
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = ...,
+        model: str | None = ...,
+        image_column: str | Sequence[str] | None = ...,
+        system: str | None = ...,
+        schema: Any = ...,
+        cache: bool | str | os.PathLike[str] | Cache | None = ...,
+        max_side: int | None = ...,
+        max_file_bytes: int | None = ...,
+        max_requests_per_file: int | None = ...,
+        upload_interval: float | None = ...,
+        metadata: Mapping[str, str] | None = ...,
+        compact: bool = ...,
+        dry_run: bool = ...,
+        budget_tokens: int | None = ...,
+        progress: bool = ...,
+        **request_options: Any,
+    ) -> Job | pd.DataFrame: ...
+
+    def submit(
+        self,
+        prompt: str,
+        *,
+        client: Client | str | None = None,
+        model: str | None = None,
+        image_column: str | Sequence[str] | None = None,
+        system: str | None = None,
+        schema: Any = None,
+        cache: bool | str | os.PathLike[str] | Cache | None = True,
+        max_side: int | None = None,
+        max_file_bytes: int | None = None,
+        max_requests_per_file: int | None = None,
+        upload_interval: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        compact: bool = False,
+        dry_run: bool = False,
+        budget_tokens: int | None = None,
+        progress: bool = True,
+        **request_options: Any,
+    ) -> Job | pd.DataFrame:
         """``df.vision.submit`` with the workers encoding and writing the files: same
-        parameters, same result (a ``BatchJob``; a DataFrame with ``dry_run=True``), run now.
+        parameters, same result (a ``Job``; a DataFrame with ``dry_run=True``), run now.
         One process uploads, at the provider's pace (see ``visionkit.dask.submit``).
         Needs a ``distributed`` Client."""
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "prompt")}
+        extra = arguments.pop("request_options")
         from .submit import submit_frame
 
-        return submit_frame(self._ddf, prompt, **kwargs)
-
-
-_ASK_FIELDS = frozenset(
-    {
-        "client",
-        "model",
-        "column",
-        "system",
-        "schema",
-        "concurrency",
-        "max_retries",
-        "timeout",
-        "cache",
-        "dry_run",
-        "budget_tokens",
-        "progress",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "max_side",
-    }
-)
+        return submit_frame(self._ddf, prompt, **arguments, **extra)
 
 
 def _inspect(part: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -136,7 +240,9 @@ def _inspect(part: pd.DataFrame, column: str) -> pd.DataFrame:
 def _estimate(sizes: pd.DataFrame, provider: str | Provider) -> pd.Series:
     from ..providers import estimate_tokens
 
-    return estimate_tokens(sizes["width"], sizes["height"], provider).rename("estimated_tokens")
+    return estimate_tokens(sizes["width"], sizes["height"], provider=provider).rename(
+        "estimated_tokens"
+    )
 
 
 def _encode(cells: pd.Series, provider: str | Provider, kwargs: dict[str, Any]) -> pd.Series:
@@ -160,22 +266,8 @@ def _share_storage() -> None:
 
 @functools.cache
 def _borrow_signatures() -> None:
-    """``help(ddf.vision.ask)`` shows ``ask``'s parameters (and ``out``), as ``df.vision`` does."""
-    from ..accessor import _borrow_signature
-    from ..batch.submit import submit
+    """``help(ddf.vision.encode)`` shows ``encode_series``' options, as ``df.vision`` does."""
+    from ..accessor import borrow_encode_signature
     from ..images.encode import encode_series
-    from ..query.ask import ask
 
-    _borrow_signature(
-        DaskVisionAccessor.encode, encode_series, doc=False, column=True, first="provider"
-    )
-    _borrow_signature(DaskVisionAccessor.ask, ask, doc=False)
-    _borrow_signature(DaskVisionAccessor.submit, submit, doc=False)
-    sig = inspect.signature(DaskVisionAccessor.ask)
-    params = list(sig.parameters.values())
-    out = inspect.Parameter(
-        "out", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"
-    )
-    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
-    params.insert(at, out)
-    DaskVisionAccessor.ask.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    borrow_encode_signature(DaskVisionAccessor.encode, encode_series)

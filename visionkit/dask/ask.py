@@ -78,7 +78,7 @@ def _fingerprint(prompt: str, options: AskOptions, spec: ClientSpec | None) -> d
         "model": spec.model if spec else None,
         "system": options.system,
         "schema": schema,
-        "column": options.column,
+        "image_column": options.image_column,
         "max_side": options.max_side,
         "request_options": dict(options.request_options),
     }
@@ -215,12 +215,12 @@ def _run(part: pd.DataFrame, job: AskJob) -> pd.DataFrame:
         cache.close()
 
 
-def usage(result: Any) -> dict[str, Any]:
+def usage(data: Any) -> dict[str, Any]:
     """The totals of a computed ``ddf.vision.ask`` over its partitions (requests, cache hits,
     retries, 429s, tokens...), as the coordinator summed them: ``vk.dask.usage(answers)``."""
     from distributed import get_client
 
-    job = getattr(result, "_visionkit_job", None)
+    job = getattr(data, "_visionkit_job", None)
     if job is None:
         raise ValueError("usage() takes the frame ddf.vision.ask returned")
     dask_client = get_client()

@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from .._state import register
 from ..providers import RateLimits
 from ..query.pacing import Gate
 
@@ -419,3 +420,11 @@ class ClusterGate:
             self.link.call("forget", owner=self.owner)
             stats = self.link.call("gate_stats", name=self.name)
             self.lowest = min(self.lowest, float(stats[self.name]["lowest"]))
+
+
+def _held_links() -> tuple[int, str]:
+    with _LINKS_LOCK:
+        return len(_LINKS), ", ".join(sorted(_LINKS))
+
+
+register("dask coordinator links", __name__, _held_links)

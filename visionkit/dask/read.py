@@ -16,9 +16,12 @@ distributed Client is running; without one (dask's local schedulers) this proces
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 __all__ = ["read_images"]
 
@@ -30,7 +33,7 @@ def read_images(
     recursive: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,
-) -> Any:
+) -> dd.DataFrame:
     """A lazy Dask DataFrame of ``read_images``' columns, ``partition_size`` files a partition.
 
     ``source``: what ``vk.read_images`` takes except tables (a folder, a glob, a path or URL, a

@@ -32,6 +32,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from .._state import register
 from ..providers import Provider, RateLimits
 from ..query.client import Client
 from ..redact import public_url
@@ -218,3 +219,15 @@ def _register(dask_client: Any, plugin: _Secrets) -> None:
         return
     dask_client.register_plugin(plugin)
     _REGISTERED.add(mark)
+
+
+def _held_secrets() -> tuple[int, str]:
+    with _LOCK:
+        secrets, clients = len(_REGISTRY), len(_CLIENTS)
+    return secrets + clients, (
+        f"{secrets} shared key/option sets (worker side), {clients} clients, "
+        f"{len(_REGISTERED)} plugins registered"
+    )
+
+
+register("dask keys and clients", __name__, _held_secrets)  # a running cluster needs them

@@ -38,7 +38,7 @@ __all__ = [
     "IMAGE_COLUMNS",
     "cell_kind",
     "decode_data_uri",
-    "image_column",
+    "find_image_column",
     "local_path",
     "open_regular",
     "path_of",
@@ -315,7 +315,7 @@ def path_of(cell: Any) -> str | None:
 IMAGE_COLUMNS = ("image", "path")
 
 
-def image_column(df: Any, column: str | None = None, *, who: str = "df.vision") -> str:
+def find_image_column(df: Any, column: str | None = None, *, who: str = "df.vision") -> str:
     """The DataFrame column holding images: ``column`` if given (it must exist), else
     ``image`` if present, else ``path``. The one place that rule lives; raises KeyError."""
     if column is not None:
@@ -326,6 +326,6 @@ def image_column(df: Any, column: str | None = None, *, who: str = "df.vision") 
         if name in df.columns:
             return name
     raise KeyError(
-        f"{who} needs an image column: 'image' or 'path' (or pass column=...); "
+        f"{who} needs an image column: 'image' or 'path' (or pass image_column=...); "
         f"this DataFrame has {list(df.columns)}"
     )

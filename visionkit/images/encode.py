@@ -62,7 +62,7 @@ from PIL import Image
 from ..errors import EncodeWarning, ImageError
 from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider, same_tokens_size
 from ..tokens import fit_within
-from ..types import default_workers
+from ..types import ImageCell, default_workers
 from .bombs import decode_refusal
 from .decode import (
     decode_opened,
@@ -299,7 +299,7 @@ def _encode_to_budget(
 
 
 def encode_image(
-    cell: Any,
+    image: ImageCell,
     *,
     provider: str | Provider = DEFAULT_PROVIDER,
     max_side: int | None = None,
@@ -310,7 +310,7 @@ def encode_image(
     compact: bool = False,
     row: object = None,
 ) -> str:
-    """A ``data:`` URI of ``cell`` that ``provider`` accepts (see the module docs for the rules).
+    """A ``data:`` URI of ``image`` that ``provider`` accepts (see the module docs for the rules).
 
     ``compact=True`` makes the file as small as it can be at the same token estimate (batch
     jobs, where bytes bound the upload time): the smallest size the provider prices the same
@@ -334,7 +334,7 @@ def encode_image(
     budget = max_bytes if max_bytes is not None else prov.image_budget()
     side = max_side if max_side is not None else prov.max_side
 
-    im, data, label = open_cell(cell, row)
+    im, data, label = open_cell(image, row)
     with pil_errors(row, label) as ctx:
         real = ctx.format = image_format(im)
         orient = orientation(im)
@@ -380,7 +380,7 @@ def encode_image(
 
 
 def encode_series(
-    images: pd.Series | Iterable[Any],
+    images: pd.Series | Iterable[ImageCell],
     *,
     provider: str | Provider = DEFAULT_PROVIDER,
     max_side: int | None = None,

@@ -24,11 +24,16 @@ Why not the obvious tools:
 - libtiff's global error handler is what Pillow leaves at libtiff's default (Pillow only
   switches the *warning* handler off while it decodes). visionkit replaces it, through ctypes,
   with one that formats the message (``vsnprintf`` on libtiff's ``va_list``) and hands it to
-  the capturing thread; outside ``capture()`` it prints ``module: message.`` to
+  the capturing thread; a message from another thread is printed ``module: message.`` to
   ``sys.stderr``, as libtiff would. This needs the libtiff symbols to be reachable from
   Pillow's ``_imaging`` extension (true for Pillow's Linux and macOS wheels and for builds
   against a system libtiff); where they are not (Windows wheels link libtiff statically),
   libtiff's messages still print, and everything else works the same.
+
+Both hooks are scoped: the first ``capture()`` to open (in any thread) installs them and the
+last one to close puts back what was there before, so between calls nothing of visionkit's is
+installed (``installed()`` says what is, for ``vk.state()``). A ``showwarning`` someone else
+installed on top of ours in the meantime is left alone (ours, under it, passes everything on).
 """
 
 from __future__ import annotations
@@ -40,17 +45,21 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 from PIL import Image
 
-__all__ = ["WARNINGS_LOCK", "capture"]
+from .._state import register
+
+__all__ = ["WARNINGS_LOCK", "capture", "installed"]
 
 _local = threading.local()
 # ``warnings.catch_warnings`` is process-global before Python 3.14: whoever enters one, and
 # whoever swaps ``warnings.showwarning``, holds this lock (the few lines that do are cheap).
 WARNINGS_LOCK = threading.Lock()
-_libtiff_done = False
-_keep: list[object] = []  # ctypes callbacks must outlive every call into them
+_open = 0  # captures open in every thread; the hooks are installed while it is above 0
+_previous_showwarning: object = None  # what showed warnings before ours
+_libtiff: _LibtiffHook | None = None  # found once; None until the first capture
 
 
 def _sinks() -> list[list[str]]:
@@ -76,7 +85,7 @@ def capture() -> Iterator[list[str]]:
     Nested captures each get every message. Warnings Pillow raises about decompression bombs
     are not collected: ``visionkit.images.bombs`` decides about sizes itself.
     """
-    _install()
+    _enter()
     sink: list[str] = []
     sinks = _sinks()
     sinks.append(sink)
@@ -84,19 +93,46 @@ def capture() -> Iterator[list[str]]:
         yield sink
     finally:
         sinks.remove(sink)
+        _leave()
 
 
-def _install() -> None:
-    global _libtiff_done
-    if getattr(warnings.showwarning, "_visionkit", False) and _libtiff_done:
-        return
+def installed() -> list[str]:
+    """The hooks installed now: ``"warnings.showwarning"`` and ``"libtiff error handler"``
+    while a capture is open anywhere in the process, none otherwise."""
     with WARNINGS_LOCK:
+        out = []
+        if getattr(warnings.showwarning, "_visionkit", False):
+            out.append("warnings.showwarning")
+        if _libtiff is not None and _libtiff.active:
+            out.append("libtiff error handler")
+        return out
+
+
+def _enter() -> None:
+    global _open, _previous_showwarning, _libtiff
+    with WARNINGS_LOCK:
+        _open += 1
+        if _open > 1:
+            return
         current = warnings.showwarning
         if not getattr(current, "_visionkit", False):
+            _previous_showwarning = current
             warnings.showwarning = _make_hook(current)
-        if not _libtiff_done:
-            _libtiff_done = True
-            _install_libtiff_handler()
+        if _libtiff is None:
+            _libtiff = _LibtiffHook.find()
+        _libtiff.install()
+
+
+def _leave() -> None:
+    global _open
+    with WARNINGS_LOCK:
+        _open -= 1
+        if _open > 0:
+            return
+        if getattr(warnings.showwarning, "_visionkit", False):
+            warnings.showwarning = _previous_showwarning  # type: ignore[assignment]
+        if _libtiff is not None:
+            _libtiff.uninstall()
 
 
 def _make_hook(previous):  # type: ignore[no-untyped-def]
@@ -113,38 +149,68 @@ def _make_hook(previous):  # type: ignore[no-untyped-def]
 _HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
 
 
-def _install_libtiff_handler() -> None:
-    """Route libtiff's global error messages through ``_note`` (see the module docs)."""
-    try:
-        from PIL import _imaging
+class _LibtiffHook:
+    """libtiff's error handler, replaced by ours while captures are open (module docs)."""
 
-        lib = ctypes.CDLL(_imaging.__file__)
-        set_handler = lib.TIFFSetErrorHandler
-        # the C library is already loaded: CDLL(None) finds it at once (find_library("c") would
-        # run ldconfig or a compiler in a subprocess, a third of a second)
-        vsnprintf = ctypes.CDLL(None).vsnprintf
-    except (AttributeError, OSError, ImportError):
-        return  # libtiff not reachable: its messages keep going to stderr
-    vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-    vsnprintf.restype = ctypes.c_int
+    def __init__(self, set_handler: Any = None, callback: Any = None) -> None:
+        self._set = set_handler  # None: libtiff not reachable, its messages go to stderr
+        self._callback = callback  # kept alive for as long as libtiff may call it
+        self._previous: int | None = None
+        self.active = False
 
-    def handler(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+    @classmethod
+    def find(cls) -> _LibtiffHook:
         try:
-            buf = ctypes.create_string_buffer(1024)
-            vsnprintf(buf, len(buf), fmt or b"", args)
-            text = buf.value.decode("utf-8", "replace").rstrip(".")
-            where = (module or b"").decode("utf-8", "replace")
-            # Pillow names the file it hands libtiff "tempfile.tif": not worth repeating
-            message = text if where in ("", "tempfile.tif") else f"{where}: {text}"
-            if not _note(f"libtiff: {message}"):
-                sys.stderr.write(f"{message}.\n")
-        except Exception:  # never let an exception cross back into C
-            pass
+            from PIL import _imaging
 
-    callback = _HANDLER(handler)
-    _keep.append(callback)
-    set_handler.argtypes = [ctypes.c_void_p]
-    set_handler.restype = ctypes.c_void_p
-    previous = set_handler(ctypes.cast(callback, ctypes.c_void_p))
-    # Hand libtiff its old handler back before the interpreter (and the callback) goes away.
-    atexit.register(set_handler, previous)
+            lib = ctypes.CDLL(_imaging.__file__)
+            set_handler = lib.TIFFSetErrorHandler
+            # the C library is already loaded: CDLL(None) finds it at once (find_library("c")
+            # would run ldconfig or a compiler in a subprocess, a third of a second)
+            vsnprintf = ctypes.CDLL(None).vsnprintf
+        except (AttributeError, OSError, ImportError):
+            return cls()
+        vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        vsnprintf.restype = ctypes.c_int
+
+        def handler(module: bytes | None, fmt: bytes | None, args: int | None) -> None:
+            try:
+                buf = ctypes.create_string_buffer(1024)
+                vsnprintf(buf, len(buf), fmt or b"", args)
+                text = buf.value.decode("utf-8", "replace").rstrip(".")
+                where = (module or b"").decode("utf-8", "replace")
+                # Pillow names the file it hands libtiff "tempfile.tif": not worth repeating
+                message = text if where in ("", "tempfile.tif") else f"{where}: {text}"
+                if not _note(f"libtiff: {message}"):
+                    sys.stderr.write(f"{message}.\n")
+            except Exception:  # never let an exception cross back into C
+                pass
+
+        set_handler.argtypes = [ctypes.c_void_p]
+        set_handler.restype = ctypes.c_void_p
+        hook = cls(set_handler, _HANDLER(handler))
+        atexit.register(hook.uninstall)  # libtiff's own handler back before the callback dies
+        return hook
+
+    @property
+    def reachable(self) -> bool:
+        """Whether libtiff's handler can be replaced here (see the module docs)."""
+        return self._set is not None
+
+    def install(self) -> None:
+        if self._set is not None and not self.active:
+            self._previous = self._set(ctypes.cast(self._callback, ctypes.c_void_p))
+            self.active = True
+
+    def uninstall(self) -> None:
+        if self._set is not None and self.active:
+            self._set(self._previous)
+            self.active = False
+
+
+def _held_hooks() -> tuple[int, str]:
+    hooks = installed()
+    return len(hooks), ", ".join(hooks) or "none (installed only while an image decodes)"
+
+
+register("hooks", __name__, _held_hooks)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import threading
 
+from .._state import register
+
 __all__ = ["ensure_plugins", "heif_available"]
 
 _lock = threading.Lock()
@@ -58,3 +60,10 @@ def heif_available() -> bool:
     """Whether HEIC/HEIF files can be decoded (pillow-heif installed and registered)."""
     ensure_plugins()
     return _heif
+
+
+def _held_plugins() -> tuple[int, str]:
+    return int(_heif), "pillow-heif's HEIC/HEIF opener, registered with Pillow" if _heif else ""
+
+
+register("Pillow plugins", __name__, _held_plugins)  # Pillow keeps openers for good

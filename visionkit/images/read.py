@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ReadImagesWarning
+from ..types import ImageCell
 from .cells import cell_kind
 from .formats import is_not_an_image
 from .headers import cell_rows
@@ -348,7 +349,7 @@ def read_images(
     source: Any,
     *,
     recursive: bool = True,
-    column: str | None = None,
+    image_column: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,
     confine_paths: bool = True,
@@ -380,8 +381,8 @@ def read_images(
     (``encode``, ``ask``, thumbnails) use them too. In a bucket, objects with an image
     extension count as images; those without a known extension count if their bytes say so.
 
-    Tables: ``read_images("data/*.parquet", column="image")`` or ``read_images(dataset,
-    column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
+    Tables: ``read_images("data/*.parquet", image_column="image")`` or ``read_images(dataset,
+    image_column="image")`` (a Hugging Face ``datasets.Dataset``) read the image column's values
     ({bytes, path} structs, binary or path strings); ``path`` is then a reference such as
     ``data/train.parquet#image[17]`` that every visionkit reader resolves, so the frame never
     copies the images, and the table's other columns come along (see
@@ -404,10 +405,10 @@ def read_images(
     """
     from .tables import is_dataset, read_table_images
 
-    if column is not None or is_dataset(source):
+    if image_column is not None or is_dataset(source):
         return read_table_images(
             source,
-            column,
+            image_column,
             storage_options=storage_options,
             concurrency=concurrency,
             confine_paths=confine_paths,
@@ -442,7 +443,7 @@ def read_images(
 
 
 def inspect_images(
-    images: pd.Series | Iterable[Any],
+    images: pd.Series | Iterable[ImageCell],
     *,
     storage_options: Mapping[str, Any] | None = None,
     concurrency: int | None = None,

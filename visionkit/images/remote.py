@@ -62,6 +62,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from .._state import register
 from ..errors import ImageError, ReadImagesWarning
 from ..redact import redact_url, split_url
 from .download import size_text
@@ -119,7 +120,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {}
 _OPTIONS_LOCK = threading.Lock()
 
 
-def set_storage_options(prefix: str, options: Mapping[str, Any] | None = None, **kw: Any) -> None:
+def set_storage_options(
+    prefix: str, storage_options: Mapping[str, Any] | None = None, **kw: Any
+) -> None:
     """Use these fsspec ``storage_options`` for every image URL that starts with ``prefix``.
 
     >>> set_storage_options("s3://bucket/", endpoint_url="http://127.0.0.1:9000")  # doctest: +SKIP
@@ -130,7 +133,7 @@ def set_storage_options(prefix: str, options: Mapping[str, Any] | None = None, *
     """
     if not is_remote_url(prefix):
         raise ValueError("set_storage_options needs a URL prefix such as 's3://bucket/'")
-    merged = {**(options or {}), **kw}
+    merged = {**(storage_options or {}), **kw}
     with _OPTIONS_LOCK:
         if merged:
             _OPTIONS[prefix] = merged
@@ -516,3 +519,30 @@ def public_url(url: str) -> str:
 def _size(info: Mapping[str, Any]) -> int | None:
     size = info.get("size")
     return int(size) if isinstance(size, (int, float)) else None
+
+
+def _held_options() -> tuple[int, str]:
+    with _OPTIONS_LOCK:
+        held = {prefix: sorted(options) for prefix, options in _OPTIONS.items()}
+    shown = [f"{redact_url(p)} ({', '.join(keys)})" for p, keys in sorted(held.items())]
+    return len(held), "; ".join(shown)
+
+
+def _forget_options() -> None:
+    with _OPTIONS_LOCK:
+        _OPTIONS.clear()
+
+
+def _held_filesystems() -> tuple[int, str]:
+    with _FILESYSTEMS_LOCK:
+        keys = sorted({f"{scheme}://{bucket}" for scheme, bucket, _ in _FILESYSTEMS})
+    return len(keys), ", ".join(keys)
+
+
+def _forget_filesystems() -> None:
+    with _FILESYSTEMS_LOCK:
+        _FILESYSTEMS.clear()
+
+
+register("storage options", __name__, _held_options, _forget_options)
+register("fsspec filesystems", __name__, _held_filesystems, _forget_filesystems)

@@ -30,6 +30,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from .._state import register
 from ..errors import ImageError
 from .remote import is_remote_url, public_url
 
@@ -147,7 +148,7 @@ def _dataset_value(ref: TableRef) -> Any:
     if dataset is None:
         raise ImageError(
             "the dataset this row refers to was read in another Python process; "
-            "read it again with read_images(dataset, column=...)"
+            "read it again with read_images(dataset, image_column=...)"
         )
     if ref.row >= len(dataset):
         raise ImageError(f"row {ref.row} is past the dataset's end ({len(dataset)} rows)")
@@ -244,6 +245,14 @@ class _OpenTables:
     def count(self) -> int:
         with self._lock:
             return len(self._files)
+
+    def close_idle(self) -> None:
+        """Close every file no thread is reading now."""
+        with self._lock:
+            for key, entry in list(self._files.items()):
+                if entry.users == 0:
+                    del self._files[key]
+                    entry.close()
 
 
 _OPEN = _OpenTables()
@@ -360,6 +369,11 @@ class _RowGroups:
             self._data.clear()
             self._bytes = 0
 
+    def size(self) -> tuple[int, int]:
+        """(row groups held, their Arrow bytes)."""
+        with self._lock:
+            return len(self._data), self._bytes
+
 
 _CACHE = _RowGroups()
 
@@ -395,3 +409,29 @@ def _parquet_value(ref: TableRef) -> Any:
         except Exception as exc:
             raise ImageError(f"cannot read the table {ref.source}: {table_reason(exc)}") from None
     raise ImageError(f"row {ref.row} is past the end of {ref.source} ({start} rows)")
+
+
+def _held_datasets() -> tuple[int, str]:
+    with _DATASETS_LOCK:
+        keys = sorted(_DATASETS)
+    return len(keys), ", ".join(keys)
+
+
+def _forget_datasets() -> None:
+    with _DATASETS_LOCK:
+        _DATASETS.clear()
+
+
+def _held_tables() -> tuple[int, str]:
+    files = _OPEN.count()
+    groups, nbytes = _CACHE.size()
+    return files + groups, f"{files} open Parquet files, {groups} row groups ({nbytes:,} bytes)"
+
+
+def _forget_tables() -> None:
+    _OPEN.close_idle()
+    _CACHE.clear()
+
+
+register("datasets", __name__, _held_datasets, _forget_datasets)
+register("table row groups and files", __name__, _held_tables, _forget_tables)

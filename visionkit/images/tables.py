@@ -1,9 +1,9 @@
 """Image columns inside tables: Parquet files, Arrow columns, Hugging Face ``datasets``.
 
-``read_images("data/*.parquet", column="image")`` and ``read_images(dataset, column="image")``
-read image headers straight from the table's values (no image is written to disk). The column
-may hold ``{bytes, path}`` structs (how Hugging Face ``datasets`` stores its ``Image``
-feature), raw binary values, or strings (paths or URLs).
+``read_images("data/*.parquet", image_column="image")`` and ``read_images(dataset,
+image_column="image")`` read image headers straight from the table's values (no image is
+written to disk). The column may hold ``{bytes, path}`` structs (how Hugging Face
+``datasets`` stores its ``Image`` feature), raw binary values, or strings (paths or URLs).
 
 **What the frame holds.** A row whose image bytes are inside the table gets a short
 *reference* as its ``path``, not the bytes: ``data/train-00000.parquet#image[17]`` (row 17 of
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ImageError, ReadImagesWarning
-from .cells import image_column
+from .cells import find_image_column
 from .headers import bytes_row, cell_rows
 from .remote import is_remote_url, public_url
 from .rows import COLUMNS, empty_row, frame
@@ -219,8 +219,10 @@ def read_table_images(
 
     if column is None:
         if not is_dataset(source):
-            raise ValueError("read_images: name the image column of a Parquet file (column=...)")
-        column = image_column(pd.DataFrame(columns=source.column_names), who="read_images")
+            raise ValueError(
+                "read_images: name the image column of a Parquet file (image_column=...)"
+            )
+        column = find_image_column(pd.DataFrame(columns=source.column_names), who="read_images")
     rows: list[dict[str, Any] | None] = []
     extras: list[dict[str, Any]] = []
     named: dict[int, str] = {}  # row position -> the file its value names, read in bulk below

@@ -28,7 +28,9 @@ from typing import Any
 import pandas as pd
 from cachetools import LRUCache
 
+from .._state import register
 from ..errors import ImageError
+from ..types import ImageCell
 from .cells import cell_kind, local_path, path_of, source_label
 from .decode import decode_image
 from .pil_errors import pil_errors
@@ -77,11 +79,12 @@ def _cache_key(cell: Any, size: int) -> Hashable | None:
     return None  # PIL images can change in place: never cached
 
 
-def thumbnail(cell: Any, size: int = 160, *, row: object = None) -> bytes:
-    """A small JPEG (or PNG, when the image has transparency) at most ``size`` px a side.
+def thumbnail(image: ImageCell, *, thumb_size: int = 160, row: object = None) -> bytes:
+    """A small JPEG (or PNG, when the image has transparency) at most ``thumb_size`` px a side.
 
     Raises ``ImageError`` naming ``row`` if the image cannot be read. Results are cached.
     """
+    cell, size = image, thumb_size
     key = _cache_key(cell, size)
     if key is not None:
         with _cache_lock:
@@ -189,7 +192,7 @@ def show_images(
     *,
     n: int | None = None,
     captions: pd.DataFrame | None = None,
-    size: int = 160,
+    thumb_size: int = 160,
 ) -> ImageGrid:
     """Build an ``ImageGrid`` of the first ``n`` images (default 36) of ``images``.
 
@@ -197,6 +200,7 @@ def show_images(
     Unreadable images become labelled placeholder tiles, never an exception.
     """
     n = DEFAULT_N if n is None else max(0, int(n))
+    size = thumb_size
     head = images.iloc[:n]
     tiles = []
     for label, cell in head.items():
@@ -216,7 +220,7 @@ def show_images(
     def render(i: int) -> None:
         tile = tiles[i]
         try:
-            tile.thumb = thumbnail(head.iloc[i], size, row=tile.label)
+            tile.thumb = thumbnail(head.iloc[i], thumb_size=size, row=tile.label)
         except ImageError as exc:
             tile.error = exc.reason
 
@@ -239,3 +243,13 @@ def caption_frame(df: pd.DataFrame, caption: str | Sequence[str] | None) -> pd.D
     if missing:
         raise KeyError(f"caption columns {missing} not in the DataFrame; columns: {list(df)}")
     return df[cols]
+
+
+def _held_thumbnails() -> tuple[int, str]:
+    with _cache_lock:
+        return len(
+            _cache
+        ), f"{len(_cache)} thumbnails ({_cache.currsize:,} of {_cache.maxsize:,} bytes)"
+
+
+register("thumbnails", __name__, _held_thumbnails, clear_thumbnail_cache)

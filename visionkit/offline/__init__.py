@@ -43,7 +43,7 @@ brightness) and answers any other question about what an image shows with an hon
 cannot see", except one task: asked *how many marks* (or to *count* them), it counts the small
 red marks in each image as it received it (``visionkit.offline.marks``), so resizing changes
 what it can see. ``visionkit-offline`` looks at the image as sent; ``visionkit-offline-small``
-looks at it at 448 px a side at most, as small vision models do. ``make_marks(folder, n)``
+looks at it at 448 px a side at most, as small vision models do. ``make_marks(path, n)``
 writes such a set with its true counts (and simulated annotators), for evaluating prompts,
 models and image sizes offline (``df.vision.evaluate``) with a real cost/quality frontier.
 

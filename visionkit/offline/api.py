@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .._state import register
 from .server import OfflineServer
 
 __all__ = ["BaseURL", "serve", "shared", "start"]
@@ -68,3 +69,21 @@ def shared() -> OfflineServer:
 def start() -> str:
     """Start (once per process) the shared background server; returns its base URL."""
     return shared().base_url
+
+
+def _held_server() -> tuple[int, str]:
+    with _shared_lock:
+        server = _shared if _shared is not None and _shared.running else None
+    return (0, "") if server is None else (1, f"running at {server.base_url}")
+
+
+def _stop_shared() -> None:
+    """Stop the shared server (the next key-less ``vk.connect()`` starts a new one)."""
+    global _shared, _shared_pid
+    with _shared_lock:
+        server, _shared, _shared_pid = _shared, None, None
+    if server is not None and server.running:
+        server.stop()
+
+
+register("shared offline server", __name__, _held_server, _stop_shared)

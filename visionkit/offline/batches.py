@@ -20,11 +20,12 @@ error answers (status and OpenAI error body) and lines left unrun (``batch_expir
 cancelled batch still delivers (and bills) what completed. ``request_counts.failed`` counts
 error answers and unrun lines alike.
 
-Knobs (``OfflineServer`` fields, read as each batch runs): seconds spent validating, in
-progress (lines spread evenly over it), finalizing and cancelling; a fraction of every batch's
-lines left unrun (the batch expires); a per-line failure rate (deterministic given the seed,
-the body and how often it was run, so a resubmitted line can succeed); and
-``inject_batch(...)`` for the next batch only.
+How batches run is a ``RunnerSettings`` (the server makes it from its ``batch_*`` and
+``line_*`` fields when it starts): seconds spent validating, in progress (lines spread evenly
+over it), finalizing and cancelling; a fraction of every batch's lines left unrun (the batch
+expires); a per-line failure rate (deterministic given the seed, the body and how often it was
+run, so a resubmitted line can succeed); and ``inject_batch(...)`` for the next batch only.
+The service keeps its batches, its plans and its ``BatchCounters`` under a lock of its own.
 """
 
 from __future__ import annotations
@@ -37,25 +38,20 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from ..providers import BatchLimits
 from .chat import ChatEngine
 from .files import FileRecord, FileStore
 from .handler import Request, Response
+from .input_file import validate_file
 from .rules import Reply
-from .stats import ServerStats
+from .stats import BatchCounters
 
-if TYPE_CHECKING:
-    from .server import OfflineServer
-
-__all__ = ["TERMINAL", "BatchPlan", "BatchRecord", "BatchService"]
+__all__ = ["TERMINAL", "BatchPlan", "BatchRecord", "BatchService", "RunnerSettings"]
 
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-_MAX_REPORTED_ERRORS = 100
 
 
 @dataclass(frozen=True)
@@ -132,6 +128,21 @@ class BatchRecord:
         }
 
 
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How the stand-in runs every batch (``OfflineServer``'s ``batch_*`` and ``line_*``)."""
+
+    validate_time: float = 0.0  # seconds a batch spends validating
+    run_time: float = 0.0  # seconds in progress; the lines are spread evenly over it
+    finalize_time: float = 0.0
+    cancel_time: float = 0.0  # seconds from cancelling to cancelled
+    expire_fraction: float = 0.0  # the last lines of every batch left unrun: it expires
+    line_fail_rate: float = 0.0  # lines answered with line_fail_status
+    line_fail_status: int = 500
+    errors_in_output: bool = False  # error answers in the output file, not the error file
+    seed: int = 0
+
+
 class _Stopped(Exception):
     """The server is stopping: the runner thread ends."""
 
@@ -145,17 +156,15 @@ class BatchService:
         engine: ChatEngine,
         files: FileStore,
         limits: BatchLimits,
-        knobs: OfflineServer,
-        stats: Callable[[], ServerStats],
-        lock: threading.Lock,
+        settings: RunnerSettings,
         stopping: threading.Event,
     ) -> None:
         self.engine = engine
         self.files = files
         self.limits = limits
-        self.knobs = knobs  # the server's batch_* and line_* fields, read as each batch runs
-        self._stats = stats
-        self._lock = lock  # the server's lock, which guards its stats
+        self.settings = settings
+        self.counters = BatchCounters()
+        self._lock = threading.Lock()  # guards the batches, the plans and the counters
         self._stopping = stopping
         self._running = threading.Event()
         self._running.set()
@@ -182,6 +191,12 @@ class BatchService:
         if record is None:
             raise Reply(404, f"No batch found with id '{batch_id}'.", param="batch_id")
         return record
+
+    def reset_counters(self) -> BatchCounters:
+        """Start counting afresh; returns the new counters (``server.reset_stats()``)."""
+        with self._lock:
+            self.counters = BatchCounters()
+            return self.counters
 
     def join(self, timeout: float = 5.0) -> None:
         for thread in list(self._threads):
@@ -236,7 +251,7 @@ class BatchService:
         with self._lock:
             plan = self._plans.pop(0) if self._plans else BatchPlan()
             self._batches[record.id] = record
-            self._stats().batches_created += 1
+            self.counters.batches_created += 1
         thread = threading.Thread(
             target=self._run,
             args=(record, source, plan),
@@ -299,9 +314,9 @@ class BatchService:
 
     def _run(self, record: BatchRecord, source: FileRecord, plan: BatchPlan) -> None:
         try:
-            self._sleep(self.knobs.batch_validate_time)
+            self._sleep(self.settings.validate_time)
             if record.cancel_requested.is_set():
-                self._sleep(self.knobs.batch_cancel_time)
+                self._sleep(self.settings.cancel_time)
                 self._finish(record, "cancelled", None, None)
                 return
             errors, total, model = validate_file(source.path, self.limits)
@@ -316,7 +331,7 @@ class BatchService:
                 if record.status == "validating":
                     record.status = "in_progress"
                 record.times["in_progress_at"] = int(time.time())
-            fraction = self.knobs.batch_expire_fraction
+            fraction = self.settings.expire_fraction
             if plan.expire_fraction is not None:
                 fraction = plan.expire_fraction
             run_limit = total - math.ceil(fraction * total) if fraction > 0 else total
@@ -343,7 +358,7 @@ class BatchService:
                     elif i >= limit:
                         unrun_reason = "batch_expired"
                     else:
-                        self._sleep_until(start + self.knobs.batch_time * i / max(1, total))
+                        self._sleep_until(start + self.settings.run_time * i / max(1, total))
                         if record.cancel_requested.is_set():
                             unrun_reason = "batch_cancelled"
                 if unrun_reason is None:
@@ -363,7 +378,7 @@ class BatchService:
         for unused in (o for o, r in ((out_path, outputs), (err_path, errs)) if r is None):
             unused.unlink(missing_ok=True)
         if unrun_reason == "batch_cancelled" or record.cancel_requested.is_set():
-            self._sleep(self.knobs.batch_cancel_time)
+            self._sleep(self.settings.cancel_time)
             self._finish(record, "cancelled", outputs, errs)
         elif unrun_reason == "batch_expired":
             self._finish(record, "expired", outputs, errs)
@@ -371,7 +386,7 @@ class BatchService:
             with self._lock:
                 record.status = "finalizing"
                 record.times["finalizing_at"] = int(time.time())
-            self._sleep(self.knobs.batch_finalize_time)
+            self._sleep(self.settings.finalize_time)
             self._finish(record, "completed", outputs, errs)
 
     def _finish(
@@ -409,7 +424,7 @@ class BatchService:
             if custom_id in plan.fail_lines:
                 raise _line_failure(plan.fail_status, plan.message)
             if self._should_fail(digest, runs):
-                raise _line_failure(self.knobs.line_fail_status, None)
+                raise _line_failure(self.settings.line_fail_status, None)
             answer = self.engine.answer(data, request_id)
             status, body = 200, answer.response
         except Reply as reply:
@@ -420,19 +435,19 @@ class BatchService:
             "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
         }
-        to_output = answer is not None or self.knobs.batch_errors_in_output
+        to_output = answer is not None or self.settings.errors_in_output
         (out if to_output else err).write(_jsonl(result))
         with self._lock:
-            stats = self._stats()
-            stats.batch_lines += 1
+            counters = self.counters
+            counters.lines += 1
             if answer is not None:
-                stats.batch_lines_answered += 1
-                stats.answered_bodies[digest] += 1
+                counters.lines_answered += 1
+                counters.answered_bodies[digest] += 1
                 record.completed += 1
                 record.input_tokens += answer.prompt_tokens
                 record.output_tokens += answer.completion_tokens
             else:
-                stats.batch_lines_failed += 1
+                counters.lines_failed += 1
                 record.failed += 1
 
     def _unrun_line(self, record: BatchRecord, custom_id: str, code: str, err: BinaryIO) -> None:
@@ -452,10 +467,10 @@ class BatchService:
             record.failed += 1
 
     def _should_fail(self, digest: str, runs: int) -> bool:
-        rate = self.knobs.line_fail_rate
+        rate = self.settings.line_fail_rate
         if rate <= 0:
             return False
-        key = f"{self.knobs.seed}:line:{digest}:{runs}".encode()
+        key = f"{self.settings.seed}:line:{digest}:{runs}".encode()
         h = hashlib.blake2b(key, digest_size=8).digest()
         return struct.unpack(">Q", h)[0] / 2**64 < rate
 
@@ -474,74 +489,6 @@ class BatchService:
             if left <= 0:
                 return
             self._stopping.wait(min(left, 0.05))
-
-
-def validate_file(path: Path, limits: BatchLimits) -> tuple[list[dict[str, Any]], int, str | None]:
-    """Check a batch input file line by line: (errors, number of lines, the model named)."""
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    model: str | None = None
-    n = 0
-
-    def bad(line: int, code: str, message: str, param: str | None = None) -> None:
-        if len(errors) < _MAX_REPORTED_ERRORS:
-            errors.append({"code": code, "message": message, "param": param, "line": line})
-
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                bad(n, "invalid_json_line", f"Line {n} is not valid JSON.")
-                continue
-            if not isinstance(obj, dict):
-                bad(n, "invalid_json_line", f"Line {n} is not a JSON object.")
-                continue
-            custom_id = obj.get("custom_id")
-            if not isinstance(custom_id, str) or not custom_id:
-                bad(n, "missing_required_parameter", "custom_id is required.", "custom_id")
-            elif custom_id in seen:
-                bad(
-                    n,
-                    "duplicate_custom_id",
-                    f"custom_id {custom_id!r} is used more than once in this file; each line "
-                    "needs its own.",
-                    "custom_id",
-                )
-            else:
-                seen.add(custom_id)
-            if obj.get("method") != "POST":
-                bad(n, "invalid_method", "Only POST is supported.", "method")
-            # inference.net's file-format reference says url is not required (the endpoint is
-            # taken from the batch); OpenAI requires it. Given, it must be the batch's endpoint.
-            url = obj.get("url")
-            if url is not None and url != limits.endpoint:
-                bad(n, "invalid_url", f"url must be {limits.endpoint!r} in this batch.", "url")
-            body = obj.get("body")
-            if not isinstance(body, dict):
-                bad(n, "missing_required_parameter", "body must be a JSON object.", "body")
-                continue
-            line_model = body.get("model")
-            if model is None and isinstance(line_model, str):
-                model = line_model
-            elif line_model != model:
-                bad(
-                    n,
-                    "mismatched_model",
-                    f"Line {n} names model {line_model!r}; every line of a batch must use "
-                    f"the same model ({model!r}).",
-                    "body.model",
-                )
-    if n == 0:
-        bad(0, "empty_file", "The input file has no requests.")
-    cap = limits.max_requests_per_file
-    if cap is not None and n > cap:
-        bad(
-            0,
-            "too_many_requests",
-            f"The input file has {n:,} requests; a batch may have at most {cap:,}.",
-        )
-    return errors, n, model
 
 
 def _only(params: dict[str, Any], name: str, allowed: str, why: str) -> str:

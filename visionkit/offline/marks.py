@@ -9,7 +9,7 @@ is lost when an image is halved, a 4 px one at about a third. So smaller images 
 tokens *and* lose small marks, and an evaluation against the true counts has a real
 cost/quality frontier. Any other question about what an image shows it still declines.
 
-``make_marks(folder, n)`` writes such a set -- PNGs of 1120 x 840 (inference.net's 1,120 px cap,
+``make_marks(path, n)`` writes such a set -- PNGs of 1120 x 840 (inference.net's 1,120 px cap,
 so ``max_side`` 560 / 840 / 1120 cost 1,601 / 2,702 / 4,803 tokens), 1-5 marks of 1-9 px on a
 light grey ground with dark grey squares that are not marks -- and returns the frame with the
 true ``count`` and, if asked, the labels of simulated annotators who now and then miss a mark
@@ -112,17 +112,18 @@ def _place(rng: np.random.Generator, sizes: list[int], width: int, height: int) 
 
 
 def make_marks(
-    folder: str | os.PathLike[str],
+    path: str | os.PathLike[str],
     n: int = 300,
     *,
-    size: tuple[int, int] = (1120, 840),
+    dimensions: tuple[int, int] = (1120, 840),
     counts: tuple[int, int] = (1, 5),
     mark_sizes: tuple[int, int] = (1, 9),
     annotators: int = 0,
     save: str | os.PathLike[str] | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Write ``n`` PNGs of red marks to ``folder`` and return their frame.
+    """Write ``n`` PNGs of red marks (``dimensions``: width, height) to the folder ``path``
+    and return their frame.
 
     Columns: ``path``, ``count`` (the true number of marks, as text: a class label), the
     ``smallest`` mark's side in px, and one column per simulated annotator (``annotator_1``...)
@@ -132,10 +133,10 @@ def make_marks(
     """
     import pandas as pd
 
-    out = Path(folder).expanduser()
+    out = Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    width, height = size
+    width, height = dimensions
     rows = []
     for i in range(n):
         k = int(rng.integers(counts[0], counts[1] + 1))

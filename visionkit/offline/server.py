@@ -17,7 +17,7 @@ from typing import Any
 
 from ..providers import BatchLimits, Provider, get_provider, providers
 from .answers import sse_body
-from .batches import BatchPlan, BatchRecord, BatchService
+from .batches import BatchPlan, BatchRecord, BatchService, RunnerSettings
 from .chat import ChatEngine
 from .describe import PREFIX
 from .faults import Fault, TokenBucket, fault_name, fault_reply, retry_headers
@@ -58,7 +58,8 @@ class OfflineServer:
     pixels: bool = True  # False: read image headers only (size, format), for cheap benchmarks
     host: str = "127.0.0.1"
     port: int = 0
-    # The Batch API: limits (None: the profile's) and how batches run.
+    # The Batch API: limits (None: the profile's) and how batches run (read by start():
+    # runner_settings()).
     upload_interval: float | None = None  # seconds between accepted file uploads
     max_file_bytes: int | None = None
     max_requests_per_file: int | None = None
@@ -116,6 +117,20 @@ class OfflineServer:
         self._files: FileStore | None = None
         self._batches: BatchService | None = None
 
+    def runner_settings(self) -> RunnerSettings:
+        """How the Batch API runs batches: this server's ``batch_*`` and ``line_*`` fields."""
+        return RunnerSettings(
+            validate_time=self.batch_validate_time,
+            run_time=self.batch_time,
+            finalize_time=self.batch_finalize_time,
+            cancel_time=self.batch_cancel_time,
+            expire_fraction=self.batch_expire_fraction,
+            line_fail_rate=self.line_fail_rate,
+            line_fail_status=self.line_fail_status,
+            errors_in_output=self.batch_errors_in_output,
+            seed=self.seed,
+        )
+
     def _batch_limits(self) -> BatchLimits:
         limits = self.provider.batch or BatchLimits()
         overrides = {
@@ -158,11 +173,11 @@ class OfflineServer:
             engine=self.engine,
             files=self._files,
             limits=self.batch_limits,
-            knobs=self,
-            stats=lambda: self.stats,
-            lock=self._lock,
+            settings=self.runner_settings(),
             stopping=self._stopping,
         )
+        with self._lock:
+            self.stats.batch = self._batches.counters
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
@@ -251,8 +266,12 @@ class OfflineServer:
 
     def reset_stats(self) -> ServerStats:
         """Start counting afresh; returns the old stats."""
+        batches = self._batches
+        counters = batches.reset_counters() if batches is not None else None
         with self._lock:
             old, self.stats = self.stats, ServerStats()
+            if counters is not None:
+                self.stats.batch = counters
         return old
 
     def model_list(self) -> list[dict[str, Any]]:

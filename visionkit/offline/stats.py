@@ -7,7 +7,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RequestRecord", "ServerStats"]
+__all__ = ["BatchCounters", "RequestRecord", "ServerStats"]
 
 
 @dataclass(slots=True)
@@ -24,6 +24,18 @@ class RequestRecord:
     started: float
     elapsed: float
     fault: str | None = None
+
+
+@dataclass
+class BatchCounters:
+    """What the Batch API's runner did; kept (and locked) by ``BatchService``, read through
+    ``server.stats``."""
+
+    batches_created: int = 0
+    lines: int = 0  # lines run (answered or failed); lines left unrun are not counted
+    lines_answered: int = 0  # lines answered with 200: what a provider bills
+    lines_failed: int = 0  # lines run that got an error answer
+    answered_bodies: Counter[str] = field(default_factory=Counter, repr=False)
 
 
 @dataclass
@@ -50,13 +62,28 @@ class ServerStats:
     uploads: int = 0  # files accepted by POST /v1/files
     uploads_refused: int = 0  # uploads refused with 429 by the upload pacing
     upload_bytes: int = 0  # bytes of the files accepted
-    batches_created: int = 0
-    batch_lines: int = 0  # lines run (answered or failed); lines left unrun are not counted
-    batch_lines_answered: int = 0  # lines answered with 200: what a provider bills
-    batch_lines_failed: int = 0  # lines run that got an error answer
-    # SHA-256 of every body answered with 200, synchronously or as a batch line -> how often:
-    # a body answered twice was paid for twice.
+    batch: BatchCounters = field(default_factory=BatchCounters)  # the batch runner's own
+    # SHA-256 of every body answered with 200 synchronously -> how often (the batch runner
+    # counts its lines' in ``batch``): a body answered twice, either way, was paid twice.
     answered_bodies: Counter[str] = field(default_factory=Counter, repr=False)
+
+    @property
+    def batches_created(self) -> int:
+        return self.batch.batches_created
+
+    @property
+    def batch_lines(self) -> int:
+        """Batch lines run (answered or failed); lines left unrun are not counted."""
+        return self.batch.lines
+
+    @property
+    def batch_lines_answered(self) -> int:
+        """Batch lines answered with 200: what a provider bills."""
+        return self.batch.lines_answered
+
+    @property
+    def batch_lines_failed(self) -> int:
+        return self.batch.lines_failed
 
     @property
     def answered(self) -> int:
@@ -71,7 +98,8 @@ class ServerStats:
     @property
     def paid_twice(self) -> dict[str, int]:
         """Bodies (by SHA-256) answered with 200 more than once, either way -> how many times."""
-        return {d: n for d, n in self.answered_bodies.items() if n > 1}
+        both = self.answered_bodies + self.batch.answered_bodies
+        return {d: n for d, n in both.items() if n > 1}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,7 +126,7 @@ class ServerStats:
             "batch_lines": self.batch_lines,
             "batch_lines_answered": self.batch_lines_answered,
             "batch_lines_failed": self.batch_lines_failed,
-            "paid_twice": sum(n - 1 for n in self.answered_bodies.values() if n > 1),
+            "paid_twice": sum(n - 1 for n in self.paid_twice.values()),
         }
 
     @property

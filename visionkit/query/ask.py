@@ -87,7 +87,7 @@ __all__ = ["ask", "ask_async"]
 
 
 _RETURNS = """
-    Returns a DataFrame on ``df``'s index with ``answer``, ``error``, ``prompt_tokens``,
+    Returns a DataFrame on ``data``'s index with ``answer``, ``error``, ``prompt_tokens``,
     ``completion_tokens``, ``estimated_tokens``, ``cached``, ``attempts`` (and the schema's
     fields); ``attrs["usage"]`` has the totals. Join it to a ``read_images`` frame with
     ``df.drop(columns="error").join(result)``: a row ``read_images`` could not read fails here
@@ -108,12 +108,12 @@ def _plan_call(df: pd.DataFrame, prompt: str, options: AskOptions) -> Plan:
 
 
 def ask(
-    df: pd.DataFrame,
+    data: pd.DataFrame,
     prompt: str,
     *,
     client: Client | str | None = None,
     model: str | None = None,
-    column: str | Sequence[str] | None = None,
+    image_column: str | Sequence[str] | None = None,
     system: str | None = None,
     schema: Any = None,
     concurrency: int = 8,
@@ -141,7 +141,7 @@ def ask(
         df.drop(columns="error").join(result)
     """
     options = AskOptions.from_arguments(locals())
-    with _plan_call(df, prompt, options) as plan:
+    with _plan_call(data, prompt, options) as plan:
         if options.dry_run:
             return dry_run_frame(plan)
         return run_in_thread(Run(plan, bar=progress_bar(plan.n, enabled=options.progress)))
@@ -154,12 +154,12 @@ def ask(
 # ask_async(df, prompt, **options) and completed no option). Drift is caught instead:
 # tests/test_ask_plan.py checks both signatures against AskOptions' fields and defaults.
 async def ask_async(
-    df: pd.DataFrame,
+    data: pd.DataFrame,
     prompt: str,
     *,
     client: Client | str | None = None,
     model: str | None = None,
-    column: str | Sequence[str] | None = None,
+    image_column: str | Sequence[str] | None = None,
     system: str | None = None,
     schema: Any = None,
     concurrency: int = 8,
@@ -182,7 +182,7 @@ async def ask_async(
     options = AskOptions.from_arguments(locals())
     loop = asyncio.get_running_loop()
     # Planning and the budget pass read files: keep them off the event loop.
-    plan = await loop.run_in_executor(None, _plan_call, df, prompt, options)
+    plan = await loop.run_in_executor(None, _plan_call, data, prompt, options)
     with plan:
         if options.dry_run:
             return await loop.run_in_executor(None, dry_run_frame, plan)

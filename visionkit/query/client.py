@@ -54,12 +54,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._state import register
 from ..errors import MissingAPIKey, OfflineWarning
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from ..redact import install_log_filter, public_url, redact_url, split_url
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
 
 if TYPE_CHECKING:
+    import httpx2  # the openai SDK's HTTP library (its fork of httpx)
     import openai
     from openai import OpenAI as SyncOpenAI
 
@@ -78,7 +80,7 @@ logger = logging.getLogger("visionkit")
 NO_KEY = "no-key-needed"  # the SDK insists on some key; servers that want none ignore it
 
 
-@dataclass(frozen=True, repr=False, eq=False)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Client:
     """An ``openai.AsyncOpenAI`` client (``.openai``) with its provider profile and model.
 
@@ -107,7 +109,7 @@ class Client:
     _batch_url: str | None = dataclasses.field(default=None, compare=False)
     _batch_options: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
-    def batch_sdk(self, **options: Any) -> SyncOpenAI:
+    def batch_sdk(self, **sdk_options: Any) -> SyncOpenAI:
         """A synchronous ``openai.OpenAI`` on ``batch_base_url`` with this client's key (for
         batch jobs: uploads, batches, downloads). Raises ``ValueError`` without a batch URL."""
         import openai
@@ -124,10 +126,10 @@ class Client:
             base_url=base,
             organization=sdk.organization,
             project=sdk.project,
-            **{**self._batch_options, **options},
+            **{**self._batch_options, **sdk_options},
         )
 
-    def http_client(self) -> Any:
+    def http_client(self) -> httpx2.AsyncClient | None:
         """A fresh HTTP client for one run (create it inside the loop that will use it), or
         ``None`` when the caller gave their own ``http_client`` (then the SDK's is used as is)."""
         import openai
@@ -499,3 +501,18 @@ async def discover_model(sdk: Any) -> str:
         f"the server serves {len(ids)} models ({', '.join(ids[:10]) or 'none'}); "
         "pass model=... to ask() or connect()"
     )
+
+
+def _held_clients() -> tuple[int, str]:
+    with _default_lock:
+        clients = list(_default.values())
+    return len(clients), "; ".join(repr(c) for c in clients)
+
+
+def _forget_clients() -> None:
+    with _default_lock:
+        _default.clear()
+    _offline_warned.clear()
+
+
+register("default clients", __name__, _held_clients, _forget_clients)

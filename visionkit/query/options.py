@@ -61,7 +61,7 @@ class AskOptions:
         ),
     )
     model: str | None = field(default=None, metadata=_doc("overrides the client's model."))
-    column: str | Sequence[str] | None = field(
+    image_column: str | Sequence[str] | None = field(
         default=None,
         metadata=_doc(
             "the image column (default ``image``, else ``path``), or a list of columns for "

@@ -68,7 +68,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from ..errors import ImageError, RequestError
-from ..images.cells import image_column, read_bytes
+from ..images.cells import find_image_column, read_bytes
 from ..images.table_refs import tables_call
 from ..providers import Provider, RateLimits
 from ..types import default_workers, is_missing
@@ -257,11 +257,11 @@ class Plan:
 
 def _image_columns(df: pd.DataFrame, column: str | Sequence[str] | None) -> list[str]:
     if column is None:
-        return [image_column(df, who="ask")]
+        return [find_image_column(df, who="ask")]
     cols = [column] if isinstance(column, str) else list(column)
     if not cols:
-        raise ValueError("column= is an empty list; name at least one image column")
-    return [image_column(df, c, who="ask") for c in cols]
+        raise ValueError("image_column= is an empty list; name at least one image column")
+    return [find_image_column(df, c, who="ask") for c in cols]
 
 
 def _fill_prompts(df: pd.DataFrame, prompt: str, fields: list[str]) -> list[str | RequestError]:
@@ -310,7 +310,7 @@ def make_plan(
         raise TypeError(f"ask needs a DataFrame, not {type(df).__name__}")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string, e.g. 'Describe this image.'")
-    columns = _image_columns(df, options.column)
+    columns = _image_columns(df, options.image_column)
     fields = check_template(prompt, df.columns)
     schema = make_schema(options.schema)
     schema_columns = {} if schema is None else _schema_columns(schema, df.columns)
@@ -331,7 +331,7 @@ def make_plan(
         model = options.model or provider.default_model
     if provider.max_images is not None and len(columns) > provider.max_images:
         raise RequestError(
-            f"column={columns} puts {len(columns)} images in each request, but "
+            f"image_column={columns} puts {len(columns)} images in each request, but "
             f"{provider.name} allows at most {provider.max_images}; nothing was sent"
         )
     replaying = client is not None and client.recording is not None and client.recording.replaying

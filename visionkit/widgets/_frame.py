@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..images.cells import image_column
+from ..images.cells import find_image_column
 
-__all__ = ["format_value", "image_column", "require_frame", "row_mask"]
+__all__ = ["RowFilter", "find_image_column", "format_value", "require_frame", "row_mask"]
+
+# Which rows a widget shows: a ``DataFrame.query`` string (or a widget's own word such as
+# ``"unlabelled"``), a boolean mask (a Series aligned on the index, or one entry per row), or
+# ``None`` for every row.
+RowFilter = str | pd.Series | np.ndarray | Sequence[bool] | None
 
 
 def require_frame(df: Any, who: str) -> None:

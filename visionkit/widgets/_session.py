@@ -1,37 +1,28 @@
 """What the Annotator and the BoxAnnotator share: one column of a DataFrame labelled row by
-row, by one named annotator, saved after every change, with undo, filters, review order and
-user-configurable keys; the checks of their arguments, their action buttons, the keys and
-messages from the front end, and the parts of the view every row shows (image, title,
-progress, message). Subclasses say how a cell is stored (text or boxes) and what else their
-view shows.
+row, by one named annotator, saved after every change, with undo, filters and review order;
+the checks of their arguments and the parts of the view every row shows (image, title,
+progress, message). Their buttons and keys are ``visionkit.widgets._controls``'. Subclasses
+say how a cell is stored (text or boxes) and what else their view shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ipywidgets
 import numpy as np
 import pandas as pd
 
 from ..annotation.savefile import AnnotationFile, Key, row_keys
-from ._frame import format_value, row_mask
-from ._frame import image_column as find_image_column
-from ._keymap import bind_keys, key_name, keys_for
+from ._controls import Controls
+from ._frame import RowFilter, find_image_column, format_value, row_mask
 from ._thumbs import Thumb, ThumbnailCache
 
-__all__ = ["LabelSession", "button", "button_row", "distinct"]
+__all__ = ["NO_ROWS", "LabelSession"]
 
 ORDERS = ("index", "disagreement")
-# The buttons both annotators have: action -> (text, tooltip); {unit} is "row" or "image".
-BUTTONS = {
-    "previous": ("← previous", "go back one {unit}"),
-    "next": ("next →", "go on one {unit}"),
-    "undo": ("undo", "undo the last change"),
-}
 # What the view shows when the filter matches no row (the widget blanks its own traits too).
 NO_ROWS: dict[str, Any] = {
     "image": b"",
@@ -41,28 +32,6 @@ NO_ROWS: dict[str, Any] = {
 }
 
 
-def distinct(values: Sequence[Any], what: str) -> list[str]:
-    """``values`` as strings; ``ValueError`` if two are the same (``what`` names them)."""
-    out = [str(v) for v in values]
-    if len(set(out)) != len(out):
-        raise ValueError(f"{what} must be distinct: {out}")
-    return out
-
-
-def button(description: str, tooltip: str, on_click: Callable[[], None]) -> ipywidgets.Button:
-    """A button as wide as its text that calls ``on_click()``."""
-    out = ipywidgets.Button(
-        description=description, tooltip=tooltip, layout=ipywidgets.Layout(width="auto")
-    )
-    out.on_click(lambda _button: on_click())
-    return out
-
-
-def button_row(buttons: Mapping[str, ipywidgets.Button]) -> ipywidgets.HBox:
-    """``buttons`` in a row that wraps."""
-    return ipywidgets.HBox(list(buttons.values()), layout=ipywidgets.Layout(flex_flow="row wrap"))
-
-
 @dataclass(frozen=True)
 class Change:
     pos: int
@@ -70,20 +39,16 @@ class Change:
     new: Any
 
 
-class LabelSession:
+class LabelSession(Controls):
     """The row walking, saving and undo behind both annotators (not a widget by itself)."""
 
     _done_word = "labelled"  # the progress line: "3 / 20 labelled"
-    _unit = "row"  # what "previous" and "next" go to
     _repr_done = "labelled"  # the repr: "3 / 20 labelled"
     _restored = "{} labels restored"  # the message when a save file restored some
-    # Actions that need suggestions= (their keys do nothing without), and actions the browser
-    # handles alone (zoom, pan): Python ignores their keys.
-    _suggestion_actions: tuple[str, ...] = ("accept",)
-    _view_actions: tuple[str, ...] = ()
+    _column_param = "label_column"  # the parameter naming the column written to
 
-    df: pd.DataFrame
-    column: str
+    data: pd.DataFrame
+    _column: str
     view: Any  # the widget's own front end (an anywidget with the traits _draw sets)
     _images: ThumbnailCache  # made by the widget with _image_cache, once the column is ready
 
@@ -98,19 +63,9 @@ class LabelSession:
         self.suggestions = suggestions
         self._image_column = find_image_column(df, image_column)
         if column in (self._image_column, suggestions):
-            raise ValueError(f"column={column!r} would overwrite the images or the suggestions")
-
-    def _bind_keys(
-        self,
-        choices: list[str],
-        what: str,
-        defaults: Mapping[str, Sequence[str]],
-        keys: Mapping[str, str | Sequence[str]] | None,
-    ) -> None:
-        """Keys 1-9 pick ``choices`` (the options or labels: ``what``); the user's ``keys``
-        over the ``defaults`` do the actions (see ``bind_keys``)."""
-        self._choices = choices
-        self._bindings = bind_keys(defaults, keys, digits=min(len(choices), 9), what=what)
+            raise ValueError(
+                f"{self._column_param}={column!r} would overwrite the images or the suggestions"
+            )
 
     def _start(
         self,
@@ -121,15 +76,15 @@ class LabelSession:
         save: str | Path | None,
         blind: bool,
     ) -> None:
-        self.df = df
-        self.column = column
+        self.data = df
+        self._column = column
         self.annotator = None if annotator is None else str(annotator)
         self.blind = bool(blind)
         self._prepare_column()
         self._history: list[Change] = []
         self._i = 0
         self._order = np.arange(len(df))
-        self._filter: Any = "all"
+        self._filter: RowFilter = "all"
         self._order_by = "index"
         self._keys: list[Key] = row_keys(df, self._keyed())
         self._file: AnnotationFile | None = None
@@ -155,10 +110,10 @@ class LabelSession:
 
     def _image_cache(self, size: int, kept: int) -> ThumbnailCache:
         """The rows' images for the view, at most ``size`` px, the last ``kept`` of them kept."""
-        cells = self.df[self._image_column].to_numpy(dtype=object)
-        return ThumbnailCache(cells, size, rows=self.df.index, maxsize=kept)
+        cells = self.data[self._image_column].to_numpy(dtype=object)
+        return ThumbnailCache(cells, size, rows=self.data.index, maxsize=kept)
 
-    def _begin(self, filter: Any, order: str) -> None:
+    def _begin(self, filter: RowFilter, order: str) -> None:
         """Show the first row to work on, saying what a save file restored."""
         self._set_rows(filter, order)
         if self.restored:
@@ -166,7 +121,7 @@ class LabelSession:
             self._say(f"resumed from {name}: {self._restored.format(self.restored)}")
 
     def _keyed(self) -> bool:
-        return "path" in self.df.columns and self.column != "path"
+        return "path" in self.data.columns and self._column != "path"
 
     @property
     def save_path(self) -> Path | None:
@@ -174,7 +129,7 @@ class LabelSession:
         return None if self._file is None else self._file.path
 
     def _prepare_column(self) -> None:
-        df, column = self.df, self.column
+        df, column = self.data, self._column
         if column not in df.columns:
             df[column] = pd.Series([None] * len(df), index=df.index, dtype=object)
         elif not pd.api.types.is_object_dtype(df[column]) and not self._keeps_dtype(df[column]):
@@ -209,7 +164,7 @@ class LabelSession:
         return None if value is None else str(value)
 
     def _get(self, pos: int) -> Any:
-        value = self.df.iat[pos, self._col]
+        value = self.data.iat[pos, self._col]
         if value is None or (np.ndim(value) == 0 and pd.isna(value)):
             return None
         if isinstance(value, str) and not value.strip():
@@ -217,15 +172,15 @@ class LabelSession:
         return value
 
     def _put(self, pos: int, value: Any) -> None:
-        self.df.iat[pos, self._col] = value
+        self.data.iat[pos, self._col] = value
 
     def _cell(self, pos: int, column: str) -> Any:
         """Row ``pos``'s value in another column (the image, the suggestions)."""
-        return self.df.iat[pos, self.df.columns.get_loc(column)]
+        return self.data.iat[pos, self.data.columns.get_loc(column)]
 
     def _missing(self) -> np.ndarray:
         """True for each row without a label (NA, None or blank), vectorised."""
-        values = self.df.iloc[:, self._col]
+        values = self.data.iloc[:, self._col]
         missing = values.isna().to_numpy(dtype=bool, copy=True)
         rest = values[~missing]
         is_text = rest.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
@@ -271,21 +226,21 @@ class LabelSession:
             raise ValueError("by_annotator needs save= (the file holds every annotator's work)")
         self._others = None
         me = self.annotator or ""
-        columns = {me: [self._get(p) for p in range(len(self.df))]}
+        columns = {me: [self._get(p) for p in range(len(self.data))]}
         for name, labels in self._others_cache().items():
             columns[name] = [
                 None if (t := labels.get(k)) is None else self._decode(t, p)
                 for p, k in enumerate(self._keys)
             ]
-        return pd.DataFrame(columns, index=self.df.index)
+        return pd.DataFrame(columns, index=self.data.index)
 
     # -- rows to walk ----------------------------------------------------------------------
     def _filter_mask(self, where: Any) -> np.ndarray:
         if where is None or (isinstance(where, str) and where == "all"):
-            return np.ones(len(self.df), dtype=bool)
+            return np.ones(len(self.data), dtype=bool)
         if isinstance(where, str) and where == "unlabelled":
             return self._missing()
-        return row_mask(self.df, where)
+        return row_mask(self.data, where)
 
     def _set_rows(self, where: Any, order: str) -> None:
         if order not in ORDERS:
@@ -309,12 +264,12 @@ class LabelSession:
         self._show()
 
     @property
-    def filter(self) -> Any:
+    def filter(self) -> RowFilter:
         """The rows walked: ``"all"``, ``"unlabelled"``, a ``DataFrame.query`` string or a mask."""
         return self._filter
 
     @filter.setter
-    def filter(self, where: Any) -> None:
+    def filter(self, where: RowFilter) -> None:
         self._set_rows(where, self._order_by)
 
     @property
@@ -359,13 +314,13 @@ class LabelSession:
     @property
     def rows(self) -> pd.DataFrame:
         """The rows being walked (all, or those the filter picked), in order."""
-        return self.df.iloc[self._order]
+        return self.data.iloc[self._order]
 
     @property
-    def current(self) -> Any:
+    def current(self) -> Hashable | None:
         """The current row's index label."""
         pos = self.position
-        return None if pos is None else self.df.index[pos]
+        return None if pos is None else self.data.index[pos]
 
     @property
     def labelled(self) -> int:
@@ -381,7 +336,7 @@ class LabelSession:
         """How messages name a row: its number in the walk (as the progress line counts) and
         its index label."""
         where = np.flatnonzero(self._order == pos)
-        label = format_value(self.df.index[pos])
+        label = format_value(self.data.index[pos])
         if len(where):
             return f"row {int(where[0]) + 1} ({label})"
         return f"row {label} (not in the filter)"
@@ -452,7 +407,9 @@ class LabelSession:
             self._save(pos)
         except Exception as exc:
             # The label stays in the DataFrame; say loudly that the file did not get it.
-            raise OSError(f"labelled row {self.df.index[pos]!r}, but saving failed: {exc}") from exc
+            raise OSError(
+                f"labelled row {self.data.index[pos]!r}, but saving failed: {exc}"
+            ) from exc
         return True
 
     def _same(self, a: Any, b: Any) -> bool:
@@ -465,20 +422,8 @@ class LabelSession:
         self._file.write()  # re-reads the file first if someone else wrote
 
     # -- messages --------------------------------------------------------------------------
-    def _safe(self, action: Callable[..., None]) -> Callable[..., None]:
-        """Run ``action`` for a button or key; show its error in the widget instead of losing it
-        in the kernel's log."""
-
-        def run(*args: Any) -> None:
-            try:
-                action(*args)
-            except Exception as exc:
-                self._say(str(exc), error=True)
-
-        return run
-
     def _progress(self) -> str:
-        total, labelled = len(self.df), self.labelled
+        total, labelled = len(self.data), self.labelled
         text = f"{labelled} / {total} {self._done_word}"
         if self.annotator:
             text = f"{self.annotator}: {text}"
@@ -495,65 +440,6 @@ class LabelSession:
             where += f" ({', '.join(notes)})"
         return f"{text} · {where}"
 
-    def _say(self, message: str, *, error: bool = False) -> None:
-        self.view.message = message
-        self.view.message_kind = "error" if error else "info"
-
-    # -- keys, buttons and the front end's messages ----------------------------------------
-    def _active_bindings(self) -> dict[str, str]:
-        """``{key: action}`` without the actions that need suggestions when there are none."""
-        if self.suggestions is None:
-            return {k: a for k, a in self._bindings.items() if a not in self._suggestion_actions}
-        return dict(self._bindings)
-
-    def _action_buttons(
-        self,
-        actions: Sequence[str],
-        texts: Mapping[str, tuple[str, str]],
-        *,
-        keys_in_tooltip: bool,
-    ) -> dict[str, ipywidgets.Button]:
-        """A button per action (those that need suggestions only with them) that calls it.
-
-        ``texts`` gives an action's ``(text, tooltip)`` where ``BUTTONS`` does not; the text
-        ends with the action's first key (the tooltip lists them all, with ``keys_in_tooltip``).
-        """
-        buttons = {}
-        for name in actions:
-            if self.suggestions is None and name in self._suggestion_actions:
-                continue
-            description, tooltip = texts[name] if name in texts else BUTTONS[name]
-            tooltip = tooltip.format(unit=self._unit)
-            bound = keys_for(self._bindings, name)
-            if bound:
-                description += f" [{key_name(bound[0])}]"
-                if keys_in_tooltip:
-                    tooltip += f" ({', '.join(map(key_name, bound))})"
-            buttons[name] = button(
-                description, tooltip, self._safe(lambda n=name: getattr(self, n)())
-            )
-        return buttons
-
-    def _on_key(self, key: str) -> None:
-        """A key from the front end: 1-9 pick a choice (a digit past the choices is free for
-        an action); the others do their action."""
-        if len(key) == 1 and key.isdigit() and 0 < int(key) <= len(self._choices):
-            self._choose(self._choices[int(key) - 1])
-            return
-        action = self._active_bindings().get(key)
-        if action is not None and action not in self._view_actions:
-            getattr(self, action)()
-
-    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        """A message from the front end: a key, or what the widget's own view sends."""
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        if kind == "key":
-            self._safe(lambda: self._on_key(str(content.get("key", ""))))()
-        else:
-            self._safe(lambda: self._on_view_msg(kind, content))()
-
     # -- the view --------------------------------------------------------------------------
     def _row_image(self, pos: int) -> Thumb:
         """Row ``pos``'s image for the view; the next two rows' are made meanwhile."""
@@ -563,7 +449,7 @@ class LabelSession:
 
     def _row_title(self, pos: int) -> str:
         """The view's title: the row's index label and, for a file, its path."""
-        title = format_value(self.df.index[pos])
+        title = format_value(self.data.index[pos])
         source = self._cell(pos, self._image_column)
         if isinstance(source, str | Path):
             title += f" · {source}"
@@ -582,17 +468,10 @@ class LabelSession:
     def __repr__(self) -> str:  # cheap: no trait dump of the image bytes
         who = f" by {self.annotator!r}" if self.annotator else ""
         return (
-            f"<{type(self).__name__} {self.column!r}{who}: {self.labelled} / {len(self.df)} "
+            f"<{type(self).__name__} {self._column!r}{who}: {self.labelled} / {len(self.data)} "
             f"{self._repr_done}, position {self.position}>"
         )
 
-    # Subclasses implement these.
-    def _choose(self, choice: str) -> None:
-        """Key ``1``-``9``: pick ``choice``."""
-        raise NotImplementedError
-
-    def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
-        """A message of the widget's own kind from the front end (keys are handled here)."""
-
+    # Subclasses implement this (and Controls' _choose and _on_view_msg).
     def _show(self, message: str = "") -> None:
         raise NotImplementedError

@@ -13,6 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .._state import register
+
 __all__ = ["CacheInfo", "Thumb", "ThumbnailCache", "mime_type"]
 
 # Two workers: Pillow releases the GIL while decoding and resizing, and the machines we aim at
@@ -86,7 +88,7 @@ class ThumbnailCache:
 
         try:
             row = None if self._rows is None else self._rows[pos]
-            thumb = Thumb(data=thumbnail(self._cells[pos], size=self.size, row=row))
+            thumb = Thumb(data=thumbnail(self._cells[pos], thumb_size=self.size, row=row))
         except Exception as exc:  # a broken image becomes a tile with its reason
             thumb = Thumb(error=f"{type(exc).__name__}: {exc}")
         with self._lock:
@@ -134,3 +136,11 @@ class ThumbnailCache:
     def cache_info(self) -> CacheInfo:
         with self._lock:
             return CacheInfo(hits=self._hits, made=self._made, size=len(self._done))
+
+
+def _held_pool() -> tuple[int, str]:
+    with _POOL_LOCK:
+        return (0, "") if _POOL is None else (1, "the widgets' thumbnail thread pool (2 threads)")
+
+
+register("widget thumbnail pool", __name__, _held_pool)

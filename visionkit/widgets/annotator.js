@@ -20,7 +20,7 @@ function render({ model, el }) {
   el.tabIndex = 0;
 
   function drawImage() {
-    stage.style.setProperty("--vk-size", `${model.get("image_size")}px`);
+    stage.style.setProperty("--vk-size", `${model.get("view_size")}px`);
     image.draw();
   }
 

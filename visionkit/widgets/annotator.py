@@ -2,7 +2,7 @@
 
 Usage::
 
-    ann = vk.Annotator(df, "label", ["animal", "vehicle", "food"], save="labels.csv",
+    ann = vk.Annotator(df, labels=["animal", "vehicle", "food"], save="labels.csv",
                        suggestions="answer", annotator="ana")
     ann                      # click it once, then: 1-9 label, Enter/a accept the model's
                              # answer, → next, ← previous, s skip to the next unlabelled row,
@@ -10,14 +10,14 @@ Usage::
     ann.label("animal")      # what the buttons and keys call: label this row, move on
     df["label"]              # written at once, in place
 
-Every change is written to ``df[column]`` and, with ``save=``, to the file at once (atomically,
-long form: one row per image and annotator, with who and when; see
+Every change is written to ``df[label_column]`` and, with ``save=``, to the file at once
+(atomically, long form: one row per image and annotator, with who and when; see
 :mod:`visionkit.annotation.savefile`). An Annotator made later with the same file and annotator
 resumes at the first unlabelled row with every label restored; another ``annotator=`` on the
 same file adds their own labels beside the first one's (``blind=True`` hides the others'
 labels while they work). With ``multi=True`` a row holds several labels, stored as one string
-joined with ``sep`` (``"animal;food"``) in the order of ``options``, which survives CSV and
-parquet alike; split it with ``df[column].str.split(";")``.
+joined with ``sep`` (``"animal;food"``) in the order of ``labels``, which survives CSV and
+parquet alike; split it with ``df[label_column].str.split(";")``.
 
 The widget takes keys only after a click into it, and shows when it has them (a blue frame and
 "keys: on"); keys with Ctrl, Alt, Cmd or Shift are never taken, so Shift+Enter and the
@@ -37,11 +37,12 @@ import numpy as np
 import pandas as pd
 import traitlets
 
-from ..annotation.agreement import match_option, normalise
+from ..annotation.agreement import match_label, normalise
 from ._assets import css, esm
-from ._frame import require_frame
+from ._controls import button, button_row, distinct
+from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
-from ._session import NO_ROWS, LabelSession, button, button_row, distinct
+from ._session import NO_ROWS, LabelSession
 
 __all__ = ["Annotator"]
 
@@ -66,7 +67,7 @@ class AnnotatorView(anywidget.AnyWidget):
     image = traitlets.Bytes(b"").tag(sync=True)
     mime = traitlets.Unicode("").tag(sync=True)
     image_error = traitlets.Unicode("").tag(sync=True)
-    image_size = traitlets.Int(640).tag(sync=True)
+    view_size = traitlets.Int(640).tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     current = traitlets.Unicode("").tag(sync=True)
     suggestion = traitlets.Unicode("").tag(sync=True)
@@ -81,9 +82,9 @@ class AnnotatorView(anywidget.AnyWidget):
 
 
 class Annotator(LabelSession, ipywidgets.VBox):
-    """Label ``df[column]`` row by row; see the module docstring for the keys.
+    """Label ``data[label_column]`` row by row; see the module docstring for the keys.
 
-    ``options`` are the labels offered as buttons (keys 1-9 for the first nine); ``text=True``
+    ``labels`` are the labels offered as buttons (keys 1-9 for the first nine); ``text=True``
     adds a free-text box (Enter submits). ``suggestions`` names a column of model answers to
     show and accept; ``filter`` picks the rows to walk: ``"all"``, ``"unlabelled"``,
     ``"disagree"`` (human label and model answer differ), a ``DataFrame.query`` string or a
@@ -91,54 +92,55 @@ class Annotator(LabelSession, ipywidgets.VBox):
     model) disagree most. ``annotator`` names who labels (recorded in the save file with the
     time); ``blind=True`` hides the other annotators' labels. ``keys`` changes key bindings:
     ``{"next": "j", "previous": "k", "accept": ["a"]}`` (actions: next, previous, undo, skip,
-    clear, accept). ``image_column`` defaults to ``image`` or ``path``.
+    clear, accept). ``image_column`` defaults to ``image`` or ``path``; ``view_size`` is the
+    largest side of the image shown, in pixels.
     """
 
     def __init__(
         self,
-        df: pd.DataFrame,
-        column: str = "label",
-        options: Sequence[str] | None = None,
+        data: pd.DataFrame,
         *,
+        label_column: str = "label",
+        labels: Sequence[str] | None = None,
         multi: bool = False,
         text: bool = False,
         suggestions: str | None = None,
         save: str | Path | None = None,
         annotator: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
-        image_size: int = 640,
+        view_size: int = 640,
         sep: str = ";",
     ) -> None:
-        require_frame(df, "Annotator")
-        options = distinct(options or [], "options")
-        if not options and not text:
+        require_frame(data, "Annotator")
+        labels = distinct(labels or [], "labels")
+        if not labels and not text:
             raise ValueError(
-                "Annotator needs options=[...] to label with, text=True for free text, or both"
+                "Annotator needs labels=[...] to label with, text=True for free text, or both"
             )
-        if multi and any(sep in o for o in options):
-            raise ValueError(f"with multi=True no option may contain sep={sep!r}: {options}")
-        self.options = options
+        if multi and any(sep in o for o in labels):
+            raise ValueError(f"with multi=True no label may contain sep={sep!r}: {labels}")
+        self.labels = labels
         self.multi = multi
         self.text = text
         self.sep = sep
-        self._check_columns(df, column, suggestions, image_column)
-        self._bind_keys(options, "options", DEFAULT_KEYS, keys)
-        self._start(df, column, annotator=annotator, save=save, blind=blind)
-        self._images = self._image_cache(image_size, kept=32)
+        self._check_columns(data, label_column, suggestions, image_column)
+        self._bind_keys(labels, "labels", DEFAULT_KEYS, keys)
+        self._start(data, label_column, annotator=annotator, save=save, blind=blind)
+        self._images = self._image_cache(view_size, kept=32)
 
-        self.view = AnnotatorView(image_size=image_size, text_mode=text)
+        self.view = AnnotatorView(view_size=view_size, text_mode=text)
         self.view.on_msg(self._on_msg)
-        self.option_buttons: dict[str, ipywidgets.Button] = {
+        self.label_buttons: dict[str, ipywidgets.Button] = {
             option: button(
                 f"{option} [{i}]" if i <= 9 else option,
                 f"label this row {option!r}" + (f" (key {i})" if i <= 9 else ""),
-                self._safe(lambda o=option: self._press_option(o)),
+                self._safe(lambda o=option: self._press_label(o)),
             )
-            for i, option in enumerate(options, start=1)
+            for i, option in enumerate(labels, start=1)
         }
         self.nav_buttons = self._action_buttons(
             ("accept", "previous", "next", "skip", "undo"),
@@ -149,7 +151,7 @@ class Annotator(LabelSession, ipywidgets.VBox):
             keys_in_tooltip=True,
         )
         super().__init__(
-            children=[self.view, button_row(self.option_buttons), button_row(self.nav_buttons)]
+            children=[self.view, button_row(self.label_buttons), button_row(self.nav_buttons)]
         )
         self.add_class("vk-annotator")
         self.view.shortcuts = self._shortcut_keys()
@@ -172,7 +174,7 @@ class Annotator(LabelSession, ipywidgets.VBox):
 
     def _join(self, labels: Sequence[str]) -> str | None:
         chosen = set(labels)
-        ordered = [o for o in self.options if o in chosen] + sorted(chosen - set(self.options))
+        ordered = [o for o in self.labels if o in chosen] + sorted(chosen - set(self.labels))
         return self.sep.join(ordered) or None
 
     # -- rows to walk ----------------------------------------------------------------------
@@ -180,7 +182,7 @@ class Annotator(LabelSession, ipywidgets.VBox):
         if isinstance(where, str) and where == "disagree":
             if self.suggestions is None:
                 raise ValueError("filter='disagree' needs suggestions= (the model's answers)")
-            return np.array([self._disagrees(p) for p in range(len(self.df))], dtype=bool)
+            return np.array([self._disagrees(p) for p in range(len(self.data))], dtype=bool)
         return super()._filter_mask(where)
 
     def _labels_for_disagreement(self, pos: int) -> list[Any]:
@@ -211,16 +213,21 @@ class Annotator(LabelSession, ipywidgets.VBox):
         self._write(pos, checked)
         self._move(+1, f"{self._row_name(pos)} labelled {checked!r}")
 
-    def toggle(self, option: str) -> None:
-        """With ``multi=True``: add ``option`` to the current row's labels, or remove it."""
+    def toggle(self, label: str) -> None:
+        """With ``multi=True``: add ``label`` to the current row's labels, or remove it."""
         if not self.multi:
             raise ValueError("toggle() is for multi=True; use label()")
         pos = self._require_row()
-        labels = self._labels_of(pos)
-        adding = option not in labels
-        labels = [*labels, option] if adding else [x for x in labels if x != option]
-        self._write(pos, self._check(labels))
-        self._show(f"{self._row_name(pos)}: {'added' if adding else 'removed'} {option!r}")
+        current = self._labels_of(pos)
+        adding = label not in current
+        current = [*current, label] if adding else [x for x in current if x != label]
+        self._write(pos, self._check(current))
+        self._show(f"{self._row_name(pos)}: {'added' if adding else 'removed'} {label!r}")
+
+    @property
+    def label_column(self) -> str:
+        """The column the labels are written to."""
+        return self._column
 
     def accept(self) -> None:
         """Label the current row with the model's answer (``suggestions``) and move on."""
@@ -229,10 +236,10 @@ class Annotator(LabelSession, ipywidgets.VBox):
             raise ValueError("accept() needs suggestions= (a column of model answers)")
         answer = self._suggestion(pos)
         if answer is None:
-            raise ValueError(f"row {self.df.index[pos]!r} has no model answer to accept")
+            raise ValueError(f"row {self.data.index[pos]!r} has no model answer to accept")
         said = self._suggested_label(pos)
         if said is None:
-            raise ValueError(f"the model's answer {answer!r} is not one of {self.options}")
+            raise ValueError(f"the model's answer {answer!r} is not one of {self.labels}")
         self.label(said)
 
     def clear(self) -> None:
@@ -247,9 +254,9 @@ class Annotator(LabelSession, ipywidgets.VBox):
             parts = value.split(self.sep) if isinstance(value, str) else list(value or [])
             parts = [str(p).strip() for p in parts if str(p).strip()]
             if not self.text:
-                wrong = [p for p in parts if p not in self.options]
+                wrong = [p for p in parts if p not in self.labels]
                 if wrong:
-                    raise ValueError(f"{wrong} not among the options {self.options}")
+                    raise ValueError(f"{wrong} not among the labels {self.labels}")
             if not parts:
                 raise ValueError("give at least one label (clear() removes them)")
             return self._join(parts)
@@ -258,8 +265,8 @@ class Annotator(LabelSession, ipywidgets.VBox):
         value = value.strip()
         if not value:
             raise ValueError("a label cannot be blank (clear() removes one)")
-        if not self.text and value not in self.options:
-            raise ValueError(f"{value!r} is not one of the options {self.options}")
+        if not self.text and value not in self.labels:
+            raise ValueError(f"{value!r} is not one of the labels {self.labels}")
         return value
 
     def _suggestion(self, pos: int) -> str | None:
@@ -275,25 +282,25 @@ class Annotator(LabelSession, ipywidgets.VBox):
         answer = self._suggestion(pos)
         if answer is None:
             return None
-        if self.multi and self.options:
+        if self.multi and self.labels:
             parts = re.split(rf"{re.escape(self.sep)}|,|\band\b", answer)
-            named = [match_option(p, self.options) for p in parts]
+            named = [match_label(p, self.labels) for p in parts]
             found = [f for f in named if f is not None]
             return self._join(found) if found else None
-        if self.options:
-            option = match_option(answer, self.options)
+        if self.labels:
+            option = match_label(answer, self.labels)
             if option is not None or not self.text:
                 return option
         return answer
 
     def _shortcut_keys(self) -> list[str]:
-        keys = [str(i) for i in range(1, min(len(self.options), 9) + 1)]
+        keys = [str(i) for i in range(1, min(len(self.labels), 9) + 1)]
         return keys + list(self._active_bindings())
 
     def _key_help(self) -> str:
         return " · ".join(
             [
-                *digit_help(min(len(self.options), 9), "label"),
+                *digit_help(min(len(self.labels), 9), "label"),
                 *key_help(
                     self._active_bindings(),
                     ("next", "previous", "skip", "undo", "clear", "accept"),
@@ -302,14 +309,14 @@ class Annotator(LabelSession, ipywidgets.VBox):
             ]
         )
 
-    def _press_option(self, option: str) -> None:
+    def _press_label(self, option: str) -> None:
         if self.multi:
             self.toggle(option)
         else:
             self.label(option)
 
     def _choose(self, choice: str) -> None:  # keys 1-9
-        self._press_option(choice)
+        self._press_label(choice)
 
     def _on_view_msg(self, kind: Any, content: dict[str, Any]) -> None:
         if kind == "text":
@@ -333,10 +340,10 @@ class Annotator(LabelSession, ipywidgets.VBox):
             said = self._suggested_label(pos)
             suggestion = answer if said in (None, answer) else f"{answer}  →  {said}"
             if said is None:
-                suggestion += "  (not one of the options)"
+                suggestion += "  (not one of the labels)"
         current = self._get(pos) or ""
         chosen = set(self._labels_of(pos)) if self.multi else {current}
-        for option, widget in self.option_buttons.items():
+        for option, widget in self.label_buttons.items():
             widget.button_style = "info" if option in chosen else ""
         self._draw(
             message,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    ann = vk.BoxAnnotator(df, "boxes", ["cat", "dog"], save="boxes.csv", annotator="ana",
+    ann = vk.BoxAnnotator(df, labels=["cat", "dog"], save="boxes.csv", annotator="ana",
                           suggestions="proposed")      # e.g. from vk.propose_boxes
     ann                       # click the image, then drag to draw; 1-9 pick the class (of the
                               # selected box, and of the next one drawn); drag a box to move
@@ -14,10 +14,10 @@ Usage::
 
 Coordinates are pixels of the image *as displayed* (after EXIF rotation) at its *full* size,
 whatever the zoom and however small the preview: the front end draws a preview of at most
-``preview_size`` px and maps the mouse through the full size that ``vk.inspect_images``
+``zoom_size`` px and maps the mouse through the full size that ``vk.inspect_images``
 reports. A cell is a list of ``{"label", "x", "y", "w", "h"}`` (``x``/``y`` the top-left
 corner); ``[]`` means "looked, nothing to box" (the ``e`` key) and NA "not done yet". Every
-change goes to ``df[column]`` and the save file at once (long form, one row per image and
+change goes to ``df[box_column]`` and the save file at once (long form, one row per image and
 annotator, the boxes as JSON text; see :mod:`visionkit.annotation.savefile`).
 """
 
@@ -29,17 +29,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import ipywidgets
 import numpy as np
 import pandas as pd
-import traitlets
 
 from ..annotation.boxes import check_boxes, match_boxes, parse_boxes
-from ._assets import css, esm
-from ._frame import require_frame
+from ._controls import button_row, distinct
+from ._frame import RowFilter, require_frame
 from ._keymap import digit_help, key_help
-from ._session import NO_ROWS, LabelSession, button_row, distinct
+from ._session import NO_ROWS, LabelSession
+from .box_view import VIEW_ACTIONS, BoxView
 
 __all__ = ["BoxAnnotator"]
 
@@ -57,35 +56,6 @@ DEFAULT_KEYS: dict[str, list[str]] = {
     "zoom_reset": ["0"],
     "pan": [" "],
 }
-# Handled in the browser alone (they change the view, not the data).
-VIEW_ACTIONS = ("zoom_in", "zoom_out", "zoom_reset", "pan")
-
-
-class BoxView(anywidget.AnyWidget):
-    """The BoxAnnotator's front end: the image, the boxes, the mouse and the keyboard."""
-
-    _esm = esm("_keys.js", "box_annotator.js")
-    _css = css("annotator.css", "box_annotator.css")
-
-    image = traitlets.Bytes(b"").tag(sync=True)
-    mime = traitlets.Unicode("").tag(sync=True)
-    image_error = traitlets.Unicode("").tag(sync=True)
-    natural_width = traitlets.Int(0).tag(sync=True)  # the full displayed size: box units
-    natural_height = traitlets.Int(0).tag(sync=True)
-    view_size = traitlets.Int(560).tag(sync=True)
-    boxes = traitlets.List(traitlets.Dict()).tag(sync=True)
-    suggestions = traitlets.List(traitlets.Dict()).tag(sync=True)
-    others = traitlets.List(traitlets.Dict()).tag(sync=True)
-    labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    current_label = traitlets.Unicode("").tag(sync=True)
-    selected = traitlets.Int(-1).tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
-    progress = traitlets.Unicode("").tag(sync=True)
-    message = traitlets.Unicode("").tag(sync=True)
-    message_kind = traitlets.Unicode("info").tag(sync=True)
-    bindings = traitlets.Dict().tag(sync=True)  # key -> action
-    key_help = traitlets.Unicode("").tag(sync=True)
-    row_id = traitlets.Int(0).tag(sync=True)
 
 
 def _rounded(box: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +65,7 @@ def _rounded(box: dict[str, Any]) -> dict[str, Any]:
 
 
 class BoxAnnotator(LabelSession, ipywidgets.VBox):
-    """Box ``df[column]`` image by image; see the module docstring for the mouse and keys.
+    """Box ``data[box_column]`` image by image; see the module docstring for the mouse and keys.
 
     ``labels`` are the classes (keys 1-9 pick the first nine). ``suggestions`` names a column
     of boxes proposed by a model (``vk.propose_boxes``), shown dashed: click one to take it,
@@ -104,8 +74,8 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     ``keys`` (``{"delete": ["Delete", "d"], "zoom_in": "i"}``; actions: next, previous, skip,
     undo, delete, accept, reject, empty, zoom_in, zoom_out, zoom_reset, pan) work as in the
     ``Annotator``. ``view_size`` is the height of the drawing area in screen pixels,
-    ``preview_size`` the largest side of the image sent to the browser (zoom shows it sharp
-    up to that).
+    ``zoom_size`` the largest side of the image sent to the browser (zoom shows it sharp up
+    to that).
     """
 
     _done_word = "done"
@@ -114,30 +84,31 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
     _restored = "boxes of {} images restored"
     _suggestion_actions = ("accept", "reject")
     _view_actions = VIEW_ACTIONS
+    _column_param = "box_column"
 
     def __init__(
         self,
-        df: pd.DataFrame,
-        column: str = "boxes",
-        labels: Sequence[str] = (),
+        data: pd.DataFrame,
         *,
+        box_column: str = "boxes",
+        labels: Sequence[str] = (),
         save: str | Path | None = None,
         annotator: str | None = None,
         suggestions: str | None = None,
         blind: bool = False,
-        filter: Any = "all",
+        filter: RowFilter = "all",
         order: str = "index",
         keys: Mapping[str, str | Sequence[str]] | None = None,
         image_column: str | None = None,
         view_size: int = 560,
-        preview_size: int = 1600,
+        zoom_size: int = 1600,
     ) -> None:
-        require_frame(df, "BoxAnnotator")
+        require_frame(data, "BoxAnnotator")
         labels = distinct(labels, "labels")
         if not labels:
             raise ValueError("BoxAnnotator needs labels=[...], the classes of the boxes")
         self.labels = labels
-        self._check_columns(df, column, suggestions, image_column)
+        self._check_columns(data, box_column, suggestions, image_column)
         self._bind_keys(labels, "labels", DEFAULT_KEYS, keys)
         self._sizes: dict[int, tuple[int, int] | None] = {}
         self._rejected: set[int] = set()
@@ -145,9 +116,9 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self._taken: dict[int, list[dict[str, Any]]] = {}
         # (history length after an accept, row, boxes taken): undo offers them again
         self._accepted: list[tuple[int, int, list[dict[str, Any]]]] = []
-        self._start(df, column, annotator=annotator, save=save, blind=blind)
+        self._start(data, box_column, annotator=annotator, save=save, blind=blind)
         self._parse_column()
-        self._images = self._image_cache(preview_size, kept=16)
+        self._images = self._image_cache(zoom_size, kept=16)
         self.view = BoxView(
             view_size=view_size,
             labels=labels,
@@ -172,17 +143,23 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self.add_class("vk-box-annotator")
         self._begin(filter, order)
 
+    @property
+    def box_column(self) -> str:
+        """The column the boxes are written to."""
+        return self._column
+
     # -- cells -----------------------------------------------------------------------------
     def _parse_column(self) -> None:
         """Every cell as a list of boxes (JSON text from a file is parsed), or None."""
         values = [
-            parse_boxes(v, row=i) for v, i in zip(self.df[self.column], self.df.index, strict=True)
+            parse_boxes(v, row=i)
+            for v, i in zip(self.data[self._column], self.data.index, strict=True)
         ]
         for pos, value in enumerate(values):
             self._put(pos, value)
 
     def _decode(self, text: str, pos: int) -> Any:
-        return parse_boxes(text, row=self.df.index[pos])
+        return parse_boxes(text, row=self.data.index[pos])
 
     def _encode(self, value: Any) -> str | None:
         if value is None:
@@ -190,18 +167,18 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         return json.dumps([_rounded(b) for b in value], separators=(",", ":"))
 
     def _get(self, pos: int) -> list[dict[str, Any]] | None:
-        value = self.df.iat[pos, self._col]
+        value = self.data.iat[pos, self._col]
         if isinstance(value, list):
             return value
         if value is None or (np.ndim(value) == 0 and pd.isna(value)):
             return None
-        return parse_boxes(value, row=self.df.index[pos])
+        return parse_boxes(value, row=self.data.index[pos])
 
     def _put(self, pos: int, value: Any) -> None:
-        self.df.iat[pos, self._col] = None if value is None else copy.deepcopy(value)
+        self.data.iat[pos, self._col] = None if value is None else copy.deepcopy(value)
 
     def _missing(self) -> np.ndarray:
-        values = self.df.iloc[:, self._col]
+        values = self.data.iloc[:, self._col]
         return np.fromiter(
             (
                 not isinstance(v, list) and (v is None or bool(np.ndim(v) == 0 and pd.isna(v)))
@@ -240,7 +217,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
             return []
         value = self._cell(pos, self.suggestions)
         taken = self._taken.get(pos, [])
-        return [b for b in parse_boxes(value, row=self.df.index[pos]) or [] if b not in taken]
+        return [b for b in parse_boxes(value, row=self.data.index[pos]) or [] if b not in taken]
 
     def _disagreement(self, pos: int) -> float:
         """1 - the mean F1 (IoU 0.5, same label) over pairs of box sets of this row."""
@@ -263,7 +240,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
 
     # -- actions ---------------------------------------------------------------------------
     def _checked(self, box: Mapping[str, Any], pos: int) -> dict[str, Any]:
-        box = check_boxes([dict(box)], row=self.df.index[pos])[0]
+        box = check_boxes([dict(box)], row=self.data.index[pos])[0]
         if box["label"] not in self.labels:
             raise ValueError(f"{box['label']!r} is not one of the labels {self.labels}")
         size = self.full_size(pos)
@@ -280,7 +257,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         self._write(pos, boxes)
         self._show(f"{self._row_name(pos)}: {message}")
 
-    def add_box(self, x: float, y: float, w: float, h: float, label: str | None = None) -> None:
+    def add_box(self, x: float, y: float, w: float, h: float, *, label: str | None = None) -> None:
         """Add a box to the current row (``label`` defaults to the current class)."""
         pos = self._require_row()
         box = self._checked(
@@ -295,7 +272,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         pos = self._require_row()
         boxes = self.boxes(pos)
         if not 0 <= i < len(boxes):
-            raise IndexError(f"row {self.df.index[pos]!r} has {len(boxes)} boxes, no box {i + 1}")
+            raise IndexError(f"row {self.data.index[pos]!r} has {len(boxes)} boxes, no box {i + 1}")
         unknown = set(changes) - {"label", "x", "y", "w", "h"}
         if unknown:
             raise TypeError(f"set_box: unknown fields {sorted(unknown)}")
@@ -330,7 +307,7 @@ class BoxAnnotator(LabelSession, ipywidgets.VBox):
         pos = self._require_row()
         proposed = self._suggested(pos)
         if not proposed:
-            raise ValueError(f"row {self.df.index[pos]!r} has no proposed boxes to accept")
+            raise ValueError(f"row {self.data.index[pos]!r} has no proposed boxes to accept")
         chosen = proposed if i is None else [proposed[i]]
         taken = [self._checked(b, pos) for b in chosen]
         boxes = [*self.boxes(pos), *taken]

@@ -22,16 +22,16 @@ import pandas as pd
 import traitlets
 
 from ._assets import css, esm
-from ._frame import format_value, image_column, require_frame, row_mask
+from ._frame import RowFilter, find_image_column, format_value, require_frame, row_mask
 from ._thumbs import CacheInfo, ThumbnailCache
 
 __all__ = ["Gallery"]
 
 
 class Gallery(anywidget.AnyWidget):
-    """A paged thumbnail grid of ``df[column]`` with captions from ``caption`` columns.
+    """A paged thumbnail grid of ``data[image_column]`` with captions from ``caption`` columns.
 
-    ``column`` defaults to ``image`` or ``path``; ``caption`` is a column name or a list of
+    ``image_column`` defaults to ``image`` or ``path``; ``caption`` is a column name or a list of
     them (default: the index label). Click a tile to select it, ctrl/cmd-click to add or remove
     one, shift-click for a range; ``selected`` holds the selected index labels and
     ``selected_positions`` their row positions (observe it to react to clicks). The DataFrame
@@ -58,19 +58,20 @@ class Gallery(anywidget.AnyWidget):
 
     def __init__(
         self,
-        df: pd.DataFrame,
-        column: str | None = None,
+        data: pd.DataFrame,
+        *,
+        image_column: str | None = None,
         caption: str | Sequence[str] | None = None,
         page_size: int = 24,
         thumb_size: int = 160,
-        *,
-        filter: Any = None,
+        filter: RowFilter = None,
     ) -> None:
+        df = data
         require_frame(df, "Gallery")
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
         self._df = df
-        self._column = image_column(df, column)
+        self._column = find_image_column(df, image_column)
         captions = [caption] if isinstance(caption, str) else list(caption or [])
         missing = [c for c in captions if c not in df.columns]
         if missing:
@@ -79,7 +80,7 @@ class Gallery(anywidget.AnyWidget):
         self._cache = ThumbnailCache(
             df[self._column].to_numpy(dtype=object), thumb_size, rows=df.index
         )
-        self._filter: Any = None
+        self._filter: RowFilter = None
         self._view = np.arange(len(df))
         super().__init__(page_size=page_size, thumb_size=thumb_size, total=len(df))
         self.filter = filter
@@ -91,12 +92,12 @@ class Gallery(anywidget.AnyWidget):
 
     # -- filtering -------------------------------------------------------------------------
     @property
-    def filter(self) -> Any:
+    def filter(self) -> RowFilter:
         """The rows shown: a ``DataFrame.query``-style string, a boolean mask, or ``None``."""
         return self._filter
 
     @filter.setter
-    def filter(self, where: Any) -> None:
+    def filter(self, where: RowFilter) -> None:
         mask = row_mask(self._df, where)  # raises on a bad filter, before anything changes
         self._filter = where
         self._view = np.flatnonzero(mask)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import ImageError
 from ..providers import Provider, estimate_tokens, fit_tokens, get_provider, providers
-from ._frame import format_value, image_column
+from ._frame import find_image_column, format_value
 
 __all__ = ["TokenExplorer", "fit_budget"]
 
@@ -54,14 +54,15 @@ class TokenExplorer(ipywidgets.VBox):
 
     def __init__(
         self,
-        df: pd.DataFrame | None = None,
+        data: pd.DataFrame | None = None,
         provider: str | Provider | Sequence[str | Provider] | None = None,
         *,
         width: int = 1024,
         height: int = 768,
         budget: int = 1601,
-        column: str | None = None,
+        image_column: str | None = None,
     ) -> None:
+        df = data
         if provider is None:
             chosen = list(providers.values())
         elif isinstance(provider, str | Provider):
@@ -92,7 +93,7 @@ class TokenExplorer(ipywidgets.VBox):
         self.image_picker: ipywidgets.Dropdown | None = None
         self._picked: tuple[int, int] | None = None
         if df is not None:
-            self._column = image_column(df, column)
+            self._column = find_image_column(df, image_column)
             cells = df[self._column]
             labels = [
                 (f"{format_value(df.index[i])} · {format_value(cells.iat[i])}", i)
@@ -151,7 +152,7 @@ class TokenExplorer(ipywidgets.VBox):
         budget = self.budget
         rows = []
         for p in self.providers:
-            tokens = int(estimate_tokens(w, h, p))
+            tokens = int(estimate_tokens(w, h, provider=p))
             fit = fit_budget(w, h, budget, p)
             rows.append(
                 {
@@ -160,7 +161,7 @@ class TokenExplorer(ipywidgets.VBox):
                     "fits": tokens <= budget,
                     "fit_width": None if fit is None else fit[0],
                     "fit_height": None if fit is None else fit[1],
-                    "fit_tokens": None if fit is None else int(estimate_tokens(*fit, p)),
+                    "fit_tokens": None if fit is None else int(estimate_tokens(*fit, provider=p)),
                     "max_side": p.max_side,
                 }
             )

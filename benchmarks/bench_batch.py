@@ -35,7 +35,7 @@ from PIL import Image
 
 import visionkit as vk
 from visionkit import offline
-from visionkit.batch.submit import BatchAskOptions, prepare
+from visionkit.batch.shared import BatchAskOptions, prepare
 from visionkit.images.encode import encode_image, encode_series
 from visionkit.providers import get_provider
 from visionkit.query.plan import make_plan

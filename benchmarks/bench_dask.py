@@ -15,7 +15,7 @@ Measured side by side in one run (issue 12's goals in brackets):
       what distributed's own Semaphore, Lock, Variable and an Actor cost), and scheduler CPU per
       request -- the numbers behind the README's paper estimate at 100 workers.
   (e) ``ddf.vision.submit``'s planning pass (plan, encode, write the JSONL files) on 2 workers
-      against the pandas pass (``visionkit.batch.submit.prepare``, which encodes in a thread
+      against the pandas pass (``visionkit.batch.shared.prepare``, which encodes in a thread
       pool of its own) on distinct camera-size JPEGs: rows per second each.
 
 The stand-in runs in its own process (``python -m visionkit.offline``, as in bench_ask), so the
@@ -265,7 +265,7 @@ def bench_submit(n: int, tmp: Path) -> list[tuple]:
     from bench_images import make_camera_jpegs
 
     import visionkit.dask  # noqa: F401
-    from visionkit.batch.submit import BatchAskOptions, prepare
+    from visionkit.batch.shared import BatchAskOptions, prepare
     from visionkit.dask.submit import SubmitTask, _run, merge
     from visionkit.providers import get_provider
     from visionkit.query.plan import make_plan

@@ -4,10 +4,10 @@ for the batch-job trust tests; it counts what it was sent and what it billed.
 ``HostileBatch(mode=...)`` serves ``/v1/files`` (upload, list, retrieve, content) and
 ``/v1/batches`` (create, retrieve, list, cancel), and ``/v1/models``. A batch runs the moment
 it is created: every line gets an answer (``answer for <custom_id>``) and is billed then, unless
-the batch expires (``expire_fraction``: the last lines are left unrun, unbilled), a line fails
-(``fail_every``: every n-th line of a batch is answered 500, unbilled) or the file is over
-``max_lines`` (the batch fails validation, nothing billed). ``polls`` retrieves see it
-``in_progress`` before its final status.
+the batch expires (``expire_fraction``: that fraction of its lines, rounded down, the last
+ones, is left unrun and unbilled), a line fails (``fail_every``: every n-th line of a batch is
+answered 500, unbilled) or the file is over ``max_lines`` (the batch fails validation, nothing
+billed). ``polls`` retrieves see it ``in_progress`` before its final status.
 
 Modes (``fault``, applied ``times`` times unless said otherwise):
 
@@ -165,7 +165,7 @@ class HostileBatch:
                 }
             ]
             return
-        run = len(lines) - math.ceil(self.expire_fraction * len(lines))
+        run = len(lines) - math.floor(self.expire_fraction * len(lines))
         out: list[dict[str, Any]] = []
         err: list[dict[str, Any]] = []
         for n, line in enumerate(lines):

@@ -52,7 +52,7 @@ def test_a_job_sharded_into_files_with_one_expiring_is_finished_by_a_second_subm
     server.inject_batch(expire_fraction=0.5)  # the first batch expires half-way
     job = run(images, client, cache, max_requests_per_file=4)
     assert len(job.batches) == 3  # 10 rows, at most 4 lines a file
-    job.wait(progress=False)
+    job.wait(progress=False, resubmit=False)  # (wait sending them itself: test_batch_scale)
     assert job.status == "incomplete"
     first = job.result()
     unanswered = first.error.notna()
@@ -173,14 +173,14 @@ def test_a_crash_between_upload_and_batch_creation_loses_nothing_and_pays_nothin
 def test_per_line_failures_are_row_errors_and_only_those_rows_are_sent_again(images, cache):
     with offline.serve(upload_interval=0, line_fail_rate=0.5, line_fail_status=503) as url:
         client = vk.connect("offline", base_url=url)
-        result = run(images, client, cache).wait(progress=False).result()
+        result = run(images, client, cache).wait(progress=False, resubmit=False).result()
         failed = result.error.notna()
         assert 0 < failed.sum() < len(images)
         assert result.error[failed].str.startswith("InternalServerError (503): ").all()
         assert result.attrs["usage"]["failed"] == failed.sum()
         for _ in range(10):  # each resubmission sends only the rows still without an answer
             sent_before = url.server.stats.batch_lines
-            job = run(images, client, cache).wait(progress=False)
+            job = run(images, client, cache).wait(progress=False, resubmit=False)
             result = job.result()
             assert url.server.stats.batch_lines - sent_before == failed.sum()
             failed = result.error.notna()
@@ -313,13 +313,13 @@ def test_error_answers_delivered_in_the_output_file_are_row_errors_never_answers
     serve = dict(upload_interval=0, line_fail_rate=0.5, line_fail_status=503)
     with offline.serve(**serve, batch_errors_in_output=True) as url:
         client = vk.connect("offline", base_url=url)
-        result = run(images, client, cache).wait(progress=False).result()
+        result = run(images, client, cache).wait(progress=False, resubmit=False).result()
         failed = result.error.notna()
         assert 0 < failed.sum() < len(images)
         assert result.error[failed].str.startswith("InternalServerError (503): ").all()
         assert result.answer[failed].isna().all() and result.answer[~failed].notna().all()
         sent_before = url.server.stats.batch_lines
-        again = run(images, client, cache).wait(progress=False).result()
+        again = run(images, client, cache).wait(progress=False, resubmit=False).result()
         assert url.server.stats.batch_lines - sent_before == failed.sum()  # only those rows
         assert again.answer[~failed].equals(result.answer[~failed])
 

@@ -108,7 +108,7 @@ def test_a_row_sent_again_counts_every_batch_that_held_it(tmp_path):
         client = vk.connect("offline", base_url=server.base_url)
         server.inject_batch(expire_fraction=0.5)
         kw = dict(client=client, cache=cache, upload_interval=0, progress=False)
-        first = df.vision.submit(PROMPT, **kw).wait(progress=False).result()
+        first = df.vision.submit(PROMPT, **kw).wait(progress=False, resubmit=False).result()
         again = df.vision.submit(PROMPT, **kw).wait(progress=False).result()
     resent = first.error.notna()
     assert resent.sum() == 3
@@ -180,3 +180,117 @@ def test_a_manifest_of_the_first_layout_is_converted_when_opened(tmp_path):
     assert asked[k2] == ("Other.", "Be brief.", [])
     tables = {r[0] for r in manifest._run("SELECT name FROM sqlite_master")}
     assert "job_rows" not in tables and "shard_keys" not in tables
+
+
+# -- (c) limits nobody told us ---------------------------------------------------------------
+
+
+def test_a_server_with_no_known_limits_gets_openais_conservative_ones_unless_told(images):
+    with hostile_batch() as server:
+        client = vk.connect(base_url=server.base_url, api_key="k", model=MODEL)
+        plan = images.vision.submit(PROMPT, client=client, dry_run=True, progress=False)
+        told = images.vision.submit(
+            PROMPT, client=client, dry_run=True, progress=False, max_requests_per_file=100_000
+        )
+    usage = plan.attrs["usage"]
+    assert (usage["max_requests_per_file"], usage["max_file_bytes"]) == (50_000, 200_000_000)
+    assert told.attrs["usage"]["max_requests_per_file"] == 100_000  # told otherwise
+
+
+def test_a_batch_refused_for_its_size_is_split_and_its_rows_sent_again(images, cache):
+    with hostile_batch(max_lines=4) as server:  # takes at most 4 lines; nobody said so
+        job = submit(images, server, cache, max_requests_per_file=10)
+        assert len(job.batches) == 1  # 10 lines: refused for its size
+        job.wait(timeout=60, progress=False)
+        result = job.result()
+        assert result.error.isna().all()
+        assert server.billed_twice == {} and server.billed_lines == len(images)
+        assert all(b.total <= 4 for b in server.batches.values() if b.final != "failed")
+    assert job.limits().max_requests_per_file <= 4  # later files of the job are cut smaller
+    files = job.batches
+    assert files.lines.iloc[0] == 10 and set(files.status) == {"failed", "completed"}
+    assert files[files.status == "completed"].lines.max() <= 4
+
+
+# -- (d) unattended to the end -----------------------------------------------------------------
+
+
+@pytest.fixture
+def many(tmp_path) -> pd.DataFrame:
+    from test_ask import make_images
+
+    return pd.DataFrame({"path": make_images(tmp_path / "many", 200)})
+
+
+def test_one_submit_and_one_wait_answer_every_row_though_a_fifth_of_every_batch_expires(
+    many, cache
+):
+    with hostile_batch(expire_fraction=0.2) as server:
+        job = submit(many, server, cache, max_requests_per_file=100)
+        job.wait(timeout=120, progress=False)
+        result = job.result()
+        assert result.error.isna().all() and result.answer.notna().all()  # 200 answered
+        assert server.billed_lines == 200 and server.billed_twice == {}  # 200 lines billed
+        assert len(server.batches) > 2  # rounds of the rows still missing
+    assert job.status == "completed"
+    assert result.attempts.max() > 1 and result.attempts.min() == 1
+
+
+def test_resubmitting_is_switched_off_by_resubmit_false(many, cache):
+    with hostile_batch(expire_fraction=0.2) as server:
+        job = submit(many, server, cache)
+        job.wait(timeout=60, progress=False, resubmit=False)
+        assert len(server.batches) == 1 and server.billed_lines == 160
+    assert job.status == "incomplete"
+    assert job.result().error.str.startswith("batch_expired").sum() == 40
+
+
+def test_rows_failed_for_a_passing_reason_are_sent_again(many, cache):
+    with hostile_batch(fail_every=5) as server:  # every 5th line of a batch answers 500
+        job = submit(many, server, cache)
+        job.wait(timeout=60, progress=False)
+        assert job.result().error.isna().all()
+        assert server.billed_lines == 200 and server.billed_twice == {}
+
+
+def test_a_round_that_answers_nothing_ends_the_rounds(images, cache):
+    with hostile_batch(expire_fraction=1.0) as server:  # every line of every batch expires
+        job = submit(images, server, cache)
+        job.wait(timeout=60, progress=False)
+        assert len(server.batches) == 2  # the first and one round, which answered none
+    assert job.status == "incomplete"
+    assert job.result().error.str.startswith("batch_expired").all()
+
+
+def test_rows_of_a_batch_the_user_cancelled_are_not_sent_again(tmp_path, cache):
+    from test_ask import make_images
+
+    from visionkit import offline
+
+    df = pd.DataFrame({"path": make_images(tmp_path / "imgs", 20)})
+    with offline.OfflineServer(upload_interval=0, batch_time=4) as server:
+        client = vk.connect("offline", base_url=server.base_url)
+        job = df.vision.submit(PROMPT, client=client, cache=cache, progress=False)
+        job.cancel()
+        job.wait(timeout=60, progress=False)
+        assert server.stats.batches_created == 1
+    assert job.status == "incomplete"
+    assert job.result().error.str.startswith("batch_cancelled").any()
+
+
+def test_submitting_again_takes_over_the_rows_a_wait_would_send_again(images, cache):
+    """resubmit=False leaves rows to send again (and their input file); a second submit sends
+    them and clears the mark, so no later wait sends them a second time, and no file lingers."""
+    with hostile_batch(expire_fraction=0.5) as server:
+        job = submit(images, server, cache)
+        job.wait(timeout=60, progress=False, resubmit=False)
+        kept = Path(job.manifest.shards(job.id)[0]["path"])
+        assert kept.exists()  # kept for a wait to send its rows again
+        server.expire_fraction = 0.0
+        again = submit(images, server, cache)
+        assert not kept.exists()
+        again.wait(timeout=60, progress=False)
+        job.wait(timeout=60, progress=False)  # the first handle's wait sends nothing more
+        assert again.result().error.isna().all()
+        assert server.billed_lines == len(images) and server.billed_twice == {}
+        assert len(server.batches) == 2

@@ -276,3 +276,19 @@ def test_a_result_before_the_job_is_done_warns_once_and_counts_pending_not_faile
         assert first.error.str.startswith("pending: ").all()
         with pytest.raises(RuntimeError, match="in_progress"):
             job.result(strict=True)
+
+
+def test_a_job_held_by_a_process_that_died_is_taken_over_when_its_lease_runs_out(images, cache):
+    """The owner's claim lapses (it stopped renewing: it died); a submission waiting for it says
+    so once, then carries on and sends every row once."""
+    from visionkit.batch.claims import claim_job
+
+    with hostile_batch(polls=10_000) as server:  # the batch runs on (and is billed once)
+        job_id = submit(images, server, cache).id
+        manifest = Manifest(manifest_path(cache))
+        assert claim_job(manifest, job_id, "dead-process", lease=1.0) is None
+        with pytest.warns(vk.BatchWarning, match="being submitted by another process"):
+            again = submit(images, server, cache)  # waits out the lapsed lease, then goes on
+        assert again.id == job_id
+        assert len(server.batches) == 1  # it attached to the running batch
+        assert server.billed_lines == len(images) and server.billed_twice == {}

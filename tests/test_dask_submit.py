@@ -112,7 +112,7 @@ def test_submitting_again_continues_the_job_and_sends_nothing_twice(tmp_path, da
     same = _submit(ddf, client, cache)
     assert same.id == job.id and server.stats.uploads == 1 and server.stats.batches_created == 1
     server.resume_batches()
-    first = job.wait(progress=False).result()
+    first = job.wait(progress=False, resubmit=False).result()  # (submit sends them)
     unanswered = int(first["error"].notna().sum())
     assert 0 < unanswered < 10 and job.status == "incomplete"
     lines = server.stats.batch_lines

@@ -10,17 +10,24 @@ Usage::
     vk.batch_jobs()                 # the jobs recorded beside the answer cache
     job = vk.BatchJob.load(job.id)  # after a kernel restart, or on another machine
 
-Modules: ``submit`` (plan as ``ask`` does, write, check the budget, upload), ``shards`` (the
-JSONL files, cut by bytes and lines), ``upload`` (paced uploads, batch creation), ``manifest``
-(the SQLite record of every file and batch), ``job`` (``BatchJob``: refresh, wait, collect
-results into the answer cache), ``result`` (the result table), ``replayed`` (record and replay:
-``ReplayedJob``, what ``submit`` returns under ``connect(replay=...)``), ``protocol`` (``Job``,
-the type both satisfy).
+Modules: ``submit`` (``df.vision.submit``), ``shared`` (what it shares with
+``ddf.vision.submit``: the planning pass, the job id, the budget check and the upload step),
+``limits`` (the files' limits: the profile's, the call's, conservative ones for an unknown
+server), ``shards`` (the JSONL files, cut by bytes and lines), ``upload`` (paced uploads, batch
+creation, never twice), ``claims`` (one process submits a job at a time), ``manifest`` (the
+SQLite record of every job, row, file and batch; ``manifest_v1`` converts an older one),
+``job`` (``BatchJob``: refresh, wait), ``lines`` (what a server sends, checked), ``collect``
+(results into the answer cache), ``resend`` (rows a round left unanswered, sent again by the
+wait), ``result`` (the result table), ``recorded`` and ``replayed`` (record and replay:
+``ReplayedJob``, what ``submit`` returns under ``connect(replay=...)``), ``listing``
+(``batch_jobs``), ``protocol`` (``Job``, the type ``BatchJob`` and ``ReplayedJob`` both
+satisfy).
 """
 
 from __future__ import annotations
 
-from .job import BatchJob, batch_jobs
+from .job import BatchJob
+from .listing import batch_jobs
 from .protocol import Job
 from .replayed import ReplayedJob
 from .submit import submit

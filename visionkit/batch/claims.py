@@ -20,8 +20,10 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 
+from ..errors import BatchWarning, user_stacklevel
 from .manifest import Manifest
 
 __all__ = ["LEASE", "job_claim", "try_job_claim"]
@@ -30,6 +32,41 @@ logger = logging.getLogger("visionkit")
 
 LEASE = 30.0  # seconds a job claim lives unless its owner renews it
 _POLL = 0.2
+
+
+def claim_job(
+    manifest: Manifest, job_id: str, owner: str, lease: float
+) -> tuple[str, float] | None:
+    """Take the job for ``owner`` for ``lease`` seconds unless another owner's claim is live
+    (one transaction); returns ``None`` when taken, else (the other owner, seconds its claim
+    has left)."""
+    with manifest.transaction() as db:
+        now = time.time()
+        held = db.execute(
+            "SELECT owner, expires FROM job_claims WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        if held is not None and held[0] != owner and held[1] > now:
+            return str(held[0]), float(held[1]) - now
+        db.execute(
+            "INSERT OR REPLACE INTO job_claims (job_id, owner, expires) VALUES (?, ?, ?)",
+            (job_id, owner, now + lease),
+        )
+        return None
+
+
+def renew_job(manifest: Manifest, job_id: str, owner: str, lease: float) -> bool:
+    """Extend ``owner``'s claim; False when it no longer holds it."""
+    with manifest.transaction() as db:
+        cur = db.execute(
+            "UPDATE job_claims SET expires = ? WHERE job_id = ? AND owner = ?",
+            (time.time() + lease, job_id, owner),
+        )
+        return cur.rowcount > 0
+
+
+def release_job(manifest: Manifest, job_id: str, owner: str) -> None:
+    with manifest.transaction() as db:
+        db.execute("DELETE FROM job_claims WHERE job_id = ? AND owner = ?", (job_id, owner))
 
 
 def _owner() -> str:
@@ -44,7 +81,7 @@ def _held(manifest: Manifest, job_id: str, owner: str, lease: float) -> Iterator
     def renew() -> None:
         while not stop.wait(lease / 3):
             try:
-                if not manifest.renew_job(job_id, owner, lease):
+                if not renew_job(manifest, job_id, owner, lease):
                     logger.warning("lost the claim on batch job %s", job_id)
             except Exception:  # a renewal that failed once is tried again next time
                 logger.exception("renewing the claim on batch job %s", job_id)
@@ -57,7 +94,7 @@ def _held(manifest: Manifest, job_id: str, owner: str, lease: float) -> Iterator
         stop.set()
         thread.join(5)
         with contextlib.suppress(Exception):
-            manifest.release_job(job_id, owner)
+            release_job(manifest, job_id, owner)
 
 
 @contextlib.contextmanager
@@ -68,12 +105,13 @@ def job_claim(
     process's live claim to end (see the module docstring)."""
     owner = _owner()
     told = False
-    while (held := manifest.claim_job(job_id, owner, lease)) is not None:
-        if not told:
-            logger.info(
-                "batch job %s is being submitted by another process (%s); waiting for it",
-                job_id,
-                held[0],
+    while (held := claim_job(manifest, job_id, owner, lease)) is not None:
+        if not told:  # a wait that could be long (uploads are paced): never a silent one
+            warnings.warn(
+                f"batch job {job_id} is being submitted by another process ({held[0]}); "
+                "waiting until its files are uploaded, then this call attaches to its batches",
+                BatchWarning,
+                stacklevel=user_stacklevel(),
             )
             set_postfix = getattr(bar, "set_postfix_str", None)
             if set_postfix is not None:
@@ -88,7 +126,7 @@ def job_claim(
 def try_job_claim(manifest: Manifest, job_id: str, *, lease: float = LEASE) -> Iterator[bool]:
     """Hold job ``job_id`` if no other process does; yields whether it is held."""
     owner = _owner()
-    if manifest.claim_job(job_id, owner, lease) is not None:
+    if claim_job(manifest, job_id, owner, lease) is not None:
         yield False
         return
     with _held(manifest, job_id, owner, lease):

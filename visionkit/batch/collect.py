@@ -20,18 +20,21 @@ again. A download honours the wait's deadline: past it the batch stays uncollect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BatchWarning, user_stacklevel
 from ..query.cache import CachedAnswer
 from .lines import BatchState, parse_line
 from .manifest import Manifest
+from .resend import MAX_ROUNDS, SPLIT, retryable
 
 if TYPE_CHECKING:
     from openai import OpenAI as SyncOpenAI
@@ -148,17 +151,54 @@ def collect(
         reason = f"batch failed validation: {state.failure()}"
         tally.errors.update((k, reason) for k in expected if k not in tally.answered)
     manifest.set_errors(state.id, list(tally.errors.items()))
+    resend = _resend_mark(shard, state, expected, tally)
     manifest.update_shard(
         shard["shard_id"],
         state="collected",
+        resend=resend,
         completed=len(tally.answered),  # what arrived, whatever the server's counts said
         failed=len(expected) - len(tally.answered),
         foreign_lines=tally.skipped["foreign_lines"],
         duplicate_lines=tally.skipped["duplicate_lines"],
         unreadable_lines=tally.skipped["unreadable_lines"],
     )
+    if not resend and shard["path"]:
+        _remove(Path(shard["path"]))
     if tally.skipped:
         _warn_skipped(state.id, tally.skipped)
+
+
+def _resend_mark(
+    shard: dict[str, Any], state: BatchState, expected: dict[str, Any], tally: _Tally
+) -> int:
+    """Whether ``wait()`` sends rows of this batch again (``visionkit.batch.resend``): ``SPLIT``
+    for a batch refused for its size (while it can be halved), 1 when a row failed for a
+    passing reason, else 0 -- also when the user cancelled it, when it was a round that
+    answered none of its rows, or after ``MAX_ROUNDS`` rounds."""
+    if shard["user_cancel"]:
+        return 0
+    if state.status == "failed":
+        return SPLIT if state.too_large() and (shard["lines"] or 0) > 1 else 0
+    missing = [k for k in expected if k not in tally.answered]
+    # A row with no line at all is sent again -- unless a line could not be read: it may be
+    # that row's answer, paid for.
+    unread = tally.skipped["unreadable_lines"] > 0
+    if not any(
+        retryable(tally.errors.get(k)) and not (unread and k not in tally.errors) for k in missing
+    ):
+        return 0
+    round_ = shard["round"] or 0
+    if round_ >= MAX_ROUNDS or (round_ > 0 and not tally.answered):
+        logger.info("batch %s: no further round (round %d)", state.id, round_)
+        return 0
+    return 1
+
+
+def _remove(path: Path) -> None:
+    """A collected batch's input file, and its folder once empty."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def _warn_skipped(batch_id: str, skipped: Counter[str]) -> None:

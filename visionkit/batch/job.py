@@ -13,6 +13,7 @@ button) ends the wait, never the batches. ``result()`` is ``ask``'s table for th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -23,20 +24,24 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..errors import BatchWarning, user_stacklevel
+from ..providers import BatchLimits
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
-from ..query.replay import Recording, answer_record
-from ..redact import has_credentials, public_url
+from ..query.replay import Recording
+from ..redact import has_credentials
 from .collect import TimeUp, collect, left
+from .limits import BatchSettings, limits_json
 from .lines import RUNNING, TERMINAL, BatchState, batch_state
 from .manifest import Manifest, manifest_path, stored_label
+from .recorded import record_answers
 from .replayed import ReplayedJob, replayed_job
+from .resend import resend_pending
 from .result import PENDING, ResultRow, batch_money, result_frame, tally
 
 if TYPE_CHECKING:
     from openai import OpenAI as SyncOpenAI
 
-__all__ = ["TERMINAL", "BatchJob", "batch_jobs", "interrupted_in_notebook"]
+__all__ = ["TERMINAL", "BatchJob", "interrupted_in_notebook"]
 
 logger = logging.getLogger("visionkit")
 
@@ -51,16 +56,6 @@ def interrupted_in_notebook(message: str) -> bool:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
         return True
     return False
-
-
-def _identity(job: dict[str, Any]) -> tuple[str, str | None]:
-    """The (provider, base URL) a job's cache keys were made under (see ``cache_identity``)."""
-    if job.get("identity"):
-        name, url = json.loads(job["identity"])
-        return str(name), url
-    name = str(job.get("provider"))  # a manifest from before identities were kept
-    base_url = job.get("base_url")
-    return (name, None) if name == "offline" else (name, public_url(base_url))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -267,9 +262,55 @@ class BatchJob:
             return
         if self._sent is None:
             self._sent = self.manifest.submissions(self.id)
-        self._record(answers, self._sent, only_new=False, batch_id=batch_id)
+        record_answers(
+            self.manifest,
+            self.id,
+            self.recording,
+            answers,
+            self._sent,
+            only_new=False,
+            batch_id=batch_id,
+        )
         if last:
             recording.close()
+
+    # -- sending again (visionkit.batch.resend) ------------------------------------------
+
+    def limits(self) -> BatchLimits:
+        """What the job's files are cut and sent by (as ``submit`` recorded it)."""
+        base = BatchSettings().limits(self.client.provider.batch)
+        saved = (self.manifest.job(self.id) or {}).get("limits")
+        return dataclasses.replace(base, **json.loads(saved)) if saved else base
+
+    def save_limits(self, limits: BatchLimits) -> None:
+        """Cut the job's later files by ``limits`` (a server refused a file for its size)."""
+        self.manifest.save_job(self.id, limits=json.dumps(limits_json(limits)))
+
+    def upload(self, deadline: float | None = None) -> int:
+        """Upload the job's files not uploaded yet and create their batches (the caller holds
+        the job's claim); returns how many batches were created."""
+        from .upload import upload_pending
+
+        limits = self.limits()
+        metadata = json.loads((self.manifest.job(self.id) or {}).get("metadata") or "{}")
+        return upload_pending(
+            self.id,
+            self.manifest,
+            self.sdk,
+            self.client.batch_base_url or self.client.base_url,
+            limits,
+            interval=limits.upload_interval,
+            metadata=metadata,
+            deadline=deadline,
+        )
+
+    def _resend(self, deadline: float | None, patient: bool) -> None:
+        try:
+            resend_pending(self, deadline)
+        except Exception as exc:
+            if not (patient and _transient(exc)):
+                raise
+            logger.info("batch job %s: sending again failed (%s); next poll", self.id, exc)
 
     def cancel(self) -> BatchJob:
         """Cancel every batch still running; what completed is still delivered and collected.
@@ -285,6 +326,7 @@ class BatchJob:
         for shard in self.manifest.shards(self.id):
             if shard["state"] != "created" or shard["status"] in TERMINAL:
                 continue
+            self.manifest.update_shard(shard["shard_id"], user_cancel=1)  # never sent again
             for attempt in (1, 2):
                 try:
                     once.batches.cancel(shard["batch_id"])
@@ -329,6 +371,7 @@ class BatchJob:
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> BatchJob:
         """Wait until every batch finished and was collected (or ``timeout`` seconds passed).
 
@@ -337,17 +380,21 @@ class BatchJob:
         returns by about ``timeout``; a poll that fails for a passing reason (no answer, a
         5xx) is tried again at the next one. A batch reporting a status the Batch API does not
         document ends the wait with a ``BatchWarning`` naming it (``job.status`` is
-        ``unknown``). Interrupting (Ctrl-C, Jupyter's stop button) stops the wait only: the
+        ``unknown``). ``resubmit`` (default on): rows a batch left unanswered for a passing
+        reason (it expired, the provider cancelled it, a line failed with a 5xx or a 429, the
+        file was too large for the server) are sent again, round after round, until every
+        row is answered or a round answers none (``visionkit.batch.resend``); only rows still
+        missing are paid for. Interrupting (Ctrl-C, Jupyter's stop button) stops the wait only: the
         batches go on, and in Jupyter the job is returned with a warning (in a script
         KeyboardInterrupt is re-raised).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            self._refresh(deadline, patient=True)
-            for pause in self._pauses(deadline, poll, max_poll, bar):
+            self._round(deadline, resubmit)
+            for pause in self._pauses(deadline, poll, max_poll, bar, resubmit):
                 time.sleep(pause)
-                self._refresh(deadline, patient=True)
+                self._round(deadline, resubmit)
             return self
         except KeyboardInterrupt:
             if not interrupted_in_notebook(
@@ -366,6 +413,7 @@ class BatchJob:
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> BatchJob:
         """``await job.wait_async()``: ``wait`` without blocking the event loop (Jupyter's).
 
@@ -374,16 +422,22 @@ class BatchJob:
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = self._bar(progress)
         try:
-            await asyncio.to_thread(self._refresh, deadline, patient=True)
-            for pause in self._pauses(deadline, poll, max_poll, bar):
+            await asyncio.to_thread(self._round, deadline, resubmit)
+            for pause in self._pauses(deadline, poll, max_poll, bar, resubmit):
                 await asyncio.sleep(pause)
-                await asyncio.to_thread(self._refresh, deadline, patient=True)
+                await asyncio.to_thread(self._round, deadline, resubmit)
             return self
         finally:
             bar.close()
 
+    def _round(self, deadline: float | None, resubmit: bool) -> None:
+        """One poll of a wait: refresh, then (``resubmit``) send again what is marked."""
+        self._refresh(deadline, patient=True)
+        if resubmit:
+            self._resend(deadline, patient=True)
+
     def _pauses(
-        self, deadline: float | None, poll: float, max_poll: float, bar: Any
+        self, deadline: float | None, poll: float, max_poll: float, bar: Any, resubmit: bool
     ) -> Iterator[float]:
         """A wait's rhythm, after each refresh: show the progress, stop once every batch is
         collected, a batch reports an unknown status, or the time is up, else the pause before
@@ -395,7 +449,8 @@ class BatchJob:
             if status == "unknown":
                 self._warn_unknown(shards)
                 return
-            if status in ("completed", "incomplete"):
+            waiting = resubmit and any(s["resend"] and s["state"] == "collected" for s in shards)
+            if status in ("completed", "incomplete") and not waiting:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -475,7 +530,14 @@ class BatchJob:
             results.append(out)
         recording = self.recording
         if recording is not None:
-            self._record({k: answers[k] for k in keys if k in answers}, sent, only_new=True)
+            record_answers(
+                self.manifest,
+                self.id,
+                self.recording,
+                {k: answers[k] for k in keys if k in answers},
+                sent,
+                only_new=True,
+            )
             recording.close()
         frame = result_frame([stored_label(r.label) for r in rows], results, schema)
         reused = sum({r.key: r.attempts or 1 for r in rows if r.status == "reused"}.values())
@@ -506,45 +568,6 @@ class BatchJob:
         recording = getattr(self.client, "recording", None)
         return recording if recording is not None and not recording.replaying else None
 
-    def _record(
-        self,
-        answers: dict[str, CachedAnswer],
-        sent: dict[str, tuple[int, str | None]],
-        *,
-        only_new: bool,
-        batch_id: str | None = None,
-    ) -> None:
-        """Write ``answers`` (this job's, by key) to the recording, as ``ask`` writes its own:
-        what each key asked (from the manifest), how many of the job's batches held it
-        (``sent``: ``manifest.submissions``), the batch that delivered it. The caller sorts
-        the store (``recording.close()``) when it is done."""
-        recording = self.recording
-        if recording is None or not answers:
-            return
-        todo = {k: v for k, v in answers.items() if not (only_new and recording.has(k))}
-        if todo:
-            job = self.manifest.job(self.id) or {}
-            identity = _identity(job)
-            asked = self.manifest.requests(todo)
-            records = []
-            for key, entry in todo.items():
-                prompt, system, images = asked.get(key, (job.get("prompt") or "", None, []))
-                times, latest = sent.get(key, (1, None))
-                records.append(
-                    answer_record(
-                        key,
-                        entry,
-                        identity=identity,
-                        prompt=prompt,
-                        system=system,
-                        images=images,
-                        attempts=max(1, times),
-                        batch_id=batch_id or latest,
-                    )
-                )
-                recording.first_use(key)
-            recording.add_many(records)  # one lock and one append for the chunk
-
     def __repr__(self) -> str:
         shards = self.manifest.shards(self.id)
         total, completed, failed = self._counts(shards)
@@ -552,36 +575,3 @@ class BatchJob:
             f"BatchJob({self.id!r}, status={self._status(shards)!r}, lines={total}, "
             f"completed={completed}, failed={failed})"
         )
-
-
-def batch_jobs(cache: bool | str | Cache | Any = True) -> pd.DataFrame:
-    """A DataFrame of the batch jobs recorded beside ``cache`` (default: the default cache)."""
-    store = Cache.open(cache)
-    if store is None:
-        raise ValueError("batch jobs live beside an answer cache; pass cache=True or a path")
-    path = manifest_path(store.path)
-    columns = ["job_id", "created", "provider", "model", "prompt", "files", "lines", "status"]
-    if not path.exists():
-        return pd.DataFrame(columns=columns)
-    manifest = Manifest(path)
-    try:
-        records = []
-        for job in manifest.jobs():
-            shards = manifest.shards(job["job_id"])
-            states = {s["state"] for s in shards}
-            statuses = {s["status"] for s in shards if s["status"]}
-            records.append(
-                {
-                    "job_id": job["job_id"],
-                    "created": pd.Timestamp(job["created"], unit="s"),
-                    "provider": job["provider"],
-                    "model": job["model"],
-                    "prompt": job["prompt"],
-                    "files": len(shards),
-                    "lines": sum(s["lines"] or 0 for s in shards),
-                    "status": ", ".join(sorted(statuses)) or ", ".join(sorted(states)) or "-",
-                }
-            )
-    finally:
-        manifest.close()
-    return pd.DataFrame(records, columns=columns)

@@ -229,18 +229,25 @@ class Manifest:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    def _many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Several statements in one transaction."""
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction (taken at once), committed when the
+        block ends, rolled back if it raises."""
         with self._lock, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    self._db.execute(sql, params)
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Several statements in one transaction."""
+        with self.transaction() as db:
+            for sql, params in statements:
+                db.execute(sql, params)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -269,7 +276,7 @@ class Manifest:
     def jobs(self) -> list[dict[str, Any]]:
         return self._dicts("SELECT * FROM jobs ORDER BY created")
 
-    def _num(self, job_id: str) -> int:
+    def num(self, job_id: str) -> int:
         """The job's number in the other tables (``KeyError`` for a job never saved)."""
         if job_id not in self._nums:
             found = self._run("SELECT num FROM jobs WHERE job_id = ?", (job_id,))
@@ -289,7 +296,7 @@ class Manifest:
 
         A row planned again keeps the file it was last sent in unless it is sent now; a row
         sent again remembers the earlier file in ``held`` if that file made a batch."""
-        num = self._num(job_id)
+        num = self.num(job_id)
         prompt = self._prompt(num)
         planned = [JobRow(*r) for r in rows]
         records = [
@@ -310,30 +317,23 @@ class Manifest:
             for r in planned
         ]
         resent = [(num, r.pos, r.seq) for r in planned if r.seq is not None]
-        with self._lock, self._guard():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO held (job, pos, seq) SELECT r.job, r.pos, r.seq "
-                    "FROM rows r JOIN shards s ON s.job = r.job AND s.seq = r.seq "
-                    "WHERE r.job = ? AND r.pos = ? AND r.seq != ? AND s.batch_id IS NOT NULL",
-                    resent,
-                )
-                self._db.executemany(
-                    "INSERT INTO rows (job, pos, label, key, status, error, tokens, attempts, "
-                    "batch_id, prompt, images, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (job, pos) DO UPDATE SET label = excluded.label, "
-                    "key = excluded.key, status = excluded.status, error = excluded.error, "
-                    "tokens = excluded.tokens, attempts = excluded.attempts, "
-                    "batch_id = excluded.batch_id, prompt = excluded.prompt, "
-                    "images = excluded.images, seq = COALESCE(excluded.seq, rows.seq)",
-                    records,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO held (job, pos, seq) SELECT r.job, r.pos, r.seq "
+                "FROM rows r JOIN shards s ON s.job = r.job AND s.seq = r.seq "
+                "WHERE r.job = ? AND r.pos = ? AND r.seq != ? AND s.batch_id IS NOT NULL",
+                resent,
+            )
+            db.executemany(
+                "INSERT INTO rows (job, pos, label, key, status, error, tokens, attempts, "
+                "batch_id, prompt, images, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (job, pos) DO UPDATE SET label = excluded.label, "
+                "key = excluded.key, status = excluded.status, error = excluded.error, "
+                "tokens = excluded.tokens, attempts = excluded.attempts, "
+                "batch_id = excluded.batch_id, prompt = excluded.prompt, "
+                "images = excluded.images, seq = COALESCE(excluded.seq, rows.seq)",
+                records,
+            )
 
     def rows(self, job_id: str) -> list[JobRow]:
         """The job's rows in order (without ``prompt`` and ``images``: see ``requests``)."""
@@ -352,7 +352,7 @@ class Manifest:
             for pos, label, key, status, error, tokens, attempts, batch_id, seq in self._run(
                 "SELECT pos, label, key, status, error, tokens, attempts, batch_id, seq "
                 "FROM rows WHERE job = ? ORDER BY pos",
-                (self._num(job_id),),
+                (self.num(job_id),),
             )
         ]
 
@@ -392,7 +392,7 @@ class Manifest:
             (
                 shard_id,
                 job_id,
-                self._num(job_id),
+                self.num(job_id),
                 seq,
                 str(path),
                 len(keys),
@@ -445,7 +445,7 @@ class Manifest:
     def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
         """key -> (how many of this job's batches held it, the latest one's batch id). A
         file never made a batch (refused by the budget, lost) does not count."""
-        num = self._num(job_id)
+        num = self.num(job_id)
         found = self._run(
             "SELECT r.key, s.seq, s.batch_id FROM rows r "
             "JOIN shards s ON s.job = r.job AND s.seq = r.seq "
@@ -507,41 +507,3 @@ class Manifest:
             "INSERT OR REPLACE INTO uploads (batch_base_url, last) VALUES (?, ?)",
             (batch_base_url, time.time()),
         )
-
-    # -- job claims (visionkit.batch.claims) ---------------------------------------------------
-
-    def claim_job(self, job_id: str, owner: str, lease: float) -> tuple[str, float] | None:
-        """Take the job for ``owner`` for ``lease`` seconds unless another owner's claim is
-        live; returns ``None`` when taken, else (the other owner, seconds its claim has left)."""
-        with self._lock, self._guard():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                now = time.time()
-                held = self._db.execute(
-                    "SELECT owner, expires FROM job_claims WHERE job_id = ?", (job_id,)
-                ).fetchone()
-                if held is not None and held[0] != owner and held[1] > now:
-                    self._db.execute("COMMIT")
-                    return str(held[0]), float(held[1]) - now
-                self._db.execute(
-                    "INSERT OR REPLACE INTO job_claims (job_id, owner, expires) VALUES (?, ?, ?)",
-                    (job_id, owner, now + lease),
-                )
-                self._db.execute("COMMIT")
-                return None
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def renew_job(self, job_id: str, owner: str, lease: float) -> bool:
-        """Extend ``owner``'s claim; False when it no longer holds it."""
-        with self._lock, self._guard():
-            cur = self._db.execute(
-                "UPDATE job_claims SET expires = ? WHERE job_id = ? AND owner = ?",
-                (time.time() + lease, job_id, owner),
-            )
-            return cur.rowcount > 0
-
-    def release_job(self, job_id: str, owner: str) -> None:
-        self._run("DELETE FROM job_claims WHERE job_id = ? AND owner = ?", (job_id, owner))

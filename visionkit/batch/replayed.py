@@ -203,8 +203,9 @@ class ReplayedJob:
         """Returns at once (``BatchJob.wait_async``'s arguments are accepted)."""
         return self
 
-    def result(self) -> pd.DataFrame:
-        """The recorded job's table (a copy): see ``BatchJob.result``."""
+    def result(self, *, strict: bool = False) -> pd.DataFrame:
+        """The recorded job's table (a copy): see ``BatchJob.result`` (a replayed job is
+        done from the start, so ``strict`` never raises)."""
         frame = self._frame.copy()
         frame.attrs = {"usage": dict(self._frame.attrs["usage"])}
         return frame

@@ -59,7 +59,10 @@ class ShardWriter:
     def add(self, key: str, payload: bytes, estimated_tokens: int | None) -> Shard:
         """Write one line; returns the shard it went to. Raises ValueError if one line alone
         is over ``max_bytes``."""
-        line = jsonl_line(key, payload, self.endpoint)
+        return self.add_line(key, jsonl_line(key, payload, self.endpoint), estimated_tokens)
+
+    def add_line(self, key: str, line: bytes, estimated_tokens: int | None) -> Shard:
+        """``add`` for a line already made (one read back from an earlier file)."""
         if self.max_bytes is not None and len(line) > self.max_bytes:
             raise ValueError(
                 f"one request line is {len(line):,} bytes, over the {self.max_bytes:,}-byte "

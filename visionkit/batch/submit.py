@@ -1,14 +1,13 @@
 """``submit``: plan a job exactly as ``ask`` plans a run, write it as JSONL files, upload them.
 
-Planning is ``ask``'s own (``visionkit.query.plan``): the same template, schema, per-row checks,
-encoding and cache key, so a row already answered in the cache is not submitted, an image
-repeated in the job is sent once, and a row that would break the provider's rules is that row's
-error, never a line in a file. The one thing added per row (in the planner's ``finish`` hook,
-in its thread pool) is the manifest's question: is this key already in a file or batch not yet
-collected? Then it is not encoded or submitted again. So calling ``submit`` again with the same
-arguments continues the same job -- files not uploaded yet are uploaded, nothing running is
-sent twice -- and once a batch has expired, been cancelled or failed lines, only the rows still
-without an answer are sent. Two processes submitting the same job at once take turns
+The steps are the ones ``ddf.vision.submit`` shares (``visionkit.batch.shared``): planning is
+``ask``'s own, so a row already answered in the cache is not submitted, an image repeated in
+the job is sent once, a row that would break the provider's rules is that row's error, and a
+key already in a file or batch not yet collected is not encoded or submitted again. So calling
+``submit`` again with the same arguments continues the same job -- files not uploaded yet are
+uploaded, nothing running is sent twice -- and once a batch has expired, been cancelled or
+failed lines, only the rows still without an answer are sent (``job.wait()`` does that itself:
+``visionkit.batch.resend``). Two processes submitting the same job at once take turns
 (``visionkit.batch.claims``): the second finds the first one's files and attaches to its batches.
 
 The job's id is a hash of the arguments (the provider and model, prompt, system prompt, schema,
@@ -21,339 +20,34 @@ and uploaded one by one at the profile's pace (``visionkit.batch.upload``).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import json
 import os
-import shutil
-import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
 import pandas as pd
 
-from ..errors import BudgetExceeded
-from ..providers import BatchLimits, money, money_fields
-from ..query.cache import Cache
-from ..query.options import AskOptions
-from ..query.plan import Plan, RowPlan, make_plan, plan_rows, prepare_request_for
-from ..query.progress import progress_bar
+from ..query.plan import make_plan
 from .claims import job_claim
-from .job import BatchJob, interrupted_in_notebook
-from .manifest import JobRow, Manifest, manifest_path
-from .packing import pack_key
+from .manifest import Manifest, manifest_path
 from .replayed import replay_job
-from .shards import Shard, ShardWriter
-from .upload import upload_pending
+from .shared import (
+    batch_arguments,
+    cell_hashes,
+    check_ready,
+    dry_run_frame,
+    job_directory,
+    job_identity,
+    launch,
+    open_job,
+    prepare,
+)
 
 if TYPE_CHECKING:
+    from ..query.cache import Cache
     from ..query.client import Client
     from .protocol import Job
 
-__all__ = ["BatchSettings", "Preparation", "prepare", "submit"]
-
-_ROW_CHUNK = 1000  # job rows recorded per transaction
-
-
-@dataclass(frozen=True)
-class BatchAskOptions(AskOptions):
-    """``AskOptions`` plus ``compact`` encoding, which reaches ``encode_image`` (and the cache
-    key) through ``encode_options``, the planner's own channel for encoding settings."""
-
-    compact: bool = False
-
-    @property
-    def encode_options(self) -> dict[str, Any]:
-        options = super().encode_options
-        return {**options, "compact": True} if self.compact else options
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """What only a batch job decides (``AskOptions`` carries everything ``ask`` shares)."""
-
-    max_file_bytes: int | None = None
-    max_requests_per_file: int | None = None
-    upload_interval: float | None = None
-    metadata: Mapping[str, str] | None = None
-
-    def limits(self, profile: BatchLimits | None) -> BatchLimits:
-        """The profile's limits with this job's overrides (a smaller value always wins)."""
-        base = profile or BatchLimits()
-        changes: dict[str, Any] = {}
-        for name in ("max_file_bytes", "max_requests_per_file"):
-            mine, theirs = getattr(self, name), getattr(base, name)
-            if mine is not None:
-                if mine < 1:
-                    raise ValueError(f"{name} must be >= 1, not {mine!r}")
-                changes[name] = mine if theirs is None else min(mine, theirs)
-        if self.upload_interval is not None:
-            changes["upload_interval"] = float(self.upload_interval)
-        return dataclasses.replace(base, **changes)
-
-
-def batch_arguments(arguments: Mapping[str, Any]) -> tuple[BatchAskOptions, BatchSettings]:
-    """``submit``'s arguments (its ``locals()``, or the Dask path's bound arguments) as the
-    options ``ask`` shares and the batch-only settings, each picked up by its own name."""
-    shared = {f.name for f in dataclasses.fields(BatchAskOptions)}
-    options = BatchAskOptions(**{k: v for k, v in arguments.items() if k in shared})
-    settings = BatchSettings(
-        **{f.name: arguments[f.name] for f in dataclasses.fields(BatchSettings)}
-    )
-    return options, settings
-
-
-def _cell_identity(cell: Any) -> str:
-    """What names an image cell in the job id: a path or URL as it is, bytes by their digest.
-    Other cells (PIL images) by ``repr``: a new session makes a new job id for them, but their
-    rows are still never submitted twice (coverage is decided by each row's cache key)."""
-    if isinstance(cell, (bytes, bytearray, memoryview)):
-        return "sha256:" + hashlib.sha256(cell).hexdigest()
-    if isinstance(cell, str):
-        return cell
-    return "" if cell is None else repr(cell)
-
-
-def cell_hashes(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """One 64-bit hash per row of the image cells and the index label. Rows hash alone, so
-    the hashes of a frame's pieces (a Dask frame's partitions), joined, are the frame's."""
-    cells = pd.DataFrame({c: [_cell_identity(x) for x in df[c]] for c in columns}, index=df.index)
-    return pd.util.hash_pandas_object(cells, index=True).to_numpy()
-
-
-def job_identity(plan: Plan, prompt: str, row_hashes: Iterable[np.ndarray]) -> str:
-    """The job id: a hash of the arguments that decide what the job sends -- the recipe and
-    every row's ``cell_hashes``, in row order."""
-    h = hashlib.sha256()
-    name, url = plan.client.cache_identity if plan.client else (plan.provider.name, None)
-    recipe = {
-        "provider": name,
-        "base_url": url,
-        "model": plan.model,
-        "prompt": prompt,
-        "system": plan.system,
-        "schema": plan.schema.json_schema if plan.schema else None,
-        "params": plan.params,
-        "encode": plan.encode_options,
-        "columns": plan.columns,
-    }
-    h.update(json.dumps(recipe, sort_keys=True, default=repr).encode())
-    for hashes in row_hashes:
-        h.update(hashes.tobytes())
-    return "job-" + h.hexdigest()[:20]
-
-
-@dataclass
-class Preparation:
-    """What one planning pass found: totals, the files written, and (for a dry run) the rows."""
-
-    shards: list[Shard]
-    counts: dict[str, int] = dataclasses.field(
-        default_factory=lambda: dict.fromkeys(
-            ("send", "hit", "repeat", "covered", "error", "estimated_tokens", "request_bytes"), 0
-        )
-    )
-    # (pos, label, key, status, error, tokens, request_bytes, file number), dry runs only
-    rows: list[tuple[Any, ...]] = dataclasses.field(default_factory=list)
-
-    def count(self, status: str, tokens: int | None, nbytes: int | None) -> None:
-        self.counts["hit" if status == "reused" else status] += 1  # reused: a hit, reported
-        if status == "send":
-            self.counts["estimated_tokens"] += tokens or 0
-            self.counts["request_bytes"] += nbytes or 0
-
-    def totals(self) -> dict[str, int]:
-        c = self.counts
-        return {
-            "requests": c["send"],
-            "cache_hits": c["hit"],
-            "repeats": c["repeat"],
-            "covered": c["covered"],
-            "failed": c["error"],
-            "estimated_tokens": c["estimated_tokens"],
-            "request_bytes": c["request_bytes"],
-        }
-
-
-def prepare(
-    plan: Plan,
-    limits: BatchLimits,
-    manifest: Manifest | None,
-    directory: Path | None,
-    *,
-    job_id: str | None,
-    first_seq: int,
-    progress: bool,
-    keep_rows: bool,
-) -> Preparation:
-    """One pass over the rows: plan each (as ``ask`` does), write the lines to send.
-
-    ``directory=None`` writes nothing (a dry run's plan); ``manifest`` (optional) answers which
-    keys are already submitted and records the job's rows and files. ``submit`` is the entry
-    point; this is the pass itself, for benchmarks and the Dask path.
-    """
-    covered: set[int] = set()
-    lock = threading.Lock()
-    live = manifest.live_keys() if manifest is not None else set()  # one query, not one a row
-
-    def finish(plan: Plan, row: RowPlan) -> RowPlan:
-        if row.key is not None and pack_key(row.key) in live:
-            row.images = None  # already in a file or batch of this cache's jobs: not again
-            with lock:
-                covered.add(row.pos)
-            return row
-        return prepare_request_for(plan, row)
-
-    writer = ShardWriter(
-        directory,
-        max_bytes=limits.max_file_bytes,
-        max_requests=limits.max_requests_per_file,
-        endpoint=limits.endpoint,
-        on_close=((lambda shard: _stage(manifest, job_id, shard)) if manifest and job_id else None),
-        first_seq=first_seq,
-    )
-    prep = Preparation(shards=writer.closed)
-    pending: list[JobRow] = []
-    hits: dict[str, tuple[str, int | None, str | None]] = {}
-    bar = progress_bar(plan.n, desc="batch prepare", enabled=progress)
-    try:
-        for row in plan_rows(plan, finish=finish, on_row=lambda _: bar.update(1)):
-            shard_seq = None
-            attempts = batch_id = None
-            if row.error is not None:
-                status = "error"
-            elif row.hit is not None:
-                status = "hit"
-                if job_id is not None:  # a submission, not a dry run: the row is used now
-                    status, attempts, batch_id = _hit_status(plan, row, hits)
-            elif row.repeat_of is not None:
-                status = "repeat"
-            elif row.pos in covered or row.request is None:
-                status = "covered"
-            else:
-                status = "send"
-                assert row.key is not None
-                try:
-                    shard = writer.add(row.key, row.request.payload, row.estimated_tokens)
-                    shard_seq = shard.seq
-                except ValueError as exc:
-                    status, row.error = "error", f"RequestError: {exc}"
-            record = (
-                row.pos,
-                row.label,
-                row.key,
-                status,
-                row.error,
-                row.estimated_tokens,
-                row.request_bytes,
-                shard_seq,
-            )
-            row.request = None
-            prep.count(status, row.estimated_tokens, row.request_bytes)
-            if keep_rows:
-                prep.rows.append(record)
-            if manifest is not None and job_id is not None:
-                pending.append(
-                    JobRow(
-                        *record[:6],
-                        attempts=attempts,
-                        batch_id=batch_id,
-                        prompt=str(plan.prompts[row.pos]),
-                        images=row.digests or None,
-                        seq=shard_seq,
-                    )
-                )
-                if len(pending) >= _ROW_CHUNK:
-                    manifest.add_rows(job_id, pending)
-                    pending.clear()
-        writer.close()
-        if manifest is not None and job_id is not None and pending:
-            manifest.add_rows(job_id, pending)
-    except BaseException:
-        writer.discard()
-        raise
-    finally:
-        bar.close()
-    return prep
-
-
-def _hit_status(
-    plan: Plan, row: RowPlan, hits: dict[str, tuple[str, int | None, str | None]]
-) -> tuple[str, int | None, str | None]:
-    """How a row answered at submit (cache or recording) is reported: (status, attempts,
-    batch id). ``hit`` -- or, with a recording on, ``reused`` (bought: its recorded attempts
-    and batch) the first time this process uses the answer, as ``ask`` reports it, so the
-    recorded job and its replay show the same; a row repeating one of the job's earlier rows
-    is reported as that row (``hits``)."""
-    assert row.key is not None and row.hit is not None
-    if row.key not in hits:
-        recording = plan.recording
-        if recording is not None and plan.used(row, row.hit):
-            hits[row.key] = ("reused", recording.attempts(row.key), recording.batch_id(row.key))
-        else:
-            hits[row.key] = ("hit", None, None)
-    return hits[row.key]
-
-
-def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
-    """Record a closed file as ``staged``: known, but not uploaded until the pass is over."""
-    assert manifest is not None and job_id is not None and shard.path is not None
-    manifest.add_shard(
-        shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
-    )
-
-
-def _dry_run_frame(
-    plan: Plan, prep: Preparation, limits: BatchLimits, interval: float
-) -> pd.DataFrame:
-    index = plan.index
-    rows = prep.rows
-    out = pd.DataFrame(
-        {
-            "estimated_tokens": pd.array([r[5] for r in rows], dtype="Int64"),
-            "request_bytes": pd.array([r[6] for r in rows], dtype="Int64"),
-            "cached": pd.array([r[3] == "hit" for r in rows], dtype=bool),
-            "error": pd.Series([r[4] for r in rows], index=index, dtype=object),
-            "file": pd.array([r[7] for r in rows], dtype="Int64"),
-        },
-        index=index,
-    )
-    files = pd.DataFrame(
-        {
-            "file": [s.seq for s in prep.shards],
-            "requests": [len(s.keys) for s in prep.shards],
-            "bytes": [s.nbytes for s in prep.shards],
-        }
-    )
-    n = len(prep.shards)
-    out.attrs["usage"] = {
-        "rows": plan.n,
-        **prep.totals(),
-        "files": n,
-        "file_bytes": int(files["bytes"].sum()) if n else 0,
-        "upload_seconds": max(0, n - 1) * interval,
-        "max_file_bytes": limits.max_file_bytes,
-        "max_requests_per_file": limits.max_requests_per_file,
-        "provider": plan.provider.name,
-        "model": plan.model,
-        "dry_run": True,
-    }
-    usage = out.attrs["usage"]  # prompts at the Batch API's price, where it is known
-    usage.update(
-        money_fields(
-            plan.provider,
-            plan.model,
-            usage["estimated_tokens"],
-            batch=True,
-            name="estimated_cost_usd",
-        )
-    )
-    out.attrs["files"] = files
-    return out
+__all__ = ["submit"]
 
 
 @overload
@@ -484,7 +178,7 @@ def submit(
             finally:
                 if manifest is not None:
                     manifest.close()
-            return _dry_run_frame(plan, prep, limits, interval)
+            return dry_run_frame(plan, prep, limits, interval)
         if plan.replaying:  # answered from the recording: nothing written, nothing sent
             job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
             return replay_job(plan, job_id, progress=progress)
@@ -493,7 +187,7 @@ def submit(
         manifest = Manifest(manifest_path(plan.cache.path))
         job_id = job_identity(plan, prompt, [cell_hashes(data, plan.columns)])
         with job_claim(manifest, job_id):  # one process submits a job at a time
-            open_job(plan, manifest, job_id, prompt, metadata)
+            open_job(plan, manifest, job_id, prompt, metadata, limits)
             directory = job_directory(plan, job_id)
             prep = prepare(
                 plan,
@@ -506,109 +200,3 @@ def submit(
                 keep_rows=False,
             )
             return launch(plan, prep, manifest, job_id, settings)
-
-
-def check_ready(plan: Plan) -> None:
-    """Before any line is written: raise without an answer cache or a Batch API, and for
-    ``connect(base_url=...)`` without ``model=`` ask the server for its one model (every line
-    names the model)."""
-    if plan.cache is None:
-        raise ValueError(
-            "batch jobs need the answer cache (results arrive later, maybe in another "
-            "session): pass cache=True or a path"
-        )
-    assert plan.client is not None
-    sdk = plan.client.batch_sdk()
-    if plan.model is None:
-        models = [m.id for m in sdk.models.list()]
-        if len(models) != 1:
-            raise ValueError(f"the server serves {len(models)} models; pass model=...")
-        plan.model = models[0]
-
-
-def job_directory(plan: Plan, job_id: str) -> Path:
-    """Where a job's input files are written: ``<cache dir>/batch-files/<job id>/``."""
-    assert plan.cache is not None
-    return plan.cache.path.parent / "batch-files" / job_id
-
-
-def open_job(
-    plan: Plan, manifest: Manifest, job_id: str, prompt: str, metadata: Mapping[str, str] | None
-) -> None:
-    """Record the job (or find it again) before a planning pass records its rows and files."""
-    assert plan.client is not None and plan.cache is not None
-    manifest.save_job(
-        job_id,
-        provider=plan.provider.name,
-        base_url=plan.client.base_url,
-        batch_base_url=plan.client.batch_base_url,
-        model=plan.model,
-        prompt=prompt,
-        system=plan.system,
-        identity=json.dumps(plan.client.cache_identity),
-        schema=json.dumps(plan.schema.json_schema) if plan.schema else None,
-        cache_path=str(plan.cache.path),
-        metadata=json.dumps(dict(metadata or {})),
-    )
-    # A previous pass cut short (or refused by the budget) left staged files: drop them.
-    for old in manifest.shards(job_id):
-        if old["state"] == "staged":
-            Path(old["path"]).unlink(missing_ok=True)
-            manifest.update_shard(old["shard_id"], state="lost")
-
-
-def launch(
-    plan: Plan, prep: Preparation, manifest: Manifest, job_id: str, settings: BatchSettings
-) -> BatchJob:
-    """After a planning pass recorded its rows and staged its files: check the budget (over
-    it, the files are dropped and nothing is uploaded), then upload at the profile's pace."""
-    assert plan.client is not None and plan.cache is not None
-    limits = settings.limits(plan.provider.batch)
-    budget_tokens, progress = plan.options.budget_tokens, plan.options.progress
-    totals = prep.totals()
-    if budget_tokens is not None and totals["estimated_tokens"] > budget_tokens:
-        for shard in prep.shards:
-            if shard.path is not None:
-                shard.path.unlink(missing_ok=True)
-            manifest.update_shard(shard.shard_id, state="lost")
-        usd = money(plan.provider, plan.model, totals["estimated_tokens"], batch=True)
-        dollars = "" if usd is None else f" (about ${usd:,.2f} at {plan.model}'s batch price)"
-        raise BudgetExceeded(
-            f"the estimate is {totals['estimated_tokens']:,} tokens{dollars} for "
-            f"{totals['requests']:,} requests (prompt and images as encoded, "
-            f"{plan.provider.name} formula; cache hits, repeated images and rows already "
-            f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "
-            "uploaded. dry_run=True shows the same estimate per row."
-        )
-    for shard in prep.shards:
-        manifest.update_shard(shard.shard_id, state="written")
-    cache_store = Cache(plan.cache.path)  # the job's own handle: the plan closes its
-    job = BatchJob(job_id, manifest, cache_store, plan.client)
-    pending = [s for s in manifest.shards(job_id) if s["state"] in ("written", "uploaded")]
-    bar = progress_bar(len(pending), desc="batch upload", enabled=progress)
-    bar.unit = "file"
-    try:
-        upload_pending(
-            job_id,
-            manifest,
-            plan.client.batch_sdk(),
-            plan.client.batch_base_url or plan.client.base_url,
-            limits,
-            interval=limits.upload_interval,
-            metadata=dict(settings.metadata or {}),
-            bar=bar,
-        )
-    except KeyboardInterrupt:
-        if not interrupted_in_notebook(
-            f"stopped uploading batch job {job_id}: the files uploaded and batches created "
-            "so far are recorded; submit the same call again to continue."
-        ):
-            raise
-        return job
-    finally:
-        bar.close()
-    directory = job_directory(plan, job_id)
-    with contextlib.suppress(OSError):
-        if directory.exists() and not any(directory.iterdir()):
-            shutil.rmtree(directory)
-    return job

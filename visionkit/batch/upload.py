@@ -7,7 +7,9 @@ recorded batch first looks for a batch already made from its file (``batches.lis
 adopts it. Uploads wait ``upload_interval`` seconds after the previous one to the same batch URL
 (the time is kept in the manifest, so a new process waits too), and a 429 is answered by
 waiting for its ``Retry-After``; the file is streamed from disk (an open file, not a path: the
-openai SDK reads a path into memory whole).
+openai SDK reads a path into memory whole) and kept until its batch is collected: rows the
+batch leaves unanswered are sent again from it, and a batch refused for its size is split from
+it (``visionkit.batch.resend``).
 
 The calls that make something -- a file upload, a batch (which is billed), a cancel -- are sent
 with the SDK's own retries off: its retry after a 5xx, a timeout or a dropped connection cannot
@@ -19,7 +21,6 @@ What the server answers (ids, statuses, counts) is checked (``visionkit.batch.li
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -184,12 +185,23 @@ def upload_pending(
     interval: float,
     metadata: dict[str, str] | None = None,
     bar: Any = None,
+    deadline: float | None = None,
 ) -> int:
     """Upload every shard of the job not uploaded yet and create its batch; returns how many
-    batches were created now."""
+    batches were created now. ``deadline`` (a ``time.monotonic()``, inside a wait): stop
+    before a file whose pacing would pass it (the next wait or submit goes on), and give each
+    call the time left."""
     created = 0
     for shard in manifest.shards(job_id):
         state = shard["state"]
+        if state not in ("written", "uploaded"):
+            continue
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            pause = manifest.last_upload(batch_base_url) + interval - time.time()
+            if left <= 0 or (state == "written" and pause >= left):
+                break
+            sdk = sdk.with_options(timeout=left)
         resumed = state == "uploaded"  # by an earlier call: its batch may exist already
         if state == "written":
             path = Path(shard["path"])
@@ -221,9 +233,7 @@ def upload_pending(
                 status=batch.status,
                 total=batch.counts.total or shard["lines"],
             )
-            created += 1
-            with contextlib.suppress(OSError):  # the provider has it now
-                Path(shard["path"]).unlink()
+            created += 1  # the file stays until its batch is collected (visionkit.batch.resend)
             if bar is not None:
                 bar.set_postfix_str(f"batch {batch.id}", refresh=False)
                 bar.update(1)

@@ -147,7 +147,8 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from ..batch.job import BatchJob, batch_jobs
+    from ..batch.job import BatchJob
+    from ..batch.listing import batch_jobs
 
     if args.job is None:
         table = batch_jobs(_cache(args))

@@ -3,7 +3,7 @@ JSONL files in parallel; this process records them in the batch manifest and upl
 through the one paced uploader of ``df.vision.submit``.
 
 Per partition, on a worker, ``prepare_partition`` runs the pandas path's own pass
-(``visionkit.batch.submit.prepare``: ``ask``'s planner, the answer cache's hits, the manifest's
+(``visionkit.batch.shared.prepare``: ``ask``'s planner, the answer cache's hits, the manifest's
 keys already in a live file, the row errors, the file cutting) into a staging folder of this
 call under ``<cache dir>/batch-files/``, and returns the partition's rows, its files and the
 hashes that name the job. Workers only *read* the answer cache and the manifest (SQLite in WAL
@@ -18,7 +18,7 @@ line: it is sent once, like a repeat inside one frame); neighbouring files that 
 together are joined (each partition's last file is part-filled, and at inference.net's one
 upload a minute every file counts), renamed into ``batch-files/<job id>/`` with the job's next
 sequence numbers and recorded (``staged``), the rows recorded in order; then
-``visionkit.batch.submit.launch`` checks the budget and uploads at the provider's pace, exactly
+``visionkit.batch.shared.launch`` checks the budget and uploads at the provider's pace, exactly
 as for a pandas frame. So the same call again continues the same job, ``job.wait()``,
 ``job.result()`` and ``vk.BatchJob.load(id)`` work as they do for a pandas job, and the result
 is on the frame's index.
@@ -58,13 +58,14 @@ import pandas as pd
 from ..batch.claims import job_claim
 from ..batch.manifest import JobRow, Manifest, manifest_path
 from ..batch.shards import Shard, jsonl_line
-from ..batch.submit import (
+from ..batch.shared import (
     BatchAskOptions,
+    PlannedRow,
     Preparation,
-    _dry_run_frame,
     batch_arguments,
     cell_hashes,
     check_ready,
+    dry_run_frame,
     job_directory,
     job_identity,
     launch,
@@ -170,7 +171,7 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             )
             parts = _run(dask_client, ddf, task, options.progress)
             prep = merge(parts, limits, plan, directory=None, first_seq=1)
-            return _dry_run_frame(plan, prep, limits, limits.upload_interval)
+            return dry_run_frame(plan, prep, limits, limits.upload_interval)
         check_ready(plan)
         assert plan.cache is not None and plan.client is not None
         manifest = Manifest(manifest_path(plan.cache.path))
@@ -190,11 +191,11 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             raise
         with job_claim(manifest, job_id):  # one process submits a job at a time
             try:
-                open_job(plan, manifest, job_id, prompt, settings.metadata)
+                open_job(plan, manifest, job_id, prompt, settings.metadata, limits)
                 directory = job_directory(plan, job_id)
                 # rows another process put in a live file while the workers ran: not again
                 covered = {
-                    r[2] for p in parts for r in p.prep.rows if r[3] == "send"
+                    r.key for p in parts for r in p.prep.rows if r.status == "send" and r.key
                 } & manifest.covered_keys()
                 prep = merge(
                     parts,
@@ -279,18 +280,22 @@ def merge(
     plan.index = parts[0].index.append([p.index for p in parts[1:]]) if parts else plan.index
     first: dict[str, int] = {}
     drop: dict[tuple[int, int], dict[str, int]] = defaultdict(dict)  # file -> key -> bytes
-    rows: list[list[Any]] = []
+    rows: list[tuple[PlannedRow, tuple[int, int | None]]] = []  # (row, its partition's file)
     offset = 0
     for part in parts:
-        for pos, label, key, status, error, tokens, nbytes, seq in part.prep.rows:
-            where = offset + pos
-            if status == "send" and key in covered:
-                drop[(part.number, seq)][key] = nbytes or 0
-                status, seq = "covered", None
-            elif status == "send" and first.setdefault(key, where) != where:
-                drop[(part.number, seq)][key] = nbytes or 0
-                status, seq = "repeat", None
-            rows.append([where, label, key, status, error, tokens, nbytes, (part.number, seq)])
+        for row in part.prep.rows:
+            where, status, seq = offset + row.pos, row.status, row.seq
+            if status == "send" and row.key is not None:
+                if row.key in covered:
+                    status = "covered"
+                elif first.setdefault(row.key, where) != where:
+                    status = "repeat"
+                if status != "send":
+                    assert seq is not None  # a line was written for it: drop it
+                    drop[(part.number, seq)][row.key] = row.request_bytes or 0
+                    seq = None
+            moved = row._replace(pos=where, status=status, seq=None)
+            rows.append((moved, (part.number, seq)))
         offset += len(part.index)
     kept: list[tuple[tuple[int, int], Shard]] = []
     for part in parts:
@@ -305,10 +310,10 @@ def merge(
         seq = first_seq + len(prep.shards)
         prep.shards.append(_join([s for _, s in group], seq, directory))
         seqs.update((old, seq) for old, _ in group)
-    for row in rows:
-        row[7] = seqs.get(row[7])
-        prep.count(row[3], row[5], row[6])
-        prep.rows.append(tuple(row))
+    for row, (number, seq) in rows:
+        planned = row if seq is None else row._replace(seq=seqs.get((number, seq)))
+        prep.count(planned.status, planned.estimated_tokens, planned.request_bytes)
+        prep.rows.append(planned)
     return prep
 
 
@@ -393,4 +398,10 @@ def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
         )
     for start in range(0, len(prep.rows), _ROW_CHUNK):
         chunk = prep.rows[start : start + _ROW_CHUNK]
-        manifest.add_rows(job_id, [JobRow(*r[:6])._replace(seq=r[7]) for r in chunk])
+        manifest.add_rows(
+            job_id,
+            [
+                JobRow(r.pos, r.label, r.key, r.status, r.error, r.estimated_tokens, seq=r.seq)
+                for r in chunk
+            ],
+        )

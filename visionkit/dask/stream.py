@@ -7,8 +7,8 @@ earlier) or that another process put in a live file meanwhile is dropped from th
 file (the row is a ``repeat`` or ``covered``: sent once); each full file is recorded at once,
 its rows first (``staged``, then ``written``: only then can it be uploaded, so a crash after
 an upload leaves its rows live and nothing is paid twice); the partition's last, part-filled
-file is kept back and joined with other partitions' until the next one would not fit (at
-inference.net's one upload a minute every file counts). ``finish`` records what is kept back.
+file is kept back and joined with other partitions' until the next one would not fit or the
+file is full (at inference.net's one upload a minute every file counts). ``finish`` records what is kept back.
 Files are numbered in the order they are recorded.
 
 ``BackgroundUploads`` runs ``upload_pending`` in a thread, woken for every file recorded, until
@@ -116,7 +116,11 @@ class JobStream:
         if self._kept and not fits(self.limits, lines, nbytes):
             self._record(self._kept)
             self._kept = []
+            lines = len(item[0].keys)
         self._kept.append(item)
+        if lines == self.limits.max_requests_per_file:  # full: nothing more could join it
+            self._record(self._kept)
+            self._kept = []
 
     def _record(self, group: list[_Held]) -> None:
         """One file of ``group``'s files: moved or joined into the job's folder, recorded with

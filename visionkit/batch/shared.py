@@ -300,6 +300,7 @@ def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
     manifest.add_shard(
         shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
     )
+    shard.keys = []  # recorded: not kept in memory (a million rows' keys are ~100 MB)
 
 
 def dry_run_frame(

@@ -8,8 +8,8 @@ file (the row is a ``repeat`` or ``covered``: sent once); each full file is reco
 its rows first (``staged``, then ``written``: only then can it be uploaded, so a crash after
 an upload leaves its rows live and nothing is paid twice); the partition's last, part-filled
 file is kept back and joined with other partitions' until the next one would not fit or the
-file is full (at inference.net's one upload a minute every file counts). ``finish`` records what is kept back.
-Files are numbered in the order they are recorded.
+file is full (at inference.net's one upload a minute every file counts). ``finish`` records
+what is kept back. Files are numbered in the order they are recorded.
 
 ``BackgroundUploads`` runs ``upload_pending`` in a thread, woken for every file recorded, until
 told to stop (after the current file's batch is created); the caller then uploads the rest.
@@ -27,22 +27,12 @@ from ..batch.manifest import JobRow, Manifest
 from ..batch.shards import Shard
 from ..batch.shared import Preparation
 from ..providers import BatchLimits
+from ..query.rows import key_id
 from .files import fits, join, without
 
 __all__ = ["BackgroundUploads", "JobStream"]
 
 _Held = tuple[Shard, list[JobRow]]  # a file and the rows whose lines are in it
-
-
-def _sent_key(key: str) -> bytes | str:
-    """A key as the set of keys sent keeps it: 16 bytes of a sha256 hex key (a million keys
-    in ~80 MB rather than ~170 MB as hex strings), anything else as it is."""
-    if len(key) == 64:
-        try:
-            return bytes.fromhex(key[:32])
-        except ValueError:
-            pass
-    return key
 
 
 @dataclass
@@ -67,7 +57,7 @@ class JobStream:
         fresh = [
             r.key
             for r in part.rows
-            if r.status == "send" and r.key is not None and _sent_key(r.key) not in self._sent
+            if r.status == "send" and r.key is not None and key_id(r.key) not in self._sent
         ]
         elsewhere = self.manifest.live_among(fresh) if fresh else set()
         drop: dict[int, dict[str, int]] = defaultdict(dict)  # file -> key -> request bytes
@@ -76,7 +66,7 @@ class JobStream:
         for row in part.rows:
             status, seq = row.status, row.seq
             if status == "send" and row.key is not None:
-                sent = _sent_key(row.key)
+                sent = key_id(row.key)
                 if sent in self._sent:
                     status = "repeat"
                 elif row.key in elsewhere:

@@ -59,6 +59,8 @@ server for its model (``run.discover_model``); the batch path must resolve it fi
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +116,38 @@ RESULT_COLUMNS = (
 )
 
 
+class ColumnCells:
+    """One image column's cells by row position, made Python objects a block of rows at a
+    time as the planner reaches them: a column held whole as a list costs a Python string
+    per row (~100 bytes a row for pandas' Arrow-backed strings), where the planner's threads
+    only ever work on a few neighbouring chunks. Thread-safe."""
+
+    BLOCK = 2048  # rows made Python objects at once
+    KEPT = 3  # blocks kept (the planner's threads work a few chunks ahead of the caller)
+
+    def __init__(self, values: Any) -> None:
+        self._values = values  # a pandas array, sliced by position
+        self._blocks: OrderedDict[int, list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, pos: int) -> Any:
+        number, offset = divmod(pos, self.BLOCK)
+        with self._lock:
+            block = self._blocks.get(number)
+            if block is None:
+                start = number * self.BLOCK
+                block = self._values[start : start + self.BLOCK].tolist()
+                self._blocks[number] = block
+                if len(self._blocks) > self.KEPT:
+                    self._blocks.popitem(last=False)
+            else:
+                self._blocks.move_to_end(number)
+        return block[offset]
+
+
 @dataclass
 class Plan:
     """One call, decided: the options, the rows' prompts and images, client, schema, cache."""
@@ -121,7 +155,7 @@ class Plan:
     options: AskOptions
     index: pd.Index
     columns: list[str]
-    cells: list[list[Any]]  # per image column, the cells in row order
+    cells: list[ColumnCells]  # per image column, the cells by row position
     prompts: list[str | RequestError]
     client: Client | None
     provider: Provider
@@ -386,7 +420,7 @@ def make_plan(
         options=options,
         index=df.index,
         columns=columns,
-        cells=[df[c].tolist() for c in columns],
+        cells=[ColumnCells(df[c].array) for c in columns],
         prompts=prompts,
         client=client,
         provider=provider,

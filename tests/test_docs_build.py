@@ -184,3 +184,25 @@ def test_readme_links_into_the_docs_resolve():
     assert any(t.startswith("docs/") for t in local)
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def _page_text(page: Path) -> str:
+    """A built page's visible text: no scripts, styles or tags."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", page.read_text(), flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def test_the_rendered_reference_shows_no_rst_and_no_machine_details(site):
+    """The API reference is user documentation too: the docstrings it renders carry no
+    reStructuredText (tests/test_docstrings.py checks the sources) and none of FORBIDDEN."""
+    from test_docstrings import rst_markup
+
+    pages = sorted((site / "reference").rglob("*.html"))
+    assert len(pages) >= 10
+    found = []
+    for page in pages:
+        text = _page_text(page)
+        found += [f"{page.parent.name}: {hit}" for hit in rst_markup(text)]
+        for what, pattern in FORBIDDEN.items():
+            found += [f"{page.parent.name}: {what} {m.group(0)!r}" for m in pattern.finditer(text)]
+    assert not found, "\n".join(found)

@@ -1,6 +1,6 @@
 """Everything visionkit keeps for the life of the process, in one place to look at and reset.
 
-Usage::
+Usage:
 
     import visionkit as vk
     vk.state()          # what is held now: a table, one row per piece of state

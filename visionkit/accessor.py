@@ -1,6 +1,6 @@
 """The ``df.vision`` DataFrame accessor: validates the image column, delegates, keeps the index.
 
-Registered when ``visionkit`` is imported::
+Registered when ``visionkit`` is imported:
 
     import visionkit as vk
     df = vk.read_images("datasets/images/")
@@ -90,7 +90,7 @@ class VisionAccessor:
     ) -> Axes:
         """Each image at (width, height) over the provider's token map; returns the Axes.
 
-        See :func:`visionkit.plots.plot_tokens`. Uses ``width``/``height`` when present,
+        See [`vk.plot_tokens`][visionkit.plot_tokens]. Uses ``width``/``height`` when present,
         otherwise inspects the image column.
         """
         from .plots import plot_tokens

@@ -1,7 +1,7 @@
 """What the plots draw, computed without a figure: token tiers, totals, savings, estimate error.
 
 Pure pandas/numpy (no matplotlib), so every number a plot shows can be tested and reused (the
-CLI prints the same summary the token plot puts in its title)::
+CLI prints the same summary the token plot puts in its title):
 
     import visionkit as vk
     from visionkit import costs

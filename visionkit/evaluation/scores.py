@@ -20,7 +20,8 @@ smaller of the two discordant counts, the p-value twice its binomial tail at 1/2
 
 **The human ceiling**: Fleiss' kappa (over the items every rater labelled), Krippendorff's
 alpha (nominal, over items with at least two labels) and the raters' observed pairwise
-agreement, equal to :func:`visionkit.rater_agreement`'s, with intervals from resampling items.
+agreement, equal to [`rater_agreement`][visionkit.rater_agreement]'s, with intervals from
+resampling items.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ see ``visionkit.images.remote``). ``read_bytes`` turns any of them into the
 encoded file's bytes; failures raise ``visionkit.ImageError`` naming the row and the reason.
 ``image_column`` is the one rule for which DataFrame column holds the images.
 
-Usage::
+Usage:
 
     from visionkit.images.cells import read_bytes
     data = read_bytes("https://example.org/cat.png", row=3)

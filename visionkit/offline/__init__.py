@@ -1,6 +1,6 @@
 """A local OpenAI-compatible stand-in for inference.net, for tests, tutorials and key-less users.
 
-Usage::
+Usage:
 
     import openai, visionkit.offline
     with visionkit.offline.serve(latency=0.2) as base_url:

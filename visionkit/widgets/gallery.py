@@ -1,6 +1,6 @@
 """``Gallery``: a paged, filterable, selectable thumbnail grid of a DataFrame's images.
 
-Usage::
+Usage:
 
     g = vk.Gallery(df, caption=["label", "width"])
     g                                   # shows the grid in the notebook

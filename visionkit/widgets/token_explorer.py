@@ -1,7 +1,7 @@
 """``TokenExplorer``: how many tokens an image of a given size costs with each provider, and the
 largest size of the same shape that fits a token budget, updated live as the sliders move.
 
-Usage::
+Usage:
 
     vk.TokenExplorer()                 # width/height sliders
     vk.TokenExplorer(df)               # or pick one of the DataFrame's images

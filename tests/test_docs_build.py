@@ -89,6 +89,67 @@ def test_every_dask_name_and_ddf_vision_method_is_in_the_reference(site):
     assert not missing, f"not in the API reference: {missing}"
 
 
+def _modules_with_all():
+    """The public modules whose every ``__all__`` name the reference documents."""
+    import visionkit.costs
+    import visionkit.dask
+    import visionkit.evaluation
+    import visionkit.offline
+    import visionkit.tokens
+
+    return [
+        visionkit,
+        visionkit.costs,
+        visionkit.dask,
+        visionkit.evaluation,
+        visionkit.offline,
+        visionkit.tokens,
+    ]
+
+
+def _documented(ids: set[str], module: str, name: str) -> bool:
+    """``visionkit.evaluation.Choice`` may be documented under that path or as ``vk.Choice``."""
+    return f"{module}.{name}" in ids or f"visionkit.{name}" in ids
+
+
+def test_every_name_of_the_public_modules_is_in_the_reference(site):
+    """vk.*, visionkit.offline, visionkit.evaluation, visionkit.costs, visionkit.tokens and
+    visionkit.dask: every name each lists in ``__all__``."""
+    ids = _reference_ids(site)
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in _modules_with_all()
+        for name in m.__all__
+        if not _documented(ids, m.__name__, name)
+    ]
+    assert not missing, f"not in the API reference: {missing}"
+
+
+def test_every_public_method_of_a_public_class_is_in_the_reference(site):
+    """Methods and properties a class defines (``Job.wait``, ``Evaluation.best``,
+    ``OfflineServer.inject``...), each under its class's documented path."""
+    ids = _reference_ids(site)
+    missing, seen = [], 0
+    for module in _modules_with_all():
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls) or issubclass(cls, BaseException):
+                continue
+            path = (
+                f"visionkit.{name}" if f"visionkit.{name}" in ids else f"{module.__name__}.{name}"
+            )
+            for member, value in vars(cls).items():
+                if member.startswith("_") or not (
+                    inspect.isfunction(value) or isinstance(value, property | classmethod)
+                ):
+                    continue
+                seen += 1
+                if f"{path}.{member}" not in ids:
+                    missing.append(f"{path}.{member}")
+    assert seen > 100
+    assert not missing, f"methods not in the API reference: {missing}"
+
+
 def test_tutorials_are_rendered_with_their_stored_outputs(site):
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert len(notebooks) >= 9

@@ -226,6 +226,8 @@ class Evaluation:
 
     # -- display ---------------------------------------------------------------------------
     def describe(self) -> str:
+        """A few lines of text on what was evaluated: configurations, rows, the truth's
+        source, the intervals, rows left out; what ``repr`` shows first."""
         n = int(self.table["rows"].max()) if len(self.table) else 0
         head = (
             f"{len(self.table)} configuration(s) on {n} rows, against {self.source}; "

@@ -176,6 +176,7 @@ class McNemar:
         return self.pvalue < self.alpha
 
     def describe(self) -> str:
+        """One line: whether the two configurations differ, and on how many rows."""
         if not self.a_only + self.b_only:
             return f"{self.a!r} and {self.b!r} were right and wrong on the same {self.n} rows"
         verdict = "differ" if self.differ else "do not differ measurably"

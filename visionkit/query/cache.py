@@ -535,6 +535,7 @@ class Cache:
         self._run(lambda: self._db.execute("DELETE FROM claims"))
 
     def close(self) -> None:
+        """Close the database file (``with Cache(...) as cache:`` closes it on leaving)."""
         with self._lock:
             self._db.close()
 

@@ -115,10 +115,12 @@ class TokenExplorer(ipywidgets.VBox):
 
     @property
     def size(self) -> tuple[int, int]:
+        """The ``(width, height)`` the sliders are set to."""
         return self.width_slider.value, self.height_slider.value
 
     @property
     def budget(self) -> int:
+        """The token budget the budget slider is set to."""
         return self.budget_slider.value
 
     def _on_pick(self, change: dict) -> None:

@@ -24,6 +24,7 @@ RST = {
     "a Sphinx role": re.compile(r":(?:py:)?[a-z]+:`"),
     "an RST link": re.compile(r"`[^`<]+<[a-z]+://[^>]+>`_"),
     "an RST literal-block marker (::)": re.compile(r"\S::[ \t]*$", re.M),
+    "an RST table": re.compile(r"^[ \t]*={3,}(?:[ \t]+={3,})+[ \t]*$", re.M),
 }
 
 
@@ -92,6 +93,7 @@ def test_no_public_docstring_keeps_rst_markup_at_run_time():
         "read through `fsspec <https://filesystem-spec.readthedocs.io>`_ and",
         "Usage::\n\n    vk.ask(df)",
         "See :py:class:`Job`.",
+        "====  ======\nrule  status\n====  ======\n",
     ],
 )
 def test_the_check_catches_rst(text):

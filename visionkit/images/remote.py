@@ -41,7 +41,7 @@ from typing import Any
 from .._state import register
 from ..errors import ImageError, ReadImagesWarning
 from ..redact import redact_url, split_url
-from .download import size_text
+from .download import over_cap
 
 __all__ = [
     "REMOTE_TIMEOUT",
@@ -260,11 +260,11 @@ def read_object(
     # object over the cap is refused before a byte of it is read.
     size = _known_size(fs, path, timeout)
     if size is not None and size > max_bytes:
-        raise ImageError(f"object over the {size_text(max_bytes)} cap ({size:,} bytes)")
+        raise ImageError(over_cap("object", max_bytes, size))
     left = max(0.1, deadline - time.monotonic())
     data = fetch(fs, path, 0, max_bytes + 1, timeout=left)
     if len(data) > max_bytes:
-        raise ImageError(f"object over the {size_text(max_bytes)} cap")
+        raise ImageError(over_cap("object", max_bytes))
     return data
 
 

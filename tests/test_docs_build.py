@@ -267,3 +267,30 @@ def test_the_rendered_reference_shows_no_rst_and_no_machine_details(site):
         for what, pattern in FORBIDDEN.items():
             found += [f"{page.parent.name}: {what} {m.group(0)!r}" for m in pattern.finditer(text)]
     assert not found, "\n".join(found)
+
+
+NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
+@pytest.mark.parametrize("page", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_docs_count_the_tutorials_right(page):
+    """ "Nine notebooks" went stale when the tenth came: every count of them is checked."""
+    count = len(list((ROOT / "notebooks").glob("*.ipynb")))
+    words = "|".join(NUMBERS)
+    said = re.findall(rf"\b({words}|\d+) (?:tutorial )?notebooks\b", page.read_text(), re.I)
+    wrong = [s for s in said if (int(s) if s.isdigit() else NUMBERS.index(s.lower())) != count]
+    assert not wrong, f"{page.relative_to(ROOT)} says {wrong} notebooks; there are {count}"

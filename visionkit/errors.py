@@ -43,7 +43,6 @@ __all__ = [
     "RequestError",
     "RowError",
     "VisionError",
-    "user_stacklevel",
 ]
 
 

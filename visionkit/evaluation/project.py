@@ -54,6 +54,7 @@ class Projection:
 
     @property
     def tokens(self) -> int:
+        """Prompt and completion tokens together."""
         return self.prompt_tokens + self.completion_tokens
 
     @property
@@ -68,6 +69,7 @@ class Projection:
         return pd.DataFrame([row]).set_index("config")
 
     def describe(self) -> str:
+        """A few lines: rows, tokens, money, hours and the batch plan."""
         lines = [
             f"{self.config}: {self.rows:,} rows, {self.tokens:,} tokens "
             f"({self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion)"
@@ -98,8 +100,11 @@ class Projection:
             lines.append(f"{self.unsized:,} rows without a known size priced at the mean")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return f"Projection({self.describe()!r})"
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:  # the lines themselves, not one escaped string
+        return "Projection of " + self.describe()
 
     def _repr_html_(self) -> str:
         return "<pre>" + self.describe() + "</pre>"

@@ -21,7 +21,7 @@ For a row, the planner answers one question -- what would be sent? -- as a ``Row
   (the same image and prompt): send it once and give both rows its answer.
 
 Internal API for the batch and Dask paths (``visionkit.query.plan``; not public, but kept
-stable -- talk to the query owner before changing it)::
+stable -- talk to the query owner before changing it):
 
     from visionkit.query.options import AskOptions
     from visionkit.query.plan import make_plan, plan_rows
@@ -59,8 +59,6 @@ server for its model (``run.discover_model``); the batch path must resolve it fi
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +76,7 @@ from .replay import Recording, answer_record
 
 # The planner per row lives in .rows; its names are the planner's API too (see above).
 from .rows import (
+    ColumnCells,
     RowPlan,
     load_images,
     lookup_row,
@@ -92,6 +91,7 @@ from .template import check_template, fill_template
 
 __all__ = [
     "RESULT_COLUMNS",
+    "ColumnCells",
     "Plan",
     "RowPlan",
     "load_images",
@@ -114,38 +114,6 @@ RESULT_COLUMNS = (
     "cached",
     "attempts",
 )
-
-
-class ColumnCells:
-    """One image column's cells by row position, made Python objects a block of rows at a
-    time as the planner reaches them: a column held whole as a list costs a Python string
-    per row (~100 bytes a row for pandas' Arrow-backed strings), where the planner's threads
-    only ever work on a few neighbouring chunks. Thread-safe."""
-
-    BLOCK = 2048  # rows made Python objects at once
-    KEPT = 3  # blocks kept (the planner's threads work a few chunks ahead of the caller)
-
-    def __init__(self, values: Any) -> None:
-        self._values = values  # a pandas array, sliced by position
-        self._blocks: OrderedDict[int, list[Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __getitem__(self, pos: int) -> Any:
-        number, offset = divmod(pos, self.BLOCK)
-        with self._lock:
-            block = self._blocks.get(number)
-            if block is None:
-                start = number * self.BLOCK
-                block = self._values[start : start + self.BLOCK].tolist()
-                self._blocks[number] = block
-                if len(self._blocks) > self.KEPT:
-                    self._blocks.popitem(last=False)
-            else:
-                self._blocks.move_to_end(number)
-        return block[offset]
 
 
 @dataclass

@@ -12,12 +12,13 @@ from) tells how the batch and Dask paths use them.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..errors import ImageError, RequestError
 from ..types import default_workers
@@ -27,10 +28,15 @@ from .digests import Read, read_digests
 from .messages import describe_error
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    import pandas as pd
+
+    from ..providers import Provider
+    from .cache import Cache
+    from .schema import Schema
 
 __all__ = [
     "Chunks",
+    "ColumnCells",
     "RowPlan",
     "key_id",
     "load_images",
@@ -53,6 +59,74 @@ def key_id(key: str) -> bytes | str:
         except ValueError:
             pass
     return key
+
+
+class ColumnCells:
+    """One image column's cells by row position, made Python objects a block of rows at a
+    time as the planner reaches them: a column held whole as a list costs a Python string
+    per row (~100 bytes a row for pandas' Arrow-backed strings), where the planner's threads
+    only ever work on a few neighbouring chunks. Thread-safe."""
+
+    BLOCK = 2048  # rows made Python objects at once
+    KEPT = 3  # blocks kept (the planner's threads work a few chunks ahead of the caller)
+
+    def __init__(self, values: Any) -> None:
+        self._values = values  # a pandas array, sliced by position
+        self._blocks: OrderedDict[int, list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, pos: int) -> Any:
+        number, offset = divmod(pos, self.BLOCK)
+        with self._lock:
+            block = self._blocks.get(number)
+            if block is None:
+                start = number * self.BLOCK
+                block = self._values[start : start + self.BLOCK].tolist()
+                self._blocks[number] = block
+                if len(self._blocks) > self.KEPT:
+                    self._blocks.popitem(last=False)
+            else:
+                self._blocks.move_to_end(number)
+        return block[offset]
+
+
+class Plan(Protocol):
+    """What planning a row needs of its call's plan (``visionkit.query.plan.Plan`` has it):
+    the rows' labels, image cells and prompts, the cache and its keys, and the request's
+    settings. A protocol, so this module need not import the planner that imports it."""
+
+    index: pd.Index
+    columns: list[str]
+    cells: list[ColumnCells]
+    prompts: list[str | RequestError]
+    provider: Provider
+    model: str | None
+    schema: Schema | None
+    cache: Cache | None
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def system(self) -> str | None: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def encode_options(self) -> dict[str, Any]: ...
+
+    def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str: ...
+
+    def lookup(self, key: str) -> CachedAnswer | None: ...
+
+    def lookup_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]: ...
+
+
+P = TypeVar("P", bound=Plan)
 
 
 def read_row(plan: Plan, pos: int) -> tuple[list[bytes], list[str]]:
@@ -232,10 +306,10 @@ class Chunks:
 
 
 def plan_rows(
-    plan: Plan,
+    plan: P,
     positions: Iterable[int] | None = None,
     *,
-    finish: Callable[[Plan, RowPlan], RowPlan] = prepare_request_for,
+    finish: Callable[[P, RowPlan], RowPlan] = prepare_request_for,
     workers: int | None = None,
     on_row: Callable[[RowPlan], None] | None = None,
 ) -> Iterator[RowPlan]:

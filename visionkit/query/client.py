@@ -471,7 +471,7 @@ def _replay_client(
             )
         )
     recorded_name, recorded_url = candidates[0]
-    profile = provider if isinstance(provider, Provider) else get_provider(recorded_name)
+    profile = provider if isinstance(provider, Provider) else replay_profile(recorded_name)
     if model is None and profile.default_model is None:
         models = store.models(recorded_name)
         model = models[0] if len(models) == 1 else None
@@ -487,6 +487,19 @@ def _replay_client(
         transport="httpx" if transport == "custom" else transport,
         recording=store,
     )
+
+
+def replay_profile(name: str) -> Provider:
+    """The profile a recording made under ``name`` replays with: the registered one; the
+    generic profile for a recording made against a custom ``base_url`` (``"openai-compatible"``,
+    which is not registered); for a ``Provider`` that was never registered in this process,
+    the generic rules under its name (the name is part of every cache key, the rules are not;
+    pass the ``Provider`` to ``connect`` to replay under its own rules)."""
+    if name in providers:
+        return providers[name]
+    if name == GENERIC.name:
+        return GENERIC
+    return GENERIC.derive(name=name, notes=f"replayed: {name!r} is not a registered profile")
 
 
 def rate_limits(

@@ -403,7 +403,7 @@ def connect(
         base_url=redact_url(url),
         transport=kind,
         rate_limits=limits,
-        recording=Recording(Path(record), "record") if record else None,
+        recording=_recording(record),
         batch_base_url=redact_url(batch_base_url) if batch_base_url else batch_base_url,
         _batch_url=batch_base_url,
         _batch_options=_credential_options(batch_options),
@@ -438,6 +438,15 @@ def _live_options(
 def _credential_options(options: dict[str, Any]) -> dict[str, Any]:
     """The parts of ``options`` that carry credentials to a second (batch) SDK client."""
     return {k: options[k] for k in ("default_headers", "default_query") if options.get(k)}
+
+
+def _recording(record: str | os.PathLike[str] | None) -> Recording | None:
+    """The store to record into, read now: a ``ReplayWarning`` about it names the caller."""
+    if not record:
+        return None
+    store = Recording(Path(record), "record")
+    store.check()
+    return store
 
 
 REPLAY_URL = "http://replay.invalid/v1"  # never contacted: a replaying run sends nothing

@@ -269,7 +269,8 @@ def test_submits_overloads_differ_from_it_in_dry_run_alone():
 def test_submits_options_are_the_option_objects_fields_with_their_defaults():
     """``submit`` hands its arguments to ``BatchAskOptions`` and ``BatchSettings`` by name
     (``batch_arguments``): each option must be a field of one of them, with its default."""
-    from visionkit.batch.submit import BatchAskOptions, BatchSettings
+    from visionkit.batch.limits import BatchSettings
+    from visionkit.batch.shared import BatchAskOptions
 
     fields = {
         f.name: f for cls in (BatchAskOptions, BatchSettings) for f in dataclasses.fields(cls)

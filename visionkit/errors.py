@@ -46,7 +46,6 @@ __all__ = [
     "RequestError",
     "RowError",
     "VisionError",
-    "user_stacklevel",
 ]
 
 

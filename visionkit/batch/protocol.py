@@ -54,8 +54,11 @@ class Job(Protocol):
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> Job:
-        """Wait until every batch finished and was collected (or ``timeout`` seconds passed)."""
+        """Wait until every batch finished and was collected (or ``timeout`` seconds passed);
+        ``resubmit``: send again, round after round, rows a batch left unanswered for a
+        passing reason (expiry, a transient line failure)."""
         ...
 
     async def wait_async(
@@ -65,6 +68,7 @@ class Job(Protocol):
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> Job:
         """``wait`` without blocking the event loop."""
         ...

@@ -188,6 +188,7 @@ class ReplayedJob:
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> ReplayedJob:
         """Returns at once (``BatchJob.wait``'s arguments are accepted)."""
         return self
@@ -199,6 +200,7 @@ class ReplayedJob:
         poll: float = 0.5,
         max_poll: float = 60.0,
         progress: bool = True,
+        resubmit: bool = True,
     ) -> ReplayedJob:
         """Returns at once (``BatchJob.wait_async``'s arguments are accepted)."""
         return self

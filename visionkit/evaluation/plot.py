@@ -9,16 +9,15 @@ its estimate as a line. Like every plot here it takes ``ax=``, draws on a new fi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from .._axes import message, new_axes
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
-
-    from .result import Evaluation
 
 __all__ = ["AXIS_LABELS", "plot_frontier"]
 
@@ -35,6 +34,19 @@ AXIS_LABELS = {
 CEILING_NAMES = {"kappa": "Fleiss' kappa", "accuracy": "observed agreement"}
 
 
+class Evaluation(Protocol):
+    """What the frontier draws from (``visionkit.evaluation.Evaluation`` has it): the table,
+    its interval's confidence, what the truth was, the Pareto front and the human ceiling."""
+
+    table: pd.DataFrame
+    source: str
+    confidence: float
+
+    def pareto(self, x: str = ..., y: str = ...) -> pd.Series: ...
+
+    def ceiling_for(self, metric: str) -> pd.Series | None: ...
+
+
 def plot_frontier(
     evaluation: Evaluation,
     *,
@@ -43,7 +55,7 @@ def plot_frontier(
     y: str = "kappa",
     **kwargs: Any,
 ) -> Axes:
-    """See :meth:`Evaluation.plot`."""
+    """See ``Evaluation.plot``."""
     table = evaluation.table
     for name, value in (("x", x), ("y", y)):
         if value not in table.columns:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..errors import ImageError, RequestError
 from ..types import default_workers
@@ -27,7 +27,11 @@ from .digests import Read, read_digests
 from .messages import describe_error
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    import pandas as pd
+
+    from ..providers import Provider
+    from .cache import Cache
+    from .schema import Schema
 
 __all__ = [
     "Chunks",
@@ -40,6 +44,42 @@ __all__ = [
     "prepare_row",
     "read_row",
 ]
+
+
+class Plan(Protocol):
+    """What planning a row needs of its call's plan (``visionkit.query.plan.Plan`` has it):
+    the rows' labels, image cells and prompts, the cache and its keys, and the request's
+    settings. A protocol, so this module need not import the planner that imports it."""
+
+    index: pd.Index
+    columns: list[str]
+    cells: list[list[Any]]
+    prompts: list[str | RequestError]
+    provider: Provider
+    model: str | None
+    schema: Schema | None
+    cache: Cache | None
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def system(self) -> str | None: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    @property
+    def encode_options(self) -> dict[str, Any]: ...
+
+    def key(self, pos: int, digests: Sequence[str], model: str | None = None) -> str: ...
+
+    def lookup(self, key: str) -> CachedAnswer | None: ...
+
+    def lookup_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]: ...
+
+
+P = TypeVar("P", bound=Plan)
 
 
 def read_row(plan: Plan, pos: int) -> tuple[list[bytes], list[str]]:
@@ -219,10 +259,10 @@ class Chunks:
 
 
 def plan_rows(
-    plan: Plan,
+    plan: P,
     positions: Iterable[int] | None = None,
     *,
-    finish: Callable[[Plan, RowPlan], RowPlan] = prepare_request_for,
+    finish: Callable[[P, RowPlan], RowPlan] = prepare_request_for,
     workers: int | None = None,
     on_row: Callable[[RowPlan], None] | None = None,
 ) -> Iterator[RowPlan]:

@@ -173,6 +173,9 @@ def test_money_where_prices_are_known_decides_cheapest_and_the_projection(
     assert plan.upload_hours == pytest.approx((plan.files - 1) * limits.upload_interval / 3600)
     assert plan.hours == max(plan.hours_at_rate_limit, plan.hours_at_measured_pace)
     assert "through the Batch API" in plan.describe()
+    assert (
+        str(plan) == plan.describe() and repr(plan).splitlines()[1:] == str(plan).splitlines()[1:]
+    )
     assert plan.to_frame().loc[choice.label, "tokens"] == plan.tokens
     # images without a size are read from their headers, as ask's budget check does
     assert (

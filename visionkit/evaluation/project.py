@@ -98,8 +98,11 @@ class Projection:
             lines.append(f"{self.unsized:,} rows without a known size priced at the mean")
         return "\n".join(lines)
 
-    def __repr__(self) -> str:
-        return f"Projection({self.describe()!r})"
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:  # the lines themselves, not one escaped string
+        return "Projection of " + self.describe()
 
     def _repr_html_(self) -> str:
         return "<pre>" + self.describe() + "</pre>"

@@ -89,6 +89,67 @@ def test_every_dask_name_and_ddf_vision_method_is_in_the_reference(site):
     assert not missing, f"not in the API reference: {missing}"
 
 
+def _modules_with_all():
+    """The public modules whose every ``__all__`` name the reference documents."""
+    import visionkit.costs
+    import visionkit.dask
+    import visionkit.evaluation
+    import visionkit.offline
+    import visionkit.tokens
+
+    return [
+        visionkit,
+        visionkit.costs,
+        visionkit.dask,
+        visionkit.evaluation,
+        visionkit.offline,
+        visionkit.tokens,
+    ]
+
+
+def _documented(ids: set[str], module: str, name: str) -> bool:
+    """``visionkit.evaluation.Choice`` may be documented under that path or as ``vk.Choice``."""
+    return f"{module}.{name}" in ids or f"visionkit.{name}" in ids
+
+
+def test_every_name_of_the_public_modules_is_in_the_reference(site):
+    """vk.*, visionkit.offline, visionkit.evaluation, visionkit.costs, visionkit.tokens and
+    visionkit.dask: every name each lists in ``__all__``."""
+    ids = _reference_ids(site)
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in _modules_with_all()
+        for name in m.__all__
+        if not _documented(ids, m.__name__, name)
+    ]
+    assert not missing, f"not in the API reference: {missing}"
+
+
+def test_every_public_method_of_a_public_class_is_in_the_reference(site):
+    """Methods and properties a class defines (``Job.wait``, ``Evaluation.best``,
+    ``OfflineServer.inject``...), each under its class's documented path."""
+    ids = _reference_ids(site)
+    missing, seen = [], 0
+    for module in _modules_with_all():
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls) or issubclass(cls, BaseException):
+                continue
+            path = (
+                f"visionkit.{name}" if f"visionkit.{name}" in ids else f"{module.__name__}.{name}"
+            )
+            for member, value in vars(cls).items():
+                if member.startswith("_") or not (
+                    inspect.isfunction(value) or isinstance(value, property | classmethod)
+                ):
+                    continue
+                seen += 1
+                if f"{path}.{member}" not in ids:
+                    missing.append(f"{path}.{member}")
+    assert seen > 100
+    assert not missing, f"methods not in the API reference: {missing}"
+
+
 def test_tutorials_are_rendered_with_their_stored_outputs(site):
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert len(notebooks) >= 9
@@ -184,3 +245,52 @@ def test_readme_links_into_the_docs_resolve():
     assert any(t.startswith("docs/") for t in local)
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def _page_text(page: Path) -> str:
+    """A built page's visible text: no scripts, styles or tags."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", page.read_text(), flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def test_the_rendered_reference_shows_no_rst_and_no_machine_details(site):
+    """The API reference is user documentation too: the docstrings it renders carry no
+    reStructuredText (tests/test_docstrings.py checks the sources) and none of FORBIDDEN."""
+    from test_docstrings import rst_markup
+
+    pages = sorted((site / "reference").rglob("*.html"))
+    assert len(pages) >= 10
+    found = []
+    for page in pages:
+        text = _page_text(page)
+        found += [f"{page.parent.name}: {hit}" for hit in rst_markup(text)]
+        for what, pattern in FORBIDDEN.items():
+            found += [f"{page.parent.name}: {what} {m.group(0)!r}" for m in pattern.finditer(text)]
+    assert not found, "\n".join(found)
+
+
+NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
+@pytest.mark.parametrize("page", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_docs_count_the_tutorials_right(page):
+    """ "Nine notebooks" went stale when the tenth came: every count of them is checked."""
+    count = len(list((ROOT / "notebooks").glob("*.ipynb")))
+    words = "|".join(NUMBERS)
+    said = re.findall(rf"\b({words}|\d+) (?:tutorial )?notebooks\b", page.read_text(), re.I)
+    wrong = [s for s in said if (int(s) if s.isdigit() else NUMBERS.index(s.lower())) != count]
+    assert not wrong, f"{page.relative_to(ROOT)} says {wrong} notebooks; there are {count}"

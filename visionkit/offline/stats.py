@@ -69,6 +69,7 @@ class ServerStats:
 
     @property
     def batches_created(self) -> int:
+        """Batches created through ``POST /v1/batches``."""
         return self.batch.batches_created
 
     @property
@@ -83,6 +84,7 @@ class ServerStats:
 
     @property
     def batch_lines_failed(self) -> int:
+        """Batch lines answered with an error (not billed)."""
         return self.batch.lines_failed
 
     @property
@@ -102,6 +104,7 @@ class ServerStats:
         return {d: n for d, n in both.items() if n > 1}
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict (what a benchmark or a test prints)."""
         return {
             "requests": self.requests,
             "connections": self.connections,

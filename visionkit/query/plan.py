@@ -21,7 +21,7 @@ For a row, the planner answers one question -- what would be sent? -- as a ``Row
   (the same image and prompt): send it once and give both rows its answer.
 
 Internal API for the batch and Dask paths (``visionkit.query.plan``; not public, but kept
-stable -- talk to the query owner before changing it)::
+stable -- talk to the query owner before changing it):
 
     from visionkit.query.options import AskOptions
     from visionkit.query.plan import make_plan, plan_rows

@@ -182,6 +182,18 @@ def test_quick_start_runs_the_readme_main_job():
     assert quick == readme
 
 
+def test_quick_start_points_to_every_guide():
+    """ "What to do next" leads a newcomer to every capability's guide."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    after = text[text.index("## What to do next") :]
+    missing = [
+        page.name
+        for page in sorted((ROOT / "docs" / "guides").glob("*.md"))
+        if f"(guides/{page.name}" not in after
+    ]
+    assert not missing, f"the quick start's next steps do not link {missing}"
+
+
 def test_installation_lists_every_extra():
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
@@ -191,6 +203,12 @@ def test_installation_lists_every_extra():
     for extra in extras:
         assert f"| `{extra}` |" in page, f"the installation table lacks the {extra} extra"
         assert f"pip install -e '.[{extra}]'" in page
+    listed = set(re.findall(r"^\| `([\w-]+)` \|", page, re.M))
+    assert listed == set(extras), f"the table lists extras pyproject lacks: {listed - set(extras)}"
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Installation") : readme.index("## A short tour")]
+    named = set(re.findall(r"`([\w-]+)`", table))
+    assert set(extras) <= named, f"README's extras table lacks {set(extras) - named}"
 
 
 # What user documentation must not carry: machine load beside a figure, issue numbers and
@@ -208,6 +226,21 @@ def test_user_docs_carry_no_load_averages_issue_numbers_or_hashes(page):
     for what, pattern in FORBIDDEN.items():
         found = [m.group(0) for m in pattern.finditer(text)]
         assert not found, f"{page.relative_to(ROOT)} quotes {what}: {found[:5]}"
+
+
+@pytest.mark.parametrize(
+    "notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name
+)
+def test_tutorials_carry_no_load_averages_issue_numbers_or_hashes(notebook):
+    """The tutorials' text and code, as the docs render them (outputs hold data: a dataset's
+    fingerprint looks like a hash)."""
+    import json
+
+    cells = json.loads(notebook.read_text())["cells"]
+    text = "\n".join("".join(cell["source"]) for cell in cells)
+    for what, pattern in FORBIDDEN.items():
+        found = [m.group(0) for m in pattern.finditer(text)]
+        assert not found, f"{notebook.name} quotes {what}: {found[:5]}"
 
 
 def test_the_forbidden_patterns_catch_what_they_name():

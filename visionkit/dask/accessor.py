@@ -237,7 +237,8 @@ class DaskVisionAccessor:
     ) -> Job | pd.DataFrame:
         """``df.vision.submit`` with the workers encoding and writing the files: same
         parameters, same result (a ``Job``; a DataFrame with ``dry_run=True``), run now.
-        One process uploads, at the provider's pace (see ``visionkit.dask.submit``).
+        One process uploads, at the provider's pace, starting while the workers still
+        prepare (see ``visionkit.dask.submit``).
         Needs a ``distributed`` Client."""
         arguments = {k: v for k, v in locals().items() if k not in ("self", "prompt")}
         extra = arguments.pop("request_options")

@@ -411,6 +411,7 @@ class OfflineServer:
             with self._lock:
                 self.stats.uploads += 1
                 self.stats.upload_bytes += record.bytes
+                self.stats.upload_times.append(time.time())
             return Response.json(200, record.as_dict())
         if method == "GET" and not rest:
             return Response.json(200, files.page(request.query))

@@ -62,6 +62,7 @@ class ServerStats:
     uploads: int = 0  # files accepted by POST /v1/files
     uploads_refused: int = 0  # uploads refused with 429 by the upload pacing
     upload_bytes: int = 0  # bytes of the files accepted
+    upload_times: list[float] = field(default_factory=list, repr=False)  # time.time() of each
     batch: BatchCounters = field(default_factory=BatchCounters)  # the batch runner's own
     # SHA-256 of every body answered with 200 synchronously -> how often (the batch runner
     # counts its lines' in ``batch``): a body answered twice, either way, was paid twice.

@@ -76,6 +76,7 @@ from .replay import Recording, answer_record
 
 # The planner per row lives in .rows; its names are the planner's API too (see above).
 from .rows import (
+    ColumnCells,
     RowPlan,
     load_images,
     lookup_row,
@@ -90,6 +91,7 @@ from .template import check_template, fill_template
 
 __all__ = [
     "RESULT_COLUMNS",
+    "ColumnCells",
     "Plan",
     "RowPlan",
     "load_images",
@@ -121,7 +123,7 @@ class Plan:
     options: AskOptions
     index: pd.Index
     columns: list[str]
-    cells: list[list[Any]]  # per image column, the cells in row order
+    cells: list[ColumnCells]  # per image column, the cells by row position
     prompts: list[str | RequestError]
     client: Client | None
     provider: Provider
@@ -386,7 +388,7 @@ def make_plan(
         options=options,
         index=df.index,
         columns=columns,
-        cells=[df[c].tolist() for c in columns],
+        cells=[ColumnCells(df[c].array) for c in columns],
         prompts=prompts,
         client=client,
         provider=provider,

@@ -126,7 +126,7 @@ def test_a_store_is_sorted_diff_friendly_and_holds_no_images(frame, acme, tmp_pa
         assert record["provider"] == "acme-test" and record["system"] is None
         assert (record["base_url"], record["model"]) == (recorder.base_url, recorder.model)
         assert sorted(record) == sorted(
-            ["key", "prompt", "images", *identity, *reported, "latency_s"]
+            ["key", "prompt", "images", *identity, *reported, "latency_s", "checksum"]
         )
         assert 0 < record["latency_s"] < 60  # seconds the answer took, for evaluations
     assert max(map(len, text.splitlines())) < 1000 and "data:image" not in text

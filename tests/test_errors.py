@@ -54,6 +54,7 @@ def test_every_warning_lives_in_errors_and_can_be_filtered_by_its_public_name(tm
         "EncodeWarning",
         "OfflineWarning",
         "ReadImagesWarning",
+        "ReplayWarning",
     }
     for name in kinds:
         assert getattr(vk, name) is getattr(errors, name) and issubclass(

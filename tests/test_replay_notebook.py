@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from visionkit import offline
+from visionkit.query.replay_lines import record_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "replay" / "sample.ipynb"
@@ -103,8 +104,10 @@ def test_record_then_replay_under_nbval_with_the_provider_gone(tmp_path):
     assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-2000:]
     assert "passed" in replay.stdout
 
-    # The comparison is real: a changed answer in the store fails the replay...
+    # The comparison is real: a changed answer in the store (with its checksum made again, so
+    # the line is used) fails the replay...
     records[0]["answer"] = "A different answer than the one the notebook shows."
+    records[0]["checksum"] = record_checksum(records[0])
     (answers / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     changed = _replay(tmp_path, notebook, answers)
     assert changed.returncode != 0 and "different answer" in changed.stdout

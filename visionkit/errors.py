@@ -15,6 +15,8 @@ and the warnings (each a ``UserWarning``, so ``warnings.filterwarnings`` can nam
     EncodeWarning       some rows could not be encoded and are NA (``errors="coerce"``)
     OfflineWarning      no API key was found: the offline stand-in answers
     CacheWarning        cached answers failed their checksum and are asked again
+    ReplayWarning       a recording holds lines that failed their checksum, conflict, or have
+                        no checksum (recorded by an older visionkit)
     BatchWarning        a batch job's server sent something not taken (a result line for an
                         id never sent, a status the API does not document), or a result was
                         read before the job was done
@@ -40,6 +42,7 @@ __all__ = [
     "OfflineWarning",
     "ReadImagesWarning",
     "ReplayError",
+    "ReplayWarning",
     "RequestError",
     "RowError",
     "VisionError",
@@ -133,6 +136,12 @@ class OfflineWarning(UserWarning):
 
 class CacheWarning(UserWarning):
     """Cached answers failed their checksum and were treated as missing (asked again)."""
+
+
+class ReplayWarning(UserWarning):
+    """A recording (``answers.jsonl``) holds lines not used -- they failed their checksum,
+    cannot be read, or give one request different answers -- or answers without a checksum,
+    used unverified. Said once per store, naming the file, the lines and what to do."""
 
 
 class BatchWarning(UserWarning):

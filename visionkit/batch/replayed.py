@@ -100,7 +100,7 @@ def replay_rows(
                 result.deliver(row.hit, plan.schema)
                 seen[row.key] = result
             else:
-                result = ResultRow(error=not_recorded_message(recording))
+                result = ResultRow(error=not_recorded_message(recording, row.key))
                 out.unrecorded.append(row.pos)
             out.rows.append(result)
     finally:

@@ -6,8 +6,10 @@ that declares its arguments and sets ``func`` to a ``run_NAME(args) -> int`` fun
 ``run_NAME``, so ``visionkit --help`` stays fast) and append ``add_NAME_parser`` to
 ``COMMANDS``. ``visionkit.cli.shared`` keeps shared options and wording the same everywhere.
 
-Errors that are the user's (a missing file, an unknown provider) print one line on stderr and
-exit with status 1, never a traceback; ``VISIONKIT_DEBUG=1`` shows the traceback.
+Errors that are the user's (a missing file, an unknown provider) and every error of the
+provider (the openai SDK's: a refused key, a 5xx, no connection; ``visionkit.cli.connection``)
+print one line on stderr and exit with status 1, never a traceback and never a key;
+``VISIONKIT_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .. import __version__
 from ..errors import VisionError
 from .ask import add_ask_parser
 from .batch import add_batch_parser
+from .connection import provider_error_line
 from .estimate import add_estimate_parser
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -78,6 +81,12 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"visionkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = provider_error_line(exc, args)
+        if line is None or os.environ.get("VISIONKIT_DEBUG"):
+            raise
+        print(f"visionkit {args.command}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

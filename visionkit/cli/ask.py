@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-from .shared import KEY_ADVICE, add_auto_provider_option, add_model_options, count, read_paths
+from .connection import add_connection_options, connect_from_args
+from .shared import add_concurrency_option, count, read_paths
 
 __all__ = ["add_ask_parser", "check_arguments", "output_format", "run_ask", "write_table"]
 
@@ -39,9 +39,8 @@ def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", required=True, metavar="FILE", help="results file: .csv, .parquet or .jsonl"
     )
-    add_auto_provider_option(parser)
-    parser.add_argument("--base-url", help="any OpenAI-compatible server (e.g. a local vLLM)")
-    add_model_options(parser)
+    add_connection_options(parser)
+    add_concurrency_option(parser)
     parser.add_argument("--system", help="a system prompt")
     parser.add_argument("--schema", metavar="FILE", help="a JSON schema file for structured output")
     parser.add_argument("--max-side", type=int, metavar="PX", help="downscale images to this side")
@@ -121,28 +120,15 @@ def write_table(table: Any, out: str | Path) -> Path:
 def run_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..errors import MissingAPIKey
     from ..query.ask import ask
-    from ..query.client import OfflineWarning, connect, offline_notice
 
     schema = check_arguments(args)
     images = read_paths(args.paths)
     cache: Any = False if args.no_cache else (args.cache or True)
     client = None
-    if not args.dry_run or args.base_url or args.provider != "auto":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OfflineWarning)  # said below, as one plain line
-            try:
-                client = connect(args.provider, base_url=args.base_url, model=args.model)
-            except MissingAPIKey as exc:
-                env = client_key_variable(args.provider)
-                raise MissingAPIKey(
-                    f"provider {args.provider!r} needs an API key: "
-                    + KEY_ADVICE.replace("INFERENCE_API_KEY", env or "INFERENCE_API_KEY")
-                ) from exc
-        if args.provider == "auto" and client.provider.name == "offline":
-            how = f"For a real vision model, {KEY_ADVICE}."
-            print(f"note: {offline_notice(client.base_url, how)}", file=sys.stderr)
+    chosen = args.base_url or args.provider != "auto" or args.api_key_env
+    if not args.dry_run or chosen or args.record or args.replay:
+        client = connect_from_args(args)
     result = ask(
         images,
         args.prompt,
@@ -179,11 +165,3 @@ def run_ask(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if usage["failed"] else 0
-
-
-def client_key_variable(provider: str) -> str | None:
-    """The environment variable holding ``provider``'s key (None for unknown names)."""
-    from ..providers import providers
-
-    profile = providers.get(provider)
-    return profile.api_key_env if profile is not None else None

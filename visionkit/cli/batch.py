@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from typing import Any
 
-from .shared import add_auto_provider_option, read_paths
+from .connection import add_connection_options, connect_from_args
+from .shared import read_paths
 
 __all__ = ["add_batch_parser"]
 
@@ -27,10 +27,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache", default=None, metavar="PATH", help="the answer cache (default: the user's)"
     )
-    add_auto_provider_option(parser)
-    parser.add_argument("--base-url", help="an OpenAI-compatible server (its Batch API too)")
-    parser.add_argument("--batch-base-url", help="where the Batch API lives, if elsewhere")
-    parser.add_argument("--model", help="model name (default: the provider's default model)")
+    add_connection_options(parser, batch=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -74,19 +71,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..query.client import OfflineWarning, connect, offline_notice
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OfflineWarning)
-        client = connect(
-            args.provider,
-            base_url=args.base_url,
-            model=args.model,
-            batch_base_url=args.batch_base_url,
-        )
-    if args.provider == "auto" and client.provider.name == "offline" and not args.base_url:
-        print(f"note: {offline_notice(client.base_url)}", file=sys.stderr)
-    return client
+    return connect_from_args(args)
 
 
 def _cache(args: argparse.Namespace) -> Any:
@@ -162,7 +147,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 def _client_for_job(args: argparse.Namespace) -> Any:
     """A client from the flags when any was given, else the job's own (``BatchJob.load``)."""
-    if args.base_url or args.batch_base_url or args.provider != "auto":
+    chosen = args.base_url or args.batch_base_url or args.provider != "auto" or args.api_key_env
+    if chosen or args.record or args.replay:
         return _client(args)
     return None
 

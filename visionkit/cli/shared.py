@@ -9,9 +9,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "KEY_ADVICE",
-    "add_auto_provider_option",
-    "add_model_options",
+    "add_concurrency_option",
     "add_provider_option",
     "count",
     "read_paths",
@@ -31,20 +29,8 @@ def add_provider_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_auto_provider_option(parser: argparse.ArgumentParser) -> None:
-    """``--provider NAME`` defaulting to ``auto``, for subcommands that connect (``connect``'s
-    choice: inference.net with a key in the environment, else the offline stand-in)."""
-    parser.add_argument(
-        "--provider",
-        default="auto",
-        metavar="NAME",
-        help="auto (inference.net if INFERENCE_API_KEY is set, else offline), or a profile name",
-    )
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--concurrency``, for subcommands that send requests."""
-    parser.add_argument("--model", help="model name (default: the provider's default model)")
+def add_concurrency_option(parser: argparse.ArgumentParser) -> None:
+    """``--concurrency``, for subcommands that send requests."""
     parser.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)"
     )
@@ -59,14 +45,6 @@ def read_paths(paths: list[str]) -> pd.DataFrame:
     if images.empty:
         raise ValueError(f"no images found in {', '.join(paths)}")
     return images
-
-
-# The command line takes keys from the environment only: a key typed as an argument would be
-# kept in the shell's history and shown by ps to every user of the machine.
-KEY_ADVICE = (
-    "export INFERENCE_API_KEY=... first (the command line reads keys from the environment "
-    "only, never from an argument)"
-)
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

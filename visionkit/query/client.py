@@ -403,7 +403,7 @@ def connect(
         base_url=redact_url(url),
         transport=kind,
         rate_limits=limits,
-        recording=Recording(Path(record), "record") if record else None,
+        recording=_recording(record),
         batch_base_url=redact_url(batch_base_url) if batch_base_url else batch_base_url,
         _batch_url=batch_base_url,
         _batch_options=_credential_options(batch_options),
@@ -440,6 +440,15 @@ def _credential_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options[k] for k in ("default_headers", "default_query") if options.get(k)}
 
 
+def _recording(record: str | os.PathLike[str] | None) -> Recording | None:
+    """The store to record into, read now: a ``ReplayWarning`` about it names the caller."""
+    if not record:
+        return None
+    store = Recording(Path(record), "record")
+    store.check()
+    return store
+
+
 REPLAY_URL = "http://replay.invalid/v1"  # never contacted: a replaying run sends nothing
 
 
@@ -471,7 +480,7 @@ def _replay_client(
             )
         )
     recorded_name, recorded_url = candidates[0]
-    profile = provider if isinstance(provider, Provider) else get_provider(recorded_name)
+    profile = provider if isinstance(provider, Provider) else replay_profile(recorded_name)
     if model is None and profile.default_model is None:
         models = store.models(recorded_name)
         model = models[0] if len(models) == 1 else None
@@ -487,6 +496,19 @@ def _replay_client(
         transport="httpx" if transport == "custom" else transport,
         recording=store,
     )
+
+
+def replay_profile(name: str) -> Provider:
+    """The profile a recording made under ``name`` replays with: the registered one; the
+    generic profile for a recording made against a custom ``base_url`` (``"openai-compatible"``,
+    which is not registered); for a ``Provider`` that was never registered in this process,
+    the generic rules under its name (the name is part of every cache key, the rules are not;
+    pass the ``Provider`` to ``connect`` to replay under its own rules)."""
+    if name in providers:
+        return providers[name]
+    if name == GENERIC.name:
+        return GENERIC
+    return GENERIC.derive(name=name, notes=f"replayed: {name!r} is not a registered profile")
 
 
 def rate_limits(

@@ -8,12 +8,22 @@ object per line, sorted by key, so a re-recording shows in a diff as the answers
     {"key": "3f2a...", "provider": "inference.net", "base_url": "https://api.inference.net/v1",
      "model": "...", "prompt": "Describe this image.", "system": null,
      "images": ["sha256 of the image bytes"], "answer": "A red bicycle ...",
-     "prompt_tokens": 1610, "completion_tokens": 12, "estimated_tokens": 1606, "attempts": 1}
+     "prompt_tokens": 1610, "completion_tokens": 12, "estimated_tokens": 1606, "attempts": 1,
+     "checksum": "sha256 of the fields before it"}
 
 It holds answers and usage, never the images (only their sha256) and never the API key. An
 answer ``ask`` bought also keeps its measured ``"latency_s"``, and one a batch job delivered its
 ``"batch_id"`` (after ``attempts``), so a replayed evaluation reports the latencies, and a
-replayed ``job.result()`` the batch ids, the recorded one did.
+replayed ``job.result()`` the batch ids, the recorded one did. Each line ends with its
+``"checksum"`` (``visionkit.query.replay_lines``).
+
+Integrity, the answer cache's way: a line that fails its checksum (a flipped byte, a hand
+edit) or cannot be read is not used -- its request counts as never recorded -- and two
+different lines for one request are neither used (no line wins by coming later). Lines
+without a checksum (recorded by an older visionkit) are used as they are. Any of these is said
+once per store, when it is opened, by a ``ReplayWarning`` naming the file, the lines and what
+to do; recording into the store again rewrites it with the answers that run used and adds the
+missing checksums.
 
 Replaying (``vk.connect(..., replay="answers/")`` or ``VISIONKIT_REPLAY=answers/``): the
 client answers every request from the store, under the provider identity it was recorded with
@@ -40,16 +50,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ReplayError
+from ..errors import ReplayError, ReplayWarning, user_stacklevel
 from .cache import CachedAnswer
+from .replay_lines import StoreLines, read_store, sealed
 
 __all__ = [
     "FILENAME",
@@ -62,26 +75,11 @@ __all__ = [
     "unrecorded_error",
 ]
 
+logger = logging.getLogger("visionkit")
+
 RECORD_ENV = "VISIONKIT_RECORD"
 REPLAY_ENV = "VISIONKIT_REPLAY"
 FILENAME = "answers.jsonl"
-
-_FIELDS = (
-    "key",
-    "provider",
-    "base_url",
-    "model",
-    "prompt",
-    "system",
-    "images",
-    "answer",
-    "prompt_tokens",
-    "completion_tokens",
-    "estimated_tokens",
-    "attempts",
-)
-# written only when set, so an older record keeps exactly the fields above
-_OPTIONAL = ("latency_s", "batch_id")
 
 
 def ci_default() -> bool:
@@ -119,7 +117,7 @@ def answer_record(
         record["latency_s"] = entry.latency_s
     if batch_id is not None:
         record["batch_id"] = batch_id
-    return record
+    return sealed(record)
 
 
 @dataclass
@@ -129,10 +127,13 @@ class Recording:
     path: Path
     mode: Literal["record", "replay"]
     strict: bool = False
-    _records: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    _lines: StoreLines | None = field(default=None, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
+    # the records this process wrote (they win over other lines for their key at ``close``)
+    _written: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _dirty: bool = field(default=False, repr=False)
+    _warned: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
@@ -153,27 +154,67 @@ class Recording:
 
     # -- reading ------------------------------------------------------------------------------
     def _load(self) -> dict[str, dict[str, Any]]:
-        if self._records is None:
-            records: dict[str, dict[str, Any]] = {}
-            if self.file.exists():
-                with self.file.open(encoding="utf-8") as f:
-                    for number, line in enumerate(f, 1):
-                        if not line.strip():
-                            continue
-                        try:
-                            record = json.loads(line)
-                            records[str(record["key"])] = record
-                        except (ValueError, KeyError, TypeError) as exc:
-                            if not line.endswith("\n"):
-                                # the last line, cut short by a crash while it was written:
-                                # that answer is still in the answer cache, and is recorded
-                                # again when next used
-                                continue
-                            raise ValueError(
-                                f"{self.file}, line {number}, is not an answer record: {exc}"
-                            ) from None
-            self._records = records
-        return self._records
+        """The usable records (read on first use, under ``_lock``); the first read warns
+        once about lines not used or not verified (``ReplayWarning``)."""
+        if self._lines is None:
+            lines = self._lines = read_store(self.file)
+            if (lines.unsealed or lines.damaged) and self.mode == "record":
+                self._dirty = True  # close() drops damaged lines, adds missing checksums
+            if lines.troubled and not self._warned:
+                self._warned = True
+                for number in lines.damaged:
+                    logger.warning(
+                        "%s, line %d: failed its checksum or cannot be read", self.file, number
+                    )
+                warnings.warn(self._trouble(lines), ReplayWarning, stacklevel=user_stacklevel())
+        return self._lines.records
+
+    def check(self) -> None:
+        """Read the store now (``connect`` does, so a ``ReplayWarning`` names the user's
+        line)."""
+        with self._lock:
+            self._load()
+
+    def _trouble(self, lines: StoreLines) -> str:
+        """What the ``ReplayWarning`` says: each kind of trouble, and what to do."""
+        said = []
+        if lines.damaged:
+            said.append(
+                f"{_shown(lines.damaged)} failed {_plural(lines.damaged, 'its', 'their')} "
+                "checksum or cannot be read (the file was changed or damaged) and "
+                f"{_plural(lines.damaged, 'is', 'are')} not used"
+            )
+        for numbers in list(lines.conflicts.values())[:5]:
+            said.append(f"{_shown(numbers)} hold different answers for one request: none is used")
+        if len(lines.conflicts) > 5:
+            said.append(f"and {len(lines.conflicts) - 5} more requests like it")
+        if lines.unsealed:
+            n = lines.unsealed
+            said.append(
+                f"{n} {_plural(n, 'answer has', 'answers have')} no checksum (recorded by an "
+                f"older visionkit), so a change to {_plural(n, 'it', 'them')} cannot be "
+                f"detected; {_plural(n, 'it replays', 'they replay')} as recorded"
+            )
+        return (
+            f"the recording {self.file}: " + "; ".join(said) + ". Restore the file from version "
+            f"control (git diff shows what changed), or record again where the provider is "
+            f"reachable ({RECORD_ENV}={self.path}/ and a key): answers the store holds are "
+            "taken from it, not bought again, and the store is rewritten without the damaged "
+            "lines, with the answer that run gets in place of different lines for one "
+            "request, and with a checksum on every line."
+        )
+
+    def rejected(self, key: str) -> str | None:
+        """Why the store holds no usable line for ``key`` although it has some (or None)."""
+        with self._lock:
+            self._load()
+            return self._lines.rejected.get(key) if self._lines is not None else None
+
+    def has_unused_lines(self) -> bool:
+        """Whether the store holds lines it does not use (damaged or conflicting)."""
+        with self._lock:
+            self._load()
+            return self._lines is not None and bool(self._lines.damaged or self._lines.conflicts)
 
     def identities(self) -> list[tuple[str, str | None]]:
         """The (provider, base URL) pairs answers were recorded under."""
@@ -271,6 +312,7 @@ class Recording:
                 f.flush()
             for r in new:
                 stored[str(r["key"])] = r
+                self._written[str(r["key"])] = r
             self._dirty = True
 
     def has(self, key: str) -> bool:
@@ -278,29 +320,27 @@ class Recording:
             return key in self._load()
 
     def close(self) -> None:
-        """Rewrite the store sorted by key, one record per line (atomically)."""
+        """Rewrite the store sorted by key, one record per line (atomically). A request this
+        process recorded keeps the line it wrote; one with different lines it did not touch
+        keeps them all (the conflict is for a person to settle); damaged lines are dropped;
+        records without a checksum get one."""
         with self._lock:
             if not self._dirty:
                 return
             with _file_lock(self.path):
-                self._records = None  # re-read: another process may have appended
-                records = self._load()
+                lines = read_store(self.file)  # re-read: another process may have appended
                 fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".answers-", suffix=".jsonl")
                 try:
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        for key in sorted(records):
-                            record = {k: records[key].get(k) for k in _FIELDS}
-                            record.update(
-                                (k, records[key][k])
-                                for k in _OPTIONAL
-                                if records[key].get(k) is not None
-                            )
-                            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        for key in sorted(lines.candidates):
+                            for record in _kept(lines.candidates[key], self._written.get(key)):
+                                f.write(json.dumps(sealed(record), ensure_ascii=False) + "\n")
                     os.replace(tmp, self.file)
                 except BaseException:
                     with contextlib.suppress(OSError):
                         os.unlink(tmp)
                     raise
+            self._lines = None  # read again when next used
             self._dirty = False
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -326,6 +366,27 @@ def _file_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _kept(lines: list[dict[str, Any]], mine: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The lines ``close`` keeps for one key: the one this process wrote when it is among
+    them, else all of them (one, or a conflict left as it is)."""
+    if mine is not None:
+        for record in lines:
+            if sealed(record) == mine:
+                return [record]
+    return lines
+
+
+def _shown(numbers: Sequence[int]) -> str:
+    """``"line 3"``, ``"lines 3, 9"``, ``"lines 1, ..., 10 and 4 more"``."""
+    listed = ", ".join(map(str, numbers[:10]))
+    more = f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
+    return f"{_plural(numbers, 'line', 'lines')} {listed}{more}"
+
+
+def _plural(n: int | Sequence[Any], one: str, many: str) -> str:
+    return one if (n if isinstance(n, int) else len(n)) == 1 else many
+
+
 def _latency(value: Any) -> float | None:
     """A recorded latency, checked: a number of seconds >= 0, else unknown."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
@@ -333,10 +394,23 @@ def _latency(value: Any) -> float | None:
     return float(value)
 
 
-def not_recorded_message(recording: Recording) -> str:
-    """A row's error when a replay has no answer for its request."""
+def not_recorded_message(recording: Recording, key: str | None = None) -> str:
+    """A row's error when a replay has no answer for its request (``key``: to say why, when
+    the store has a line for it that is not used)."""
+    why = recording.rejected(key) if key is not None else None
+    if why is not None:
+        return (
+            f"ReplayError: the recording {recording.file} holds this request, but {why}, so it "
+            "is not used (see the ReplayWarning); restore the file or record it again "
+            f"({RECORD_ENV}={recording.path}/ and a key)"
+        )
+    unused = (
+        " or its line there is not used (see the ReplayWarning)"
+        if recording.has_unused_lines()
+        else ""
+    )
     return (
-        f"ReplayError: not recorded in {recording.path}/ (replay sends nothing). Record it "
+        f"ReplayError: not recorded in {recording.path}/{unused} (replay sends nothing). Record it "
         f"where the provider is reachable: run with {RECORD_ENV}={recording.path}/ and a key, "
         "then commit the store"
     )
@@ -346,9 +420,14 @@ def unrecorded_error(recording: Recording, labels: Sequence[Any]) -> ReplayError
     """What a strict replay raises when rows ``labels`` were never recorded (any path)."""
     shown = ", ".join(map(repr, labels[:5]))
     more = f" and {len(labels) - 5} more" if len(labels) > 5 else ""
+    unused = (
+        " (or its lines for them are not used: see the ReplayWarning)"
+        if recording.has_unused_lines()
+        else ""
+    )
     return ReplayError(
         f"{len(labels)} request(s) of this run were never recorded in "
-        f"{recording.path}/ (rows {shown}{more}); a replay sends nothing. Record them "
+        f"{recording.path}/{unused} (rows {shown}{more}); a replay sends nothing. Record them "
         f"where the provider is reachable ({RECORD_ENV}={recording.path}/ and a key) "
         "and commit the store, or connect with strict=False to get these rows as "
         "errors instead."

@@ -438,7 +438,7 @@ class Run:
             return row
         if plan.recording is not None and plan.replaying:
             row.images = None
-            row.error = not_recorded_message(plan.recording)
+            row.error = not_recorded_message(plan.recording, row.key)
             self._unrecorded.append(row.pos)
             return row
         if load_images(plan, row) is None:  # unreadable now, or changed and answered

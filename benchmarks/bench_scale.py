@@ -50,6 +50,7 @@ PROMPT = "Describe this image in one sentence."
 LATENCY = 0.001  # seconds the stand-in takes per answer
 PER_FOLDER = 1000  # images per sub-folder (a million files in one folder is slow to list)
 CAMERA_COPIES = 24  # each JPEG of datasets/images/ copied this many times (distinct bytes)
+DASK_PARTITION_ROWS = 25_000  # rows a partition of the Dask stage (two make one full file)
 
 
 # -- the registry ---------------------------------------------------------------------------
@@ -387,13 +388,90 @@ def submit_rss(ctx: Context) -> Figure:
     )
 
 
-def _warm_submit(client: Any, tmp: Path) -> None:
+@stage(
+    "dask_submit",
+    "ddf.vision.submit on a 2-worker LocalCluster (fresh cache): the workers' passes, the "
+    "first upload, the call; then collecting, the manifest and this process's peak RSS",
+)
+def dask_submit(ctx: Context) -> Figure:
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster, get_task_stream
+
+    import visionkit.dask  # noqa: F401  (registers ddf.vision)
+
+    df = _frame(ctx)
+    client = ctx.client()
+    cache = Path(ctx.work) / "dask.sqlite"
+    parts = max(2, ctx.rows // DASK_PARTITION_ROWS)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as dask_client,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        _warm_submit(client, Path(tmp), dask=True)  # imports here and on the workers
+        ddf = dd.from_pandas(df, npartitions=parts)
+        sdk = client.batch_sdk()
+        before = _rss_now()
+        _reset_peak()
+        begun = time.time()
+        with Clock() as clock, get_task_stream() as tasks:
+            job = ddf.vision.submit(
+                PROMPT, client=client, cache=cache, upload_interval=0, progress=False
+            )
+        peak_submit = _rss_peak()
+        passes = [
+            (span["start"], span["stop"])
+            for task in tasks.data
+            if "prepare_partition" in str(task["key"])
+            for span in task["startstops"]
+            if span["action"] == "compute"
+        ]
+        workers_peak = dask_client.run(lambda: _rss_peak())
+    ids = set(job.batches.file_id)
+    uploaded = [f.created_at for f in sdk.files.list(purpose="batch") if f.id in ids]
+    for batch_id in job.batches.batch_id:  # the server's own work is not the client's time
+        while sdk.batches.retrieve(batch_id).status not in ("completed", "expired", "failed"):
+            time.sleep(0.5)
+    start = time.perf_counter()
+    job.wait(progress=False)
+    collect_s = time.perf_counter() - start
+    peak = _rss_peak()
+    result = job.result()
+    _check(result, "dask batch result")
+    path = cache.with_name(cache.stem + ".batches.sqlite")
+    db = __import__("sqlite3").connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return clock.figure(
+        len(df),
+        partitions=parts,
+        files=len(ids),
+        first_pass_done_s=round(min(stop for _, stop in passes) - begun, 1),
+        first_upload_s=round(min(uploaded) - begun, 1),  # (the stand-in's whole seconds)
+        last_pass_done_s=round(max(stop for _, stop in passes) - begun, 1),
+        collect_s=round(collect_s, 2),
+        lines_per_s=round(len(result) / collect_s),
+        manifest_bytes_per_row=round(path.stat().st_size / len(df)),
+        rss_submit_bytes_per_row=round((peak_submit - before) / len(df)),
+        rss_bytes_per_row=round((peak - before) / len(df)),
+        worker_peak_mb=[round(v / 1e6) for v in workers_peak.values()],
+    )
+
+
+def _warm_submit(client: Any, tmp: Path, *, dask: bool = False) -> None:
     """One tiny job first: imports, the SDK, SQLite and the HTTP stack are not per row."""
     import pandas as pd
 
     one = tmp / "one.png"
     shutil.copy(sorted((ROOT / "datasets" / "images").glob("*.jpg"))[0], one)
-    job = pd.DataFrame({"path": [str(one)]}).vision.submit(
+    frame = pd.DataFrame({"path": [str(one)]})
+    if dask:
+        import dask.dataframe as dd
+
+        frame = dd.from_pandas(frame, npartitions=1)
+    job = frame.vision.submit(
         PROMPT, client=client, cache=tmp / "warm.sqlite", upload_interval=0, progress=False
     )
     job.wait(progress=False)

@@ -266,3 +266,27 @@ def _keys(store: Path) -> list[str]:
     recording = Recording(store, "record")
     records = recording._load()
     return list(records)
+
+
+def test_a_plan_reads_an_image_column_a_block_at_a_time_and_gives_every_cell():
+    """The planner's view of an image column (Arrow-backed strings, or objects of any kind)
+    gives each row's cell by position, in any order and from several threads, while holding
+    Python objects for a few blocks of rows only (not ~100 bytes for every row)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from visionkit.query.plan import ColumnCells
+
+    n = 3 * ColumnCells.BLOCK * ColumnCells.KEPT + 17
+    paths = pd.Series([f"/data/images/{i:07d}.png" for i in range(n)], dtype="str")
+    mixed = pd.Series([b"\x89PNG" if i % 3 else None for i in range(n)], dtype=object)
+    order = np.random.default_rng(0).permutation(n).tolist()
+    for column in (paths, mixed):
+        want = column.tolist()
+        cells = ColumnCells(column.array)
+        assert len(cells) == n
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(cells.__getitem__, order, chunksize=64))
+        assert got == [want[i] for i in order]
+        assert len(cells._blocks) <= ColumnCells.KEPT

@@ -89,6 +89,67 @@ def test_every_dask_name_and_ddf_vision_method_is_in_the_reference(site):
     assert not missing, f"not in the API reference: {missing}"
 
 
+def _modules_with_all():
+    """The public modules whose every ``__all__`` name the reference documents."""
+    import visionkit.costs
+    import visionkit.dask
+    import visionkit.evaluation
+    import visionkit.offline
+    import visionkit.tokens
+
+    return [
+        visionkit,
+        visionkit.costs,
+        visionkit.dask,
+        visionkit.evaluation,
+        visionkit.offline,
+        visionkit.tokens,
+    ]
+
+
+def _documented(ids: set[str], module: str, name: str) -> bool:
+    """``visionkit.evaluation.Choice`` may be documented under that path or as ``vk.Choice``."""
+    return f"{module}.{name}" in ids or f"visionkit.{name}" in ids
+
+
+def test_every_name_of_the_public_modules_is_in_the_reference(site):
+    """vk.*, visionkit.offline, visionkit.evaluation, visionkit.costs, visionkit.tokens and
+    visionkit.dask: every name each lists in ``__all__``."""
+    ids = _reference_ids(site)
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in _modules_with_all()
+        for name in m.__all__
+        if not _documented(ids, m.__name__, name)
+    ]
+    assert not missing, f"not in the API reference: {missing}"
+
+
+def test_every_public_method_of_a_public_class_is_in_the_reference(site):
+    """Methods and properties a class defines (``Job.wait``, ``Evaluation.best``,
+    ``OfflineServer.inject``...), each under its class's documented path."""
+    ids = _reference_ids(site)
+    missing, seen = [], 0
+    for module in _modules_with_all():
+        for name in module.__all__:
+            cls = getattr(module, name)
+            if not inspect.isclass(cls) or issubclass(cls, BaseException):
+                continue
+            path = (
+                f"visionkit.{name}" if f"visionkit.{name}" in ids else f"{module.__name__}.{name}"
+            )
+            for member, value in vars(cls).items():
+                if member.startswith("_") or not (
+                    inspect.isfunction(value) or isinstance(value, property | classmethod)
+                ):
+                    continue
+                seen += 1
+                if f"{path}.{member}" not in ids:
+                    missing.append(f"{path}.{member}")
+    assert seen > 100
+    assert not missing, f"methods not in the API reference: {missing}"
+
+
 def test_tutorials_are_rendered_with_their_stored_outputs(site):
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert len(notebooks) >= 9
@@ -121,6 +182,18 @@ def test_quick_start_runs_the_readme_main_job():
     assert quick == readme
 
 
+def test_quick_start_points_to_every_guide():
+    """ "What to do next" leads a newcomer to every capability's guide."""
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    after = text[text.index("## What to do next") :]
+    missing = [
+        page.name
+        for page in sorted((ROOT / "docs" / "guides").glob("*.md"))
+        if f"(guides/{page.name}" not in after
+    ]
+    assert not missing, f"the quick start's next steps do not link {missing}"
+
+
 def test_installation_lists_every_extra():
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
@@ -130,6 +203,12 @@ def test_installation_lists_every_extra():
     for extra in extras:
         assert f"| `{extra}` |" in page, f"the installation table lacks the {extra} extra"
         assert f"pip install -e '.[{extra}]'" in page
+    listed = set(re.findall(r"^\| `([\w-]+)` \|", page, re.M))
+    assert listed == set(extras), f"the table lists extras pyproject lacks: {listed - set(extras)}"
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Installation") : readme.index("## A short tour")]
+    named = set(re.findall(r"`([\w-]+)`", table))
+    assert set(extras) <= named, f"README's extras table lacks {set(extras) - named}"
 
 
 # What user documentation must not carry: machine load beside a figure, issue numbers and
@@ -147,6 +226,21 @@ def test_user_docs_carry_no_load_averages_issue_numbers_or_hashes(page):
     for what, pattern in FORBIDDEN.items():
         found = [m.group(0) for m in pattern.finditer(text)]
         assert not found, f"{page.relative_to(ROOT)} quotes {what}: {found[:5]}"
+
+
+@pytest.mark.parametrize(
+    "notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name
+)
+def test_tutorials_carry_no_load_averages_issue_numbers_or_hashes(notebook):
+    """The tutorials' text and code, as the docs render them (outputs hold data: a dataset's
+    fingerprint looks like a hash)."""
+    import json
+
+    cells = json.loads(notebook.read_text())["cells"]
+    text = "\n".join("".join(cell["source"]) for cell in cells)
+    for what, pattern in FORBIDDEN.items():
+        found = [m.group(0) for m in pattern.finditer(text)]
+        assert not found, f"{notebook.name} quotes {what}: {found[:5]}"
 
 
 def test_the_forbidden_patterns_catch_what_they_name():
@@ -184,3 +278,52 @@ def test_readme_links_into_the_docs_resolve():
     assert any(t.startswith("docs/") for t in local)
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def _page_text(page: Path) -> str:
+    """A built page's visible text: no scripts, styles or tags."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", page.read_text(), flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
+def test_the_rendered_reference_shows_no_rst_and_no_machine_details(site):
+    """The API reference is user documentation too: the docstrings it renders carry no
+    reStructuredText (tests/test_docstrings.py checks the sources) and none of FORBIDDEN."""
+    from test_docstrings import rst_markup
+
+    pages = sorted((site / "reference").rglob("*.html"))
+    assert len(pages) >= 10
+    found = []
+    for page in pages:
+        text = _page_text(page)
+        found += [f"{page.parent.name}: {hit}" for hit in rst_markup(text)]
+        for what, pattern in FORBIDDEN.items():
+            found += [f"{page.parent.name}: {what} {m.group(0)!r}" for m in pattern.finditer(text)]
+    assert not found, "\n".join(found)
+
+
+NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
+@pytest.mark.parametrize("page", USER_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_docs_count_the_tutorials_right(page):
+    """ "Nine notebooks" went stale when the tenth came: every count of them is checked."""
+    count = len(list((ROOT / "notebooks").glob("*.ipynb")))
+    words = "|".join(NUMBERS)
+    said = re.findall(rf"\b({words}|\d+) (?:tutorial )?notebooks\b", page.read_text(), re.I)
+    wrong = [s for s in said if (int(s) if s.isdigit() else NUMBERS.index(s.lower())) != count]
+    assert not wrong, f"{page.relative_to(ROOT)} says {wrong} notebooks; there are {count}"

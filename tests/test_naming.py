@@ -235,10 +235,27 @@ def test_df_vision_twins_take_their_functions_parameters():
     _same_parameters(frame.vision.annotate_boxes, BoxAnnotator, 1)
 
 
+def test_encode_shows_encode_series_options():
+    """``df.vision.encode`` spells out ``encode_series``' options (no ``**kwargs``: help(),
+    Shift+Tab and the reference show them), with the same names, kinds and defaults; the
+    provider comes first and positional, as in ``estimate_tokens``."""
+    from visionkit.images.encode import encode_series
+
+    frame = pd.DataFrame({"path": ["a.png"]})
+    method = _parameters(frame.vision.encode)
+    assert [p.name for p in method[:2]] == ["provider", "image_column"]
+    assert all(p.kind is not p.VAR_KEYWORD for p in method)
+    options = [(p.name, p.kind, p.default) for p in method[2:]]
+    function = _parameters(encode_series)
+    assert options == [(p.name, p.kind, p.default) for p in function[2:]]
+    assert (method[0].name, method[0].default) == (function[1].name, function[1].default)
+
+
 def test_ddf_vision_twins_take_df_visions_parameters():
     import visionkit.dask
 
     dask_side = visionkit.dask.DaskVisionAccessor
+    _same_parameters(dask_side.encode, vk.VisionAccessor.encode, 0)
     ask = _parameters(dask_side.ask)
     assert [p.name for p in ask if p.name != "out"] == [p.name for p in _parameters(vk.ask)[1:]]
     _same_parameters(dask_side.submit, vk.submit, 1)

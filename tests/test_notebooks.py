@@ -44,6 +44,7 @@ NOT_TAUGHT = {
     "EncodeWarning",
     "ReadImagesWarning",
     "ReplayError",
+    "ReplayWarning",
     "BudgetExceeded",
     "ImageError",
     "MissingAPIKey",

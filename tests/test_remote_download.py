@@ -127,7 +127,7 @@ def test_the_size_cap_message_is_not_wrapped_twice():
 
     with raw_server(endless) as server, pytest.raises(ImageError) as info:
         read_bytes(f"{server.base}/big.png", max_bytes=1024 * 1024)
-    assert info.value.reason == "download over 1 MB cap"
+    assert info.value.reason == "download over the 1 MB cap (VISIONKIT_MAX_IMAGE_BYTES raises it)"
 
 
 def test_transient_statuses_are_retried_and_missing_ones_are_not():

@@ -1,6 +1,6 @@
 """visionkit: image sets in pandas DataFrames, token estimates, encoding, vision queries.
 
-Usage::
+Usage:
 
     import visionkit as vk
     df = vk.read_images("datasets/images/")

@@ -1,6 +1,6 @@
 """Everything visionkit keeps for the life of the process, in one place to look at and reset.
 
-Usage::
+Usage:
 
     import visionkit as vk
     vk.state()          # what is held now: a table, one row per piece of state
@@ -26,9 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = ["ENVIRONMENT", "StatePiece", "register", "reset_state", "state"]
 
-# The environment variables that change what vk.connect() gives; values of the *_KEY ones are
-# never shown.
-ENVIRONMENT = ("INFERENCE_API_KEY", "VISIONKIT_RECORD", "VISIONKIT_REPLAY", "CI")
+# The environment variables visionkit reads at each call: those that change what vk.connect()
+# gives, and the byte cap on one image. Values of the *_KEY ones are never shown.
+ENVIRONMENT = (
+    "INFERENCE_API_KEY",
+    "VISIONKIT_RECORD",
+    "VISIONKIT_REPLAY",
+    "CI",
+    "VISIONKIT_MAX_IMAGE_BYTES",
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ def _environment() -> list[dict[str, object]]:
 
 def state() -> pd.DataFrame:
     """What visionkit keeps in this process now: one row per piece (``piece``, ``kept_by``,
-    ``items``, ``holds``, ``resettable``), then the environment variables ``connect()`` reads.
+    ``items``, ``holds``, ``resettable``), then the environment variables visionkit reads.
     Secrets are never shown: storage options by their keys, the API key as set or not."""
     import pandas as pd
 

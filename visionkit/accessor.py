@@ -1,6 +1,6 @@
 """The ``df.vision`` DataFrame accessor: validates the image column, delegates, keeps the index.
 
-Registered when ``visionkit`` is imported::
+Registered when ``visionkit`` is imported:
 
     import visionkit as vk
     df = vk.read_images("datasets/images/")
@@ -14,7 +14,6 @@ tests/test_naming.py holds each twin to its function's parameters and defaults.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ class VisionAccessor:
     """Image-set methods on any DataFrame with an image column (``image`` or ``path``)."""
 
     def __init__(self, data: pd.DataFrame) -> None:
-        _borrow_encode_signature()
+        _finish_ask_docs()
         self._df = data
 
     def _column(self, image_column: str | None) -> str:
@@ -90,7 +89,7 @@ class VisionAccessor:
     ) -> Axes:
         """Each image at (width, height) over the provider's token map; returns the Axes.
 
-        See :func:`visionkit.plots.plot_tokens`. Uses ``width``/``height`` when present,
+        See [`vk.plot_tokens`][visionkit.plot_tokens]. Uses ``width``/``height`` when present,
         otherwise inspects the image column.
         """
         from .plots import plot_tokens
@@ -105,19 +104,40 @@ class VisionAccessor:
         provider: str | Provider = DEFAULT_PROVIDER,
         *,
         image_column: str | None = None,
-        **kwargs: Any,
+        max_side: int | None = None,
+        max_tokens: int | None = None,
+        max_bytes: int | None = None,
+        format: str = "auto",
+        strip_metadata: bool = True,
+        errors: str = "coerce",
+        workers: int | None = None,
+        progress: bool = True,
     ) -> pd.Series:
         """A Series of ``data:`` URIs the provider accepts, same index (NA where a row fails).
 
-        Takes ``visionkit.images.encode.encode_series``' options (shown by help() and
-        Shift+Tab), plus ``image_column``. One warning names the failing rows;
-        ``errors="raise"`` raises ``ImageError`` naming the first. EXIF (GPS included), XMP and
-        comments are not sent unless ``strip_metadata=False``. ``progress=False`` hides the
-        progress bar (shown only when encoding takes over a second).
+        The options are [`vk.encode_image`][visionkit.encode_image]'s: ``max_side`` (default:
+        the provider's), ``max_tokens``, ``max_bytes`` (default: the provider's per-image
+        budget), ``format`` (``"auto"``: JPEG for photographs, PNG for graphics) and
+        ``strip_metadata`` (EXIF with GPS, XMP and comments are not sent unless ``False``).
+        One warning names the failing rows; ``errors="raise"`` raises ``ImageError`` naming
+        the first. ``workers`` threads encode (default: one per CPU, at most 8);
+        ``progress=False`` hides the progress bar (shown only when encoding takes over a
+        second).
         """
         from .images.encode import encode_series
 
-        return encode_series(self._df[self._column(image_column)], provider=provider, **kwargs)
+        return encode_series(
+            self._df[self._column(image_column)],
+            provider=provider,
+            max_side=max_side,
+            max_tokens=max_tokens,
+            max_bytes=max_bytes,
+            format=format,
+            strip_metadata=strip_metadata,
+            errors=errors,
+            workers=workers,
+            progress=progress,
+        )
 
     # -- asking ----------------------------------------------------------------------------
     def ask(
@@ -141,7 +161,7 @@ class VisionAccessor:
         max_side: int | None = None,
         **request_options: Any,
     ) -> pd.DataFrame:
-        """Ask a vision model about each row's image; ``visionkit.ask`` with this DataFrame.
+        """Ask a vision model about each row's image; [`vk.ask`][visionkit.ask] with this DataFrame.
 
         >>> result = df.vision.ask("Is this a {label}?", concurrency=16)   # doctest: +SKIP
         >>> df.drop(columns="error").join(result)  # ask's error covers it   # doctest: +SKIP
@@ -269,7 +289,7 @@ class VisionAccessor:
         **request_options: Any,
     ) -> Job | pd.DataFrame:
         """Submit one batch-API request per row: ``job = df.vision.submit(prompt)``;
-        ``visionkit.submit`` with this DataFrame (``job.wait()``, ``job.result()``)."""
+        [`vk.submit`][visionkit.submit] with this DataFrame (``job.wait()``, ``job.result()``)."""
         options = _options(locals())
         from .batch import submit
 
@@ -302,8 +322,8 @@ class VisionAccessor:
         confidence: float = 0.95,
         **request_options: Any,
     ) -> Evaluation:
-        """Try prompts, models and image sizes on the labelled rows; ``visionkit.evaluate``
-        with this DataFrame.
+        """Try prompts, models and image sizes on the labelled rows:
+        [`vk.evaluate`][visionkit.evaluate] with this DataFrame.
 
         >>> ev = df.vision.evaluate("label", prompts=..., max_side=[560, 1120])  # doctest: +SKIP
         >>> ev.best("kappa", at_least=0.8)                                     # doctest: +SKIP
@@ -324,7 +344,7 @@ class VisionAccessor:
         **ask_kwargs: Any,
     ) -> pd.Series:
         """Boxes of ``labels`` proposed by a vision model for every image:
-        ``visionkit.propose_boxes`` with this DataFrame."""
+        [`vk.propose_boxes`][visionkit.propose_boxes] with this DataFrame."""
         from .annotation.proposals import propose_boxes
 
         return propose_boxes(
@@ -360,7 +380,8 @@ class VisionAccessor:
         thumb_size: int = 160,
         filter: RowFilter = None,
     ) -> Gallery:
-        """A paged, filterable, selectable ``visionkit.Gallery`` of this DataFrame's images."""
+        """A paged, filterable, selectable [`vk.Gallery`][visionkit.Gallery] of this DataFrame's
+        images."""
         options = _options(locals())
         from .widgets import Gallery
 
@@ -384,7 +405,8 @@ class VisionAccessor:
         view_size: int = 640,
         sep: str = ";",
     ) -> Annotator:
-        """A ``visionkit.Annotator`` writing labels to ``df[label_column]`` (in place)."""
+        """A [`vk.Annotator`][visionkit.Annotator] writing labels to ``df[label_column]`` (in
+        place)."""
         options = _options(locals())
         from .widgets import Annotator
 
@@ -406,7 +428,8 @@ class VisionAccessor:
         view_size: int = 560,
         zoom_size: int = 1600,
     ) -> BoxAnnotator:
-        """A ``visionkit.BoxAnnotator`` writing boxes to ``df[box_column]`` (in place)."""
+        """A [`vk.BoxAnnotator`][visionkit.BoxAnnotator] writing boxes to ``df[box_column]`` (in
+        place)."""
         options = _options(locals())
         from .widgets import BoxAnnotator
 
@@ -422,33 +445,11 @@ def _options(arguments: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def borrow_encode_signature(method: Callable[..., Any], function: Callable[..., Any]) -> None:
-    """Give an accessor's ``encode`` the options of ``encode_series`` (less its first
-    parameter, the images) after its own ``provider`` and ``image_column``, so help() and
-    Jupyter's Shift+Tab show them all in one place."""
-    sig = inspect.signature(function)
-    rest = list(sig.parameters.values())[1:]
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in rest if p.name == "provider"]
-    params += [p for p in rest if p.name != "provider"]
-    params.append(
-        inspect.Parameter(
-            "image_column",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation="str | None",
-        )
-    )
-    method.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-
-
 @functools.cache
-def _borrow_encode_signature() -> None:
-    """Done on the first ``df.vision`` (not at import: ``encode`` pulls in Pillow): ``encode``'s
-    options, and the parameter docs of ``ask`` (written once, in ``AskOptions``)."""
-    from .images.encode import encode_series
+def _finish_ask_docs() -> None:
+    """Done on the first ``df.vision`` (not at import, to keep ``import visionkit`` light):
+    the parameter docs of ``ask`` (written once, in ``AskOptions``)."""
     from .query.options import parameters_doc
 
-    borrow_encode_signature(VisionAccessor.encode, encode_series)
     for method in (VisionAccessor.ask, VisionAccessor.ask_async):
         method.__doc__ = (method.__doc__ or "") + parameters_doc(indent=8)

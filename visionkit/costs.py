@@ -1,7 +1,7 @@
 """What the plots draw, computed without a figure: token tiers, totals, savings, estimate error.
 
 Pure pandas/numpy (no matplotlib), so every number a plot shows can be tested and reused (the
-CLI prints the same summary the token plot puts in its title)::
+CLI prints the same summary the token plot puts in its title):
 
     import visionkit as vk
     from visionkit import costs
@@ -194,14 +194,17 @@ class TokenSummary:
 
     @property
     def unsized(self) -> int:
+        """Images without a known size (error rows), left out of the sums."""
         return self.images - self.sized
 
     @property
     def saved_at_cap(self) -> int:
+        """Tokens the default downscale to the provider's ``max_side`` saves."""
         return 0 if self.tokens_at_cap is None else self.tokens - self.tokens_at_cap
 
     @property
     def saved(self) -> int:
+        """Tokens the ``resize_to`` downscale would save (0 without it)."""
         return 0 if self.tokens_resized is None else self.tokens - self.tokens_resized
 
     def _share(self, n: int) -> str:
@@ -338,9 +341,11 @@ class EstimateAccuracy:
 
     @property
     def n(self) -> int:
+        """How many rows have both an estimate and reported tokens."""
         return len(self.rows)
 
     def describe(self) -> str:
+        """One line on how far the estimates were from the reported tokens."""
         if not self.n:
             return "no rows with both an estimate and reported prompt tokens"
         lean = self.median_relative_error

@@ -1,10 +1,11 @@
 """Token plots: what an image set will cost, how providers compare, how good the estimate was.
 
-Drawing only: the numbers come from :mod:`visionkit.costs`. Every function takes ``ax=`` and
-returns the Axes, and never calls ``plt.show()``. With ``ax=None`` each one draws on a *new*
-figure (not ``plt.gca()``), so two plots in one notebook cell never land on the same axes and
-``plot_tokens``' colourbar never stacks on an old one; pass ``ax=`` to place a plot in your own
-layout. Extra keyword arguments go to the main artist (the scatter of images, the curves)::
+Drawing only: the numbers come from [`visionkit.costs`][visionkit.costs]. Every function takes
+``ax=`` and returns the Axes, and never calls ``plt.show()``. With ``ax=None`` each one draws on
+a *new* figure (not ``plt.gca()``), so two plots in one notebook cell never land on the same
+axes and ``plot_tokens``' colourbar never stacks on an old one; pass ``ax=`` to place a plot
+in your own layout. Extra keyword arguments go to the main artist (the scatter of images, the
+curves):
 
     import visionkit as vk
     df = vk.read_images("datasets/images/")
@@ -109,7 +110,7 @@ def plot_tokens(
     Behind the points, the provider's token estimate for every size is a filled map, with the
     tier boundaries dashed (560 and 1120 px for inference.net: below 560 every image costs the
     minimum, past 1120 tokens stop growing). The title gives the total and what downscaling to
-    ``resize_to`` would save (see :func:`visionkit.costs.token_summary`). ``data`` needs
+    ``resize_to`` would save (see [`token_summary`][visionkit.costs.token_summary]). ``data`` needs
     ``width``/``height`` columns (as ``read_images`` gives) or an image column to inspect.
     ``kwargs`` go to ``ax.scatter``.
     """

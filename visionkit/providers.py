@@ -1,7 +1,7 @@
 """Provider profiles: each provider's documented limits and token formula, as plain data.
 
 ``visionkit.providers`` is the registry; ``register_provider`` adds your own, e.g. for a local
-vLLM or Ollama server, most simply derived from a profile whose rules it shares::
+vLLM or Ollama server, most simply derived from a profile whose rules it shares:
 
     vk.register_provider(vk.get_provider("inference.net").derive(
         name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
@@ -146,7 +146,7 @@ class Provider:
 
     def derive(self, **changes: Any) -> Provider:
         """A new profile with ``changes`` (field=value) over this one's rules, e.g. a local
-        vLLM server under inference.net's limits::
+        vLLM server under inference.net's limits:
 
             vk.register_provider(vk.get_provider("inference.net").derive(
                 name="my-vllm", base_url="http://127.0.0.1:8000/v1", api_key_env=None,
@@ -419,7 +419,7 @@ def set_price(
 ) -> Price:
     """Set what ``model`` costs under ``provider``, in US dollars per million tokens.
 
-    From then on usage, dry runs, budgets, evaluations and plots show money for that model::
+    From then on usage, dry runs, budgets, evaluations and plots show money for that model:
 
         vk.set_price("inference.net", "google/gemma-3-27b-instruct/bf-16",
                      input=0.10, output=0.30, batch_discount=0.5, source="my invoice, 2026-03")

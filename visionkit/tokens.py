@@ -20,8 +20,8 @@ __all__ = [
     "text_tokens",
 ]
 
-# An estimate: an ``int`` for a scalar size, an ``int64`` array for array-likes.
 TokenCount = int | np.ndarray
+"""An estimate: an ``int`` for a scalar size, an ``int64`` array for array-likes."""
 
 INFERENCE_NET_TILE = 560
 INFERENCE_NET_BASE = 1601

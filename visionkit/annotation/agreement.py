@@ -1,6 +1,6 @@
 """How often a model's answers agree with human labels, and where they differ.
 
-Usage::
+Usage:
 
     result = vk.agreement(df, truth="label", answer="answer")
     result.rate            # 0.87
@@ -19,7 +19,7 @@ Rows where either side is missing (NA, None or blank) are left out and counted i
 Multi-label rows (``"a;b"``) compare as whole strings. ``kappa`` is Cohen's kappa of the same
 pairs (the model's answer counted as the label it names, as in the confusion table), and
 ``per_class`` has, per label, how often each side gave it and Fleiss' kappa_j (see
-:mod:`visionkit.annotation.reliability`).
+``visionkit.annotation.reliability``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def match_label(answer: Any, labels: Iterable[str], match: Match = "word") -> st
 
 @dataclass(frozen=True, kw_only=True)
 class Agreement:
-    """The result of :func:`agreement`.
+    """The result of [`agreement`][visionkit.agreement].
 
     ``rate`` is ``matches / n`` (NaN when nothing could be compared), ``n`` the rows compared,
     ``missing`` the rows left out because a side was missing, ``confusion`` a DataFrame of

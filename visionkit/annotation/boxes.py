@@ -5,7 +5,7 @@ corner, in pixels of the image *as displayed* (after EXIF rotation) at its full 
 thumbnail's or an encoded copy's. An empty list means "looked at, nothing to box"; NA means
 "not annotated yet". Cells read back from a file as JSON text are accepted everywhere.
 
-Usage::
+Usage:
 
     r = vk.box_agreement(df, truth="boxes_ann", answer="boxes_bob", iou=0.5)
     r.precision, r.recall, r.f1    # bob's boxes matched in ann's, ann's matched by bob's
@@ -147,13 +147,14 @@ def match_boxes(
 
 @dataclass(frozen=True)
 class BoxAgreement:
-    """The result of :func:`box_agreement`.
+    """The result of [`box_agreement`][visionkit.box_agreement].
 
     ``truth`` and ``answer`` name the two box columns compared. ``precision`` is the share of
     the answer's boxes matched in the truth's, ``recall`` the share of the truth's boxes
     matched by the answer's (NaN when there are none), ``mean_iou`` over the matches;
     ``per_class`` the same per label; ``curve`` precision and recall at IoU thresholds
-    0.05-0.95, for :func:`visionkit.plot_box_agreement`; ``images`` the rows both annotated.
+    0.05-0.95, for [`plot_box_agreement`][visionkit.plot_box_agreement]; ``images`` the rows
+    both annotated.
     """
 
     truth: str

@@ -1,6 +1,6 @@
 """Exports: the annotations in the formats training code reads.
 
-Usage::
+Usage:
 
     vk.to_coco(df, "train.json", labels=labels)     # COCO detection JSON of df["boxes"]
     vk.to_yolo(df, "labels/", labels=labels)        # one .txt per image + classes.txt

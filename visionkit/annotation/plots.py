@@ -1,7 +1,7 @@
 """Agreement figures: drawing only (the numbers come from agreement, reliability and boxes).
 
 Every function takes ``ax=`` and returns the Axes; with ``ax=None`` it draws on a new figure,
-never on ``plt.gca()``, so a plot never lands on top of an earlier one::
+never on ``plt.gca()``, so a plot never lands on top of an earlier one:
 
     vk.plot_agreement(vk.agreement(df, truth="label", answer="answer"))  # confusion table
     vk.plot_rater_agreement(vk.rater_agreement(wide))                    # pairwise kappa
@@ -66,7 +66,7 @@ def plot_agreement(
     cmap: str = "Blues",
     **kwargs: Any,
 ) -> Axes:
-    """The confusion table of :func:`visionkit.agreement` (truth down, answer across), counts
+    """The confusion table of [`agreement`][visionkit.agreement] (truth down, answer across), counts
     in each cell, the diagonal outlined. ``data`` is a DataFrame or an ``Agreement``; extra
     keyword arguments go to ``ax.imshow``."""
     if data is None:
@@ -174,8 +174,9 @@ def plot_box_agreement(
     ax: Axes | None = None,
     **kwargs: Any,
 ) -> Axes:
-    """Precision and recall of :func:`visionkit.box_agreement` against the IoU threshold, with
-    the chosen threshold marked. Extra keyword arguments go to both ``ax.plot`` lines."""
+    """Precision and recall of [`box_agreement`][visionkit.box_agreement] against the IoU
+    threshold, with the chosen threshold marked. Extra keyword arguments go to both
+    ``ax.plot`` lines."""
     if not isinstance(data, BoxAgreement):
         raise TypeError(f"plot_box_agreement needs a BoxAgreement, not {type(data).__name__}")
     ax = _new_axes(ax, (5.0, 3.4))

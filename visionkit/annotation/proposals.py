@@ -1,12 +1,13 @@
 """Model-proposed regions: ask a vision model for boxes and map them onto the full-size image.
 
-Usage::
+Usage:
 
     df["proposed"] = vk.propose_boxes(df, ["cat", "dog"], client=client)
     vk.BoxAnnotator(df, labels=["cat", "dog"], suggestions="proposed")   # accept / adjust
 
-The model answers with :data:`BOX_SCHEMA` (through ``vk.ask(..., schema=BOX_SCHEMA)``): boxes
-as corners ``x_min, y_min, x_max, y_max`` and the ``units`` it used, one of:
+The model answers with [`BOX_SCHEMA`][visionkit.BOX_SCHEMA] (through
+``vk.ask(..., schema=BOX_SCHEMA)``): boxes as corners ``x_min, y_min, x_max, y_max`` and the
+``units`` it used, one of:
 
 - ``"pixels"``: pixels of the image it was *sent* (``ask`` encodes it first, usually
   smaller than the original: 1120 px on the longest side for inference.net, less with
@@ -14,7 +15,7 @@ as corners ``x_min, y_min, x_max, y_max`` and the ``units`` it used, one of:
 - ``"0-1"``: fractions of the width and height,
 - ``"0-1000"``: thousandths (what Qwen-VL-style models emit).
 
-:func:`boxes_from_answer` turns that into the box cell format (``{"label", "x", "y", "w",
+``boxes_from_answer`` turns that into the box cell format (``{"label", "x", "y", "w",
 "h"}``) in pixels of the image *as displayed at full size* (after EXIF rotation), the
 coordinates every visionkit annotation tool uses. The size of the image sent is not taken from
 the model (models misreport it) nor from an encoding of our own: it is the size ``ask``'s

@@ -1,6 +1,6 @@
 """Chance-corrected agreement between raters (people or a model) on nominal labels.
 
-Usage::
+Usage:
 
     wide = ann.by_annotator()            # one column per annotator, NA where one gave no label
     r = vk.rater_agreement(wide)         # or pass raters=["ann", "bob", "model"]
@@ -182,7 +182,8 @@ def _alpha_per_class(table: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class RaterAgreement:
-    """The result of :func:`rater_agreement` (see the module docstring for the statistics).
+    """The result of [`rater_agreement`][visionkit.rater_agreement] (see the module docstring
+    for the statistics).
 
     ``raters`` the columns compared; ``items`` the rows with at least two labels (what alpha
     uses); ``n_complete`` the rows every rater labelled (what Fleiss' kappa uses);

@@ -1,6 +1,6 @@
 """The annotators' save file: every annotator's labels in long form, written atomically.
 
-One row per image and annotator::
+One row per image and annotator:
 
     index,path,annotator,label,label_at
     r0,photos/a.jpg,ana,cat,2026-11-30T10:12:03Z
@@ -98,7 +98,7 @@ def read_annotations(
 
     Files without an ``annotator`` column (written before annotators were recorded) get one,
     blank. With several files the rows are stacked; where two hold the same image, annotator
-    and column, the later file's row wins. Pivot it for agreement statistics::
+    and column, the later file's row wins. Pivot it for agreement statistics:
 
         long = vk.read_annotations("labels.csv")
         wide = long.pivot(index="index", columns="annotator", values="label")

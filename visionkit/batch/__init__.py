@@ -1,6 +1,6 @@
 """Batch jobs: inference.net's Batch API (OpenAI's shape) for large, cheap, unattended runs.
 
-Usage::
+Usage:
 
     import visionkit as vk
     df = vk.read_images("photos/")

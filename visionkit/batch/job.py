@@ -193,6 +193,7 @@ class BatchJob:
 
     @property
     def done(self) -> bool:
+        """True once every batch of the job has finished and its rows are collected."""
         return self.status in ("completed", "incomplete")
 
     def sdk_within(self, deadline: float | None) -> SyncOpenAI:

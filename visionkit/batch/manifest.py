@@ -442,6 +442,24 @@ class Manifest:
         """Every key in a shard not yet collected, as hex."""
         return {k for k in map(unpack_key, self.live_keys()) if k is not None}
 
+    def live_among(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` in a shard not yet collected: ``covered`` for many keys, a query
+        per chunk through the key index (``live_keys`` reads every live key instead)."""
+        found: set[str] = set()
+        states = ",".join("?" * len(LIVE))
+        for chunk in _chunks(keys):
+            wanted = {pack_key(k): k for k in chunk}
+            heads = list({k[:8] for k in wanted if k is not None})
+            marks = ",".join("?" * len(heads))
+            for (key,) in self._run(
+                "SELECT r.key FROM rows r JOIN shards s ON s.job = r.job AND s.seq = r.seq "
+                f"WHERE substr(r.key, 1, 8) IN ({marks}) AND s.state IN ({states})",
+                [*heads, *LIVE],
+            ):
+                if key in wanted:
+                    found.add(wanted[key])
+        return found
+
     def submissions(self, job_id: str) -> dict[str, tuple[int, str | None]]:
         """key -> (how many of this job's batches held it, the latest one's batch id). A
         file never made a batch (refused by the budget, lost) does not count."""

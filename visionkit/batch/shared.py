@@ -300,6 +300,7 @@ def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
     manifest.add_shard(
         shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
     )
+    shard.keys = []  # recorded: not kept in memory (a million rows' keys are ~100 MB)
 
 
 def dry_run_frame(
@@ -437,8 +438,10 @@ def launch(
             f"submitted are free), over budget_tokens={budget_tokens:,}; nothing was "
             "uploaded. dry_run=True shows the same estimate per row."
         )
-    for shard in prep.shards:
-        manifest.update_shard(shard.shard_id, state="written")
+    staged = {s["shard_id"] for s in manifest.shards(job_id) if s["state"] == "staged"}
+    for shard in prep.shards:  # (a file uploaded meanwhile, by the Dask path, is left as it is)
+        if shard.shard_id in staged:
+            manifest.update_shard(shard.shard_id, state="written")
     cache_store = Cache(plan.cache.path)  # the job's own handle: the plan closes its
     job = BatchJob(job_id, manifest, cache_store, plan.client)
     pending = [s for s in manifest.shards(job_id) if s["state"] in ("written", "uploaded")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -186,16 +187,20 @@ def upload_pending(
     metadata: dict[str, str] | None = None,
     bar: Any = None,
     deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Upload every shard of the job not uploaded yet and create its batch; returns how many
     batches were created now. ``deadline`` (a ``time.monotonic()``, inside a wait): stop
     before a file whose pacing would pass it (the next wait or submit goes on), and give each
-    call the time left."""
+    call the time left. ``stop`` (set by another thread): stop before the next file, or while
+    waiting for its turn; a file being uploaded gets its batch first."""
     created = 0
     for shard in manifest.shards(job_id):
         state = shard["state"]
         if state not in ("written", "uploaded"):
             continue
+        if stop is not None and stop.is_set():
+            break
         if deadline is not None:
             left = deadline - time.monotonic()
             pause = manifest.last_upload(batch_base_url) + interval - time.time()
@@ -212,7 +217,10 @@ def upload_pending(
             while wait > 0:
                 if bar is not None:
                     bar.set_postfix_str(f"next upload in {wait:.0f} s", refresh=True)
-                time.sleep(min(wait, 1.0))
+                if stop is None:
+                    time.sleep(min(wait, 1.0))
+                elif stop.wait(min(wait, 1.0)):
+                    return created
                 wait = manifest.last_upload(batch_base_url) + interval - time.time()
             file_id = _upload(sdk, path, interval)
             manifest.uploaded_now(batch_base_url)

@@ -1,6 +1,6 @@
 """``visionkit batch submit|status|results``: batch jobs (inference.net's Batch API) from a shell.
 
-Registered in ``visionkit.cli.app.COMMANDS`` (``add_batch_parser``)::
+Registered in ``visionkit.cli.app.COMMANDS`` (``add_batch_parser``):
 
     visionkit batch submit datasets/images/ "Describe this image." [--dry-run] [--wait --out FILE]
     visionkit batch status [JOB]                # every job, or one job's files and batches

@@ -1,6 +1,6 @@
 """Scale out on Dask: ``ddf.vision`` on a cluster, with one rate limit for all of it.
 
-Usage::
+Usage:
 
     import visionkit as vk
     import visionkit.dask                 # registers ddf.vision (pip install 'visionkit[dask]')

@@ -14,7 +14,6 @@ up partition by partition. Nothing runs until ``.compute()`` / ``.persist()``.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -39,7 +38,6 @@ class DaskVisionAccessor:
     """Image-set methods on a Dask DataFrame with an image column (``image`` or ``path``)."""
 
     def __init__(self, data: dd.DataFrame) -> None:
-        _borrow_signatures()
         self._ddf = data
 
     def _column(self, image_column: str | None) -> str:
@@ -80,18 +78,35 @@ class DaskVisionAccessor:
         provider: str | Provider = DEFAULT_PROVIDER,
         *,
         image_column: str | None = None,
-        **kwargs: Any,
+        max_side: int | None = None,
+        max_tokens: int | None = None,
+        max_bytes: int | None = None,
+        format: str = "auto",
+        strip_metadata: bool = True,
+        errors: str = "coerce",
+        workers: int | None = None,
+        progress: bool = True,
     ) -> dd.Series:
         """``df.vision.encode`` per partition: a Series of data URIs (NA where a row fails).
 
-        Takes ``encode_series``' options; ``progress`` is off on the workers.
+        The same options as ``df.vision.encode``; ``progress`` is taken for the same
+        signature but is off on the workers (a bar per partition would say little).
         """
         col = self._column(image_column)
-        kwargs = {**kwargs, "progress": False}
+        options = {
+            "max_side": max_side,
+            "max_tokens": max_tokens,
+            "max_bytes": max_bytes,
+            "format": format,
+            "strip_metadata": strip_metadata,
+            "errors": errors,
+            "workers": workers,
+            "progress": False,
+        }
         meta = pd.Series([], dtype=object, name="data_uri", index=self._ddf._meta.index[:0])
         _share_storage()
         uris: dd.Series = self._ddf[col].map_partitions(
-            _encode, provider, kwargs, _call(), meta=meta, enforce_metadata=False
+            _encode, provider, options, _call(), meta=meta, enforce_metadata=False
         )
         return uris
 
@@ -119,8 +134,8 @@ class DaskVisionAccessor:
     ) -> dd.DataFrame:
         """``df.vision.ask`` on every partition, lazily, through one cluster-wide rate limit.
 
-        Same parameters and result as ``visionkit.ask``, plus ``out=``: a folder or URL where
-        each finished partition is written as ``part.N.parquet`` at once; running the same
+        Same parameters and result as [`vk.ask`][visionkit.ask], plus ``out=``: a folder or URL
+        where each finished partition is written as ``part.N.parquet`` at once; running the same
         call again reads finished partitions instead of running them (see
         ``visionkit.dask.out``). Needs a ``distributed`` Client (a LocalCluster will do).
         """
@@ -222,7 +237,8 @@ class DaskVisionAccessor:
     ) -> Job | pd.DataFrame:
         """``df.vision.submit`` with the workers encoding and writing the files: same
         parameters, same result (a ``Job``; a DataFrame with ``dry_run=True``), run now.
-        One process uploads, at the provider's pace (see ``visionkit.dask.submit``).
+        One process uploads, at the provider's pace, starting while the workers still
+        prepare (see ``visionkit.dask.submit``).
         Needs a ``distributed`` Client."""
         arguments = {k: v for k, v in locals().items() if k not in ("self", "prompt")}
         extra = arguments.pop("request_options")
@@ -279,12 +295,3 @@ def _share_storage() -> None:
     from .secrets import share_storage_options
 
     share_storage_options(dask_client)
-
-
-@functools.cache
-def _borrow_signatures() -> None:
-    """``help(ddf.vision.encode)`` shows ``encode_series``' options, as ``df.vision`` does."""
-    from ..accessor import borrow_encode_signature
-    from ..images.encode import encode_series
-
-    borrow_encode_signature(DaskVisionAccessor.encode, encode_series)

@@ -1,6 +1,6 @@
 """``out=``: each finished partition written as Parquet at once, and skipped when run again.
 
-Layout (local folder or object storage, any fsspec URL)::
+Layout (local folder or object storage, any fsspec URL):
 
     out/_visionkit.json        what call wrote here: prompt, provider, model, options (no key)
     out/part.0.parquet         partition 0's result, written the moment it finished

@@ -1,6 +1,6 @@
 """``ddf.vision.submit``: a batch job from a Dask frame. The workers plan, encode and write the
 JSONL files in parallel; this process records them in the batch manifest and uploads them
-through the one paced uploader of ``df.vision.submit``.
+through the one paced uploader of ``df.vision.submit``, starting while the workers prepare.
 
 Per partition, on a worker, ``prepare_partition`` runs the pandas path's own pass
 (``visionkit.batch.shared.prepare``: ``ask``'s planner, the answer cache's hits, the manifest's
@@ -11,21 +11,30 @@ mode: several processes may read one file); nothing on a worker writes to either
 worker holds the key: ``ClientSpec.planner()`` plans as the caller's client does (provider, URL
 and model make the cache key) but cannot send.
 
-Here, when every partition is back: the job id is the pandas one (the recipe and every row's
-cell hash, in row order: the same frame gives the same job, computed or not); an image that two
-partitions both wrote is kept in the first file only (the later file is rewritten without its
-line: it is sent once, like a repeat inside one frame); neighbouring files that fit in one file
-together are joined (each partition's last file is part-filled, and at inference.net's one
-upload a minute every file counts), renamed into ``batch-files/<job id>/`` with the job's next
-sequence numbers and recorded (``staged``), the rows recorded in order; then
-``visionkit.batch.shared.launch`` checks the budget and uploads at the provider's pace, exactly
-as for a pandas frame. So the same call again continues the same job, ``job.wait()``,
-``job.result()`` and ``vk.BatchJob.load(id)`` work as they do for a pandas job, and the result
-is on the frame's index.
+Here, the frame's partitions are computed first and kept on the workers, and their
+``cell_hashes`` gathered: the job id is the pandas one (the recipe and every row's cell hash, in
+row order: the same frame gives the same job, computed or not), known before any pass starts.
+Then every partition's pass starts, and each is taken as it finishes
+(``visionkit.dask.stream.JobStream``): its rows recorded on the frame's positions; a line for
+an image that this call already sends (from a partition finished earlier) or that another
+process put in a live file meanwhile dropped from the partition's file (sent once); its full
+files renamed into ``batch-files/<job id>/`` with the job's next sequence numbers and recorded
+with their rows, then uploaded by a thread at the provider's pace while the workers go on
+(uploading overlaps preparing); its last, part-filled file kept back and joined with other
+partitions' until the next would not fit (at inference.net's one upload a minute every file
+counts). When every pass is in, ``visionkit.batch.shared.launch`` uploads the rest, exactly as
+for a pandas frame. With ``budget_tokens`` nothing is uploaded before the total is known: the
+files are recorded ``staged`` and ``launch`` checks the budget first. So the same call again
+continues the same job, ``job.wait()``, ``job.result()`` and ``vk.BatchJob.load(id)`` work as
+they do for a pandas job, and the result is on the frame's index.
 
-Joining whole files is not pandas' cut (pandas fills each file to the limit, across what would
-be partition boundaries), so a job may have a few more files than from pandas: when the
-partitions' files are full, or fit in one file together, the two agree exactly.
+A file is recorded, with its rows, before it can be uploaded: an interrupt or a crash after an
+upload leaves its rows in a live file, so the same call again does not send them twice. Files
+are joined in the order partitions finish, so a job may have a few more files than from pandas
+(pandas fills each file to the limit across what would be partition boundaries), and which of
+two rows with the same image is the ``repeat`` depends on which partition finished first; a
+dry run (``merge``) joins in partition order and shows pandas' plan. The partitions wait in the
+workers' memory (spilled to disk by Dask if need be) from the hashes until their pass.
 
 Record and replay (``connect(record=...)``, ``connect(replay=...)``) are one process's files:
 such a client submits the computed frame with ``df.vision.submit``, so whatever that does under
@@ -43,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import shutil
 import uuid
 from collections import defaultdict
@@ -56,8 +64,9 @@ import numpy as np
 import pandas as pd
 
 from ..batch.claims import job_claim
-from ..batch.manifest import JobRow, Manifest, manifest_path
-from ..batch.shards import Shard, jsonl_line
+from ..batch.limits import BatchSettings
+from ..batch.manifest import Manifest, manifest_path
+from ..batch.shards import Shard
 from ..batch.shared import (
     BatchAskOptions,
     PlannedRow,
@@ -72,14 +81,15 @@ from ..batch.shared import (
     open_job,
     prepare,
 )
+from ..batch.upload import upload_pending
 from ..providers import BatchLimits
 from ..query.plan import Plan, make_plan
+from .files import fits, join, without
 from .relay import in_task, start_call
 from .secrets import ClientSpec, client_spec
+from .stream import BackgroundUploads, JobStream
 
 __all__ = ["PartPrep", "SubmitTask", "prepare_partition", "submit_frame"]
-
-_ROW_CHUNK = 1000  # job rows recorded per transaction
 
 
 @dataclass(frozen=True)
@@ -98,13 +108,11 @@ class SubmitTask:
 
 @dataclass
 class PartPrep:
-    """What one partition's pass found: its rows and files (``prep``), its index labels and
-    the hashes that name the job."""
+    """What one partition's pass found: its rows and files (``prep``) and its index labels."""
 
     number: int
     index: pd.Index
     prep: Preparation
-    hashes: np.ndarray
 
 
 def prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> PartPrep:
@@ -131,11 +139,10 @@ def _prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> Par
                 progress=False,
                 keep_rows=True,
             )
-            hashes = cell_hashes(part, plan.columns)
     finally:
         if manifest is not None:
             manifest.close()
-    return PartPrep(number, part.index, prep, hashes)
+    return PartPrep(number, part.index, prep)
 
 
 def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
@@ -190,33 +197,116 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             manifest=str(manifest.path),
             staging=str(staging),
         )
+        partitions = Partitions(dask_client, ddf)
         try:
-            parts = _run(dask_client, ddf, task, options.progress)
-            _check_shared(parts, staging)
-            job_id = job_identity(plan, prompt, [p.hashes for p in parts])
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        with job_claim(manifest, job_id):  # one process submits a job at a time
-            try:
+            hashes = partitions.hashes(plan.columns)
+            job_id = job_identity(plan, prompt, hashes)
+            with job_claim(manifest, job_id):  # one process submits a job at a time
                 open_job(plan, manifest, job_id, prompt, settings.metadata, limits)
-                directory = job_directory(plan, job_id)
-                # rows another process put in a live file while the workers ran: not again
-                covered = {
-                    r.key for p in parts for r in p.prep.rows if r.status == "send" and r.key
-                } & manifest.covered_keys()
-                prep = merge(
-                    parts,
+                stream = JobStream(
+                    manifest,
+                    job_id,
                     limits,
-                    plan,
-                    directory,
-                    first_seq=manifest.next_seq(job_id),
-                    covered=covered,
+                    job_directory(plan, job_id),
+                    offsets=np.cumsum([0, *map(len, hashes)]).tolist(),
+                    next_seq=manifest.next_seq(job_id),
+                    # over a budget nothing may go up: files wait until the total is known
+                    write=options.budget_tokens is None,
                 )
-                record(manifest, job_id, prep)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)  # what was not recorded is not kept
-            return launch(plan, prep, manifest, job_id, settings)
+                try:
+                    prep = _prepare_and_upload(
+                        partitions, task, stream, plan, settings, options.progress
+                    )
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)  # what was not recorded
+                return launch(plan, prep, manifest, job_id, settings)
+        finally:
+            partitions.cancel()
+
+
+class Partitions:
+    """The frame's partitions computed on the workers and kept there: first the hashes that
+    name the job (``hashes``), then each partition's pass (``prepare``), which frees it."""
+
+    def __init__(self, dask_client: Any, ddf: Any) -> None:
+        self.dask_client = dask_client
+        self._parts: list[Any] = dask_client.compute(ddf.to_delayed())
+        self._passes: list[Any] = []
+        self.count = len(self._parts)
+
+    def hashes(self, columns: Sequence[str]) -> list[np.ndarray]:
+        """Each partition's ``cell_hashes``, in order (its length is the partition's)."""
+        futures = self.dask_client.map(cell_hashes, self._parts, columns=columns, pure=False)
+        found: list[np.ndarray] = self.dask_client.gather(futures)
+        return found
+
+    def prepare(self, task: SubmitTask) -> list[Any]:
+        """Start every partition's pass; the futures (finished in any order)."""
+        self._passes = [
+            self.dask_client.submit(prepare_partition, part, task, i, pure=False)
+            for i, part in enumerate(self._parts)
+        ]
+        self._parts = []  # each partition is freed once its pass is done
+        return self._passes
+
+    def cancel(self) -> None:
+        """Drop whatever is still computed or kept (after an error, or when done)."""
+        futures, self._parts, self._passes = [*self._parts, *self._passes], [], []
+        unfinished = [f for f in futures if not f.done()]
+        if unfinished:
+            self.dask_client.cancel(unfinished)
+
+
+def _prepare_and_upload(
+    partitions: Partitions,
+    task: SubmitTask,
+    stream: JobStream,
+    plan: Plan,
+    settings: BatchSettings,
+    progress: bool,
+) -> Preparation:
+    """Every partition's pass, each recorded in ``stream`` as it finishes while the files
+    recorded so far are uploaded (when ``stream.write``); the job's totals and files."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    assert plan.client is not None and task.staging is not None
+    uploads = None
+    if stream.write:
+        sdk = plan.client.batch_sdk()
+        url = plan.client.batch_base_url or plan.client.base_url
+        limits, metadata = stream.limits, dict(settings.metadata or {})
+        uploads = BackgroundUploads(
+            lambda stop: upload_pending(
+                stream.job_id,
+                stream.manifest,
+                sdk,
+                url,
+                limits,
+                interval=limits.upload_interval,
+                metadata=metadata,
+                stop=stop,
+            )
+        )
+        stream.on_file = uploads.wake
+    bar = tqdm(total=partitions.count, desc="batch prepare", unit="partition", disable=not progress)
+    try:
+        for future in as_completed(partitions.prepare(task)):
+            part: PartPrep = future.result()
+            future.release()  # (its rows are on this side now)
+            _check_shared([part], Path(task.staging))
+            stream.take(part.number, part.prep)
+            bar.update(1)
+            if uploads is not None:
+                uploads.check()
+        prep = stream.finish()
+    finally:
+        bar.close()
+        if uploads is not None:
+            uploads.stop()  # launch uploads the rest, with its progress bar
+    if uploads is not None:
+        uploads.check()
+    return prep
 
 
 def _replace(task: SubmitTask, **changes: Any) -> SubmitTask:
@@ -309,14 +399,14 @@ def merge(
     for part in parts:
         for shard in part.prep.shards:
             old = (part.number, shard.seq)
-            left = _without(shard, drop.get(old, {}), limits.endpoint)
+            left = without(shard, drop.get(old, {}), limits.endpoint)
             if left is not None:
                 kept.append((old, left))
     seqs: dict[tuple[int, int], int] = {}
     prep = Preparation(shards=[])
     for group in _packs(kept, limits):
         seq = first_seq + len(prep.shards)
-        prep.shards.append(_join([s for _, s in group], seq, directory))
+        prep.shards.append(join([s for _, s in group], seq, directory))
         seqs.update((old, seq) for old, _ in group)
     for row, (number, seq) in rows:
         planned = row if seq is None else row._replace(seq=seqs.get((number, seq)))
@@ -333,83 +423,10 @@ def _packs(
     lines = nbytes = 0
     for item in shards:
         shard = item[1]
-        if groups and (
-            (
-                limits.max_requests_per_file is None
-                or lines + len(shard.keys) <= limits.max_requests_per_file
-            )
-            and (limits.max_file_bytes is None or nbytes + shard.nbytes <= limits.max_file_bytes)
-        ):
+        if groups and fits(limits, lines + len(shard.keys), nbytes + shard.nbytes):
             groups[-1].append(item)
             lines, nbytes = lines + len(shard.keys), nbytes + shard.nbytes
         else:
             groups.append([item])
             lines, nbytes = len(shard.keys), shard.nbytes
     return groups
-
-
-def _join(shards: list[Shard], seq: int, directory: Path | None) -> Shard:
-    """One file of ``shards`` (in order), numbered ``seq``, in ``directory`` (moved there,
-    or concatenated into the first one's name when there are several)."""
-    head = shards[0]
-    keys = [k for s in shards for k in s.keys]
-    joined = Shard(head.shard_id, seq, None, keys, sum(s.nbytes for s in shards))
-    if head.path is None or directory is None:
-        return joined
-    directory.mkdir(parents=True, exist_ok=True)
-    joined.path = directory / f"{seq:05d}-{head.shard_id}.jsonl"
-    if len(shards) == 1:
-        os.replace(head.path, joined.path)
-        return joined
-    with open(joined.path, "wb") as out:
-        for shard in shards:
-            assert shard.path is not None
-            with open(shard.path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            shard.path.unlink()
-    return joined
-
-
-def _without(shard: Shard, drop: dict[str, int], endpoint: str) -> Shard | None:
-    """``shard`` without the lines of ``drop``'s keys (rewritten on disk when it is a file);
-    ``None`` when nothing is left."""
-    if not drop:
-        return shard
-    keys = [(k, t) for k, t in shard.keys if k not in drop]
-    if not keys:
-        if shard.path is not None:
-            shard.path.unlink(missing_ok=True)
-        return None
-    if shard.path is None:  # counted only: a line is its head and its body
-        gone = sum(len(jsonl_line(k, b"", endpoint)) + n for k, n in drop.items())
-        return Shard(shard.shard_id, shard.seq, None, keys, shard.nbytes - gone)
-    heads = {jsonl_line(k, b"", endpoint).split(b', "method"')[0] for k in drop}
-    kept_path = shard.path.with_suffix(".kept")
-    nbytes = 0
-    with open(shard.path, "rb") as src, open(kept_path, "wb") as out:
-        for line in src:
-            if line.split(b', "method"', 1)[0] in heads:
-                continue
-            out.write(line)
-            nbytes += len(line)
-    os.replace(kept_path, shard.path)
-    return Shard(shard.shard_id, shard.seq, shard.path, keys, nbytes)
-
-
-def record(manifest: Manifest, job_id: str, prep: Preparation) -> None:
-    """The merged pass into the manifest: its files as ``staged`` (``launch`` marks them
-    written once the budget is checked), its rows in order."""
-    for shard in prep.shards:
-        assert shard.path is not None
-        manifest.add_shard(
-            shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
-        )
-    for start in range(0, len(prep.rows), _ROW_CHUNK):
-        chunk = prep.rows[start : start + _ROW_CHUNK]
-        manifest.add_rows(
-            job_id,
-            [
-                JobRow(r.pos, r.label, r.key, r.status, r.error, r.estimated_tokens, seq=r.seq)
-                for r in chunk
-            ],
-        )

@@ -1,7 +1,7 @@
 """Evaluate before you scale: choose the prompt, model and image size by measured agreement and
 cost, on the rows people labelled, before paying for all the others.
 
-Usage::
+Usage:
 
     ev = df.vision.evaluate("label", prompts={"short": "How many red marks?"},
                             models=["visionkit-offline", "visionkit-offline-small"],

@@ -33,10 +33,12 @@ class Config:
 
     @property
     def model(self) -> str | None:
+        """The model this configuration asks (``None``: the client's default)."""
         return self.options.get("model")
 
     @property
     def max_side(self) -> int | None:
+        """The longest side images are sent at (``None``: the provider's)."""
         return self.options.get("max_side")
 
     def ask_options(self) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def plot_frontier(
     y: str = "kappa",
     **kwargs: Any,
 ) -> Axes:
-    """See ``Evaluation.plot``."""
+    """See [`Evaluation.plot`][visionkit.Evaluation.plot]."""
     table = evaluation.table
     for name, value in (("x", x), ("y", y)):
         if value not in table.columns:

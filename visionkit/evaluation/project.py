@@ -54,6 +54,7 @@ class Projection:
 
     @property
     def tokens(self) -> int:
+        """Prompt and completion tokens together."""
         return self.prompt_tokens + self.completion_tokens
 
     @property
@@ -68,6 +69,7 @@ class Projection:
         return pd.DataFrame([row]).set_index("config")
 
     def describe(self) -> str:
+        """A few lines: rows, tokens, money, hours and the batch plan."""
         lines = [
             f"{self.config}: {self.rows:,} rows, {self.tokens:,} tokens "
             f"({self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion)"

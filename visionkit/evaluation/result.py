@@ -1,6 +1,6 @@
 """``Evaluation``: what ``evaluate`` measured, and the decisions read from it.
 
-Usage::
+Usage:
 
     ev = df.vision.evaluate("label", prompts=..., models=[...], max_side=[560, 840, 1120])
     ev.table                        # one row per configuration, with 95 % intervals
@@ -167,7 +167,7 @@ class Evaluation:
         tokens_per_minute: float | None = None,
     ) -> Projection:
         """Tokens, money and hours for ``config`` on all of ``data``, and its batch plan
-        (see :mod:`visionkit.evaluation.project`). The rate limit is the client's unless
+        (see ``visionkit.evaluation.project``). The rate limit is the client's unless
         given here."""
         label = self._label(config)
         run = self._runs[label]
@@ -226,6 +226,8 @@ class Evaluation:
 
     # -- display ---------------------------------------------------------------------------
     def describe(self) -> str:
+        """A few lines of text on what was evaluated: configurations, rows, the truth's
+        source, the intervals, rows left out; what ``repr`` shows first."""
         n = int(self.table["rows"].max()) if len(self.table) else 0
         head = (
             f"{len(self.table)} configuration(s) on {n} rows, against {self.source}; "

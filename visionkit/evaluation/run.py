@@ -154,7 +154,7 @@ def evaluate(
     from a structured answer; ``normalise=`` maps answer text to a label; by default the answer
     must name one of the truth's labels. ``sample=N``: a stratified, seeded sample of the
     labelled rows. ``system``, ``concurrency``, ``cache`` and ``**request_options``
-    (``temperature=0``) go to every ``ask``. Returns an :class:`Evaluation`.
+    (``temperature=0``) go to every ``ask``. Returns an [`Evaluation`][visionkit.Evaluation].
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"evaluate needs a DataFrame, not {type(data).__name__}")

@@ -20,7 +20,8 @@ smaller of the two discordant counts, the p-value twice its binomial tail at 1/2
 
 **The human ceiling**: Fleiss' kappa (over the items every rater labelled), Krippendorff's
 alpha (nominal, over items with at least two labels) and the raters' observed pairwise
-agreement, equal to :func:`visionkit.rater_agreement`'s, with intervals from resampling items.
+agreement, equal to [`rater_agreement`][visionkit.rater_agreement]'s, with intervals from
+resampling items.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class McNemar:
         return self.pvalue < self.alpha
 
     def describe(self) -> str:
+        """One line: whether the two configurations differ, and on how many rows."""
         if not self.a_only + self.b_only:
             return f"{self.a!r} and {self.b!r} were right and wrong on the same {self.n} rows"
         verdict = "differ" if self.differ else "do not differ measurably"

@@ -6,7 +6,7 @@ see ``visionkit.images.remote``). ``read_bytes`` turns any of them into the
 encoded file's bytes; failures raise ``visionkit.ImageError`` naming the row and the reason.
 ``image_column`` is the one rule for which DataFrame column holds the images.
 
-Usage::
+Usage:
 
     from visionkit.images.cells import read_bytes
     data = read_bytes("https://example.org/cat.png", row=3)
@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..errors import ImageError
 from ..types import is_missing
-from .download import DOWNLOAD_MAX_BYTES, DOWNLOAD_TIMEOUT, download, size_text
+from .download import DOWNLOAD_TIMEOUT, download, max_image_bytes, over_cap
 from .pil_errors import pil_errors
 from .remote import REMOTE_TIMEOUT, is_remote_url, read_object
 from .table_refs import is_table_ref, ref_value, table_path
@@ -119,8 +119,9 @@ def read_bytes(
     """The encoded bytes of an image cell (file contents, decoded data URI, download, ...).
 
     A PIL image is saved losslessly as PNG. Empty content is an error ("empty file (0 bytes)").
-    URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``); URLs and local
-    files alike are refused past ``max_bytes`` (default ``DOWNLOAD_MAX_BYTES``, 50 MB), and
+    URLs are fetched with ``timeout`` seconds (default ``DOWNLOAD_TIMEOUT``); URLs, bucket
+    objects and local files alike are refused past ``max_bytes`` (default
+    ``max_image_bytes()``: 50 MB, or ``VISIONKIT_MAX_IMAGE_BYTES``), and
     only regular files are read (``open_regular``: never a FIFO or a device).
     ``storage_options`` are for an fsspec URL (default: those remembered for its prefix, see
     ``visionkit.images.remote``).
@@ -165,7 +166,7 @@ def _read_raw(
         return download(
             cell,
             timeout=DOWNLOAD_TIMEOUT if timeout is None else timeout,
-            max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
+            max_bytes=max_image_bytes() if max_bytes is None else max_bytes,
         )
     if kind == "ref":
         value, table = ref_value(cell)
@@ -176,11 +177,11 @@ def _read_raw(
         return read_object(
             cell,
             timeout=REMOTE_TIMEOUT if timeout is None else timeout,
-            max_bytes=DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes,
+            max_bytes=max_image_bytes() if max_bytes is None else max_bytes,
             storage_options=storage_options,
         )
     if kind == "path":
-        cap = DOWNLOAD_MAX_BYTES if max_bytes is None else max_bytes
+        cap = max_image_bytes() if max_bytes is None else max_bytes
         with pil_errors(row, os.fspath(cell)):
             fd, size = _regular_fd(local_path(cell), cap)
             try:  # os.read: no file object for a read in one go (a per-row cost at scale)
@@ -194,7 +195,7 @@ def _read_raw(
             finally:
                 os.close(fd)
         if len(data) > cap:
-            raise ImageError(f"file over the {size_text(cap)} cap")
+            raise ImageError(over_cap("file", cap))
         return data
     raise ImageError(
         f"unsupported image cell of type {type(cell).__name__} "
@@ -229,7 +230,7 @@ def _regular_fd(path: str, max_bytes: int | None) -> tuple[int, int]:
         if not stat.S_ISREG(st.st_mode):
             raise ImageError(f"not a regular file ({_file_kind(st.st_mode)}); only files are read")
         if max_bytes is not None and st.st_size > max_bytes:
-            raise ImageError(f"file over the {size_text(max_bytes)} cap ({st.st_size:,} bytes)")
+            raise ImageError(over_cap("file", max_bytes, st.st_size))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return fd, st.st_size

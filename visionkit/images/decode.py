@@ -4,7 +4,7 @@ Every failure raises ``visionkit.ImageError`` naming the row and a human reason 
 found", "truncated JPEG", "decompression bomb: ..."); Pillow's own exceptions are translated in
 one place, ``pil_errors``. What a decode may allocate is decided by ``visionkit.images.bombs``.
 
-Usage::
+Usage:
 
     from visionkit.images.decode import decode_image, open_image
     im = open_image("photo.jpg")            # lazy: header read, pixels not decoded

@@ -7,8 +7,10 @@ point anywhere and fsspec's reader has none of these guards:
 - **One deadline per download** (``DOWNLOAD_TIMEOUT``, 30 s): connecting, the response headers
   and the whole body must arrive within it. A per-read timeout (what ``urllib`` and httpx give)
   lets a server that drips a byte every few seconds hold a download for ever.
-- **A size cap** (``DOWNLOAD_MAX_BYTES``, 50 MB), checked against ``Content-Length`` and again
-  as the body arrives; a bigger response is cut off, never held in memory.
+- **A size cap** (``max_image_bytes()``: 50 MB unless ``VISIONKIT_MAX_IMAGE_BYTES`` says
+  otherwise), checked against ``Content-Length`` and again as the body arrives; a bigger
+  response is cut off, never held in memory. The same cap holds for bucket objects and local
+  files read whole (``visionkit.images.cells.read_bytes``).
 - **Redirects**: at most ``MAX_REDIRECTS`` (5), and only to ``http://`` or ``https://`` URLs
   (any host, as a browser would); a redirect elsewhere (``ftp:``, ``file:``, ...) fails the row.
 - **Transient failures** (connection refused or reset, 429, 502/503/504) are retried twice,
@@ -39,15 +41,22 @@ from ..redact import install_log_filter, redact_text
 __all__ = [
     "DOWNLOAD_MAX_BYTES",
     "DOWNLOAD_TIMEOUT",
+    "MAX_IMAGE_BYTES_VARIABLE",
     "MAX_REDIRECTS",
     "download",
     "fetch_range",
+    "max_image_bytes",
+    "over_cap",
 ]
 
 
 DOWNLOAD_TIMEOUT = 30.0  # seconds: one deadline for connecting, headers and the whole body
 
-DOWNLOAD_MAX_BYTES = 50 * 1024 * 1024  # a bigger response is cut off, never held in memory
+DOWNLOAD_MAX_BYTES = 50 * 1024 * 1024  # the default cap on one image read whole
+
+# The environment variable that sets the cap (bytes), read at each read: it reaches the command
+# line and, set before a cluster starts, Dask workers too.
+MAX_IMAGE_BYTES_VARIABLE = "VISIONKIT_MAX_IMAGE_BYTES"
 
 MAX_REDIRECTS = 5
 
@@ -57,10 +66,40 @@ _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 16
 
 
-def download(
-    url: str, *, timeout: float = DOWNLOAD_TIMEOUT, max_bytes: int = DOWNLOAD_MAX_BYTES
-) -> bytes:
-    """GET ``url`` within ``timeout`` seconds in all, refusing anything over ``max_bytes``."""
+def max_image_bytes() -> int:
+    """The most bytes one image may have when it is read whole (downloaded, fetched from a
+    bucket, read from disk): ``VISIONKIT_MAX_IMAGE_BYTES`` when set, else 50 MB.
+
+    The cap keeps a mislabelled 10 GB file or an endless response from filling memory; raise
+    it for large scans (``os.environ["VISIONKIT_MAX_IMAGE_BYTES"] = str(200 * 1024**2)``).
+    """
+    text = os.environ.get(MAX_IMAGE_BYTES_VARIABLE, "").strip()
+    if not text:
+        return DOWNLOAD_MAX_BYTES
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"{MAX_IMAGE_BYTES_VARIABLE}={text!r} is not a number of bytes above 0 "
+            f"(e.g. {200 * 1024 * 1024} for 200 MB)"
+        )
+    return value
+
+
+def over_cap(what: str, cap: int, size: int | str | None = None) -> str:
+    """The reason a read was refused: ``file over the 50 MB cap (62,914,560 bytes; ...)``,
+    saying how to raise the cap."""
+    shown = f"{size:,} bytes; " if isinstance(size, int) else f"{size} bytes; " if size else ""
+    return f"{what} over the {size_text(cap)} cap ({shown}{MAX_IMAGE_BYTES_VARIABLE} raises it)"
+
+
+def download(url: str, *, timeout: float = DOWNLOAD_TIMEOUT, max_bytes: int | None = None) -> bytes:
+    """GET ``url`` within ``timeout`` seconds in all, refusing anything over ``max_bytes``
+    (default ``max_image_bytes()``)."""
+    if max_bytes is None:
+        max_bytes = max_image_bytes()
     data, _size = _run(_fetch(url, 0, None, timeout=timeout, max_bytes=max_bytes), timeout)
     return data
 
@@ -211,7 +250,7 @@ async def _read_body(
     want = None if end is None else end - start
     length = response.headers.get("content-length", "")
     if want is None and length.isdigit() and int(length) > max_bytes:
-        raise ImageError(f"download over {size_text(max_bytes)} cap ({length} bytes)")
+        raise ImageError(over_cap("download", max_bytes, int(length)))
     chunks: list[bytes] = []
     total = 0
     async for chunk in response.aiter_raw(_CHUNK):
@@ -226,7 +265,7 @@ async def _read_body(
             break  # leaving the stream closes the connection: the rest is never read
         total += len(chunk)
         if total > max_bytes:
-            raise ImageError(f"download over {size_text(max_bytes)} cap")
+            raise ImageError(over_cap("download", max_bytes))
         chunks.append(chunk)
     return b"".join(chunks), _total_size(response)
 

@@ -37,7 +37,7 @@ written without them. The ICC colour profile is kept (what is dropped, per forma
 for byte; a re-encoded image never carried EXIF or XMP (Pillow does not copy them), only a
 JPEG's or GIF's comment.
 
-Usage::
+Usage:
 
     from visionkit import encode_image
     uri = encode_image("photo.jpg")                       # for inference.net

@@ -7,7 +7,7 @@ within ``PIL.Image.MAX_IMAGE_PIXELS`` at any scale (a 400 MP PNG) has its size *
 ``error``. One consequence: a file cut short after its header (a truncated
 JPEG) looks fine here and only fails when it is encoded or shown.
 
-Usage::
+Usage:
 
     import visionkit as vk
     df = vk.read_images("photos/")           # a folder (recursive), a glob, a path or a list

@@ -1,7 +1,7 @@
 """Images in object stores and other fsspec filesystems: ``s3://``, ``gs://``, ``az://``, ``hf://``...
 
 An image cell or ``read_images`` source that is a URL with a scheme other than ``http(s)``,
-``data`` or ``file`` is read through `fsspec <https://filesystem-spec.readthedocs.io>`_ and the
+``data`` or ``file`` is read through [fsspec](https://filesystem-spec.readthedocs.io) and the
 filesystem package for its scheme, installed by an extra: ``visionkit[s3]`` (s3fs),
 ``visionkit[gcs]`` (gcsfs), ``visionkit[azure]`` (adlfs), ``visionkit[hf]`` (huggingface_hub,
 with ``datasets``). Plain ``http(s)`` URLs are *not* read through fsspec but by
@@ -20,33 +20,9 @@ Reading one object (``read_object``, what ``encode`` and ``ask`` do) is one rang
 most ``max_bytes`` + 1 bytes within one deadline, retried twice on transient errors; a missing
 object is "file not found", a forbidden one "access denied", each that row's error.
 
-What surprised us (also in the README):
-
-- fsspec caches directory listings per filesystem instance; ``list_images`` invalidates the
-  prefix first, so a second ``read_images`` on a bucket sees objects added since.
-- fsspec caches a *synchronous* filesystem's instances per thread (the cache key includes the
-  thread id; async ones such as s3fs, gcsfs and adlfs are shared), and ``url_to_fs`` parses
-  the URL and options on every call: ``filesystem`` keeps one instance per bucket and options
-  for all threads.
-- An instance's ``repr`` is harmless only because s3fs does not print its options:
-  ``fs.storage_options`` holds the secret, so visionkit never formats a filesystem object.
-- s3fs retries some errors itself (its own loop for connection errors, botocore's for 5xx and
-  throttling), so a transient S3 failure may be retried more than the twice said here.
-- adlfs lists ``az://container/`` as ``abfs://container/...``: the listed URLs keep the
-  scheme they were asked with, or the options remembered for ``az://container/`` would not
-  apply to them (``encode`` failed every row of such a frame).
-- gcsfs (2026.x) hands ``gs://`` to ``ExtendedGcsFileSystem`` unless
-  ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` is set before it is imported; that class asks each
-  bucket's layout over gRPC first, 60 s of retries against an endpoint that does not serve it,
-  and it does not cache a failed answer. With an ``endpoint_url`` visionkit uses gcsfs's plain
-  (JSON API) class; a listing slower than 15 s is reported on the ``visionkit`` logger.
-- Each store says "forbidden" its own way: s3fs raises ``PermissionError``, gcsfs an
-  ``OSError("Forbidden...")``, adlfs azure-core's ``HttpResponseError`` with ``status_code``
-  403; all are "access denied" here.
-- The size comes before the body (``read_object``): from fsspec's listing cache after
-  ``read_images`` (no request), else a HEAD. moto refuses the HEAD to a user allowed only
-  ``s3:GetObject`` on a prefix (AWS allows it), so a refused HEAD leaves the decision to the
-  ranged GET.
+What surprised us in fsspec, s3fs, gcsfs, adlfs and moto while building this module (and
+what it does about each) is on the documentation's Design page, docs/design.md ("Remote
+sources").
 """
 
 from __future__ import annotations
@@ -64,7 +40,7 @@ from typing import Any
 from .._state import register
 from ..errors import ImageError, ReadImagesWarning, warn
 from ..redact import redact_url, split_url
-from .download import size_text
+from .download import over_cap
 
 __all__ = [
     "REMOTE_TIMEOUT",
@@ -283,11 +259,11 @@ def read_object(
     # object over the cap is refused before a byte of it is read.
     size = _known_size(fs, path, timeout)
     if size is not None and size > max_bytes:
-        raise ImageError(f"object over the {size_text(max_bytes)} cap ({size:,} bytes)")
+        raise ImageError(over_cap("object", max_bytes, size))
     left = max(0.1, deadline - time.monotonic())
     data = fetch(fs, path, 0, max_bytes + 1, timeout=left)
     if len(data) > max_bytes:
-        raise ImageError(f"object over the {size_text(max_bytes)} cap")
+        raise ImageError(over_cap("object", max_bytes))
     return data
 
 

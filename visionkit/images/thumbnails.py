@@ -5,7 +5,7 @@ and cached in a bounded LRU (``cachetools.LRUCache``: 64 MB and 4,096 thumbnails
 by path + modification time + size (or by a hash of the bytes), so showing the same frame twice
 is instant.
 
-Usage::
+Usage:
 
     df = vk.read_images("datasets/images/")
     df.vision.show(caption=["format", "width"])        # an HTML grid in Jupyter

@@ -1,6 +1,6 @@
 """A local OpenAI-compatible stand-in for inference.net, for tests, tutorials and key-less users.
 
-Usage::
+Usage:
 
     import openai, visionkit.offline
     with visionkit.offline.serve(latency=0.2) as base_url:
@@ -20,23 +20,19 @@ What it enforces, in this order, with OpenAI-shaped errors (``{"error": {"messag
 "param", "code"}}``) -- these are inference.net's documented rules (its vision guide), taken from
 the provider profile (``profile="offline"``, or any other registered profile):
 
-==========================================  ======  =====================================
-rule                                        status  why
-==========================================  ======  =====================================
-``Authorization: Bearer <key>``             401     the key is never echoed or logged;
-                                                    ``key_in=`` also takes it as Basic
-                                                    auth's password or a query parameter
-body smaller than 1,000,000 bytes           413     "must be less than 1MB"; decided from
-                                                    Content-Length, the body is drained in
-                                                    chunks, never held in memory
-rate limit (token bucket), if set           429     ``Retry-After`` + ``retry-after-ms``
-valid JSON, ``model``, ``messages``         400
-known model                                 404     see ``models`` below
-images only as base64 ``data:`` URIs        400     "no images from a URL"
-png / jpeg / webp / gif, and the bytes      400     sniffed from magic bytes, then Pillow
-match the declared mimetype
-at most 2 images per request                400
-==========================================  ======  =====================================
+| rule | status | why |
+| ---- | ------ | --- |
+| ``Authorization: Bearer <key>`` | 401 | the key is never echoed or logged (1) |
+| body smaller than 1,000,000 bytes | 413 | "must be less than 1MB" (2) |
+| rate limit (token bucket), if set | 429 | ``Retry-After`` + ``retry-after-ms`` |
+| valid JSON, ``model``, ``messages`` | 400 | |
+| known model | 404 | see ``models`` below |
+| images only as base64 ``data:`` URIs | 400 | "no images from a URL" |
+| png / jpeg / webp / gif, bytes as declared | 400 | sniffed from magic bytes, then Pillow |
+| at most 2 images per request | 400 | |
+
+(1) ``key_in=`` also takes the key as Basic auth's password or a query parameter. (2) Decided
+from Content-Length; the body is drained in chunks, never held in memory.
 
 What it can and cannot see: it describes every image's pixels (size, format, named colours,
 brightness) and answers any other question about what an image shows with an honest "it
@@ -98,33 +94,9 @@ above and OpenAI-shaped errors), ``describe`` (pixels to facts), ``answers`` (te
 schema answers, usage, streaming), ``faults`` (injected faults, rate limit), ``stats``
 (counters), ``__main__`` (the command line).
 
-Surprises met while building it (measured on the 2-core CI machine):
-
-- The openai SDK (httpx2) sends a ``Content-Length`` body on a keep-alive connection and an
-  ``x-stainless-retry-count`` header on each attempt; the server counts retries from it. The SDK
-  itself costs ~4.5 ms of client CPU per request, more than this server does per text request.
-- ``socketserver``'s default listen backlog is 5: 32 AsyncOpenAI requests opening connections at
-  once got 9 connection resets in 96 and >1 s stalls. The backlog here is 1024.
-- ``http.server`` sends headers and body separately; with Nagle's algorithm and delayed ACKs a
-  keep-alive response took 45 ms instead of 0.5 ms. Responses go out in one send, TCP_NODELAY.
-- Answering 413 while the client is still sending, then closing, makes the kernel reset the
-  connection and the client sees a connection error instead of the 413. So an oversized body is
-  read and discarded in 64 KiB chunks (up to ``DRAIN_LIMIT``) before the 413 is sent; a client
-  sending ``Expect: 100-continue`` gets the 413 before it sends the body.
-- Decoding base64 costs ~1 ms of GIL-held CPU per 200 KB in CPython (binascii is not SIMD) --
-  as much as the JSON parse and HTTP handling together. Header-only mode therefore checks the
-  alphabet with ``bytes.translate`` (~0.15 ms) and decodes only the first 64 KiB.
-- The guide's token formula has ``min``/``max`` swapped; see ``visionkit.tokens``.
-- inference.net's docs disagree with themselves about the Batch API: its Batch API page says
-  to use ``https://batch.inference.net/v1`` and an older page says ``api.inference.net``; one
-  page allows 50,000 requests per batch and another 1,000,000; its file-format reference says a
-  line's ``url`` is not required while the Batch API page requires it. No page gives a file-size
-  limit (OpenAI's is 200 MB). The provider profile (``Provider.batch``, a ``BatchLimits``)
-  holds the conservative values; the stand-in accepts a line without ``url``.
-- The openai SDK's ``files.list`` follows ``has_more``/``after`` cursors: a list endpoint that
-  ignores ``after`` and omits ``has_more`` makes it ask for the same page forever.
-- The SDK reads a ``Path`` given to ``files.create`` into memory whole; an open file object is
-  streamed (httpx reads it in chunks, with a Content-Length).
+What surprised us while building it (Python's HTTP server, the openai SDK, inference.net's
+documents) is on the documentation's Design page, docs/design.md ("The offline stand-in: Python's
+HTTP server").
 """
 
 from __future__ import annotations

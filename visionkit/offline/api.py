@@ -30,7 +30,7 @@ def serve(**fields: Any) -> Iterator[BaseURL]:
     """Run an OfflineServer for the ``with`` block; yields its base URL ``http://127.0.0.1:P/v1``.
 
     The yielded string has a ``.server`` attribute (the OfflineServer) for ``inject`` and
-    ``stats``::
+    ``stats``:
 
         with visionkit.offline.serve(latency=0.2, rate_limit=20) as url:
             client = openai.OpenAI(base_url=url, api_key="offline")

@@ -89,6 +89,7 @@ class BatchRecord:
     cancel_requested: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
+        """The batch as the Batch API returns it (OpenAI's ``Batch`` object)."""
         stamps = (
             "in_progress_at",
             "finalizing_at",

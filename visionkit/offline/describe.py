@@ -23,6 +23,7 @@ from .rules import ImagePart
 __all__ = ["MAX_ANALYSED_PIXELS", "PREFIX", "FactsCache", "ImageFacts", "describe_image"]
 
 PREFIX = "Offline stand-in (describes pixels only)"
+"""How every answer of the stand-in begins, so no one takes it for a real model's."""
 
 
 def _colour_names(rgb: np.ndarray) -> np.ndarray:
@@ -75,6 +76,7 @@ class ImageFacts:
     transparent: bool = False
 
     def phrase(self) -> str:
+        """The facts in words: size, format, frames, colours, brightness."""
         size = f"{self.width}x{self.height}"
         fmt = self.format.upper()
         if self.frames > 1:
@@ -91,6 +93,7 @@ class ImageFacts:
         return f"{kind}, mostly {colours}, {self.brightness}{extra}"
 
     def as_dict(self) -> dict[str, Any]:
+        """The facts as JSON-mode fields, with the text description."""
         out = asdict(self)
         out["dominant_colours"] = list(self.dominant_colours)
         out["description"] = f"{PREFIX}: {self.phrase()}."

@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 SMALL_MODEL = "visionkit-offline-small"
+"""A second model of the stand-in: it looks at images at 448 px a side at most, as small
+vision models do, so it miscounts small marks that ``DEFAULT_MODEL`` sees."""
 # The longest side each model looks at; a model not named here sees the image as sent.
 MODEL_RESOLUTION = {SMALL_MODEL: 448}
 MARK_RGB = (214, 28, 36)

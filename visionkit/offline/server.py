@@ -31,6 +31,7 @@ from .stats import RequestRecord, ServerStats
 __all__ = ["DEFAULT_MODEL", "OfflineServer"]
 
 DEFAULT_MODEL = "visionkit-offline"
+"""The stand-in's model name (it also accepts inference.net's default model's name)."""
 
 
 @dataclass
@@ -154,10 +155,12 @@ class OfflineServer:
 
     @property
     def max_body_bytes(self) -> int | None:
+        """The largest request body accepted (the profile's; ``None``: no limit)."""
         return self.provider.max_body_bytes
 
     @property
     def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1`` while running."""
         if self._httpd is None:
             raise RuntimeError("the offline server is not running; call start() first")
         host, port = self._httpd.server_address[:2]
@@ -167,6 +170,7 @@ class OfflineServer:
 
     @property
     def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
         return self._httpd is not None
 
     def start(self) -> OfflineServer:
@@ -271,6 +275,7 @@ class OfflineServer:
                 self._faults.append(Fault(status, retry_after, delay, drop, message))
 
     def pending_faults(self) -> int:
+        """Faults injected with ``inject`` and not yet used."""
         with self._lock:
             return len(self._faults)
 
@@ -285,6 +290,7 @@ class OfflineServer:
         return old
 
     def model_list(self) -> list[dict[str, Any]]:
+        """The models ``GET /v1/models`` lists."""
         names = [self.model]
         default = providers["inference.net"].default_model
         for name in (default, SMALL_MODEL):  # SMALL_MODEL looks at 448 px (offline.marks)
@@ -300,6 +306,7 @@ class OfflineServer:
         self._batch_service().pause()
 
     def resume_batches(self) -> None:
+        """Let batches run again after ``pause_batches()``."""
         self._batch_service().resume()
 
     def inject_batch(
@@ -333,11 +340,13 @@ class OfflineServer:
     # -- the HTTP application (see handler.App) --------------------------------------------
 
     def connection_opened(self, conn: socket.socket) -> None:
+        """Called by the HTTP handler for each new connection (counted in ``stats``)."""
         with self._lock:
             self._connections.add(conn)
             self.stats.connections += 1
 
     def connection_closed(self, conn: socket.socket) -> None:
+        """Called by the HTTP handler when a connection ends."""
         with self._lock:
             self._connections.discard(conn)
 
@@ -402,6 +411,7 @@ class OfflineServer:
             with self._lock:
                 self.stats.uploads += 1
                 self.stats.upload_bytes += record.bytes
+                self.stats.upload_times.append(time.time())
             return Response.json(200, record.as_dict())
         if method == "GET" and not rest:
             return Response.json(200, files.page(request.query))

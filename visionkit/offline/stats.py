@@ -62,6 +62,7 @@ class ServerStats:
     uploads: int = 0  # files accepted by POST /v1/files
     uploads_refused: int = 0  # uploads refused with 429 by the upload pacing
     upload_bytes: int = 0  # bytes of the files accepted
+    upload_times: list[float] = field(default_factory=list, repr=False)  # time.time() of each
     batch: BatchCounters = field(default_factory=BatchCounters)  # the batch runner's own
     # SHA-256 of every body answered with 200 synchronously -> how often (the batch runner
     # counts its lines' in ``batch``): a body answered twice, either way, was paid twice.
@@ -69,6 +70,7 @@ class ServerStats:
 
     @property
     def batches_created(self) -> int:
+        """Batches created through ``POST /v1/batches``."""
         return self.batch.batches_created
 
     @property
@@ -83,6 +85,7 @@ class ServerStats:
 
     @property
     def batch_lines_failed(self) -> int:
+        """Batch lines answered with an error (not billed)."""
         return self.batch.lines_failed
 
     @property
@@ -102,6 +105,7 @@ class ServerStats:
         return {d: n for d, n in both.items() if n > 1}
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict (what a benchmark or a test prints)."""
         return {
             "requests": self.requests,
             "connections": self.connections,

@@ -1,6 +1,6 @@
 """Ask a vision model about every row of a DataFrame: fast, resumable, within the provider's rules.
 
-Usage::
+Usage:
 
     import visionkit as vk
     df = vk.read_images("datasets/images/")
@@ -140,7 +140,7 @@ def ask(
     partial result is returned with a warning, in a script KeyboardInterrupt is re-raised.
     A 401 raises ``openai.AuthenticationError`` at once.
 
-    Usage::
+    Usage:
 
         result = df.vision.ask("Is this a {label}? Answer yes or no.", concurrency=16)
         df.drop(columns="error").join(result)

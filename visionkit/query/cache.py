@@ -24,7 +24,7 @@ it runs). A second process that finds a live claim does not send: it waits for t
 appear (``peek``), and takes the claim over if the owner gives it up (a failed request) or
 dies (the lease runs out). Storing the answer removes the claim in the same transaction.
 
-Usage::
+Usage:
 
     cache = Cache.open(True)          # the default file; Cache.open("run.sqlite") for your own
     key = request_key(provider="offline", base_url=None, model="m", prompt="Describe",
@@ -533,6 +533,7 @@ class Cache:
         self._run(lambda: self._db.execute("DELETE FROM claims"))
 
     def close(self) -> None:
+        """Close the database file (``with Cache(...) as cache:`` closes it on leaving)."""
         with self._lock:
             self._db.close()
 

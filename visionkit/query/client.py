@@ -1,6 +1,6 @@
 """``connect``: an ``openai.AsyncOpenAI`` client plus the provider rules and model it serves.
 
-Usage::
+Usage:
 
     import visionkit as vk
     client = vk.connect()                       # inference.net if INFERENCE_API_KEY is set,

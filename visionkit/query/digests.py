@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageError
 from ..images.cells import cell_kind, local_path, read_bytes
+from ..images.download import max_image_bytes
 from ..types import is_missing
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def _read_file(path: str, cell: Any, row: object) -> tuple[bytes | ImageError, S
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             st = os.fstat(fd)
-            if stat_module.S_ISREG(st.st_mode) and st.st_size > 0:
+            if stat_module.S_ISREG(st.st_mode) and 0 < st.st_size <= max_image_bytes():
                 data = os.read(fd, st.st_size + 1)  # one more: a file that grew shows it
         finally:
             os.close(fd)
@@ -146,8 +147,8 @@ def _read_file(path: str, cell: Any, row: object) -> tuple[bytes | ImageError, S
         pass
     if data and len(data) == st.st_size:
         return data, stamp_of(st)
-    # Not a regular file, not readable, emptied or changing under us: read_bytes reads it
-    # again or says why, in its words.
+    # Not a regular file, not readable, over the size cap, emptied or changing under us:
+    # read_bytes reads it again or says why, in its words.
     try:
         return read_bytes(cell, row=row), None
     except ImageError as exc:

@@ -13,7 +13,7 @@ The parameter docs are written once, as each field's ``doc`` metadata, and
 ``tests/test_ask_options.py`` checks that each entry point's signature has exactly these
 fields, with the same defaults, so the two cannot drift apart.
 
-For other entry points (batch ``submit``, the Dask path)::
+For other entry points (batch ``submit``, the Dask path):
 
     options = AskOptions(client=client, schema=Facts, cache=True, max_side=840)
     with make_plan(df, prompt, options) as plan:        # visionkit.query.plan

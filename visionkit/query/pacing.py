@@ -25,7 +25,7 @@ Limits the server announces in its headers (``visionkit.query.limits``: OpenAI's
 as if they had been given (``Gate.learn``), the stricter of the two where both are known.
 
 **The seam for a cluster-wide limit (Dask).** A run uses exactly four calls, so a ``Gate``
-backed by ``distributed`` can replace this one without touching the run::
+backed by ``distributed`` can replace this one without touching the run:
 
     ticket = await gate.acquire(tokens)          # wait until this request may start
     await gate.release(ticket, "ok", tokens=usage_tokens)   # or "error" (5xx, timeout, 4xx)

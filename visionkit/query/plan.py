@@ -21,7 +21,7 @@ For a row, the planner answers one question -- what would be sent? -- as a ``Row
   (the same image and prompt): send it once and give both rows its answer.
 
 Internal API for the batch and Dask paths (``visionkit.query.plan``; not public, but kept
-stable -- talk to the query owner before changing it)::
+stable -- talk to the query owner before changing it):
 
     from visionkit.query.options import AskOptions
     from visionkit.query.plan import make_plan, plan_rows
@@ -76,6 +76,7 @@ from .replay import Recording, answer_record
 
 # The planner per row lives in .rows; its names are the planner's API too (see above).
 from .rows import (
+    ColumnCells,
     RowPlan,
     load_images,
     lookup_row,
@@ -90,6 +91,7 @@ from .template import check_template, fill_template
 
 __all__ = [
     "RESULT_COLUMNS",
+    "ColumnCells",
     "Plan",
     "RowPlan",
     "load_images",
@@ -121,7 +123,7 @@ class Plan:
     options: AskOptions
     index: pd.Index
     columns: list[str]
-    cells: list[list[Any]]  # per image column, the cells in row order
+    cells: list[ColumnCells]  # per image column, the cells by row position
     prompts: list[str | RequestError]
     client: Client | None
     provider: Provider
@@ -386,7 +388,7 @@ def make_plan(
         options=options,
         index=df.index,
         columns=columns,
-        cells=[df[c].tolist() for c in columns],
+        cells=[ColumnCells(df[c].array) for c in columns],
         prompts=prompts,
         client=client,
         provider=provider,

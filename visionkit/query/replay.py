@@ -3,7 +3,7 @@
 Recording (``vk.connect(..., record="answers/")`` or ``VISIONKIT_RECORD=answers/``): every
 answer a run uses -- bought now, or found in the answer cache -- is also written to
 ``answers/answers.jsonl``, a small store meant to be committed next to the notebook. One JSON
-object per line, sorted by key, so a re-recording shows in a diff as the answers that changed::
+object per line, sorted by key, so a re-recording shows in a diff as the answers that changed:
 
     {"key": "3f2a...", "provider": "inference.net", "base_url": "https://api.inference.net/v1",
      "model": "...", "prompt": "Describe this image.", "system": null,

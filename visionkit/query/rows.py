@@ -12,8 +12,9 @@ from) tells how the batch and Dask paths use them.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Chunks",
+    "ColumnCells",
     "RowPlan",
+    "key_id",
     "load_images",
     "lookup_row",
     "lookup_rows",
@@ -46,6 +49,50 @@ __all__ = [
 ]
 
 
+def key_id(key: str) -> bytes | str:
+    """What a set or dict of many keys holds for ``key``: 16 bytes of a sha256 hex key (a
+    million keys in ~70 MB less than as 64-character strings; 128 bits never collide in
+    practice), any other key as it is."""
+    if len(key) == 64:
+        try:
+            return bytes.fromhex(key[:32])
+        except ValueError:
+            pass
+    return key
+
+
+class ColumnCells:
+    """One image column's cells by row position, made Python objects a block of rows at a
+    time as the planner reaches them: a column held whole as a list costs a Python string
+    per row (~100 bytes a row for pandas' Arrow-backed strings), where the planner's threads
+    only ever work on a few neighbouring chunks. Thread-safe."""
+
+    BLOCK = 2048  # rows made Python objects at once
+    KEPT = 3  # blocks kept (the planner's threads work a few chunks ahead of the caller)
+
+    def __init__(self, values: Any) -> None:
+        self._values = values  # a pandas array, sliced by position
+        self._blocks: OrderedDict[int, list[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, pos: int) -> Any:
+        number, offset = divmod(pos, self.BLOCK)
+        with self._lock:
+            block = self._blocks.get(number)
+            if block is None:
+                start = number * self.BLOCK
+                block = self._values[start : start + self.BLOCK].tolist()
+                self._blocks[number] = block
+                if len(self._blocks) > self.KEPT:
+                    self._blocks.popitem(last=False)
+            else:
+                self._blocks.move_to_end(number)
+        return block[offset]
+
+
 class Plan(Protocol):
     """What planning a row needs of its call's plan (``visionkit.query.plan.Plan`` has it):
     the rows' labels, image cells and prompts, the cache and its keys, and the request's
@@ -53,7 +100,7 @@ class Plan(Protocol):
 
     index: pd.Index
     columns: list[str]
-    cells: list[list[Any]]
+    cells: list[ColumnCells]
     prompts: list[str | RequestError]
     provider: Provider
     model: str | None
@@ -277,7 +324,7 @@ def plan_rows(
     """
     workers = workers or default_workers(minimum=2)
     todo = iter(range(plan.n) if positions is None else positions)
-    first: dict[str, int] = {}
+    first: dict[bytes | str, int] = {}  # key_id -> the first row with that key
     chunks = Chunks()
 
     def work(chunk: list[int]) -> list[RowPlan]:
@@ -303,7 +350,7 @@ def plan_rows(
             submit()
             for row in done:
                 if row.key is not None and row.missed:
-                    row.repeat_of = first.setdefault(row.key, row.pos)
+                    row.repeat_of = first.setdefault(key_id(row.key), row.pos)
                     if row.repeat_of == row.pos:
                         row.repeat_of = None
                 if on_row is not None:

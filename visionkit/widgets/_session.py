@@ -221,7 +221,7 @@ class LabelSession(Controls):
     def by_annotator(self) -> pd.DataFrame:
         """One column per annotator (this one included), one row per row of the DataFrame,
         with the labels as the file holds them (NA where one gave none): the input of
-        :func:`visionkit.rater_agreement`."""
+        [`rater_agreement`][visionkit.rater_agreement]."""
         if self._file is None:
             raise ValueError("by_annotator needs save= (the file holds every annotator's work)")
         self._others = None

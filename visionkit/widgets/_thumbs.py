@@ -1,6 +1,6 @@
 """A per-widget cache of thumbnail bytes, filled once per row and prefetched in the background.
 
-Thumbnails come from :func:`visionkit.images.thumbnails.thumbnail`; a row whose image cannot be
+Thumbnails come from ``visionkit.images.thumbnails.thumbnail``; a row whose image cannot be
 read is cached as its error message, so a broken file costs one attempt, not one per page view.
 """
 

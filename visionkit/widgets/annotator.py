@@ -1,6 +1,6 @@
 """``Annotator``: label a DataFrame's images one at a time, from the keyboard, never losing one.
 
-Usage::
+Usage:
 
     ann = vk.Annotator(df, labels=["animal", "vehicle", "food"], save="labels.csv",
                        suggestions="answer", annotator="ana")
@@ -12,7 +12,7 @@ Usage::
 
 Every change is written to ``df[label_column]`` and, with ``save=``, to the file at once
 (atomically, long form: one row per image and annotator, with who and when; see
-:mod:`visionkit.annotation.savefile`). An Annotator made later with the same file and annotator
+``visionkit.annotation.savefile``). An Annotator made later with the same file and annotator
 resumes at the first unlabelled row with every label restored; another ``annotator=`` on the
 same file adds their own labels beside the first one's (``blind=True`` hides the others'
 labels while they work). With ``multi=True`` a row holds several labels, stored as one string

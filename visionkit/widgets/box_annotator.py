@@ -1,6 +1,6 @@
 """``BoxAnnotator``: draw, move, resize and label boxes on a DataFrame's images with the mouse.
 
-Usage::
+Usage:
 
     ann = vk.BoxAnnotator(df, labels=["cat", "dog"], save="boxes.csv", annotator="ana",
                           suggestions="proposed")      # e.g. from vk.propose_boxes
@@ -18,7 +18,7 @@ whatever the zoom and however small the preview: the front end draws a preview o
 reports. A cell is a list of ``{"label", "x", "y", "w", "h"}`` (``x``/``y`` the top-left
 corner); ``[]`` means "looked, nothing to box" (the ``e`` key) and NA "not done yet". Every
 change goes to ``df[box_column]`` and the save file at once (long form, one row per image and
-annotator, the boxes as JSON text; see :mod:`visionkit.annotation.savefile`).
+annotator, the boxes as JSON text; see ``visionkit.annotation.savefile``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``Gallery``: a paged, filterable, selectable thumbnail grid of a DataFrame's images.
 
-Usage::
+Usage:
 
     g = vk.Gallery(df, caption=["label", "width"])
     g                                   # shows the grid in the notebook
@@ -140,9 +140,11 @@ class Gallery(anywidget.AnyWidget):
         return self._view[page * self.page_size : (page + 1) * self.page_size]
 
     def next_page(self) -> None:
+        """Show the next page (the last page stays)."""
         self.page = min(self.page + 1, self.page_count - 1)
 
     def previous_page(self) -> None:
+        """Show the previous page (the first page stays)."""
         self.page = max(self.page - 1, 0)
 
     def _on_page(self, change: dict) -> None:

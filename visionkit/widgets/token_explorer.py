@@ -1,7 +1,7 @@
 """``TokenExplorer``: how many tokens an image of a given size costs with each provider, and the
 largest size of the same shape that fits a token budget, updated live as the sliders move.
 
-Usage::
+Usage:
 
     vk.TokenExplorer()                 # width/height sliders
     vk.TokenExplorer(df)               # or pick one of the DataFrame's images
@@ -115,10 +115,12 @@ class TokenExplorer(ipywidgets.VBox):
 
     @property
     def size(self) -> tuple[int, int]:
+        """The ``(width, height)`` the sliders are set to."""
         return self.width_slider.value, self.height_slider.value
 
     @property
     def budget(self) -> int:
+        """The token budget the budget slider is set to."""
         return self.budget_slider.value
 
     def _on_pick(self, change: dict) -> None:

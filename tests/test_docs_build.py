@@ -327,3 +327,18 @@ def test_the_docs_count_the_tutorials_right(page):
     said = re.findall(rf"\b({words}|\d+) (?:tutorial )?notebooks\b", page.read_text(), re.I)
     wrong = [s for s in said if (int(s) if s.isdigit() else NUMBERS.index(s.lower())) != count]
     assert not wrong, f"{page.relative_to(ROOT)} says {wrong} notebooks; there are {count}"
+
+
+def test_readme_is_a_short_front_door():
+    """At most ~250 lines: what visionkit is, the two commands first (the test command saying
+    how long it takes and what the browser tests need), installation, a tour, the tutorials
+    and the way into the docs."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    headings = re.findall(r"^## (.+)$", readme, re.M)
+    assert headings[0] == "Two commands", headings
+    for section in ("Installation", "A short tour", "Tutorials", "Documentation"):
+        assert section in headings, f"README has no {section} section"
+    commands = readme[readme.index("## Two commands") : readme.index(f"## {headings[1]}")]
+    assert re.search(r"\d+ to \d+ minutes", commands), "say how long the tests take"
+    assert "Chromium" in commands and "apt-get install chromium" in commands

@@ -141,7 +141,8 @@ def stage(name: str, doc: str) -> Callable[[Callable[[Context], Figure]], Callab
 
 RATIOS: list[Ratio] = [
     Ratio("ask(dry_run) / encode", "dry_run", "encode", 1.2),
-    Ratio("submit (plan, write, upload) / encode", "submit", "encode", 1.2),
+    Ratio("submit's planning / encode", "submit_plan", "encode", 1.2),
+    Ratio("submit (plan, write, upload) / encode", "submit", "encode"),
     Ratio("ask, all cached / read+hash", "ask_cached", "floor", 2.0),
     Ratio("ask / encode", "ask", "encode"),
     Ratio("camera JPEGs: ask(dry_run) / encode", "camera_dry_run", "camera_encode", 1.2),
@@ -311,6 +312,26 @@ def _submit(ctx: Context, cache: Path) -> tuple[Any, float]:
     start = time.perf_counter()
     job = df.vision.submit(PROMPT, client=client, cache=cache, upload_interval=0, progress=False)
     return job, time.perf_counter() - start
+
+
+@stage("submit_plan", "submit's planning pass alone (fresh cache): nothing written or uploaded")
+def submit_plan(ctx: Context) -> Figure:
+    from visionkit.batch.shared import BatchAskOptions, prepare
+    from visionkit.query.plan import make_plan
+
+    df = _frame(ctx)
+    options = BatchAskOptions(
+        client=ctx.client(), cache=Path(ctx.work) / "plan.sqlite", progress=False
+    )
+    with make_plan(df, PROMPT, options) as plan, Clock() as clock:
+        limits = plan.provider.batch
+        assert limits is not None
+        prep = prepare(
+            plan, limits, None, None, job_id=None, first_seq=1, progress=False, keep_rows=False
+        )
+    if prep.counts["send"] != len(df):
+        raise RuntimeError(f"submit's plan: {prep.counts}")
+    return clock.figure(len(df))
 
 
 @stage("submit", "df.vision.submit: plan, write the files, upload, create (fresh cache)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import openai
 import pandas as pd
 import pytest
@@ -86,7 +87,7 @@ def test_the_manifest_holds_a_row_in_at_most_150_bytes(tmp_path):
             for i in range(start, start + 1000)
         ]
         manifest.add_rows("job-1", rows)
-    manifest.add_shard("s1", "job-1", 1, tmp_path / "f.jsonl", [("k", 1)] * n, 10**6)
+    manifest.add_shard("s1", "job-1", 1, tmp_path / "f.jsonl", n, 10**6)
     manifest.close()
     db = sqlite3.connect(path)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -294,3 +295,27 @@ def test_submitting_again_takes_over_the_rows_a_wait_would_send_again(images, ca
         assert again.result().error.isna().all()
         assert server.billed_lines == len(images) and server.billed_twice == {}
         assert len(server.batches) == 2
+
+
+def test_a_large_frame_is_hashed_a_block_at_a_time_to_the_same_job_id():
+    """The job id's row hashes of a frame larger than one block (and of its pieces, as a
+    Dask frame's partitions give them) are pandas' hashes of the whole frame's cells."""
+    from visionkit.batch.shared import _HASH_BLOCK, _cell_identity, cell_hashes
+
+    n = 2 * _HASH_BLOCK + 123
+    frame = pd.DataFrame(
+        {
+            "path": [f"/images/{i:07d}.png" for i in range(n)],
+            "image": [bytes([i % 251]) * 5 if i % 7 else None for i in range(n)],
+        },
+        index=pd.Index([f"row-{i}" for i in range(n)]),
+    )
+    for columns in (["path"], ["path", "image"]):
+        whole = pd.DataFrame(
+            {c: [_cell_identity(x) for x in frame[c]] for c in columns}, index=frame.index
+        )
+        want = pd.util.hash_pandas_object(whole, index=True).to_numpy()
+        got = cell_hashes(frame, columns)
+        assert got.dtype == want.dtype and (got == want).all()
+        pieces = [cell_hashes(frame.iloc[a : a + 5000], columns) for a in range(0, n, 5000)]
+        assert (np.concatenate(pieces) == want).all()

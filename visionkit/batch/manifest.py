@@ -381,11 +381,11 @@ class Manifest:
         job_id: str,
         seq: int,
         path: Path,
-        keys: Sequence[tuple[str, int | None]],
+        lines: int,
         nbytes: int,
         state: str = "written",
     ) -> None:
-        """A closed shard file (its rows name it by ``seq``: ``add_rows``)."""
+        """A closed shard file of ``lines`` lines (its rows name it by ``seq``: ``add_rows``)."""
         self._run(
             "INSERT INTO shards (shard_id, job_id, job, seq, path, lines, bytes, state, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -395,7 +395,7 @@ class Manifest:
                 self.num(job_id),
                 seq,
                 str(path),
-                len(keys),
+                lines,
                 nbytes,
                 state,
                 time.time(),

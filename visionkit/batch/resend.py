@@ -209,7 +209,7 @@ def _record(
             "INSERT INTO shards (shard_id, job_id, job, seq, path, lines, bytes, state, "
             "created, round) VALUES (?, ?, ?, ?, ?, ?, ?, 'written', ?, ?)",
             [
-                (s.shard_id, job_id, num, s.seq, str(s.path), len(s.keys), s.nbytes, now, round_)
+                (s.shard_id, job_id, num, s.seq, str(s.path), s.lines, s.nbytes, now, round_)
                 for s in shards
             ],
         )

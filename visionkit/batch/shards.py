@@ -36,6 +36,7 @@ class Shard:
     path: Path | None
     keys: list[tuple[str, int | None]] = field(default_factory=list)  # (key, estimated tokens)
     nbytes: int = 0
+    lines: int = 0  # (also when ``keys`` is not kept)
 
 
 @dataclass(eq=False)
@@ -49,6 +50,7 @@ class ShardWriter:
     endpoint: str
     on_close: Callable[[Shard], None] | None = None
     first_seq: int = 1
+    keep_keys: bool = True  # False: count the lines only (what recording a file needs)
     closed: list[Shard] = field(default_factory=list, init=False)  # the files closed so far
     _shard: Shard | None = field(default=None, init=False, repr=False)
     _out: BinaryIO | None = field(default=None, init=False, repr=False)
@@ -71,7 +73,7 @@ class ShardWriter:
         shard = self._shard
         if shard is not None and (
             (self.max_bytes is not None and shard.nbytes + len(line) > self.max_bytes)
-            or (self.max_requests is not None and len(shard.keys) >= self.max_requests)
+            or (self.max_requests is not None and shard.lines >= self.max_requests)
         ):
             self.close()
             shard = None
@@ -79,7 +81,9 @@ class ShardWriter:
             shard = self._open()
         if self._out is not None:
             self._out.write(line)
-        shard.keys.append((key, estimated_tokens))
+        if self.keep_keys:
+            shard.keys.append((key, estimated_tokens))
+        shard.lines += 1
         shard.nbytes += len(line)
         return shard
 

@@ -96,11 +96,22 @@ def _cell_identity(cell: Any) -> str:
     return "" if cell is None else repr(cell)
 
 
+_HASH_BLOCK = 16_384  # rows hashed at once: their cells as Python objects, then dropped
+
+
 def cell_hashes(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """One 64-bit hash per row of the image cells and the index label. Rows hash alone, so
-    the hashes of a frame's pieces (a Dask frame's partitions), joined, are the frame's."""
-    cells = pd.DataFrame({c: [_cell_identity(x) for x in df[c]] for c in columns}, index=df.index)
-    return pd.util.hash_pandas_object(cells, index=True).to_numpy()
+    the hashes of a frame's pieces (a Dask frame's partitions), joined, are the frame's --
+    which is how a large frame is hashed here, a block of rows at a time (its cells as
+    Python objects cost ~500 bytes a row while they are hashed)."""
+    blocks = [np.empty(0, dtype=np.uint64)]
+    for start in range(0, len(df), _HASH_BLOCK):
+        part = df.iloc[start : start + _HASH_BLOCK]
+        cells = pd.DataFrame(
+            {c: [_cell_identity(x) for x in part[c]] for c in columns}, index=part.index
+        )
+        blocks.append(pd.util.hash_pandas_object(cells, index=True).to_numpy())
+    return np.concatenate(blocks)
 
 
 def job_identity(plan: Plan, prompt: str, row_hashes: Iterable[np.ndarray]) -> str:
@@ -205,6 +216,8 @@ def prepare(
         endpoint=limits.endpoint,
         on_close=((lambda shard: _stage(manifest, job_id, shard)) if manifest and job_id else None),
         first_seq=first_seq,
+        keep_keys=job_id is None,  # recorded as it goes: a file's keys are its rows' (~200 MB
+        # for a million rows if kept); a pass for the Dask path or a dry run keeps them
     )
     prep = Preparation(shards=writer.closed)
     pending: list[JobRow] = []
@@ -298,9 +311,8 @@ def _stage(manifest: Manifest | None, job_id: str | None, shard: Shard) -> None:
     """Record a closed file as ``staged``: known, but not uploaded until the pass is over."""
     assert manifest is not None and job_id is not None and shard.path is not None
     manifest.add_shard(
-        shard.shard_id, job_id, shard.seq, shard.path, shard.keys, shard.nbytes, state="staged"
+        shard.shard_id, job_id, shard.seq, shard.path, shard.lines, shard.nbytes, state="staged"
     )
-    shard.keys = []  # recorded: not kept in memory (a million rows' keys are ~100 MB)
 
 
 def dry_run_frame(
@@ -323,7 +335,7 @@ def dry_run_frame(
     files = pd.DataFrame(
         {
             "file": [s.seq for s in prep.shards],
-            "requests": [len(s.keys) for s in prep.shards],
+            "requests": [s.lines for s in prep.shards],
             "bytes": [s.nbytes for s in prep.shards],
         }
     )

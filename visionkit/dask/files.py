@@ -27,7 +27,9 @@ def join(shards: list[Shard], seq: int, directory: Path | None) -> Shard:
     or concatenated into the first one's name when there are several)."""
     head = shards[0]
     keys = [k for s in shards for k in s.keys]
-    joined = Shard(head.shard_id, seq, None, keys, sum(s.nbytes for s in shards))
+    joined = Shard(
+        head.shard_id, seq, None, keys, sum(s.nbytes for s in shards), sum(s.lines for s in shards)
+    )
     if head.path is None or directory is None:
         return joined
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def without(shard: Shard, drop: dict[str, int], endpoint: str) -> Shard | None:
         return None
     if shard.path is None:  # counted only: a line is its head and its body
         gone = sum(len(jsonl_line(k, b"", endpoint)) + n for k, n in drop.items())
-        return Shard(shard.shard_id, shard.seq, None, keys, shard.nbytes - gone)
+        return Shard(shard.shard_id, shard.seq, None, keys, shard.nbytes - gone, len(keys))
     heads = {jsonl_line(k, b"", endpoint).split(b', "method"')[0] for k in drop}
     kept_path = shard.path.with_suffix(".kept")
     nbytes = 0
@@ -67,4 +69,4 @@ def without(shard: Shard, drop: dict[str, int], endpoint: str) -> Shard | None:
             out.write(line)
             nbytes += len(line)
     os.replace(kept_path, shard.path)
-    return Shard(shard.shard_id, shard.seq, shard.path, keys, nbytes)
+    return Shard(shard.shard_id, shard.seq, shard.path, keys, nbytes, len(keys))

@@ -101,12 +101,12 @@ class JobStream:
         return self.prep
 
     def _keep(self, item: _Held) -> None:
-        lines = sum(len(s.keys) for s, _ in self._kept) + len(item[0].keys)
+        lines = sum(s.lines for s, _ in self._kept) + item[0].lines
         nbytes = sum(s.nbytes for s, _ in self._kept) + item[0].nbytes
         if self._kept and not fits(self.limits, lines, nbytes):
             self._record(self._kept)
             self._kept = []
-            lines = len(item[0].keys)
+            lines = item[0].lines
         self._kept.append(item)
         if lines == self.limits.max_requests_per_file:  # full: nothing more could join it
             self._record(self._kept)
@@ -120,7 +120,7 @@ class JobStream:
         shard = join([s for s, _ in group], seq, self.directory)
         assert shard.path is not None
         self.manifest.add_shard(
-            shard.shard_id, self.job_id, seq, shard.path, shard.keys, shard.nbytes, state="staged"
+            shard.shard_id, self.job_id, seq, shard.path, shard.lines, shard.nbytes, state="staged"
         )
         self.manifest.add_rows(
             self.job_id, [r._replace(seq=seq) for _, rows in group for r in rows]

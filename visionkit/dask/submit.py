@@ -423,10 +423,10 @@ def _packs(
     lines = nbytes = 0
     for item in shards:
         shard = item[1]
-        if groups and fits(limits, lines + len(shard.keys), nbytes + shard.nbytes):
+        if groups and fits(limits, lines + shard.lines, nbytes + shard.nbytes):
             groups[-1].append(item)
-            lines, nbytes = lines + len(shard.keys), nbytes + shard.nbytes
+            lines, nbytes = lines + shard.lines, nbytes + shard.nbytes
         else:
             groups.append([item])
-            lines, nbytes = len(shard.keys), shard.nbytes
+            lines, nbytes = shard.lines, shard.nbytes
     return groups

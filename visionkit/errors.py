@@ -23,12 +23,24 @@ and the warnings (each a ``UserWarning``, so ``warnings.filterwarnings`` can nam
 
 Errors from the network are the ``openai`` SDK's own (``openai.APIStatusError`` and friends).
 A row's failure never stops a batch: it becomes that row's ``error`` text.
+
+Every warning visionkit gives goes through ``warn``, which names the user's line: the first
+frame outside visionkit in the thread that warns -- or, when that thread is one visionkit or a
+scheduler started (``ask``'s run, a thread pool, Dask's threads), the line the main thread is
+on, which is the user's call still running. In a Dask task a relay takes it instead
+(``visionkit.dask.relay``): the client says it once per call.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import sysconfig
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 __all__ = [
@@ -160,3 +172,76 @@ def user_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+
+# Where library code lives (the standard library, site-packages): never the user's line.
+_LIBRARIES = tuple(
+    sorted(
+        {
+            os.path.realpath(path)
+            for name in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(name))
+        }
+    )
+)
+
+# Relays that may take a warning instead of it being said here (a Dask task's: see
+# ``visionkit.dask.relay``); each returns True when it took the warning.
+RELAYS: list[Callable[[str, type[Warning]], bool]] = []
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn with ``message`` at the user's line (see the module doc): the one way visionkit
+    warns. Filters, ``catch_warnings`` and the once-per-line default apply as usual."""
+    for relay in RELAYS:
+        if relay(message, category):
+            return
+    warn_at_user(message, category, sys._getframe(1))
+
+
+def warn_at_user(message: str, category: type[Warning], frame: FrameType | None = None) -> None:
+    """Say the warning at the user's line, seen from ``frame`` (default: the caller's)."""
+    frame = frame or sys._getframe(1)
+    while frame is not None and _ours(frame):
+        frame = frame.f_back
+    if frame is None or _library(frame):
+        # a library called visionkit (pandas, a scheduler): the user's line is further out
+        # in this thread, or, in a thread someone started, where the main thread is
+        frame = _outer_user_frame(frame) or _user_frame_in_main_thread() or frame
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    globals_ = frame.f_globals
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=globals_.get("__name__"),
+        registry=globals_.setdefault("__warningregistry__", {}),
+    )
+
+
+def _ours(frame: FrameType) -> bool:
+    return frame.f_code.co_filename.startswith(_PACKAGE)
+
+
+def _library(frame: FrameType) -> bool:
+    name = frame.f_code.co_filename
+    return name.startswith("<frozen") or os.path.realpath(name).startswith(_LIBRARIES)
+
+
+def _outer_user_frame(frame: FrameType | None) -> FrameType | None:
+    """The first frame from ``frame`` outwards that is neither visionkit's nor a library's."""
+    while frame is not None and (_ours(frame) or _library(frame)):
+        frame = frame.f_back
+    return frame
+
+
+def _user_frame_in_main_thread() -> FrameType | None:
+    """The innermost frame of the main thread that is neither visionkit's nor a library's:
+    the user's line, while a call of theirs waits there for the thread that warns."""
+    main = threading.main_thread()
+    if main is threading.current_thread() or main.ident is None:
+        return None
+    return _outer_user_frame(sys._current_frames().get(main.ident))

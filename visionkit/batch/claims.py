@@ -20,10 +20,9 @@ import os
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 
-from ..errors import BatchWarning, user_stacklevel
+from ..errors import BatchWarning, warn
 from .manifest import Manifest
 
 __all__ = ["LEASE", "job_claim", "try_job_claim"]
@@ -107,11 +106,10 @@ def job_claim(
     told = False
     while (held := claim_job(manifest, job_id, owner, lease)) is not None:
         if not told:  # a wait that could be long (uploads are paced): never a silent one
-            warnings.warn(
+            warn(
                 f"batch job {job_id} is being submitted by another process ({held[0]}); "
                 "waiting until its files are uploaded, then this call attaches to its batches",
                 BatchWarning,
-                stacklevel=user_stacklevel(),
             )
             set_postfix = getattr(bar, "set_postfix_str", None)
             if set_postfix is not None:

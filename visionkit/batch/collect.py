@@ -24,13 +24,12 @@ import contextlib
 import dataclasses
 import logging
 import time
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import BatchWarning, user_stacklevel
+from ..errors import BatchWarning, warn
 from ..query.cache import CachedAnswer
 from .lines import BatchState, parse_line
 from .manifest import Manifest
@@ -208,9 +207,8 @@ def _warn_skipped(batch_id: str, skipped: Counter[str]) -> None:
         "unreadable_lines": "that could not be read (no custom_id)",
     }
     said = "; ".join(f"{skipped[k]} {why}" for k, why in parts.items() if skipped[k])
-    warnings.warn(
+    warn(
         f"batch {batch_id}: result lines not taken ({said}); none of them was cached. "
         "attrs['usage'] of job.result() counts them.",
         BatchWarning,
-        stacklevel=user_stacklevel(),
     )

@@ -17,13 +17,12 @@ import dataclasses
 import json
 import logging
 import time
-import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import BatchWarning, user_stacklevel
+from ..errors import BatchWarning, warn
 from ..providers import BatchLimits
 from ..query.cache import Cache, CachedAnswer
 from ..query.progress import in_ipython
@@ -53,7 +52,7 @@ def interrupted_in_notebook(message: str) -> bool:
     warn with ``message`` and return True (the caller returns the job); elsewhere False (the
     caller re-raises ``KeyboardInterrupt``)."""
     if in_ipython():
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warn(message, RuntimeWarning)
         return True
     return False
 
@@ -464,13 +463,12 @@ class BatchJob:
             f"batch {s['batch_id']}: {self._problems.get(s['batch_id'], repr(s['status']))}"
             for s in found[:3]
         )
-        warnings.warn(
+        warn(
             f"stopped waiting for batch job {self.id}: {said}, which is not one of the Batch "
             f"API's statuses ({', '.join(sorted(KNOWN))}). Its rows stay pending and are not "
             "sent again while the batch may still run; job.refresh() asks again, "
             "job.cancel() cancels it.",
             BatchWarning,
-            stacklevel=user_stacklevel(),
         )
 
     # -- the result --------------------------------------------------------------------------
@@ -498,7 +496,7 @@ class BatchJob:
                 raise RuntimeError(message)
             if not self._warned_early:
                 self._warned_early = True
-                warnings.warn(message, BatchWarning, stacklevel=user_stacklevel())
+                warn(message, BatchWarning)
         job = self.manifest.job(self.id) or {}
         rows = self.manifest.rows(self.id)
         keys = [r.key for r in rows if r.key]

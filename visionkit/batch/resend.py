@@ -23,11 +23,10 @@ import logging
 import math
 import re
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import BatchWarning, user_stacklevel
+from ..errors import BatchWarning, warn
 from .claims import try_job_claim
 from .manifest import Manifest
 from .packing import pack_key
@@ -175,12 +174,11 @@ def _rewrite(job: Resending) -> int:
     for shard in pending:
         Path(shard["path"]).unlink(missing_ok=True)
     if missing:
-        warnings.warn(
+        warn(
             f"batch job {job.id}: rows of {', '.join(missing[:3])} are still without an "
             "answer, but the job's input files are not here (another machine submitted it?); "
             "submit the job again to send them.",
             BatchWarning,
-            stacklevel=user_stacklevel(),
         )
     logger.info(
         "batch job %s: %d rows sent again in %d file(s), round %d",

@@ -53,7 +53,7 @@ class DaskVisionAccessor:
         meta = _frame([], index=self._ddf._meta.index[:0])
         _share_storage()
         frame: dd.DataFrame = self._ddf.map_partitions(
-            _inspect, col, meta=meta, enforce_metadata=False
+            _inspect, col, _call(), meta=meta, enforce_metadata=False
         )
         return frame
 
@@ -69,7 +69,7 @@ class DaskVisionAccessor:
             sizes = self.inspect(image_column=image_column)[["width", "height"]]
         meta = pd.Series([], dtype="Int64", name="estimated_tokens", index=ddf._meta.index[:0])
         tokens: dd.Series = sizes.map_partitions(
-            _estimate, provider, meta=meta, enforce_metadata=False
+            _estimate, provider, _call(), meta=meta, enforce_metadata=False
         )
         return tokens
 
@@ -106,7 +106,7 @@ class DaskVisionAccessor:
         meta = pd.Series([], dtype=object, name="data_uri", index=self._ddf._meta.index[:0])
         _share_storage()
         uris: dd.Series = self._ddf[col].map_partitions(
-            _encode, provider, options, meta=meta, enforce_metadata=False
+            _encode, provider, options, _call(), meta=meta, enforce_metadata=False
         )
         return uris
 
@@ -247,24 +247,41 @@ class DaskVisionAccessor:
         return submit_frame(self._ddf, prompt, **arguments, **extra)
 
 
-def _inspect(part: pd.DataFrame, column: str) -> pd.DataFrame:
+# Each task runs ``with in_task(call)``: its warnings are said once per call on the client,
+# at the user's line (``visionkit.dask.relay``).
+
+
+def _call() -> str:
+    from .relay import start_call
+
+    return start_call()
+
+
+def _inspect(part: pd.DataFrame, column: str, call: str) -> pd.DataFrame:
     from ..images.read import inspect_images
+    from .relay import in_task
 
-    return inspect_images(part[column])
+    with in_task(call):
+        return inspect_images(part[column])
 
 
-def _estimate(sizes: pd.DataFrame, provider: str | Provider) -> pd.Series:
+def _estimate(sizes: pd.DataFrame, provider: str | Provider, call: str) -> pd.Series:
     from ..providers import estimate_tokens
+    from .relay import in_task
 
-    return estimate_tokens(sizes["width"], sizes["height"], provider=provider).rename(
-        "estimated_tokens"
-    )
+    with in_task(call):
+        tokens = estimate_tokens(sizes["width"], sizes["height"], provider=provider)
+    return tokens.rename("estimated_tokens")
 
 
-def _encode(cells: pd.Series, provider: str | Provider, kwargs: dict[str, Any]) -> pd.Series:
+def _encode(
+    cells: pd.Series, provider: str | Provider, kwargs: dict[str, Any], call: str
+) -> pd.Series:
     from ..images.encode import encode_series
+    from .relay import in_task
 
-    return encode_series(cells, provider=provider, **kwargs)
+    with in_task(call):
+        return encode_series(cells, provider=provider, **kwargs)
 
 
 def _share_storage() -> None:

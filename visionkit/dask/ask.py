@@ -32,6 +32,7 @@ from ..query.run import Run
 from .cache import ClusterCache, cache_path
 from .limiter import ClusterGate, ensure_coordinator, link, owner_id
 from .out import check_out, conform, read_part, rows_fingerprint, write_part
+from .relay import in_task, start_call
 from .secrets import ClientSpec, share_client, share_storage_options
 
 __all__ = ["AskJob", "ask_frame", "ask_partition", "usage"]
@@ -129,7 +130,7 @@ def ask_frame(ddf: Any, prompt: str, options: AskOptions, out: str | None = None
         client=spec,
         cache=cache_path(options.cache),
         gate=spec.gate_name if spec else "",
-        job=uuid.uuid4().hex,
+        job=start_call(),  # also the call whose warnings the workers relay
         columns=columns,
         meta=meta,
         out=out,
@@ -167,6 +168,13 @@ def ask_partition(
     part: pd.DataFrame, job: AskJob, partition_info: dict[str, Any] | None = None
 ) -> pd.DataFrame:
     """One partition's ``ask`` (a task on a worker); with ``out=``, written as it finishes."""
+    with in_task(job.job):
+        return _partition(part, job, partition_info)
+
+
+def _partition(
+    part: pd.DataFrame, job: AskJob, partition_info: dict[str, Any] | None
+) -> pd.DataFrame:
     number = None if partition_info is None else partition_info.get("number")
     if job.out is None or number is None or job.options.dry_run:
         return conform(_run(part, job), job.meta)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..errors import warn
+
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
@@ -49,6 +51,7 @@ def read_images(
     from ..images.read import list_sources
     from ..images.remote import remember_options
     from ..images.rows import frame as _frame
+    from .relay import start_call
 
     if not isinstance(partition_size, int) or partition_size < 1:
         raise ValueError(f"partition_size must be an integer >= 1, not {partition_size!r}")
@@ -65,6 +68,7 @@ def read_images(
         _read_part,
         parts,
         concurrency=concurrency,
+        call=start_call(),
         meta=meta,
         divisions=divisions,
         enforce_metadata=False,
@@ -72,22 +76,22 @@ def read_images(
     )
 
 
-def _read_part(part: tuple[int, Any], concurrency: int | None) -> pd.DataFrame:
-    """One partition: the headers of its files (on a worker), indexed by listing position."""
-    import warnings
-
+def _read_part(part: tuple[int, Any], concurrency: int | None, call: str) -> pd.DataFrame:
+    """One partition: the headers of its files (on a worker), indexed by listing position;
+    its warnings go to the client (``visionkit.dask.relay``)."""
     from ..images.read import ReadImagesWarning, read_listing
     from ..images.rows import frame as _frame
+    from .relay import in_task
 
     start, listing = part
-    rows, positions, skipped = read_listing(listing, concurrency=concurrency)
-    if skipped:
-        warnings.warn(
-            f"read_images left out {len(skipped)} file(s) that are not images: "
-            f"{', '.join(skipped[:5])}",
-            ReadImagesWarning,
-            stacklevel=2,
-        )
+    with in_task(call):
+        rows, positions, skipped = read_listing(listing, concurrency=concurrency)
+        if skipped:
+            warn(
+                f"read_images left out {len(skipped)} file(s) that are not images: "
+                f"{', '.join(skipped[:5])}",
+                ReadImagesWarning,
+            )
     frame = _frame(rows)
     frame.index = pd.Index([start + i for i in positions], dtype="int64")
     return frame

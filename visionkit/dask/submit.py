@@ -85,6 +85,7 @@ from ..batch.upload import upload_pending
 from ..providers import BatchLimits
 from ..query.plan import Plan, make_plan
 from .files import fits, join, without
+from .relay import in_task, start_call
 from .secrets import ClientSpec, client_spec
 from .stream import BackgroundUploads, JobStream
 
@@ -102,6 +103,7 @@ class SubmitTask:
     manifest: str | None  # the batch manifest, read for keys already in a live file
     limits: BatchLimits
     staging: str | None  # this call's folder for the files; None: count only (a dry run)
+    call: str = ""  # whose warnings the workers relay (visionkit.dask.relay)
 
 
 @dataclass
@@ -115,6 +117,11 @@ class PartPrep:
 
 def prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> PartPrep:
     """One partition's planning pass (a task on a worker): see the module docstring."""
+    with in_task(task.call):
+        return _prepare_partition(part, task, number)
+
+
+def _prepare_partition(part: pd.DataFrame, task: SubmitTask, number: int) -> PartPrep:
     client = task.client.planner() if task.client is not None else None
     cache = Path(task.cache) if task.cache is not None else False
     options = task.options.replace(client=client, cache=cache)
@@ -167,6 +174,7 @@ def submit_frame(ddf: Any, prompt: str, **kwargs: Any) -> Any:
             manifest=None,
             limits=limits,
             staging=None,
+            call=start_call(),
         )
         if options.dry_run:
             found = manifest_path(plan.cache.path) if plan.cache is not None else None

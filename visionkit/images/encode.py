@@ -49,7 +49,6 @@ from __future__ import annotations
 import base64
 import io
 import math
-import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..errors import EncodeWarning, ImageError
+from ..errors import EncodeWarning, ImageError, warn
 from ..providers import DEFAULT_PROVIDER, Provider, fit_tokens, get_provider, same_tokens_size
 from ..tokens import fit_within
 from ..types import ImageCell, default_workers
@@ -455,11 +454,10 @@ def encode_series(
     if failures:
         shown = "; ".join(f"row {k!r}: {v}" for k, v in list(failures.items())[:10])
         more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
-        warnings.warn(
+        warn(
             f"{len(failures)} of {len(cells)} images could not be encoded and are NA: "
             f"{shown}{more}",
             EncodeWarning,
-            stacklevel=2,
         )
     return out
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 import glob
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from ..errors import ReadImagesWarning
+from ..errors import ReadImagesWarning, warn
 from ..types import ImageCell
 from .cells import cell_kind
 from .formats import is_not_an_image
@@ -206,13 +205,13 @@ def _expand(item: Any, recursive: bool, *, top: bool) -> list[_Source]:
     if os.path.isdir(local):
         files = _walk(text, recursive)
         if not files:
-            warnings.warn(f"read_images: {text!r} holds no files", ReadImagesWarning, stacklevel=3)
+            warn(f"read_images: {text!r} holds no files", ReadImagesWarning)
         return [_Source(f, found=True) for f in files]
     if _GLOB_CHARS.search(text) and not os.path.exists(local):
         matches = glob.glob(local, recursive=True)
         files = sorted((m for m in matches if os.path.isfile(m)), key=_natural_key)
         if not files:
-            warnings.warn(f"read_images: no files match {text!r}", ReadImagesWarning, stacklevel=3)
+            warn(f"read_images: no files match {text!r}", ReadImagesWarning)
         return [_Source(f, found=True) for f in files]
     if top and not os.path.exists(local):
         raise FileNotFoundError(f"read_images: no such file or folder: {text!r}")
@@ -419,11 +418,10 @@ def read_images(
         shown = ", ".join(by_name[:5]) + (
             f" and {len(by_name) - 5} more" if len(by_name) > 5 else ""
         )
-        warnings.warn(
+        warn(
             f"read_images left out {len(by_name)} remote object(s) named like non-images: "
             f"{shown} (objects in a store are judged by extension, not opened)",
             ReadImagesWarning,
-            stacklevel=2,
         )
     kept, _, skipped = read_listing(
         listing, storage_options=storage_options, concurrency=concurrency
@@ -432,12 +430,11 @@ def read_images(
         shown = ", ".join(skipped[:5])
         shown += f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         many = len(skipped) != 1
-        warnings.warn(
+        warn(
             f"read_images left out {len(skipped)} file{'s' if many else ''} that "
             f"{'are not images' if many else 'is not an image'}: {shown} (Pillow cannot open "
             f"{'them' if many else 'it'}; name a file on its own to get its row and reason)",
             ReadImagesWarning,
-            stacklevel=2,
         )
     return frame(kept)
 

@@ -34,12 +34,11 @@ import random
 import re
 import threading
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from .._state import register
-from ..errors import ImageError, ReadImagesWarning
+from ..errors import ImageError, ReadImagesWarning, warn
 from ..redact import redact_url, split_url
 from .download import over_cap
 
@@ -425,11 +424,7 @@ def _list(
     if glob_chars:
         found = fs.glob(path, detail=True)
         if not found:
-            warnings.warn(
-                f"read_images: {redact_url(source)} matches no file",
-                ReadImagesWarning,
-                stacklevel=3,
-            )
+            warn(f"read_images: {redact_url(source)} matches no file", ReadImagesWarning)
     else:
         try:
             info = fs.info(path)

@@ -35,12 +35,11 @@ from __future__ import annotations
 import glob
 import os
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageError, ReadImagesWarning
+from ..errors import ImageError, ReadImagesWarning, warn
 from .cells import find_image_column
 from .headers import bytes_row, cell_rows
 from .remote import is_remote_url, public_url
@@ -84,9 +83,7 @@ def table_rows(
         except ImageError as exc:
             if table.named:
                 raise ValueError(f"read_images: {exc.reason}") from None
-            warnings.warn(
-                f"read_images left out a table: {exc.reason}", ReadImagesWarning, stacklevel=4
-            )
+            warn(f"read_images left out a table: {exc.reason}", ReadImagesWarning)
 
 
 def _dataset_rows(dataset: Any, column: str) -> Iterator[tuple[str, None, Any, dict[str, Any]]]:
@@ -119,9 +116,7 @@ def _parquet_paths(source: Any, storage_options: Mapping[str, Any] | None) -> li
         elif re.search(r"[*?\[]", text):
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             if not matches:
-                warnings.warn(
-                    f"read_images: {text} matches no file", ReadImagesWarning, stacklevel=4
-                )
+                warn(f"read_images: {text} matches no file", ReadImagesWarning)
             out.extend(_TableFile(m, False) for m in matches if os.path.isfile(m))
         elif os.path.isdir(os.path.expanduser(text)):
             folder = os.path.expanduser(text)

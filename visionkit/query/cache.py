@@ -45,13 +45,12 @@ import os
 import sqlite3
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheError, CacheWarning
+from ..errors import CacheError, CacheWarning, warn
 
 __all__ = [
     "Cache",
@@ -336,11 +335,10 @@ class Cache:
             "cache entry %s in %s failed its checksum; asking again", key[:12], self.path
         )
         if self.corrupt == 1:
-            warnings.warn(
+            warn(
                 f"a cached answer in {self.path} failed its checksum (the file was changed or "
                 "damaged); it is treated as missing and asked again. Further ones are logged.",
                 CacheWarning,
-                stacklevel=4,
             )
         return None
 

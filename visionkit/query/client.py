@@ -50,13 +50,12 @@ import hashlib
 import logging
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._state import register
-from ..errors import MissingAPIKey, OfflineWarning, user_stacklevel
+from ..errors import MissingAPIKey, OfflineWarning, warn
 from ..providers import DEFAULT_PROVIDER, Provider, RateLimits, get_provider, providers
 from ..redact import install_log_filter, public_url, redact_url, split_url
 from .replay import RECORD_ENV, REPLAY_ENV, Recording, ci_default
@@ -364,9 +363,7 @@ def connect(
         if auto and not _offline_warned.is_set():
             _offline_warned.set()  # once per process: each notebook cell is a new location
             # names the user's line, also when ask() or evaluate() connected for them
-            warnings.warn(
-                f"visionkit: {offline_notice(url)}", OfflineWarning, stacklevel=user_stacklevel()
-            )
+            warn(f"visionkit: {offline_notice(url)}", OfflineWarning)
     else:
         named_url = base_url or profile.base_url
         if not named_url:

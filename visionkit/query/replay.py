@@ -54,13 +54,12 @@ import logging
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ReplayError, ReplayWarning, user_stacklevel
+from ..errors import ReplayError, ReplayWarning, warn
 from .cache import CachedAnswer
 from .replay_lines import StoreLines, read_store, sealed
 
@@ -166,7 +165,7 @@ class Recording:
                     logger.warning(
                         "%s, line %d: failed its checksum or cannot be read", self.file, number
                     )
-                warnings.warn(self._trouble(lines), ReplayWarning, stacklevel=user_stacklevel())
+                warn(self._trouble(lines), ReplayWarning)
         return self._lines.records
 
     def check(self) -> None:

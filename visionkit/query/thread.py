@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import warnings
 
 import pandas as pd
 
+from ..errors import warn
 from .progress import in_ipython
 from .run import Run
 
@@ -67,7 +67,7 @@ def run_in_thread(run: Run) -> pd.DataFrame:
             f"{usage['rows']} rows answered and cached; re-run the same call to resume."
         )
         if in_ipython():
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warn(message, RuntimeWarning)
             return result
         logger.warning(message)
         raise KeyboardInterrupt(message)

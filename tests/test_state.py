@@ -96,6 +96,29 @@ def test_the_warning_hook_is_installed_only_while_an_image_decodes(tmp_path):
     assert warnings.showwarning is before and pil_messages.installed() == []
 
 
+def test_a_planning_pass_holds_the_hooks_for_its_length_and_puts_them_back(tmp_path):
+    """Installed and removed around every decode, the hooks cost the planner a third more than
+    encoding alone; a pass over many images holds them from its first row to its last, and
+    between calls nothing is installed."""
+    from visionkit.query.options import AskOptions
+    from visionkit.query.plan import make_plan, plan_rows
+
+    before = warnings.showwarning
+    paths = []
+    for i in range(60):
+        path = tmp_path / f"p{i}.png"
+        Image.new("RGB", (16 + i, 12), (i * 4, 30, 90)).save(path)
+        paths.append(str(path))
+    seen = []
+    options = AskOptions(cache=False, progress=False)
+    with make_plan(pd.DataFrame({"path": paths}), "Describe.", options, connect_now=False) as plan:
+        for row in plan_rows(plan):
+            assert row.error is None
+            seen.append(pil_messages.installed())
+    assert len(seen) == 60 and all("warnings.showwarning" in hooks for hooks in seen)
+    assert warnings.showwarning is before and pil_messages.installed() == []
+
+
 def test_a_warning_outside_a_capture_reaches_the_user_while_another_thread_decodes():
     """The hook, while installed for one thread's decode, passes other threads' warnings on."""
     entered, leave = threading.Event(), threading.Event()

@@ -74,6 +74,7 @@ from .decode import (
 from .formats import MIME_TYPES, image_format, png_chunks
 from .metadata import strip_file_metadata
 from .pil_errors import pil_errors
+from .pil_messages import holding
 from .prefetch import close as close_prefetch
 from .prefetch import prefetched
 from .table_refs import tables_call
@@ -438,7 +439,9 @@ def encode_series(
 
     bar = tqdm(total=len(cells), desc="encode", unit="img", disable=not progress, delay=1.0)
     try:
-        with tables_call():  # table references' files are closed when the call ends
+        # table references' files are closed when the call ends; Pillow's message hooks stay
+        # installed for the pass (visionkit.images.pil_messages)
+        with tables_call(), holding():
             results = _map_rows(one, len(cells), n_workers, bar)
     finally:
         bar.close()

@@ -32,7 +32,10 @@ Why not the obvious tools:
 
 Both hooks are scoped: the first ``capture()`` to open (in any thread) installs them and the
 last one to close puts back what was there before, so between calls nothing of visionkit's is
-installed (``installed()`` says what is, for ``vk.state()``). A ``showwarning`` someone else
+installed (``installed()`` says what is, for ``vk.state()``). A pass over many images holds
+them for its whole length (``holding()``): installing and removing them around every decode
+(the pool's threads take turns, so the count of open captures keeps falling to 0) cost more
+than decoding a small image. A ``showwarning`` someone else
 installed on top of ours in the meantime is left alone (ours, under it, passes everything on).
 """
 
@@ -51,7 +54,7 @@ from PIL import Image
 
 from .._state import register
 
-__all__ = ["WARNINGS_LOCK", "capture", "installed"]
+__all__ = ["WARNINGS_LOCK", "capture", "holding", "installed"]
 
 _local = threading.local()
 # ``warnings.catch_warnings`` is process-global before Python 3.14: whoever enters one, and
@@ -93,6 +96,17 @@ def capture() -> Iterator[list[str]]:
         yield sink
     finally:
         sinks.remove(sink)
+        _leave()
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[None]:
+    """Keep the hooks installed while the block runs (a pass of many decodes in a thread
+    pool); the captures inside it work as ever, and nothing is collected outside them."""
+    _enter()
+    try:
+        yield
+    finally:
         _leave()
 
 
@@ -210,7 +224,7 @@ class _LibtiffHook:
 
 def _held_hooks() -> tuple[int, str]:
     hooks = installed()
-    return len(hooks), ", ".join(hooks) or "none (installed only while an image decodes)"
+    return len(hooks), ", ".join(hooks) or "none (installed only while images decode)"
 
 
 register("hooks", __name__, _held_hooks)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..errors import ImageError, RequestError
+from ..images.pil_messages import holding
 from ..types import default_workers
 from .body import PreparedRequest, prepare_request
 from .cache import CachedAnswer
@@ -334,7 +335,10 @@ def plan_rows(
         chunks.took(len(rows), time.perf_counter() - start)
         return rows
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-plan") as pool:
+    with (
+        holding(),  # Pillow's message hooks installed once for the pass, not per decode
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionkit-plan") as pool,
+    ):
         ahead: deque[Future[list[RowPlan]]] = deque()
 
         def submit() -> bool:

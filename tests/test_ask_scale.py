@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 import visionkit as vk
@@ -204,8 +205,9 @@ def test_a_store_cut_short_by_a_crash_still_loads(tmp_path):
     whole = {"key": "k1", "provider": "offline", "base_url": None, "model": "m", "answer": "a"}
     text = json.dumps(whole) + "\n" + json.dumps({**whole, "key": "k2"})[:30]
     (store / FILENAME).write_text(text)
-    recording = Recording(store, "record")
-    assert recording.has("k1") and not recording.has("k2")
+    with pytest.warns(vk.ReplayWarning, match="no checksum"):  # written as older stores were
+        recording = Recording(store, "record")
+        assert recording.has("k1") and not recording.has("k2")
 
 
 # A run asking a folder's images while recording, killed by the test part-way.

@@ -24,8 +24,9 @@ def test_read_images_partitions_a_folder_like_read_images(tmp_path, dask_client)
     (folder / "notes.txt").write_text("not an image")  # left out, as read_images does
     ddf = vk.dask.read_images(folder, partition_size=10)
     assert ddf.npartitions == 3
-    got = ddf.compute()
-    with pytest.warns(UserWarning):
+    with pytest.warns(vk.ReadImagesWarning, match="notes.txt"):  # said on the client, as below
+        got = ddf.compute()
+    with pytest.warns(vk.ReadImagesWarning):
         want = vk.read_images(folder)
     assert list(got.columns) == list(want.columns)
     assert len(got) == 23 and got.index.is_unique

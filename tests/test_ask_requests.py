@@ -8,7 +8,14 @@ import pytest
 from openai._utils._json import openapi_dumps
 
 from visionkit import RequestError, get_provider
-from visionkit.query.body import body_bytes, build_body, check_body
+from visionkit.query.body import (
+    BodyMaker,
+    body_bytes,
+    build_body,
+    check_body,
+    prepare_request,
+    serialize_body,
+)
 from visionkit.query.template import check_template, fill_template, template_fields
 
 PNG_1PX = (
@@ -161,3 +168,81 @@ def test_ask_serialises_each_body_once_off_the_event_loop(tmp_path, monkeypatch)
         sent = sorted(r.body_bytes for r in url.server.stats.records)
     assert result["error"].isna().all() and calls == []
     assert sent == sorted(plan["request_bytes"].tolist())
+
+
+# Prompts, systems and options whose JSON is not plain: quotes, escapes, line and paragraph
+# separators, non-BMP characters, control characters, a lone surrogate's neighbours.
+AWKWARD = [
+    "",
+    "plain",
+    'quote " backslash \\ slash / tab \t newline \n',
+    "Qu'est-ce que c'est ? é ☃ \u2028\u2029 😀 \x00\x1f\x7f",
+    '{not a template} ]},{"type":"text"',
+]
+
+
+@pytest.mark.parametrize("prompt", AWKWARD)
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_body_maker_writes_the_same_bytes_as_serialising_the_body(prompt, n):
+    settings = [
+        {},
+        {"system": prompt or None, "params": {"temperature": 0.5, "x": [prompt, {"y": None}]}},
+        {"response_format": {"type": "json_schema", "json_schema": {"d": prompt}}},
+    ]
+    images = [PNG_1PX, 'https://example.org/a b"c.png'][:n]
+    for options in settings:
+        maker = BodyMaker(model="m\u00e9", **options)
+        for _ in range(2):  # the second body reuses the fixed parts written for the first
+            body = build_body(model="m\u00e9", prompt=prompt, images=images, **options)
+            assert maker(prompt, images) == serialize_body(body)
+            assert maker.spliced(n)
+            assert len(maker(prompt, images)) == len(openapi_dumps(body))
+
+
+def test_body_maker_serialises_whole_when_options_replace_the_messages():
+    params = {"messages": [{"role": "user", "content": "from the options"}]}
+    maker = BodyMaker(model="m", params=params)
+    body = build_body(model="m", prompt="p", images=[PNG_1PX], params=params)
+    assert maker("p", [PNG_1PX]) == serialize_body(body)
+    assert not maker.spliced(1)
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_prepare_request_with_a_maker_checks_what_it_sends():
+    png = _png()
+    maker = BodyMaker(model="m")
+    request = prepare_request([png], provider=NET, model="m", prompt="p é", maker=maker)
+    uri = request.body["messages"][0]["content"][0]["image_url"]["url"]
+    assert uri.startswith("data:image/png;base64,")
+    assert request.payload == serialize_body(build_body(model="m", prompt="p é", images=[uri]))
+    assert request.nbytes == len(request.payload) and request.image_sizes == ((24, 16),)
+    # options that smuggle a URL in as the messages are checked as they are sent
+    sneaky = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "https://example.org/a"}}],
+            }
+        ]
+    }
+    with pytest.raises(RequestError, match="only as base64 data URIs"):
+        prepare_request(
+            [png],
+            provider=NET,
+            model="m",
+            prompt="p",
+            params=sneaky,
+            maker=BodyMaker(model="m", params=sneaky),
+        )
+    nan = BodyMaker(model="m", params={"temperature": float("nan")})
+    with pytest.raises(RequestError, match=r"row 3: the request cannot be sent as JSON"):
+        prepare_request([png], provider=NET, model="m", prompt="p", row=3, maker=nan)

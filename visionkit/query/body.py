@@ -9,6 +9,8 @@ instead of a 4xx the provider charges a round trip for.
 - ``serialize_body`` / ``body_bytes``: the body's JSON bytes exactly as the SDK serialises
   it (``json.dumps(ensure_ascii=False, separators=(",", ":"), allow_nan=False)`` in UTF-8),
   and their size. ``ask`` sends these bytes, so what was measured is what goes out.
+- ``BodyMaker``: the same bytes with all but the prompt and the images fixed, the fixed parts'
+  JSON written once for a whole call instead of once a row (as ``cache.KeyMaker`` does for keys).
 - ``check_body``: the profile's rules; ``prepare_request`` encodes the images (with encode's
   budget for this many images), checks, and when the body is still too big re-encodes the
   images to the bytes that are left before giving up on the row.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +33,12 @@ from ..providers import Provider
 from ..tokens import text_tokens
 
 __all__ = [
+    "BodyMaker",
     "PreparedRequest",
     "body_bytes",
     "build_body",
     "check_body",
+    "check_parts",
     "encoded_size",
     "image_tokens",
     "prepare_request",
@@ -80,6 +85,80 @@ def serialize_body(body: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+class BodyMaker:
+    """``serialize_body(build_body(...))`` for one call's fixed model, system message, schema
+    and options: ``maker(prompt, uris)`` splices the prompt's and the images' JSON strings
+    into the rest, serialised once (a row's body costs its strings, not the whole dict again).
+    The bytes are the same as ``serialize_body``'s, which a test holds; options that replace
+    the messages themselves make it serialise each body whole."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        system: str | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model, self.system = model, system
+        self.response_format = dict(response_format) if response_format is not None else None
+        self.params = dict(params or {})
+        self._pieces: dict[int, list[bytes] | None] = {}  # number of images -> the fixed parts
+
+    def build(self, prompt: str, images: Sequence[str]) -> dict[str, Any]:
+        """The body as a dict (``build_body``)."""
+        return build_body(
+            model=self.model,
+            prompt=prompt,
+            images=images,
+            system=self.system,
+            response_format=self.response_format,
+            params=self.params,
+        )
+
+    def _parts(self, n: int) -> list[bytes] | None:
+        """The body's JSON for ``n`` images cut around the prompt then each image (in the order
+        they are written), or None when the options hide them (``messages`` replaced)."""
+        if n not in self._pieces:
+            marks = [f"\x00{os.urandom(8).hex()}\x00" for _ in range(n + 1)]
+            text = serialize_body(self.build(marks[0], marks[1:])).decode("utf-8")
+            found = [text.find(_dumps(m)) for m in marks]
+            pieces: list[bytes] | None = None
+            if all(
+                i >= 0 and text.count(_dumps(m)) == 1 for i, m in zip(found, marks, strict=True)
+            ):
+                order = sorted(range(n + 1), key=found.__getitem__)
+                if order == [*range(1, n + 1), 0]:  # the images, then the prompt (build_body)
+                    pieces, rest = [], text
+                    for i in order:
+                        head, _, rest = rest.partition(_dumps(marks[i]))
+                        pieces.append(head.encode("utf-8"))
+                    pieces.append(rest.encode("utf-8"))
+            self._pieces[n] = pieces
+        return self._pieces[n]
+
+    def spliced(self, n: int) -> bool:
+        """Whether bodies with ``n`` images are spliced (else serialised whole)."""
+        return self._parts(n) is not None
+
+    def __call__(self, prompt: str, images: Sequence[str]) -> bytes:
+        """The body's JSON bytes (``serialize_body(self.build(prompt, images))``)."""
+        pieces = self._parts(len(images))
+        if pieces is None:
+            return serialize_body(self.build(prompt, images))
+        values = [*images, prompt]
+        out = [pieces[0]]
+        for value, piece in zip(values, pieces[1:], strict=True):
+            out.append(_dumps(value).encode("utf-8"))
+            out.append(piece)
+        return b"".join(out)
+
+
+def _dumps(text: str) -> str:
+    """A string as ``serialize_body`` writes it inside the body."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def body_bytes(body: Mapping[str, Any]) -> int:
     """Size in bytes of ``body`` as the ``openai`` SDK serialises it."""
     return len(serialize_body(body))
@@ -115,7 +194,12 @@ def check_body(
     Raises ``RequestError`` naming the row and the rule: too many images, a URL where only
     data URIs are accepted, a format the provider does not take, an image or a body too big.
     """
-    images = _images_in(body)
+    size = len(payload) if payload is not None else body_bytes(body)
+    return check_parts(_images_in(body), size, provider, row=row)
+
+
+def check_parts(images: Sequence[str], size: int, provider: Provider, *, row: object = None) -> int:
+    """``check_body`` for a body already taken apart: its image URLs and its size in bytes."""
     if provider.max_images is not None and len(images) > provider.max_images:
         raise RequestError(
             f"{len(images)} images in one request, but {provider.name} allows at most "
@@ -143,7 +227,6 @@ def check_body(
                 f"{provider.max_image_bytes:,}-byte limit per image",
                 row=row,
             )
-    size = len(payload) if payload is not None else body_bytes(body)
     if provider.max_body_bytes is not None and size >= provider.max_body_bytes:
         raise RequestError(
             f"request body of {size:,} bytes is not under {provider.name}'s limit of "
@@ -239,12 +322,15 @@ def prepare_request(
     params: Mapping[str, Any] | None = None,
     encode_options: Mapping[str, Any] | None = None,
     row: object = None,
+    maker: BodyMaker | None = None,
 ) -> PreparedRequest:
     """Encode ``images`` (any image cells), build the body and check it.
 
     Images are encoded with the budget one image may take when ``len(images)`` share the
     body; if the prompt is so long that the body is still too big, they are re-encoded to the
     bytes that remain. Raises ``RequestError`` / ``ImageError`` for this row otherwise.
+    ``maker``: the call's ``BodyMaker`` (made with the same model, system, schema and
+    options), so that the fixed parts are not serialised again for every row.
     """
     options = dict(encode_options or {})
     n = len(images)
@@ -253,6 +339,10 @@ def prepare_request(
             f"{n} images in one request, but {provider.name} allows at most {provider.max_images}",
             row=row,
         )
+    if maker is None:
+        maker = BodyMaker(
+            model=model, system=system, response_format=response_format, params=params
+        )
 
     def encode_all(max_bytes: int | None) -> list[str]:
         opts = dict(options)
@@ -260,34 +350,26 @@ def prepare_request(
             opts["max_bytes"] = min(max_bytes, opts.get("max_bytes") or max_bytes)
         return [encode_image(cell, provider=provider, row=row, **opts) for cell in images]
 
-    def build(uris: list[str]) -> dict[str, Any]:
-        return build_body(
-            model=model,
-            prompt=prompt,
-            images=uris,
-            system=system,
-            response_format=response_format,
-            params=params,
-        )
-
-    def serialize(body: dict[str, Any]) -> bytes:
+    def serialize(uris: list[str]) -> tuple[bytes, list[str]]:
+        """The body's bytes and the image URLs in it."""
         try:
-            return serialize_body(body)
+            payload = maker(prompt, uris)
+            spliced = maker.spliced(len(uris))
+            return payload, uris if spliced else _images_in(maker.build(prompt, uris))
         except ValueError as exc:  # NaN or infinity in an option: not valid JSON
             raise RequestError(f"the request cannot be sent as JSON: {exc}", row=row) from None
 
     uris = encode_all(provider.image_budget(images=max(n, 1)) if n else None)
-    body = build(uris)
-    payload = serialize(body)
+    payload, sent = serialize(uris)
     try:
-        size = check_body(body, provider, row=row, payload=payload)
+        size = check_parts(sent, len(payload), provider, row=row)
     except RequestError:
         limit = provider.max_body_bytes
         size = len(payload)
         if limit is None or size < limit or n == 0:
             raise
         # The body is over the limit: give the images what the rest of the body leaves.
-        rest = body_bytes(build([""] * n))
+        rest = len(serialize([""] * n)[0])
         share = (limit - 1 - rest) // n - _PART_OVERHEAD
         if share <= 1024:
             raise RequestError(
@@ -303,9 +385,8 @@ def prepare_request(
                 f"{limit:,}-byte body limit: {exc.reason}",
                 row=row,
             ) from None
-        body = build(uris)
-        payload = serialize(body)
-        size = check_body(body, provider, row=row, payload=payload)
+        payload, sent = serialize(uris)
+        size = check_parts(sent, len(payload), provider, row=row)
     sizes = tuple(encoded_size(uri, row=row) for uri in uris)
     return PreparedRequest(
         payload=payload,

@@ -69,6 +69,7 @@ from ..errors import RequestError
 from ..images.cells import find_image_column
 from ..images.table_refs import tables_call
 from ..providers import Provider, RateLimits
+from .body import BodyMaker
 from .cache import Cache, CachedAnswer, KeyMaker
 from .client import Client, cache_identity, default_client, rate_limits, resolve_profile
 from .options import AskOptions
@@ -135,6 +136,7 @@ class Plan:
     # DataFrame already has a column of that name (so ``df.join(result)`` cannot clash)
     schema_columns: dict[str, str] = field(default_factory=dict)
     _keys: dict[str, KeyMaker] = field(default_factory=dict, repr=False)  # model -> its keys
+    _bodies: dict[str, BodyMaker] = field(default_factory=dict, repr=False)  # model -> bodies
     # the call's hold on table files (references' Parquet files are closed when it ends)
     tables: Any = field(default=None, repr=False)
 
@@ -188,6 +190,18 @@ class Plan:
                 params={**self.params, "_encode": self.encode_options},
             )
         return maker(str(self.prompts[pos]), digests)
+
+    def body_maker(self, model: str) -> BodyMaker:
+        """The request bodies of this call for ``model`` (see ``body.BodyMaker``)."""
+        maker = self._bodies.get(model)
+        if maker is None:
+            maker = self._bodies[model] = BodyMaker(
+                model=model,
+                system=self.system,
+                response_format=self.schema.response_format if self.schema else None,
+                params=self.params,
+            )
+        return maker
 
     @property
     def recording(self) -> Recording | None:

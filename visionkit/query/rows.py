@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from ..errors import ImageError, RequestError
 from ..images.pil_messages import holding
 from ..types import default_workers
-from .body import PreparedRequest, prepare_request
+from .body import BodyMaker, PreparedRequest, prepare_request
 from .cache import CachedAnswer
 from .digests import Read, read_digests
 from .messages import describe_error
@@ -125,6 +125,8 @@ class Plan(Protocol):
     def lookup(self, key: str) -> CachedAnswer | None: ...
 
     def lookup_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]: ...
+
+    def body_maker(self, model: str) -> BodyMaker: ...
 
 
 P = TypeVar("P", bound=Plan)
@@ -262,17 +264,19 @@ def prepare_request_for(plan: Plan, row: RowPlan) -> RowPlan:
     if load_images(plan, row) is None:
         return row
     datas, row.images = row.images or [], None
+    model = plan.model or "model"
     try:
         row.request = prepare_request(
             datas,
             provider=plan.provider,
-            model=plan.model or "model",
+            model=model,
             prompt=str(plan.prompts[row.pos]),
             system=plan.system,
             response_format=plan.schema.response_format if plan.schema else None,
             params=plan.params,
             encode_options=plan.encode_options,
             row=row.label,
+            maker=plan.body_maker(model),
         )
     except (ImageError, RequestError) as exc:
         row.error = describe_error(exc)

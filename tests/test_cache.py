@@ -306,6 +306,9 @@ def test_a_failed_commit_is_rolled_back_so_later_answers_still_reach_the_file(tm
         assert cache.get("k2").answer == "kept" and cache.get("k1") is None
 
 
+AWKWARD = 'tab\t new\nline \\ "q" \u2028 😀 \x00\x7f é'
+
+
 def test_keys_made_from_a_template_are_request_keys():
     """Plan.key writes the fixed parts of a key's JSON once (KeyMaker): the keys must be
     exactly request_key's, or every answer cached before would be missed."""
@@ -324,8 +327,8 @@ def test_keys_made_from_a_template_are_request_keys():
     for values in itertools.product(*choices.values()):
         fixed = dict(zip(choices, values, strict=True))
         make = KeyMaker(**fixed)
-        for prompt in ["Describe.", 'Is this a "cat"? {braces} ünïcode', ""]:
-            for images in [[], ["a" * 64], ["b" * 64, "c" * 64]]:
+        for prompt in ["Describe.", 'Is this a "cat"? {braces} ünïcode', "", AWKWARD]:
+            for images in [[], ["a" * 64], ["b" * 64, "c" * 64], [AWKWARD, "d" * 64]]:
                 assert make(prompt, images) == request_key(prompt=prompt, images=images, **fixed)
 
 

@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from ..errors import ImageError, RequestError
@@ -155,8 +156,9 @@ class BodyMaker:
 
 
 def _dumps(text: str) -> str:
-    """A string as ``serialize_body`` writes it inside the body."""
-    return json.dumps(text, ensure_ascii=False)
+    """A string as ``serialize_body`` writes it inside the body: ``json.dumps(text,
+    ensure_ascii=False)`` without building an encoder each time."""
+    return encode_basestring(text)
 
 
 def body_bytes(body: Mapping[str, Any]) -> int:

@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +223,9 @@ class KeyMaker:
 
     def __call__(self, prompt: str, images: Sequence[str]) -> str:
         head, middle, tail = self._parts
-        text = (
-            head
-            + json.dumps(list(images), separators=(",", ":"))
-            + middle
-            + json.dumps(prompt)
-            + tail
-        )
+        # json.dumps's own string encoder: a list dumped with separators= builds an encoder
+        listed = "[" + ",".join(map(encode_basestring_ascii, images)) + "]"
+        text = head + listed + middle + encode_basestring_ascii(prompt) + tail
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -233,11 +233,10 @@ def floor(ctx: Context) -> Figure:
     return clock.figure(len(paths))
 
 
-@stage("rss", "peak RSS of ask over every row (fresh cache) above the input frame")
-def rss(ctx: Context) -> Figure:
+def _ask_rss(ctx: Context, rows: int) -> Figure:
     import visionkit as vk
 
-    df = _frame(ctx)
+    df = _frame(ctx).head(rows)
     client = ctx.client()
     # Warm up on one other image: imports, the SDK, the HTTP stack are not per row.
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,8 +261,19 @@ def rss(ctx: Context) -> Figure:
         len(df),
         rss_before_mb=round(before / 1e6, 1),
         rss_peak_mb=round(peak / 1e6, 1),
+        above=above,
         bytes_per_row=round(above / len(df)),
     )
+
+
+@stage("rss_tenth", "peak RSS of ask over the first tenth of the rows (the fixed part)")
+def rss_tenth(ctx: Context) -> Figure:
+    return _ask_rss(ctx, max(1, ctx.rows // 10))
+
+
+@stage("rss", "peak RSS of ask over every row (fresh cache) above the input frame")
+def rss(ctx: Context) -> Figure:
+    return _ask_rss(ctx, ctx.rows)
 
 
 @stage("camera_encode", "encode on camera JPEGs (datasets/images/, distinct copies)")
@@ -391,9 +401,8 @@ def manifest(ctx: Context) -> Figure:
     return Figure(0.0, ctx.rows, {"bytes": size, "bytes_per_row": round(size / ctx.rows)})
 
 
-@stage("submit_rss", "peak RSS of submit and wait over every row (fresh cache) above the frame")
-def submit_rss(ctx: Context) -> Figure:
-    df = _frame(ctx)
+def _submit_rss(ctx: Context, rows: int) -> Figure:
+    df = _frame(ctx).head(rows)
     client = ctx.client()
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "rss.sqlite"
@@ -416,9 +425,20 @@ def submit_rss(ctx: Context) -> Figure:
         {
             "rss_before_mb": round(before / 1e6, 1),
             "rss_peak_mb": round(peak / 1e6, 1),
+            "above": above,
             "bytes_per_row": round(above / len(df)),
         },
     )
+
+
+@stage("submit_rss_tenth", "peak RSS of submit and wait over the first tenth of the rows")
+def submit_rss_tenth(ctx: Context) -> Figure:
+    return _submit_rss(ctx, max(1, ctx.rows // 10))
+
+
+@stage("submit_rss", "peak RSS of submit and wait over every row (fresh cache) above the frame")
+def submit_rss(ctx: Context) -> Figure:
+    return _submit_rss(ctx, ctx.rows)
 
 
 @stage(
@@ -740,6 +760,21 @@ def main(argv: list[str] | None = None) -> int:
         ("manifest", "bytes_per_row", "batch manifest, bytes a row", 150, True),
         ("collect", "lines_per_s", "collecting results, lines a second", 10_000, False),
     ]
+    slopes = [  # memory a row: what the rows add beyond the fixed part (SQLite's page caches,
+        # Python's arenas, the allocator), between a tenth of the rows and all of them
+        ("rss", "rss_tenth", "memory a row (ask, tenth to all)"),
+        ("submit_rss", "submit_rss_tenth", "memory a row (batch, tenth to all)"),
+    ]
+    for full, tenth, what in slopes:
+        if full in names and tenth in names:
+            for tree in trees:
+                big, small = results[(full, str(tree))], results[(tenth, str(tree))]
+                slope = (big.extra["above"] - small.extra["above"]) / max(big.rows - small.rows, 1)
+                results[(f"{full}_slope", str(tree))] = Figure(
+                    0.0, big.rows, {"slope": round(slope)}
+                )
+            goals.append((f"{full}_slope", "slope", what, 1024, True))
+            names.append(f"{full}_slope")
     for name, key, what, goal, at_most in goals:
         if name not in names:
             continue

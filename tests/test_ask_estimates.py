@@ -44,8 +44,14 @@ def test_encoded_size_reads_a_webp_bigger_than_the_decoded_prefix():
 def test_encoded_size_reads_a_jpeg_frame_header_behind_big_metadata():
     data = _saved(Image.new("RGB", (1000, 700), "teal"), "JPEG", comment=b"c" * 65_000)
     big_icc = _saved(Image.new("RGB", (1000, 700), "teal"), "JPEG", icc_profile=b"\0" * 150_000)
-    for payload in (data, big_icc):
+    small_icc = _saved(Image.new("RGB", (1000, 700), "teal"), "JPEG", icc_profile=b"\0" * 3_000)
+    for payload in (data, big_icc, small_icc):  # header beyond 64 KiB, and between 1 and 64
         assert encoded_size(_uri(payload, "image/jpeg")) == (1000, 700)
+    for fmt, mime in (("PNG", "image/png"), ("GIF", "image/gif"), ("WEBP", "image/webp")):
+        tiny = _saved(Image.new("RGB", (3, 2), "teal"), fmt)  # the whole URI under a KiB
+        assert encoded_size(_uri(tiny, mime)) == (3, 2)
+    with pytest.raises(RequestError, match="row 5: cannot read the size of the encoded png"):
+        encoded_size(_uri(b"not an image at all" * 100, "image/png"), row=5)
 
 
 def test_a_prepared_request_reports_the_size_each_image_is_sent_at():

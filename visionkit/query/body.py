@@ -267,28 +267,37 @@ class PreparedRequest:
 # Base64 characters decoded first to find an image's size: enough for any PNG, GIF or WebP
 # header and for a JPEG's frame header behind ordinary metadata (ICC profile, JFIF).
 _HEAD_CHARS = 65_536
+_HEAD_STEPS = (1024, _HEAD_CHARS)
 
 
 def encoded_size(uri: str, *, row: object = None) -> tuple[int, int]:
     """(width, height) of the image inside a base64 ``data:`` URI, from its header.
 
-    Decodes only the first 64 KiB of base64 (``visionkit.images.formats.header_size``), and the
-    whole payload only when the header is further in (a JPEG behind a large metadata block)
+    Decodes the first KiB of base64, then 64 KiB (``visionkit.images.formats.header_size``), and
+    the whole payload only when the header is further in (a JPEG behind a large metadata block)
     or the format is one without a header reader here (then Pillow reads it). An image whose
     size cannot be read is ``row``'s ``RequestError``: never an estimate of 0 tokens.
     """
 
     comma = uri.find(",")
-    payload = uri[comma + 1 :] if uri.startswith("data:") and comma > 0 else ""
-    head = payload[:_HEAD_CHARS]
-    head = head[: len(head) - len(head) % 4]
+    start = comma + 1 if uri.startswith("data:") and comma > 0 else len(uri)
+    size = None
     try:
-        size = header_size(binascii.a2b_base64(head))
-        if size is None and len(head) < len(payload):
-            size = header_size(binascii.a2b_base64(payload))
-        if size is None and payload:
-            with open_bytes(binascii.a2b_base64(payload), check=False) as im:
-                size = im.size
+        # A few hundred bytes hold any PNG, GIF or WebP header and a stripped JPEG's frame
+        # header; only then 64 KiB, then all (slices of the URI, never a copy of all of it).
+        for chars in _HEAD_STEPS:
+            end = min(len(uri), start + chars)
+            head = uri[start : end - (end - start) % 4]
+            size = header_size(binascii.a2b_base64(head))
+            if size is not None or end == len(uri):
+                break
+        if size is None and start < len(uri):
+            data = binascii.a2b_base64(uri[start:])
+            if len(head) < len(uri) - start:
+                size = header_size(data)
+            if size is None:
+                with open_bytes(data, check=False) as im:
+                    size = im.size
     except (binascii.Error, ValueError, ImageError):
         size = None
     if size is None:

@@ -7,6 +7,7 @@ import inspect
 import io
 import subprocess
 import sys
+import time
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -995,3 +996,45 @@ def test_jpeg2000_is_decoded_at_a_resolution_level_near_the_target(tmp_path, mon
     assert loaded and loaded[-1] == (1200, 900)
     tiny = save(photo(8, 6), tmp_path / "tiny.jp2", "JPEG2000")
     assert decode(encode_image(tiny)).size == (8, 6)  # nothing to reduce
+
+
+def test_rows_are_encoded_a_chunk_at_a_time_in_order_and_never_all_at_once():
+    """encode's thread pool takes rows in chunks, a bounded number ahead (a future a row cost
+    a fifth of a tiny image's time, and a million of them held memory), results in order."""
+    import threading
+
+    from visionkit.images.encode import _map_rows
+
+    class Bar:
+        n = 0
+
+        def update(self, k=1):
+            self.n += k
+
+    started: list[int] = []
+    release = threading.Event()
+
+    def one(i):
+        started.append(i)
+        if i == 0:
+            assert release.wait(10)
+        return i * i
+
+    n, workers = 20_000, 2
+    result: list = []
+    runner = threading.Thread(target=lambda: result.extend(_map_rows(one, n, workers, Bar())))
+    runner.start()
+    time.sleep(0.5)  # row 0 holds its chunk: the other threads run ahead as far as allowed
+    ahead = len(started)
+    release.set()
+    runner.join(30)
+    assert result == [i * i for i in range(n)]
+    assert 1 < ahead <= 2 * workers * 64 < n  # bounded, however many rows there are
+
+    def failing(i):
+        if i in (700, 9000):
+            raise ValueError(f"row {i}")
+        return i
+
+    with pytest.raises(ValueError, match="row 700"):  # the first failing row in order
+        _map_rows(failing, n, workers, Bar())

@@ -14,7 +14,6 @@ with ``ClusterGate`` (the coordinator's window and pacing) instead of a process-
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -29,6 +28,7 @@ from ..query.estimate import dry_run_frame
 from ..query.options import AskOptions
 from ..query.plan import make_plan
 from ..query.run import Run
+from ..query.stopping import run_loop
 from .cache import ClusterCache, cache_path
 from .limiter import ClusterGate, ensure_coordinator, link, owner_id
 from .out import check_out, conform, read_part, rows_fingerprint, write_part
@@ -213,7 +213,7 @@ def _run(part: pd.DataFrame, job: AskJob) -> pd.DataFrame:
             run = Run(plan, bar=None, gate=gate)
             run.owner = owner  # claims named by worker address: freed if the worker dies
             try:
-                asyncio.run(run.main(reraise_cancel=False))
+                run_loop(run.main(reraise_cancel=False))
             finally:
                 gate.close()
             frame = run.frame()

@@ -80,7 +80,6 @@ class Coordinator(SchedulerPlugin):
         self.closed: collections.deque[str] = collections.deque(maxlen=10_000)
         self.calls = collections.Counter[str]()
         self.usage: dict[str, dict[str, float]] = {}  # job -> summed per-partition usage
-        self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -253,11 +252,7 @@ class Coordinator(SchedulerPlugin):
             for ticket in [t for t, o in state.owners.items() if o == owner]:
                 del state.owners[ticket]
                 state.gate.limiter.give_back(ticket, "error")
-                cond = state.gate.limiter._cond
-                if cond is not None:
-                    task = asyncio.ensure_future(_notify(cond))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                state.gate.limiter.wake_all()
 
     # -- usage per job -------------------------------------------------------------------
     def report(self, job: str, usage: dict[str, Any]) -> None:
@@ -279,11 +274,6 @@ class Coordinator(SchedulerPlugin):
 
     def job_usage(self, job: str) -> dict[str, Any]:
         return dict(self.usage.get(job, {}))
-
-
-async def _notify(cond: asyncio.Condition) -> None:
-    async with cond:
-        cond.notify_all()
 
 
 def ensure_coordinator(client: Any) -> None:

@@ -13,8 +13,10 @@ flight, not by the size of the set.
 A run is in one of three phases (``Phase``): ``RUNNING``; ``DRAINING`` after an interrupt (no
 new request starts, those in flight finish so their paid answers are kept); ``STOPPED`` after a
 fatal error (a 401, a broken cache file), which ``main`` raises once the requests in flight
-are done. Rows with the same key in flight are sent once (``visionkit.query.twins``); what
-each row ended with is a ``visionkit.query.outcome.RowResult``.
+are done -- for at most one request's timeout and a grace (``visionkit.query.stopping``),
+after which what is left is abandoned as a second interrupt does: a stopped run never hangs.
+Rows with the same key in flight are sent once (``visionkit.query.twins``); what each row
+ended with is a ``visionkit.query.outcome.RowResult``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from .rows import (
     prepare_request_for,
 )
 from .send import Sender
+from .stopping import cancel_and_wait, drain_deadline, wait_all, watch
 from .twins import Twins
 
 __all__ = ["INTERRUPTED", "Phase", "RowResult", "Run"]
@@ -98,6 +101,7 @@ class Run:
         self._main: asyncio.Task[Any] | None = None
         self._wake: asyncio.Event | None = None  # set when the phase leaves RUNNING
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._abandoned = False  # the drain after a stop outlasted ``drain_deadline``
         self._store_failures = 0
         self._unrecorded: list[int] = []  # replay: rows the recording lacks
         self._shown = -math.inf  # when the progress bar's numbers were last redrawn
@@ -217,6 +221,8 @@ class Run:
             if self.claims is not None
             else None
         )
+        deadline = drain_deadline(options.timeout)
+        watchdog = asyncio.create_task(watch(self._wake, deadline, self._abandon))
         try:
             if plan.model is None:
                 if sdk is None:
@@ -224,15 +230,19 @@ class Run:
                 plan.model = await discover_model(sdk.sdk())
             await self._dispatch(sdk, pool, window)
             while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                await wait_all(list(self._tasks))
         except asyncio.CancelledError:
-            self.interrupted = True
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            if reraise_cancel:
+            watchdog.cancel()
+            self.interrupted = self.interrupted or not self._abandoned
+            await cancel_and_wait(list(self._tasks))
+            if self._abandoned:  # our own cancel, not the caller's: the run ends as stopped
+                uncancel = getattr(self._main, "uncancel", None)  # (Python 3.11+)
+                if uncancel is not None:
+                    uncancel()
+            elif reraise_cancel:
                 raise
         finally:
+            watchdog.cancel()
             self.elapsed = time.perf_counter() - self.started
             self._finish_unstarted()
             if self.bar is not None:
@@ -256,6 +266,19 @@ class Run:
             with contextlib.suppress(Exception):
                 self.fatal.partial = self.frame()  # type: ignore[attr-defined]
             raise self.fatal
+
+    def _abandon(self) -> None:
+        """The drain after a stop outlasted its deadline: cancel ``main`` (as a second
+        interrupt does); what was answered is kept."""
+        assert self._main is not None
+        self._abandoned = True
+        logger.error(
+            "%d row(s) still unfinished %.0f s after the run stopped were abandoned; every "
+            "answer received before is kept",
+            len(self._tasks),
+            drain_deadline(self.plan.options.timeout),
+        )
+        self._main.cancel()
 
     async def _dispatch(
         self, sdk: Session | None, pool: ThreadPoolExecutor, window: asyncio.Semaphore

@@ -8,7 +8,6 @@ kept), a second abandons them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 
@@ -17,6 +16,7 @@ import pandas as pd
 from ..errors import warn
 from .progress import in_ipython
 from .run import Run
+from .stopping import run_loop
 
 __all__ = ["run_in_thread"]
 
@@ -30,7 +30,7 @@ def run_in_thread(run: Run) -> pd.DataFrame:
 
     def target() -> None:
         try:
-            asyncio.run(run.main(reraise_cancel=False))
+            run_loop(run.main(reraise_cancel=False))
         except BaseException as exc:
             outcome["error"] = exc
         finally:

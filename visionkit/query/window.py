@@ -27,7 +27,6 @@ stand-in (a token bucket) by ``benchmarks/bench_ask.py --pacing``; the bookkeepi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -101,7 +100,7 @@ class AdaptiveLimiter:
         self._sent: dict[int, float] = {}
         self._issued = 0  # tickets handed out so far
         self._mark = 0  # tickets <= mark were issued before the last change
-        self._cond: asyncio.Condition | None = None
+        self._waiters: dict[asyncio.Future[None], None] = {}  # in arrival order
 
     # -- pure bookkeeping (tested without an event loop) ---------------------------------
     def allowed(self) -> int:
@@ -234,23 +233,38 @@ class AdaptiveLimiter:
             self.rate = None
 
     # -- asyncio front end ------------------------------------------------------------
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
-
+    # No lock and no ``asyncio.Condition``: the bookkeeping above never awaits, so on one
+    # event loop each call is atomic already. A waiter waits on a future of its own, which a
+    # release (``wake_all``) or the end of its pause resolves; cancelled at any moment it only
+    # drops that future. (It was ``asyncio.wait_for(condition.wait(), pause)``: on Python
+    # 3.11 that runs the wait as a second task, and a waiter cancelled -- a run stopping --
+    # while that task took the lock back after the pause ran out released a lock it did not
+    # hold; the second task then kept it for good and every later release waited forever.)
     async def acquire(self, *, spread: bool = True) -> int:
-        cond = self._condition()
-        async with cond:
-            while True:
-                pause = self.pause_remaining(spread=spread)
-                if pause > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(cond.wait(), timeout=pause)
-                    continue
-                if self.in_flight < self.allowed():
-                    return self.take()
-                await cond.wait()
+        """Wait for a place in the window and the end of any pause; returns the ticket."""
+        while True:
+            pause = self.pause_remaining(spread=spread)
+            if pause <= 0 and self.in_flight < self.allowed():
+                return self.take()
+            await self._wait(pause if pause > 0 else None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until the next ``wake_all`` or ``timeout`` seconds, whichever is first."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters[waiter] = None
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            del self._waiters[waiter]
+            if timer is not None:
+                timer.cancel()
+
+    def wake_all(self) -> None:
+        """Wake every waiter to look again (after a release, or a ticket given back)."""
+        for waiter in self._waiters:
+            _resolve(waiter)
 
     async def release(
         self,
@@ -260,11 +274,14 @@ class AdaptiveLimiter:
         *,
         adapt: bool = True,
     ) -> None:
-        cond = self._condition()
-        async with cond:
-            self.give_back(ticket, outcome, retry_after, adapt=adapt)
-            cond.notify_all()
+        self.give_back(ticket, outcome, retry_after, adapt=adapt)
+        self.wake_all()
 
     def __repr__(self) -> str:
         mode = f"rate={self.rate:.2f}/s" if self.rate is not None else f"limit={self.limit:.2f}"
         return f"AdaptiveLimiter({mode}, max={self.max_limit}, in_flight={self.in_flight})"
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

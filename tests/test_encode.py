@@ -1038,3 +1038,40 @@ def test_rows_are_encoded_a_chunk_at_a_time_in_order_and_never_all_at_once():
 
     with pytest.raises(ValueError, match="row 700"):  # the first failing row in order
         _map_rows(failing, n, workers, Bar())
+
+
+def test_an_interrupt_in_encode_does_not_wait_for_whole_chunks():
+    """Ctrl-C arrives in the main thread while it waits for a chunk: it is raised between short
+    waits, and the chunks running end at their next row, not after up to 64 more images."""
+    import _thread
+    import signal
+
+    from visionkit.images.encode import _map_rows
+
+    class Bar:
+        def update(self, k=1):
+            pass
+
+    done: list[int] = []
+    delivered: list[int] = []
+
+    def on_sigint(signum, frame):
+        delivered.append(len(done))  # what was done when the main thread took the interrupt
+        raise KeyboardInterrupt
+
+    def one(i):
+        if i == 10:  # in the first chunk, the one the main thread waits for
+            _thread.interrupt_main()  # Ctrl-C in a notebook
+        time.sleep(0.01)
+        done.append(i)
+        return i
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _map_rows(one, 100_000, 2, Bar())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    first_chunk = sum(1 for i in done if i < 64)
+    assert delivered and first_chunk < 64  # taken while the first chunk was still running
+    assert len(done) - delivered[0] <= 4  # each thread finished the row it was on, no more

@@ -50,9 +50,11 @@ import base64
 import io
 import itertools
 import math
+import threading
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -464,6 +466,16 @@ def encode_series(
     return out
 
 
+def _result(future: Future[list[Any]]) -> list[Any]:
+    """``future.result()`` in short waits: Ctrl-C (``KeyboardInterrupt`` in the main thread)
+    is raised between them, not only once a whole chunk is done."""
+    while True:
+        try:
+            return future.result(timeout=0.1)
+        except FuturesTimeout:
+            continue
+
+
 _CHUNK = 64  # rows a task encodes at most (a future a row cost a fifth of a tiny image's time)
 
 
@@ -481,9 +493,15 @@ def _map_rows(one: Any, n: int, workers: int, bar: Any) -> list[Any]:
             bar.update()
         return results
     size = max(1, min(_CHUNK, n // (workers * 8)))
+    stop = threading.Event()  # an interrupt or a raised error: chunks end at their next row
 
     def run(start: int) -> list[Any]:
-        return [one(i) for i in range(start, min(n, start + size))]
+        out = []
+        for i in range(start, min(n, start + size)):
+            if stop.is_set():
+                break
+            out.append(one(i))
+        return out
 
     starts = iter(range(0, n, size))
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -492,13 +510,14 @@ def _map_rows(one: Any, n: int, workers: int, bar: Any) -> list[Any]:
                 pool.submit(run, start) for start in itertools.islice(starts, 2 * workers)
             )
             while ahead:
-                done = ahead.popleft().result()
+                done = _result(ahead.popleft())
                 start = next(starts, None)
                 if start is not None:
                     ahead.append(pool.submit(run, start))
                 results.extend(done)
                 bar.update(len(done))
         except BaseException:
+            stop.set()  # leaving the pool waits for the running chunks: let them end now
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return results

@@ -340,8 +340,9 @@ def prepare_request(
     Images are encoded with the budget one image may take when ``len(images)`` share the
     body; if the prompt is so long that the body is still too big, they are re-encoded to the
     bytes that remain. Raises ``RequestError`` / ``ImageError`` for this row otherwise.
-    ``maker``: the call's ``BodyMaker`` (made with the same model, system, schema and
-    options), so that the fixed parts are not serialised again for every row.
+    ``maker``: the call's ``BodyMaker``, so that the fixed parts are not serialised again for
+    every row; it then decides the system message, schema and options (``system``,
+    ``response_format`` and ``params`` make one when it is not given).
     """
     options = dict(encode_options or {})
     n = len(images)

@@ -271,12 +271,9 @@ def prepare_request_for(plan: Plan, row: RowPlan) -> RowPlan:
             provider=plan.provider,
             model=model,
             prompt=str(plan.prompts[row.pos]),
-            system=plan.system,
-            response_format=plan.schema.response_format if plan.schema else None,
-            params=plan.params,
             encode_options=plan.encode_options,
             row=row.label,
-            maker=plan.body_maker(model),
+            maker=plan.body_maker(model),  # the call's system, schema and options
         )
     except (ImageError, RequestError) as exc:
         row.error = describe_error(exc)
